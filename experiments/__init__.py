@@ -1,0 +1,1 @@
+"""Experiment configs, the toy world, and the `study` command line."""
