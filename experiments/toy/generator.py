@@ -150,7 +150,7 @@ def generate_split(
     return list(itertools.islice(iter_split(split, seed, level_weights), count))
 
 
-def test_problems(count: int = 200, seed: int = 0) -> list[ToyProblem]:
+def held_out_problems(count: int = 200, seed: int = 0) -> list[ToyProblem]:
     """The held-out evaluation set: equal numbers per level, deterministic."""
     per_level = {level: [] for level in LEVELS}
     rng = random.Random(f"toy-test-balanced-{seed}")

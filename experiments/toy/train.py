@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from experiments.toy.generator import ToyProblem, iter_split, test_problems
+from experiments.toy.generator import ToyProblem, iter_split, held_out_problems
 from experiments.toy.tokenizer import build_tokenizer
 
 # Training mix: harder levels dominate (levels 1-2 saturate for both models and squash the gap).
@@ -162,7 +162,7 @@ def train_model(
         optimizer, lambda step: min(1.0, (step + 1) / spec.warmup) * math.sqrt(spec.warmup / max(step + 1, spec.warmup))
     )
     stream = iter_split("train", seed=seed, level_weights=TRAIN_LEVEL_WEIGHTS)
-    monitor = test_problems(eval_problems, seed=seed) if eval_every else []
+    monitor = held_out_problems(eval_problems, seed=seed) if eval_every else []
     history: list[dict] = []
     start = time.time()
     model.train()

@@ -1,0 +1,97 @@
+"""`study toy ...`: show toy problems, train the toy models, evaluate them."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+toy_app = typer.Typer(help="The toy world: synthetic MATH-format arithmetic and a tiny base/oracle pair.", no_args_is_help=True)
+console = Console()
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+
+
+@toy_app.command("problems")
+def problems(
+    count: int = typer.Option(10, "--count", help="How many problems to show."),
+    split: str = typer.Option("test", "--split", help="test (held out, balanced by level) or train."),
+    solutions: bool = typer.Option(False, "--solutions", help="Also print the canonical solutions."),
+) -> None:
+    """Print toy problems with their reference answers."""
+    from experiments.toy.generator import generate_split, held_out_problems
+
+    if split not in ("test", "train"):
+        console.print(f"[red]error:[/red] --split must be test or train, got {split!r}")
+        raise typer.Exit(2)
+    chosen = held_out_problems(count) if split == "test" else generate_split("train", count)
+    table = Table(title=f"toy {split} problems")
+    for column in ("id", "level", "problem", "answer") + (("solution",) if solutions else ()):
+        table.add_column(column)
+    for p in chosen:
+        row = [p.id, str(p.level), p.prompt.strip(), p.answer] + ([p.solution] if solutions else [])
+        table.add_row(*row)
+    console.print(table)
+
+
+@toy_app.command("train")
+def train(
+    model: str = typer.Option("both", "--model", help="base, oracle or both."),
+    out: Path = typer.Option(MODELS_DIR, "--out", help="Folder that receives base/ and oracle/."),
+    seed: int = typer.Option(0, "--seed"),
+    threads: int = typer.Option(2, "--threads", help="torch CPU threads (results depend on it)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Override the schedule's step count (for quick tries)."),
+) -> None:
+    """Train the toy models deterministically (the shipped weights came from the defaults)."""
+    from dataclasses import replace
+
+    from experiments.toy.train import SPECS, train_model
+
+    names = ["base", "oracle"] if model == "both" else [model]
+    if any(name not in SPECS for name in names):
+        console.print(f"[red]error:[/red] --model must be base, oracle or both, got {model!r}")
+        raise typer.Exit(2)
+    for name in names:
+        spec = SPECS[name] if steps is None else replace(SPECS[name], steps=steps)
+        console.print(f"training {name}: {spec}")
+        train_model(spec, out / name, seed=seed, threads=threads, log=console.print)
+        console.print(f"saved {out / name}")
+
+
+@toy_app.command("eval")
+def evaluate(
+    base: str = typer.Option("toy:base", "--base"),
+    oracle: str = typer.Option("toy:oracle", "--oracle"),
+    problems: int = typer.Option(50, "--problems", help="Held-out test problems (balanced over levels)."),
+    base_samples: int = typer.Option(1000, "--base-samples", help="Samples per problem for the base (coverage@N)."),
+    oracle_samples: int = typer.Option(100, "--oracle-samples"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON."),
+) -> None:
+    """pass@1 at temperature 1, greedy accuracy and coverage for the toy base and oracle."""
+    from dataclasses import asdict
+
+    from rich.progress import Progress
+
+    from experiments.toy.evaluate import evaluate_pair
+
+    with Progress(console=Console(stderr=True)) as progress:
+        results = evaluate_pair(base, oracle, problems, base_samples, oracle_samples, progress=progress)
+    table = Table(title=f"toy test set, {problems} problems (temperature 1 unless greedy)")
+    for column in ("model", "samples/problem", "pass@1", "greedy acc", "coverage@N", "pass@1 by level"):
+        table.add_column(column)
+    for r in results:
+        by_level = " ".join(f"L{lv}:{v:.0%}" for lv, v in r.pass_at_1_by_level.items())
+        table.add_row(r.model, str(r.samples_per_problem), f"{r.pass_at_1:.1%}", f"{r.greedy_accuracy:.1%}", f"{r.coverage:.1%}", by_level)
+    console.print(table)
+    base_result, oracle_result = results
+    ratio = oracle_result.pass_at_1 / base_result.pass_at_1 if base_result.pass_at_1 else float("inf")
+    console.print(f"oracle/base pass@1 ratio: {ratio:.2f}")
+    if json_out:
+        json_out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `study toy ...` to the CLI."""
+    app.add_typer(toy_app, name="toy")

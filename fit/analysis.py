@@ -1,0 +1,301 @@
+"""Per-group fits of a counts table: empirical coverage, power law, beta-binomial, predictions, JSON.
+
+Coverage at k is the empirical curve where it exists (k <= the group's smallest n) and the default
+estimator beyond it, marked ``extrapolated``. The default estimator is the one that predicted
+held-out larger-n coverage best on the real Pythia GSM8K counts (scripts/eval_extrapolation.py,
+benchmarks/fit.md); the other is always fitted and reported beside it.
+
+Edge cases (no NaN reaches a table; JSON uses null plus a status/method that says why):
+- differing n: the empirical curve stops at min(n); the beta-binomial uses every problem's own n.
+- zero-success problems: pass@k = 0 on the curve, B(α, β+n)/B(α, β) in the likelihood.
+- a group with no success at all: coverage 0 at every k, upper bound by the rule of three
+  (total successes ~ Poisson with mean Σ n_i p_i <= 3 at 95%, so coverage(k) <= 3k / (P·min n)),
+  method ``zero_successes_bound``; all successes: coverage 1.
+- tiny groups: n = 1 everywhere identifies neither fit (status ``insufficient``, prediction
+  ``unavailable``); when only one estimator fails the other is used and named in ``method``;
+  fewer than 10 problems adds a warning that bootstrap CIs over problems are unreliable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from fit import beta_binomial, curves, power_law
+
+ESTIMATORS: tuple[str, ...] = ("ensemble", "beta_binomial", "power_law")
+DEFAULT_ESTIMATOR = "ensemble"
+MIN_PROBLEMS_FOR_CI = 10
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Knobs of a fit run."""
+
+    estimator: str = DEFAULT_ESTIMATOR
+    power_law_method: str = power_law.DEFAULT_METHOD
+    family: str = beta_binomial.DEFAULT_FAMILY
+    n_boot: int = 200
+    level: float = 0.95
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        """Reject unknown names early."""
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"unknown estimator {self.estimator!r}; choose from {', '.join(ESTIMATORS)}")
+        if self.power_law_method not in power_law.METHODS:
+            raise ValueError(f"unknown power-law method {self.power_law_method!r}; choose from {', '.join(power_law.METHODS)}")
+        if self.family not in beta_binomial.FAMILIES:
+            raise ValueError(f"unknown family {self.family!r}; choose from {', '.join(beta_binomial.FAMILIES)}")
+        if self.n_boot < 2:
+            raise ValueError("n_boot must be >= 2")
+        if not 0 < self.level < 1:
+            raise ValueError("level must be in (0, 1)")
+
+
+@dataclass
+class PowerLawResult:
+    """A power-law fit with its bootstrap replicates."""
+
+    method: str
+    law: power_law.PowerLaw
+    a_boot: np.ndarray
+    b_boot: np.ndarray
+    status_boot: np.ndarray
+    rmse: float
+
+    def coverage(self, k: np.ndarray) -> np.ndarray:
+        """Point-estimate coverage at k."""
+        return self.law.coverage(k)
+
+    def coverage_boot(self, k: np.ndarray) -> np.ndarray:
+        """Replicate coverage at k, (B, len(k)); failed replicates are NaN."""
+        return power_law.coverage(self.a_boot, self.b_boot, self.status_boot, np.asarray(k, float))
+
+
+def fit_power_law(ks: np.ndarray, cov: np.ndarray, cov_boot: np.ndarray, method: str) -> PowerLawResult:
+    """Fit the law to the curve and to every bootstrap replicate of it."""
+    a, b, st = power_law.fit(ks, cov[None, :], method)
+    law = power_law.PowerLaw(float(a[0]), float(b[0]), str(st[0]))
+    start = None
+    if method == "nonlinear":  # warm-start each replicate at the point estimate
+        start = (np.full(len(cov_boot), law.a), np.full(len(cov_boot), law.b))
+    ab, bb, sb = power_law.fit(ks, cov_boot, method, start)
+    return PowerLawResult(method, law, ab, bb, sb, power_law.rmse(ks, cov, law))
+
+
+def _fmt_k(k: float) -> str:
+    """JSON key for a k: '10000' for integers, else the shortest float text."""
+    return str(int(k)) if float(k).is_integer() else repr(float(k))
+
+
+def json_float(x: Any) -> float | None:
+    """A JSON-safe float (None for NaN/inf)."""
+    x = float(x)
+    return x if np.isfinite(x) else None
+
+
+def ci_list(boot: np.ndarray | None, level: float) -> list[float | None]:
+    """[low, high] percentile interval of 1-D replicates ([None, None] without replicates)."""
+    if boot is None:
+        return [None, None]
+    lo, hi = curves.percentile_ci(np.asarray(boot, float)[:, None], level)
+    return [json_float(lo[0]), json_float(hi[0])]
+
+
+@dataclass
+class GroupFit:
+    """Everything fitted for one group (config) of a counts table."""
+
+    name: str
+    frame: pd.DataFrame
+    options: FitOptions
+    weights: np.ndarray  # (B, P) bootstrap weights, paired across groups by problem id
+    ks: np.ndarray = field(init=False)  # empirical grid, 1..min(n)
+    cov: np.ndarray = field(init=False)
+    cov_boot: np.ndarray = field(init=False)
+    fit_ks: np.ndarray = field(init=False)
+    power_laws: dict[str, PowerLawResult] = field(init=False)
+    beta: beta_binomial.BetaBinomialFit = field(init=False)
+    warnings: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        """Fit the curve, both power-law methods and the beta-binomial."""
+        n, c = self.n, self.c
+        self.warnings = []
+        self.ks = curves.k_grid(int(n.min()))
+        per_problem = curves.coverage_matrix(n, c, self.ks)
+        self.cov = per_problem.mean(axis=0)
+        self.cov_boot = curves.weighted_mean(self.weights, per_problem)
+        self.fit_ks = curves.fit_grid(int(n.min()))
+        sel = np.searchsorted(self.ks, self.fit_ks)
+        self.power_laws = {m: fit_power_law(self.fit_ks, self.cov[sel], self.cov_boot[:, sel], m)
+                           for m in power_law.METHODS}
+        self.beta = beta_binomial.fit(n, c, self.options.family, self.weights)
+        self.warnings += self.beta.warnings
+        if len(n) < MIN_PROBLEMS_FOR_CI:
+            self.warnings.append(f"only {len(n)} problem{'s' if len(n) != 1 else ''}: bootstrap CIs over problems are "
+                                 + ("unreliable" if len(n) > 1 else "undefined (none reported)"))
+        if n.min() != n.max():
+            self.warnings.append(f"n differs across problems ({n.min()}..{n.max()}): the empirical curve "
+                                 f"stops at k = {n.min()}, fits extrapolate beyond")
+
+    @property
+    def n(self) -> np.ndarray:
+        """Samples per problem."""
+        return self.frame["n"].to_numpy(dtype=np.int64)
+
+    @property
+    def c(self) -> np.ndarray:
+        """Correct samples per problem."""
+        return self.frame["correct"].to_numpy(dtype=np.int64)
+
+    @property
+    def n_min(self) -> int:
+        """Largest k with an empirical coverage estimate."""
+        return int(self.n.min())
+
+    @property
+    def no_successes(self) -> bool:
+        """True when no problem has a correct sample."""
+        return int(self.c.sum()) == 0
+
+    def ci(self, boot: np.ndarray | None) -> list[float | None]:
+        """[low, high] of replicates; none for a single problem (resampling it changes nothing)."""
+        return ci_list(boot if len(self.n) > 1 else None, self.options.level)
+
+    def stat(self, values: np.ndarray) -> tuple[float, np.ndarray]:
+        """Mean over problems and its bootstrap replicates."""
+        return float(values.mean()), curves.weighted_mean(self.weights, values.astype(float))
+
+    def power_law(self) -> PowerLawResult:
+        """The power-law fit of the configured method."""
+        return self.power_laws[self.options.power_law_method]
+
+    def model_coverage(self, k: np.ndarray, estimator: str | None = None
+                       ) -> tuple[str, np.ndarray, np.ndarray | None]:
+        """(method, point (K,), replicates (B, K) or None) of the estimator; a failed fit falls back to the other."""
+        k = np.asarray(k, float)
+        fits = {}
+        for name, fitted in (("beta_binomial", self.beta), ("power_law", self.power_law())):
+            point = fitted.coverage(k)
+            if np.all(np.isfinite(point)):
+                fits[name] = (point, fitted.coverage_boot(k))
+        estimator = estimator or self.options.estimator
+        if estimator == "ensemble" and len(fits) == 2:
+            (pb, bb), (pp, bp) = fits["beta_binomial"], fits["power_law"]
+            return "ensemble", (pb + pp) / 2, None if bb is None or bp is None else (bb + bp) / 2
+        for name in [estimator, *fits]:
+            if name in fits:
+                return name, *fits[name]
+        return "unavailable", np.full(k.shape, np.nan), None
+
+    def curve(self, k: np.ndarray, estimator: str | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        """Coverage at k: empirical for k <= min(n), the fit beyond. (point, boot, extrapolated, method)."""
+        k = np.asarray(k, float)
+        grid = np.concatenate([[0.0], self.ks])
+        emp = np.concatenate([[0.0], self.cov])
+        emp_boot = np.column_stack([np.zeros(len(self.cov_boot)), self.cov_boot])
+        within = k <= self.n_min
+        point = np.interp(k, grid, emp)
+        boot = curves.interp_rows(np.broadcast_to(k, (len(emp_boot), k.size)), grid, emp_boot)
+        method = "empirical"
+        if not within.all():
+            method, mp, mb = self.model_coverage(k[~within], estimator)
+            point[~within] = mp
+            boot[:, ~within] = np.nan if mb is None else mb
+        return point, boot, ~within, method
+
+    def predict(self, ks: list[float], estimator: str | None = None) -> dict[str, dict[str, Any]]:
+        """Coverage with CI at each k: empirical within the sampled range, the fit beyond."""
+        out: dict[str, dict[str, Any]] = {}
+        ks_arr = np.asarray(ks, float)
+        if self.no_successes:
+            high = np.minimum(1.0, 3.0 * ks_arr / (len(self.n) * self.n_min))
+            for k, hi in zip(ks_arr, high):
+                out[_fmt_k(k)] = {"coverage": 0.0, "low": 0.0, "high": float(hi),
+                                  "method": "zero_successes_bound", "extrapolated": bool(k > self.n_min)}
+            return out
+        point, boot, extra, method = self.curve(ks_arr, estimator)
+        lo, hi = curves.percentile_ci(boot if len(self.n) > 1 else boot[:0], self.options.level)
+        for i, k in enumerate(ks_arr):
+            m = method if extra[i] else "empirical"
+            if not np.isfinite(point[i]):
+                m = "unavailable"
+            out[_fmt_k(k)] = {"coverage": json_float(point[i]), "low": json_float(lo[i]), "high": json_float(hi[i]),
+                              "method": m, "extrapolated": bool(extra[i])}
+        return out
+
+    def default_predict_ks(self) -> list[float]:
+        """10× and 100× the samples drawn (the group's largest n)."""
+        n_max = int(self.n.max())
+        return [10.0 * n_max, 100.0 * n_max]
+
+    def power_law_json(self, ks: list[float]) -> dict[str, Any]:
+        """JSON block of the configured power-law fit with the other method as an alternative."""
+
+        def block(res: PowerLawResult) -> dict[str, Any]:
+            ok = res.status_boot == "ok"
+            return {"method": res.method, "status": res.law.status, "a": json_float(res.law.a), "b": json_float(res.law.b),
+                    "a_ci": self.ci(res.a_boot[ok]), "b_ci": self.ci(res.b_boot[ok]),
+                    "rmse": json_float(res.rmse), "k_range": [1, self.n_min], "points": int(len(self.fit_ks)),
+                    "boot_failed": int((~ok & (res.status_boot != "no_successes") & (res.status_boot != "saturated")).sum())}
+
+        main = block(self.power_law())
+        main["alternative"] = block(self.power_laws[next(m for m in power_law.METHODS if m != self.power_law().method)])
+        main["predict"] = self.predict(ks, "power_law") if main["status"] == "ok" else {}
+        return main
+
+    def beta_json(self, ks: list[float]) -> dict[str, Any]:
+        """JSON block of the beta-binomial fit."""
+        f = self.beta
+        out: dict[str, Any] = {"family": f.family, "status": f.status, "loglik": json_float(f.loglik), "at_bound": f.at_bound}
+        if f.status != "ok":
+            return out
+        params = beta_binomial.natural(f.theta, f.family)
+        boot = beta_binomial.natural(f.boot, f.family) if f.boot is not None else None
+        for name, value in params.items():
+            out[name] = json_float(value)
+            out[f"{name}_ci"] = self.ci(None if boot is None else boot[name])
+        a, b = beta_binomial.power_law_params(f.theta, f.family)
+        out["power_law_a"], out["power_law_b"] = json_float(a), json_float(b)
+        out["power_law_b_ci"] = self.ci(None if boot is None else -boot["alpha"])
+        sel = np.searchsorted(self.ks, self.fit_ks)
+        pred = f.coverage(self.fit_ks)
+        out["rmse"] = json_float(np.sqrt(np.mean((pred - self.cov[sel]) ** 2)))
+        out["predict"] = self.predict(ks, "beta_binomial")
+        return out
+
+    def to_json(self, ks: list[float] | None = None) -> dict[str, Any]:
+        """The group's entry of fit.json."""
+        ks = self.default_predict_ks() if ks is None else ks
+        p1, p1b = self.stat(self.c / self.n)
+        cn, cnb = self.stat((self.c > 0).astype(float))
+        return {
+            "problems": int(len(self.n)), "n_min": int(self.n.min()), "n_max": int(self.n.max()),
+            "samples": int(self.n.sum()), "successes": int(self.c.sum()),
+            "zero_success_problems": int((self.c == 0).sum()),
+            "pass@1": dict(zip(("value", "low", "high"), [p1, *self.ci(p1b)])),
+            "coverage@n": dict(zip(("value", "low", "high"), [cn, *self.ci(cnb)])),
+            "default_estimator": self.options.estimator,
+            "power_law": self.power_law_json(ks),
+            "beta_binomial": self.beta_json(ks),
+            "predict": self.predict(ks),
+            "warnings": list(self.warnings),
+        }
+
+
+def fit_groups(counts: pd.DataFrame, options: FitOptions | None = None) -> dict[str, GroupFit]:
+    """Fit every group of a validated counts table (see fit.counts) with paired bootstrap weights."""
+    options = options or FitOptions()
+    problems = pd.Index(pd.unique(counts["problem"]))
+    weights = curves.bootstrap_weights(len(problems), options.n_boot, options.seed)
+    out = {}
+    for name, frame in counts.groupby("group", sort=True):
+        frame = frame.reset_index(drop=True)
+        idx = problems.get_indexer(frame["problem"])
+        out[str(name)] = GroupFit(str(name), frame, options, weights[:, idx])
+    return out

@@ -1,0 +1,187 @@
+"""`study fit` and `study report`: fit coverage curves, compare at equal compute, write fit.json, plots, report."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fit import beta_binomial, power_law
+from fit.analysis import DEFAULT_ESTIMATOR, ESTIMATORS, FitOptions
+from fit.compare import DEFAULT_TARGETS
+from fit.cost import COST_MODELS, Prices
+from fit.pipeline import FitRun, fit_counts_file, fit_run_dir, parse_floats
+
+console = Console(width=None if sys.stdout.isatty() else 220)  # logs and pipes get the whole table
+
+
+def _fail(message: str) -> None:
+    """Print a clear error (no traceback) and exit non-zero."""
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(2)
+
+
+def _n_params(text: str | None) -> dict[str, float] | None:
+    """'BASE,ORACLE' parameter counts."""
+    values = parse_floats(text, "--n-params")
+    if values is None:
+        return None
+    if len(values) != 2:
+        raise ValueError(f"--n-params: expected BASE,ORACLE, got {text!r}")
+    return {"base": values[0], "oracle": values[1]}
+
+
+def _targets(text: str) -> tuple[float, ...]:
+    """Target coverages in (0, 1)."""
+    values = parse_floats(text, "--targets") or []
+    if not values or any(v >= 1 for v in values):
+        raise ValueError(f"--targets: expected coverages in (0, 1), got {text!r}")
+    return tuple(values)
+
+
+def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str | None, cost: str,
+         prices: str | None, cost_column: str | None, n_params: str | None, base: str | None, oracle: str | None,
+         targets: str, budgets: str | None, estimator: str, power_law_method: str, family: str, boot: int,
+         seed: int, runs_root: Path) -> FitRun:
+    """Parse options and fit a counts file or a run dir (ValueError/OSError on bad input)."""
+    if cost not in COST_MODELS:
+        raise ValueError(f"--cost: choose from {', '.join(COST_MODELS)}, got {cost!r}")
+    options = FitOptions(estimator=estimator, power_law_method=power_law_method, family=family, n_boot=boot, seed=seed)
+    kw: dict[str, Any] = dict(options=options, predict_ks=parse_floats(predict, "--predict"), cost_model=cost,
+                              prices=Prices.parse(prices) if prices else None, targets=_targets(targets),
+                              budgets=parse_floats(budgets, "--budgets"))
+    if counts is not None:
+        if run_dir is not None:
+            raise ValueError("give either RUN_DIR or --counts, not both")
+        refs = {role: name for role, name in (("base", base), ("oracle", oracle)) if name}
+        return fit_counts_file(counts, by, cost_column=cost_column, n_params=_n_params(n_params), references=refs, **kw)
+    if by or cost_column or n_params or base or oracle:
+        raise ValueError("--by, --cost-column, --n-params, --base and --oracle apply to --counts only")
+    from fit.rundir import latest_run
+
+    return fit_run_dir(run_dir if run_dir is not None else latest_run(runs_root), **kw)
+
+
+def print_table(run: FitRun, doc: dict[str, Any]) -> None:
+    """The per-config table on the console."""
+    from fit.report import table_rows
+
+    rows = table_rows(run, doc)
+    title = "study fit" + (f" — cost: {doc['cost_model']} ({doc['cost_unit']})" if doc.get("cost_unit") else "")
+    table = Table(title=title, title_justify="left")
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    for c in cols:
+        table.add_column(c, justify="left" if c == "config" else "right", overflow="fold")
+    for r in rows:
+        table.add_row(*(r.get(c, "—") for c in cols))
+    console.print(table)
+    console.print("[dim]\\[lo, hi]: 95% bootstrap CI over problems; †: extrapolated beyond the sampled n "
+                  f"({doc['estimator']} fit); a, b: coverage(k) = exp(a·k^b).[/]")
+    for name, g in doc["groups"].items():
+        for w in g["warnings"]:
+            console.print(f"[yellow]warning[/] {name}: {w}", highlight=False)
+    for note in doc.get("notes", []):
+        console.print(f"[dim]note: {note}[/]", highlight=False)
+
+
+def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default_dir: Path | None,
+             no_plots: bool) -> tuple[dict[str, Any], dict[str, list[Path]]]:
+    """Write fit.json and plots where asked (run dirs: RUN_DIR/fit/ by default)."""
+    doc = run.to_json()
+    json_out = json_out or (default_dir / "fit.json" if default_dir else None)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(doc, indent=1, allow_nan=False))
+        console.print(f"wrote {json_out}")
+    plots: dict[str, list[Path]] = {}
+    plots_dir = plots_dir or (default_dir / "plots" if default_dir else None)
+    if plots_dir is not None and not no_plots:
+        from fit.plots import all_plots
+
+        plots = all_plots(run, plots_dir)
+        console.print(f"wrote {sum(len(p) for p in plots.values())} plot files to {plots_dir}")
+    return doc, plots
+
+
+RUN_DIR = typer.Argument(None, help="Run directory (default: the most recent run under runs/).", show_default=False)
+COUNTS = typer.Option(None, "--counts", help="Counts file (.csv/.parquet) with problem, n, correct [+ group column, cost_per_sample].")
+BY = typer.Option(None, "--by", help="Grouping column of --counts (default: 'config' if present, else one group).")
+PREDICT = typer.Option(None, "--predict", help="k values to predict coverage at, e.g. 10000,100000 (default: 10× and 100× n).")
+COST = typer.Option("flops", "--cost", help=f"Cost model: {', '.join(COST_MODELS)}.")
+PRICES = typer.Option(None, "--prices", help="For --cost price: BASE_IN,BASE_OUT,ORACLE_IN,ORACLE_OUT per 1M tokens.")
+COST_COLUMN = typer.Option(None, "--cost-column", help="Counts column holding the cost per sample (default: cost_per_sample if present).")
+N_PARAMS = typer.Option(None, "--n-params", help="BASE,ORACLE parameter counts, to cost --counts token sums.")
+BASE = typer.Option(None, "--base", help="Group of --counts that is pure base sampling (reference for multipliers).")
+ORACLE = typer.Option(None, "--oracle", help="Group of --counts that is pure oracle sampling.")
+TARGETS = typer.Option(",".join(map(str, DEFAULT_TARGETS)), "--targets", help="Target coverages for compute multipliers.")
+BUDGETS = typer.Option(None, "--budgets", help="Compute budgets per problem for multipliers (default: 1, 10, … n base samples).")
+ESTIMATOR = typer.Option(DEFAULT_ESTIMATOR, "--estimator", help=f"Extrapolation: {', '.join(ESTIMATORS)}.")
+PL_METHOD = typer.Option(power_law.DEFAULT_METHOD, "--power-law-method", help=f"{', '.join(power_law.METHODS)}.")
+FAMILY = typer.Option(beta_binomial.DEFAULT_FAMILY, "--family", help=f"Distribution of p: {', '.join(beta_binomial.FAMILIES)}.")
+BOOT = typer.Option(200, "--boot", help="Bootstrap replicates over problems.")
+SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
+RUNS = typer.Option(Path("runs"), "--runs", help="Where to look for the most recent run.")
+
+
+def fit_command(
+    run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
+    predict: Optional[str] = PREDICT,
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write fit.json here (run dirs: RUN_DIR/fit/fit.json)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/fit/plots)."),
+    no_plots: bool = typer.Option(False, "--no-plots", help="Skip the plots."),
+    cost: str = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
+    n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
+    targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
+    power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,
+) -> None:
+    """Fit coverage curves (power law, beta-binomial), extrapolate, compare configs at equal compute."""
+    try:
+        run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
+                   budgets, estimator, power_law_method, family, boot, seed, runs)
+        default_dir = Path(run.source["run_dir"]) / "fit" if "run_dir" in run.source else None
+        doc, _ = _outputs(run, json_out, plots, default_dir, no_plots)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    print_table(run, doc)
+
+
+def report_command(
+    run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
+    predict: Optional[str] = PREDICT,
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/fit; counts: FILE stem + _report)."),
+    cost: str = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
+    n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
+    targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
+    power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,
+) -> None:
+    """Write a Markdown report (tables + plots) for a run dir or a counts file."""
+    from fit.report import write_report
+
+    try:
+        run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
+                   budgets, estimator, power_law_method, family, boot, seed, runs)
+        if out is None:
+            out = (Path(run.source["run_dir"]) / "fit" if "run_dir" in run.source
+                   else Path(f"{Path(run.source['counts']).stem}_report"))
+        doc, plots = _outputs(run, out / "fit.json", out / "plots", None, False)
+        path = write_report(run, doc, plots, out / "report.md")
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    print_table(run, doc)
+    console.print(f"wrote {path}")
+
+
+def register(app: typer.Typer) -> None:
+    """Add `fit` and `report` to the study CLI."""
+    app.command("fit")(fit_command)
+    app.command("report")(report_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _app = typer.Typer(pretty_exceptions_enable=False)
+    register(_app)
+    _app(sys.argv[1:])

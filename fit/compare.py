@@ -1,0 +1,179 @@
+"""Equal-compute comparison: coverage against compute per problem, compute multipliers, crossovers.
+
+Compute per problem for k samples is k × the config's mean cost per sample (the mean over its
+problems of each problem's mean cost per sample, from fit.cost or the counts' cost column). The
+coverage curve is empirical up to k = min(n) and the group's default fit beyond (marked
+``extrapolated``), made non-decreasing before it is inverted.
+
+Compute multiplier of a config g against a reference r (pure base or pure oracle sampling):
+
+- at a target coverage T: M(T) = C_r(T) / C_g(T), the compute the reference needs to reach T over
+  the compute g needs. M > 1 means g reaches T with M× less compute; M = 1 for a config against
+  itself; scaling g's costs by s divides M by s.
+- at a budget B: M(B) = C_r(cov_g(B)) / B, what the reference would spend to match the coverage g
+  reaches with B.
+
+CIs come from the paired bootstrap over problems (the same resampled problems for both configs,
+costs resampled too), so shared problem difficulty cancels. A crossover is a budget where
+cov_g(B) − cov_r(B) changes sign.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fit import curves
+from fit.analysis import GroupFit, ci_list, json_float
+
+DEFAULT_TARGETS: tuple[float, ...] = (0.5, 0.8, 0.95)
+EXTRAPOLATE_DECADES = 6  # the fitted curve is followed up to 10^6 × the largest n
+SATURATED = 0.999  # crossovers where both curves are above this are not reported
+
+
+@dataclass
+class ComputeCurve:
+    """Coverage of one config on a k grid (point + paired replicates) and its cost per sample."""
+
+    name: str
+    ks: np.ndarray
+    point: np.ndarray
+    boot: np.ndarray
+    k_empirical: int
+    cost: float
+    cost_boot: np.ndarray
+    method: str
+
+    @property
+    def budgets(self) -> np.ndarray:
+        """Compute per problem at each grid k."""
+        return self.ks * self.cost
+
+    def compute_for(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Compute per problem to reach each target: point (T,), replicates (B, T), extrapolated (T,)."""
+        targets = np.asarray(targets, float)
+        k_point = curves.invert_rows(targets[None, :], self.ks, self.point[None, :])[0]
+        k_boot = curves.invert_rows(np.broadcast_to(targets, (len(self.boot), targets.size)), self.ks, self.boot)
+        return k_point * self.cost, k_boot * self.cost_boot[:, None], k_point > self.k_empirical
+
+    def coverage_at(self, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Coverage reached with each budget: point (T,), replicates (B, T), extrapolated (T,)."""
+        budgets = np.asarray(budgets, float)
+        k_point = budgets / self.cost
+        point = curves.interp_rows(k_point[None, :], self.ks, self.point[None, :])[0]
+        boot = curves.interp_rows(budgets[None, :] / self.cost_boot[:, None], self.ks, self.boot)
+        return point, boot, k_point > self.k_empirical
+
+
+def compute_curve(group: GroupFit, cost_per_problem: np.ndarray, estimator: str | None = None) -> ComputeCurve:
+    """The config's coverage over k from 0 to 10^6 × max n, with the cost per sample."""
+    top = float(group.n.max()) * 10.0 ** EXTRAPOLATE_DECADES
+    tail = np.geomspace(group.n_min, top, 24 * (EXTRAPOLATE_DECADES + 1) + 1)[1:]
+    ks = np.concatenate([[0.0], group.ks.astype(float), tail])
+    point, boot, _, method = group.curve(ks, estimator)
+    point = np.maximum.accumulate(np.nan_to_num(point, nan=-np.inf))
+    boot = np.where(np.isnan(boot), -np.inf, boot)
+    boot = np.maximum.accumulate(boot, axis=1)
+    boot[np.isneginf(boot)] = np.nan
+    point[np.isneginf(point)] = np.nan
+    cost, cost_boot = group.stat(np.asarray(cost_per_problem, float))
+    return ComputeCurve(group.name, ks, point, boot, group.n_min, cost, cost_boot, method)
+
+
+def _entry(value: float, boot: np.ndarray, extrapolated: bool, level: float, **extra: Any) -> dict[str, Any]:
+    """One JSON cell: value, CI, extrapolated flag."""
+    low, high = ci_list(boot, level)
+    return {"multiplier": json_float(value), "low": low, "high": high, "extrapolated": bool(extrapolated), **extra}
+
+
+def multipliers_at_targets(g: ComputeCurve, r: ComputeCurve, targets: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """M(T) = C_r(T) / C_g(T): point (T,), replicates (B, T), extrapolated, C_g, C_r."""
+    cg, cgb, eg = g.compute_for(targets)
+    cr, crb, er = r.compute_for(targets)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return cr / cg, crb / cgb, eg | er, cg, cr
+
+
+def multipliers_at_budgets(g: ComputeCurve, r: ComputeCurve, budgets: np.ndarray
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """M(B) = C_r(cov_g(B)) / B: point (T,), replicates (B, T), extrapolated, cov_g(B)."""
+    budgets = np.asarray(budgets, float)
+    cov, cov_boot, eg = g.coverage_at(budgets)
+    k_r = curves.invert_rows(cov[None, :], r.ks, r.point[None, :])[0]
+    k_rb = curves.invert_rows(cov_boot, r.ks, r.boot)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = np.where(cov > 0, k_r * r.cost / budgets, np.nan)
+        mb = np.where(cov_boot > 0, k_rb * r.cost_boot[:, None] / budgets[None, :], np.nan)
+    return m, mb, eg | (k_r > r.k_empirical), cov
+
+
+def crossovers(g: ComputeCurve, r: ComputeCurve, points: int = 400) -> list[dict[str, Any]]:
+    """Budgets where g's and r's coverage-vs-compute curves cross (linear in log budget)."""
+    lo = min(g.cost, r.cost)
+    hi = min(g.ks[-1] * g.cost, r.ks[-1] * r.cost)
+    if not hi > lo:
+        return []
+    budgets = np.geomspace(lo, hi, points)
+    cg, _, eg = g.coverage_at(budgets)
+    cr, _, er = r.coverage_at(budgets)
+    diff = cg - cr
+    live = np.isfinite(diff) & (np.maximum(cg, cr) < SATURATED)
+    out = []
+    for i in range(len(budgets) - 1):
+        if not (live[i] and live[i + 1]) or diff[i] == 0 or np.sign(diff[i]) == np.sign(diff[i + 1]):
+            continue
+        t = diff[i] / (diff[i] - diff[i + 1])
+        b = float(np.exp(np.log(budgets[i]) + t * (np.log(budgets[i + 1]) - np.log(budgets[i]))))
+        out.append({"budget": b, "coverage": json_float(cg[i] + t * (cg[i + 1] - cg[i])),
+                    "after": "guided ahead" if diff[i + 1] > 0 else "reference ahead",
+                    "extrapolated": bool(eg[i + 1] or er[i + 1])})
+    return out
+
+
+def default_budgets(reference: ComputeCurve) -> list[float]:
+    """Budgets of 1, 10, 100, … and n reference samples (n = the reference's smallest n)."""
+    ks = [10.0 ** j for j in range(int(np.floor(np.log10(reference.k_empirical))) + 1)]
+    if reference.k_empirical not in ks:
+        ks.append(float(reference.k_empirical))
+    return [k * reference.cost for k in ks]
+
+
+def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
+            targets: tuple[float, ...] = DEFAULT_TARGETS, budgets: list[float] | None = None,
+            level: float = 0.95) -> dict[str, Any]:
+    """The comparison block of fit.json: per config, compute to reach each target and multipliers vs each reference."""
+    targets_arr = np.asarray(targets, float)
+    out: dict[str, Any] = {"targets": list(targets), "references": dict(references), "configs": {}}
+    base_name = references.get("base") or next(iter(references.values()), None)
+    if budgets is None and base_name is not None:
+        budgets = default_budgets(curves_by_name[base_name])
+    out["budgets"] = list(budgets or [])
+    for name, g in curves_by_name.items():
+        c_point, c_boot, c_extra = g.compute_for(targets_arr)
+        entry: dict[str, Any] = {
+            "cost_per_sample": {"value": json_float(g.cost), **dict(zip(("low", "high"), ci_list(g.cost_boot, level)))},
+            "compute_to_target": {str(t): {"compute": json_float(c_point[i]), "low": ci_list(c_boot[:, i], level)[0],
+                                           "high": ci_list(c_boot[:, i], level)[1], "extrapolated": bool(c_extra[i])}
+                                  for i, t in enumerate(targets)},
+        }
+        for role, ref_name in references.items():
+            r = curves_by_name[ref_name]
+            m, mb, ex, cg, cr = multipliers_at_targets(g, r, targets_arr)
+            block: dict[str, Any] = {"reference": ref_name, "targets": {}, "budgets": {}}
+            for i, t in enumerate(targets):
+                note = None
+                if not np.isfinite(cg[i]):
+                    note = f"{name} does not reach {t:g} within 10^{EXTRAPOLATE_DECADES}× its n"
+                elif not np.isfinite(cr[i]):
+                    note = f"{ref_name} does not reach {t:g} within 10^{EXTRAPOLATE_DECADES}× its n"
+                block["targets"][str(t)] = _entry(m[i], mb[:, i], ex[i], level, note=note)
+            if budgets:
+                bm, bmb, bex, bcov = multipliers_at_budgets(g, r, np.asarray(budgets, float))
+                for i, b in enumerate(budgets):
+                    block["budgets"][f"{b:.6g}"] = _entry(bm[i], bmb[:, i], bex[i], level, coverage=json_float(bcov[i]))
+            block["crossovers"] = crossovers(g, r) if name != ref_name else []
+            entry[f"vs_{role}"] = block
+        out["configs"][name] = entry
+    return out

@@ -1,0 +1,126 @@
+"""Reading and validating counts tables (one row per group × problem; see docs/ARCHITECTURE.md).
+
+Required columns: ``problem``, ``n`` (samples drawn, integer >= 1), ``correct`` (0 <= correct <= n).
+Optional: a grouping column (``--by``; ``config`` by default when present), ``cost_per_sample``
+(or another cost column named by the caller), the four token sums, ``level``, ``subject``,
+``no_answer``. Every error names the file, the column and the first offending data row (row 1 is
+the first row after the CSV header; for CSV the file line is given too).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REQUIRED: tuple[str, ...] = ("problem", "n", "correct")
+TOKEN_COLUMNS: tuple[str, ...] = ("base_decode", "base_prefill", "oracle_decode", "oracle_prefill")
+COST_COLUMN = "cost_per_sample"
+ALL_GROUP = "all"
+
+
+class CountsError(ValueError):
+    """A counts table that cannot be used; the message says where and why."""
+
+
+def read_counts(path: str | Path) -> pd.DataFrame:
+    """Read a .csv or .parquet counts file (no validation)."""
+    path = Path(path)
+    if not path.exists():
+        raise CountsError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".csv":
+            return pd.read_csv(path)
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+    except (ValueError, OSError, pd.errors.ParserError) as exc:
+        raise CountsError(f"{path}: cannot read as {suffix[1:]}: {exc}") from exc
+    raise CountsError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .parquet")
+
+
+def _where(source: str, column: str, row: int, csv: bool) -> str:
+    """Location text for an error: file, column, data row (and CSV line)."""
+    line = f" (line {row + 2})" if csv else ""
+    return f"{source}: column '{column}', row {row + 1}{line}"
+
+
+def _show(value: object) -> str:
+    """repr of a cell without numpy's type wrapper (12.5, not np.float64(12.5))."""
+    return repr(value.item() if hasattr(value, "item") else value)
+
+
+def _integer_column(df: pd.DataFrame, column: str, source: str, csv: bool) -> np.ndarray:
+    """The column as int64, or a CountsError naming the first non-integer value."""
+    values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+    bad = ~np.isfinite(values) | (values != np.round(values))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise CountsError(f"{_where(source, column, i, csv)}: expected an integer, got {_show(df[column].iloc[i])}")
+    return values.astype(np.int64)
+
+
+def _check(mask: np.ndarray, df: pd.DataFrame, column: str, source: str, csv: bool, what: str) -> None:
+    """Raise for the first row where `mask` is True."""
+    if mask.any():
+        i = int(np.flatnonzero(mask)[0])
+        raise CountsError(f"{_where(source, column, i, csv)}: {what}, got {_show(df[column].iloc[i])}"
+                          + (f" ({int(mask.sum())} rows affected)" if mask.sum() > 1 else ""))
+
+
+def validate_counts(df: pd.DataFrame, source: str = "counts", by: str | None = None,
+                    cost_column: str | None = None) -> pd.DataFrame:
+    """Check a counts table; returns a clean copy with a string ``group`` column and int n/correct.
+
+    `by` names the grouping column; None groups by ``config`` when that column exists, else one group.
+    """
+    if by is None and "config" in df.columns:
+        by = "config"
+    csv = source.lower().endswith(".csv")
+    missing = [col for col in REQUIRED if col not in df.columns]
+    if missing:
+        raise CountsError(f"{source}: missing required column(s) {', '.join(missing)}; "
+                          f"found {', '.join(map(str, df.columns)) or 'no columns'}")
+    if len(df) == 0:
+        raise CountsError(f"{source}: no rows")
+    if by is not None and by not in df.columns:
+        raise CountsError(f"{source}: grouping column '{by}' not found; found {', '.join(map(str, df.columns))}")
+    out = df.copy().reset_index(drop=True)
+    _check(out["problem"].isna().to_numpy(), out, "problem", source, csv, "problem id is empty")
+    out["n"] = _integer_column(out, "n", source, csv)
+    out["correct"] = _integer_column(out, "correct", source, csv)
+    _check(out["n"].to_numpy() < 1, out, "n", source, csv, "n must be >= 1")
+    _check(out["correct"].to_numpy() < 0, out, "correct", source, csv, "correct must be >= 0")
+    over = out["correct"].to_numpy() > out["n"].to_numpy()
+    if over.any():
+        i = int(np.flatnonzero(over)[0])
+        raise CountsError(f"{_where(source, 'correct', i, csv)}: correct must be <= n, "
+                          f"got correct={out['correct'].iloc[i]} with n={out['n'].iloc[i]}")
+    out["problem"] = out["problem"].astype(str)
+    if by is not None:
+        _check(out[by].isna().to_numpy(), out, by, source, csv, "group name is empty")
+        out["group"] = out[by].astype(str)
+    else:
+        out["group"] = ALL_GROUP
+    dup = out.duplicated(["group", "problem"], keep="first").to_numpy()
+    if dup.any():
+        i = int(np.flatnonzero(dup)[0])
+        first = int(np.flatnonzero((out["group"] == out["group"].iloc[i]) & (out["problem"] == out["problem"].iloc[i]))[0])
+        scope = f" in group {out['group'].iloc[i]!r}" if by is not None else " (pass --by to group rows)"
+        raise CountsError(f"{_where(source, 'problem', i, csv)}: problem {out['problem'].iloc[i]!r} appears again"
+                          f"{scope}; first at row {first + 1}")
+    for col in [c for c in (cost_column, *TOKEN_COLUMNS) if c is not None and c in out.columns]:
+        vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
+        _check(~np.isfinite(vals), out, col, source, csv, "expected a finite number")
+        _check(vals < 0, out, col, source, csv, "must be >= 0")
+        out[col] = vals
+    if cost_column is not None:
+        if cost_column not in out.columns:
+            raise CountsError(f"{source}: cost column '{cost_column}' not found; found {', '.join(map(str, df.columns))}")
+        _check(out[cost_column].to_numpy() <= 0, out, cost_column, source, csv, "cost per sample must be > 0")
+    return out
+
+
+def load_counts(path: str | Path, by: str | None = None, cost_column: str | None = None) -> pd.DataFrame:
+    """Read and validate a counts file."""
+    return validate_counts(read_counts(path), str(path), by, cost_column)

@@ -1,0 +1,155 @@
+"""From a counts file or a run dir to fitted groups, the equal-compute comparison and fit.json."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from fit import compare as cmp
+from fit import cost as costmod
+from fit.analysis import FitOptions, GroupFit, fit_groups, json_float
+from fit.counts import COST_COLUMN, TOKEN_COLUMNS, CountsError, load_counts, read_counts, validate_counts
+
+JSON_VERSION = 1
+
+
+@dataclass
+class FitRun:
+    """Everything `study fit` computed, ready for the table, fit.json, plots and the report."""
+
+    source: dict[str, str]
+    counts: pd.DataFrame
+    groups: dict[str, GroupFit]
+    options: FitOptions
+    predict_ks: list[float] | None = None
+    cost_model: str | None = None
+    cost_unit: str | None = None
+    references: dict[str, str] = field(default_factory=dict)
+    curves: dict[str, cmp.ComputeCurve] = field(default_factory=dict)
+    comparison: dict[str, Any] | None = None
+    manifest: dict[str, Any] | None = None
+    summary: pd.DataFrame | None = None
+    maj: pd.DataFrame | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def cost_shares(self, name: str) -> dict[str, float] | None:
+        """Share of each token column in the group's cost per sample (needs per-column costs)."""
+        frame = self.groups[name].frame
+        cols = [f"cost_{c}" for c in TOKEN_COLUMNS]
+        if not all(c in frame.columns for c in cols):
+            return None
+        parts = frame[cols].mean()
+        total = float(parts.sum())
+        return {c: float(parts[f"cost_{c}"] / total) if total > 0 else 0.0 for c in TOKEN_COLUMNS}
+
+    def to_json(self) -> dict[str, Any]:
+        """The fit.json document (shape documented in README: groups → power_law, beta_binomial, predict)."""
+        groups = {}
+        for name, g in self.groups.items():
+            entry = g.to_json(self.predict_ks)
+            if name in self.curves:
+                entry["cost_per_sample"] = json_float(self.curves[name].cost)
+                shares = self.cost_shares(name)
+                if shares is not None:
+                    entry["cost_shares"] = shares
+            groups[name] = entry
+        out: dict[str, Any] = {"version": JSON_VERSION, "source": self.source,
+                               "estimator": self.options.estimator,
+                               "power_law_method": self.options.power_law_method,
+                               "family": self.options.family, "n_boot": self.options.n_boot,
+                               "level": self.options.level, "cost_model": self.cost_model,
+                               "cost_unit": self.cost_unit, "groups": groups}
+        if self.comparison is not None:
+            out["comparison"] = self.comparison
+        if self.notes:
+            out["notes"] = list(self.notes)
+        return out
+
+
+def _with_costs(counts: pd.DataFrame, cost_column: str | None, cost_model: str,
+                n_params: Mapping[str, float] | None, prices: costmod.Prices | None) -> tuple[pd.DataFrame, str | None, str | None]:
+    """Counts with a cost_per_sample column if one can be had: (counts, model, unit)."""
+    if cost_column is not None:
+        if cost_column != COST_COLUMN:
+            counts = counts.assign(**{COST_COLUMN: counts[cost_column]})
+        return counts, "column", cost_column
+    if all(c in counts.columns for c in TOKEN_COLUMNS) and (n_params is not None or cost_model == "price"):
+        try:
+            return costmod.add_cost_per_sample(counts, cost_model, n_params, prices), cost_model, costmod.UNITS[cost_model]
+        except ValueError as exc:
+            raise CountsError(str(exc)) from exc
+    return counts, None, None
+
+
+def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None) -> FitRun:
+    """Compute curves and the comparison when costs are known."""
+    if COST_COLUMN not in run.counts.columns:
+        run.notes.append("no cost per sample: the equal-compute comparison is skipped")
+        return run
+    run.curves = {name: cmp.compute_curve(g, g.frame[COST_COLUMN].to_numpy(float))
+                  for name, g in run.groups.items()}
+    missing = {role: ref for role, ref in run.references.items() if ref not in run.groups}
+    if missing:
+        raise CountsError(f"reference group(s) not found: {missing}; groups are {', '.join(run.groups)}")
+    if not run.references:
+        run.notes.append("no reference config (pure base / oracle sampling): no compute multipliers")
+    run.comparison = cmp.compare(run.curves, run.references, targets, budgets, run.options.level)
+    run.comparison.update({"cost_model": run.cost_model, "cost_unit": run.cost_unit})
+    return run
+
+
+def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions | None = None,
+                    predict_ks: list[float] | None = None, cost_column: str | None = None,
+                    n_params: Mapping[str, float] | None = None, cost_model: str = "flops",
+                    prices: costmod.Prices | None = None, references: Mapping[str, str] | None = None,
+                    targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
+    """Fit a counts file (.csv/.parquet): `study fit --counts`."""
+    options = options or FitOptions()
+    if cost_column is None:
+        raw = read_counts(path)
+        cost_column = COST_COLUMN if COST_COLUMN in raw.columns else None
+        counts = validate_counts(raw, str(path), by, cost_column)
+    else:
+        counts = load_counts(path, by, cost_column)
+    counts, model, unit = _with_costs(counts, cost_column, cost_model, n_params, prices)
+    run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
+                 fit_groups(counts, options), options, predict_ks, model, unit, dict(references or {}))
+    return _finish(run, targets, budgets)
+
+
+def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_ks: list[float] | None = None,
+                cost_model: str = "flops", prices: costmod.Prices | None = None,
+                targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
+    """Fit a graded (or gradable) run dir: `study fit RUN_DIR`."""
+    from fit import rundir
+
+    options = options or FitOptions()
+    run_dir = Path(run_dir)
+    manifest = rundir.load_manifest(run_dir)
+    raw = rundir.run_counts(run_dir)
+    counts = validate_counts(raw, f"{run_dir} counts table", "config")
+    if prices is None and cost_model == "price" and "prices" in manifest:
+        prices = costmod.Prices.from_mapping(manifest["prices"])
+    n_params = costmod.n_params_from_manifest(manifest) if cost_model != "price" else None
+    counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices)
+    run = FitRun({"run_dir": str(run_dir)}, counts, fit_groups(counts, options), options, predict_ks, model, unit,
+                 rundir.references(manifest), manifest=manifest)
+    run.summary = rundir.run_summary(run_dir)
+    run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
+    return _finish(run, targets, budgets)
+
+
+def parse_floats(text: str | None, what: str) -> list[float] | None:
+    """'10000,1e5' -> [10000.0, 100000.0]; a ValueError naming the option otherwise."""
+    if text is None or text.strip() == "":
+        return None
+    try:
+        values = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError as exc:
+        raise ValueError(f"{what}: expected comma-separated numbers, got {text!r}") from exc
+    if not values or not all(np.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"{what}: expected positive numbers, got {text!r}")
+    return values

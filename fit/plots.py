@@ -1,0 +1,316 @@
+"""Plots of a fit run (matplotlib, Agg backend), each written as PNG and SVG.
+
+Solid lines are empirical (k <= the smallest n of the group), dashed lines are fits/extrapolation;
+shaded bands are the bootstrap CIs over problems. More than eight groups are split over several
+figures (suffix _2, _3, …) so every figure stays readable.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+
+from fit import curves  # noqa: E402
+from fit.counts import TOKEN_COLUMNS  # noqa: E402
+from fit.pipeline import FitRun  # noqa: E402
+
+PER_FIGURE = 8
+EXTEND = 100.0  # fitted curves are drawn out to 100× the largest n
+COLORS = plt.get_cmap("tab10").colors
+COMPONENT_LABELS = {"base_decode": "base decode", "base_prefill": "base prefill",
+                    "oracle_decode": "oracle decode", "oracle_prefill": "oracle prefill"}
+
+
+def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
+    """Write stem.png and stem.svg; close the figure."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    plt.close(fig)
+    return paths
+
+
+def _short(v: float) -> str:
+    """Compact tick text without mathtext (slow to lay out): 1, 10, 1k, 10M, 1e+12."""
+    if v <= 0:
+        return "0"
+    if v < 1e-2 or v >= 1e10:
+        return f"{v:.0e}".replace("e+0", "e+").replace("e-0", "e-")
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= scale:
+            return f"{v / scale:g}{unit}"
+    return f"{v:g}"
+
+
+def _log(ax: plt.Axes, *axes: str) -> None:
+    """Log scale on the named axes ('x', 'y') with plain major labels and unlabeled minor ticks."""
+    for name in axes:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        (ax.set_xscale if name == "x" else ax.set_yscale)("log")
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: _short(v)))
+        axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))  # few ticks: fast to draw
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _pages(names: list[str]) -> list[tuple[str, list[str]]]:
+    """Split group names into figures of at most PER_FIGURE: [(suffix, names)]."""
+    chunks = [names[i:i + PER_FIGURE] for i in range(0, len(names), PER_FIGURE)] or [[]]
+    return [("" if i == 0 else f"_{i + 1}", chunk) for i, chunk in enumerate(chunks)]
+
+
+def _style_legend(ax: plt.Axes, fit_label: str, loc: str = "lower right") -> None:
+    """A second legend explaining line styles."""
+    handles = [Line2D([], [], color="0.3", lw=2, label="empirical"),
+               Line2D([], [], color="0.3", lw=1.5, ls="--", label=fit_label)]
+    ax.add_artist(ax.legend(handles=handles, loc=loc, fontsize=8, frameon=False))
+
+
+def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
+    """Coverage vs samples per problem (log x): empirical curve with CI, default fit extended to 100× n."""
+    paths = []
+    for suffix, names in _pages(list(run.groups)):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        for i, name in enumerate(names):
+            g, col = run.groups[name], COLORS[i % 10]
+            lo, hi = curves.percentile_ci(g.cov_boot, run.options.level)
+            ax.plot(g.ks, g.cov, color=col, lw=2, label=name)
+            ax.fill_between(g.ks, lo, hi, color=col, alpha=0.15, lw=0)
+            kk = np.geomspace(1, EXTEND * g.n.max(), 200)
+            method, pt, boot = g.model_coverage(kk)
+            if np.all(np.isfinite(pt)):
+                ax.plot(kk, pt, color=col, lw=1.3, ls="--")
+                if boot is not None:
+                    blo, bhi = curves.percentile_ci(boot[:, kk > g.n_min], run.options.level)
+                    ax.fill_between(kk[kk > g.n_min], blo, bhi, color=col, alpha=0.07, lw=0)
+        _log(ax, "x")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel("samples per problem k (log scale)")
+        ax.set_ylabel("coverage (fraction of problems solved)")
+        ax.set_title(f"Coverage vs samples; dashed: {run.options.estimator} fit, extrapolated to {EXTEND:g}× n")
+        ax.grid(True, which="both", alpha=0.25)
+        _style_legend(ax, f"fit ({run.options.estimator})")
+        ax.legend(loc="upper left", fontsize=8, title="group", title_fontsize=8)
+        paths += _save(fig, out_dir, f"coverage_vs_k{suffix}")
+    return paths
+
+
+def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
+    """Coverage vs compute per problem for every config: solid empirical, dashed extrapolated."""
+    if not run.curves:
+        return []
+    paths = []
+    for suffix, names in _pages(list(run.curves)):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        x_max = max(run.curves[n].cost * EXTEND * run.groups[n].n.max() for n in names)
+        for i, name in enumerate(names):
+            cc, col = run.curves[name], COLORS[i % 10]
+            x = cc.budgets
+            keep = (x > 0) & (x <= x_max)
+            emp = keep & (cc.ks <= cc.k_empirical)
+            ext = keep & (cc.ks >= cc.k_empirical)
+            lo, hi = curves.percentile_ci(cc.boot, run.options.level)
+            ax.plot(x[emp], cc.point[emp], color=col, lw=2, label=name)
+            ax.plot(x[ext], cc.point[ext], color=col, lw=1.3, ls="--")
+            ax.fill_between(x[keep], lo[keep], hi[keep], color=col, alpha=0.12, lw=0)
+        _log(ax, "x")
+        ax.set_ylim(0, 1.02)
+        ax.set_xlabel(f"compute per problem ({run.cost_unit}, log scale)")
+        ax.set_ylabel("coverage (fraction of problems solved)")
+        ax.set_title("Coverage vs compute per problem (dashed: extrapolated)")
+        ax.grid(True, which="both", alpha=0.25)
+        _style_legend(ax, "extrapolated")
+        ax.legend(loc="upper left", fontsize=8, title="config", title_fontsize=8)
+        paths += _save(fig, out_dir, f"coverage_vs_compute{suffix}")
+    return paths
+
+
+def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
+    """−log coverage vs k on log-log axes: empirical points, power-law line (solid) and beta-binomial (dashed)."""
+    paths = []
+    for suffix, names in _pages(list(run.groups)):
+        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        drawn = False
+        for i, name in enumerate(names):
+            g, col = run.groups[name], COLORS[i % 10]
+            sel = np.searchsorted(g.ks, g.fit_ks)
+            y = g.cov[sel]
+            ok = (y > 0) & (y < 1)
+            if not ok.any():
+                continue
+            drawn = True
+            ax.plot(g.fit_ks[ok], -np.log(y[ok]), "o", ms=3.5, color=col, label=name)
+            kk = np.geomspace(1, EXTEND * g.n.max(), 200)
+            pl = g.power_law()
+            if pl.law.status == "ok":
+                ax.plot(kk, -np.log(pl.coverage(kk)), color=col, lw=1.2)
+            bb = g.beta.coverage(kk)
+            if np.all((bb > 0) & (bb < 1)):
+                ax.plot(kk, -np.log(bb), color=col, lw=1.2, ls="--")
+        _log(ax, "x", "y")
+        ax.set_xlabel("samples per problem k (log scale)")
+        ax.set_ylabel("−log coverage (log scale)")
+        ax.set_title("−log coverage vs k: a power law is a straight line")
+        ax.grid(True, which="both", alpha=0.25)
+        handles = [Line2D([], [], color="0.3", marker="o", ls="", ms=4, label="empirical"),
+                   Line2D([], [], color="0.3", lw=1.2, label=f"power law ({run.options.power_law_method})"),
+                   Line2D([], [], color="0.3", lw=1.2, ls="--", label="beta-binomial")]
+        ax.add_artist(ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False))
+        if drawn:
+            ax.legend(loc="upper right", fontsize=8, title="group", title_fontsize=8)
+        paths += _save(fig, out_dir, f"neglog_coverage{suffix}")
+    return paths
+
+
+def maj_vs_coverage(run: FitRun, out_dir: Path) -> list[Path]:
+    """maj@k next to coverage@k (empirical): majority vote plateaus while coverage keeps climbing."""
+    if run.maj is None or run.maj.empty:
+        return []
+    paths = []
+    for suffix, names in _pages(list(run.groups)):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True, layout="constrained")
+        for i, name in enumerate(names):
+            g, col = run.groups[name], COLORS[i % 10]
+            a1.plot(g.ks, g.cov, color=col, lw=2, label=name)
+            m = run.maj[run.maj["config"] == name]
+            a2.plot(m["k"], m["maj"], color=col, lw=2, label=name)
+            if {"lo", "hi"} <= set(m.columns):
+                a2.fill_between(m["k"], m["lo"], m["hi"], color=col, alpha=0.12, lw=0)
+        for ax, title in ((a1, "coverage@k (any sample correct)"), (a2, "maj@k (majority vote correct)")):
+            _log(ax, "x")
+            ax.set_ylim(0, 1.02)
+            ax.set_xlabel("samples per problem k (log scale)")
+            ax.set_title(title)
+            ax.grid(True, which="both", alpha=0.25)
+        a1.set_ylabel("fraction of problems")
+        fig.legend(*a1.get_legend_handles_labels(), loc="outside right center", fontsize=8, title="config",
+                   title_fontsize=8, frameon=False)
+        paths += _save(fig, out_dir, f"maj_vs_coverage{suffix}")
+    return paths
+
+
+def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, label: str, norm=None,
+          marks: pd.DataFrame | None = None) -> None:
+    """One annotated heatmap of a (c × k) table."""
+    vals = table.to_numpy(dtype=float)
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, norm=norm, aspect="auto", origin="lower")
+    ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
+    ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
+    ax.set_xlabel("k (oracle tokens per intervention)")
+    ax.set_ylabel("c (interventions)")
+    ax.set_title(title, fontsize=10)
+    for (r, c), v in np.ndenumerate(vals):
+        mark = "†" if marks is not None and bool(marks.iat[r, c]) else ""
+        ax.text(c, r, "n/a" if not np.isfinite(v) else format(v, fmt) + mark, ha="center", va="center",
+                fontsize=8, color="black", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.6))
+    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+
+
+def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
+    """pass@1 and compute multiplier vs base over the random(c, k) grid."""
+    from fit.rundir import random_grid
+
+    if run.manifest is None:
+        return []
+    grid = random_grid(run.manifest)
+    grid = grid[grid["config"].isin(list(run.groups))]
+    if grid.empty:
+        return []
+    target = None
+    grid = grid.assign(pass1=[float((run.groups[c].c / run.groups[c].n).mean()) for c in grid["config"]])
+    mult, extra = [], []
+    comp = (run.comparison or {}).get("configs", {})
+    if "base" in run.references and comp:
+        target = str(comp and run.comparison["targets"][0])
+        for cid in grid["config"]:
+            cell = comp[cid]["vs_base"]["targets"][target]
+            mult.append(np.nan if cell["multiplier"] is None else cell["multiplier"])
+            extra.append(cell["extrapolated"])
+    ncols = 2 if target is not None else 1
+    fig, axes = plt.subplots(1, ncols, figsize=(5.8 * ncols, 4.4), layout="constrained")
+    axes = np.atleast_1d(axes)
+    p1 = grid.pivot_table(index="c", columns="k", values="pass1", aggfunc="mean")
+    _heat(axes[0], p1, ".3f", "pass@1 of random(c, k)", "viridis", "pass@1")
+    if target is not None:
+        grid = grid.assign(mult=mult, extra=extra)
+        m = grid.pivot_table(index="c", columns="k", values="mult", aggfunc="mean")
+        ex = grid.pivot_table(index="c", columns="k", values="extra", aggfunc="max").reindex_like(m).fillna(False)
+        finite = m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))]
+        span = max(2.0, float(np.nanmax(np.abs(np.log2(finite))))) if finite.size else 2.0
+        norm = TwoSlopeNorm(vcenter=1.0, vmin=min(2.0 ** -span, 0.99), vmax=max(2.0 ** span, 1.01))
+        _heat(axes[1], m, ".2f", f"compute multiplier vs base at coverage {float(target):.0%}\n"
+              f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×)", norm, ex)
+    return _save(fig, out_dir, "ck_heatmap")
+
+
+def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
+    """pass@1 and coverage@n per difficulty level for each group."""
+    if "level" not in run.counts.columns or run.counts["level"].nunique(dropna=True) < 2:
+        return []
+    paths = []
+    for suffix, names in _pages(list(run.groups)):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True, layout="constrained")
+        for i, name in enumerate(names):
+            f = run.groups[name].frame.dropna(subset=["level"])
+            by = f.assign(p1=f["correct"] / f["n"], solved=(f["correct"] > 0).astype(float)).groupby("level")
+            agg = by[["p1", "solved"]].mean()
+            a1.plot(agg.index, agg["p1"], "o-", color=COLORS[i % 10], label=name)
+            a2.plot(agg.index, agg["solved"], "o-", color=COLORS[i % 10], label=name)
+        for ax, title in ((a1, "pass@1 by level"), (a2, "coverage@n by level")):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel("difficulty level")
+            ax.set_ylim(0, 1.02)
+            ax.set_title(title)
+            ax.grid(True, alpha=0.25)
+        a1.set_ylabel("fraction of problems")
+        a2.legend(loc="lower left", fontsize=8, title="group", title_fontsize=8)
+        paths += _save(fig, out_dir, f"coverage_by_level{suffix}")
+    return paths
+
+
+def cost_breakdown(run: FitRun, out_dir: Path) -> list[Path]:
+    """Stacked bars: the share of each model × phase in the cost per sample of every config."""
+    shares = {name: run.cost_shares(name) for name in run.groups}
+    shares = {k: v for k, v in shares.items() if v is not None}
+    if not shares:
+        return []
+    names = list(shares)
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(names) + 1.8), layout="constrained")
+    left = np.zeros(len(names))
+    cmap = plt.get_cmap("Paired")
+    for j, col in enumerate(TOKEN_COLUMNS):
+        vals = np.array([shares[n][col] for n in names])
+        ax.barh(names, vals, left=left, color=cmap(j * 2 + 1), label=COMPONENT_LABELS[col])
+        left += vals
+    for i, n in enumerate(names):
+        ax.text(1.01, i, f"{run.curves[n].cost:.3g}", va="center", fontsize=8)
+    ax.set_xlim(0, 1.18)
+    ax.set_xticks(np.linspace(0, 1, 6), [f"{x:.0%}" for x in np.linspace(0, 1, 6)])
+    ax.set_xlabel(f"share of cost per sample ({run.cost_model}); right: {run.cost_unit} per sample")
+    ax.set_title("Where the compute goes: model × phase")
+    ax.invert_yaxis()
+    fig.legend(loc="outside lower center", ncol=4, fontsize=8, frameon=False)
+    return _save(fig, out_dir, "cost_breakdown")
+
+
+def all_plots(run: FitRun, out_dir: str | Path) -> dict[str, list[Path]]:
+    """Every plot the run supports: {name: [png, svg, ...]}."""
+    out_dir = Path(out_dir)
+    makers = {"coverage_vs_k": coverage_vs_k, "coverage_vs_compute": coverage_vs_compute,
+              "neglog_coverage": neglog_coverage, "maj_vs_coverage": maj_vs_coverage,
+              "ck_heatmap": ck_heatmaps, "coverage_by_level": coverage_by_level,
+              "cost_breakdown": cost_breakdown}
+    out = {}
+    for name, make in makers.items():
+        paths = make(run, out_dir)
+        if paths:
+            out[name] = paths
+    return out

@@ -1,0 +1,88 @@
+"""Run directories for `study fit` / `study report`: manifest, and counts, summary and maj@k via `verify`.
+
+The counts table and per-config summary come from the verify package (``verify.counts_table``
+grades the run if needed; ``verify.summarize_run`` gives pass@1, coverage@n, maj@n with CIs;
+``verify.metrics.maj_curve`` gives maj@k), imported lazily so that fitting a counts file never
+needs the verifier.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from fit.counts import CountsError
+
+POLICY_REFERENCES: dict[str, str] = {"base": "base", "oracle": "oracle"}
+
+
+def latest_run(root: str | Path = "runs") -> Path:
+    """The run dir under `root` whose manifest.json was written last."""
+    root = Path(root)
+    manifests = sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    if not manifests:
+        raise CountsError(f"no run directory with a manifest.json under {root.resolve()}; "
+                          "pass RUN_DIR or --counts FILE")
+    return manifests[-1].parent
+
+
+def load_manifest(run_dir: str | Path) -> dict[str, Any]:
+    """RUN_DIR/manifest.json as a dict."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.exists():
+        raise CountsError(f"{run_dir}: not a run directory (no manifest.json)")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise CountsError(f"{path}: invalid JSON: {exc}") from exc
+
+
+def references(manifest: dict[str, Any]) -> dict[str, str]:
+    """{'base': config_id, 'oracle': config_id} for the configs with policy base / oracle."""
+    out = {}
+    for cid, cfg in manifest.get("configs", {}).items():
+        role = POLICY_REFERENCES.get(str(cfg.get("policy")))
+        if role and role not in out:
+            out[role] = str(cid)
+    return out
+
+
+def random_grid(manifest: dict[str, Any]) -> pd.DataFrame:
+    """Configs with policy 'random' and their c and k (columns config, c, k)."""
+    rows = [{"config": str(cid), "c": cfg.get("c"), "k": cfg.get("k")}
+            for cid, cfg in manifest.get("configs", {}).items() if cfg.get("policy") == "random"]
+    return pd.DataFrame(rows, columns=["config", "c", "k"]).dropna()
+
+
+def run_counts(run_dir: str | Path) -> pd.DataFrame:
+    """The run's counts table from verify (grading first if needed), with a ``config`` column."""
+    import verify  # lazy: only the run-dir path needs the verifier
+
+    return verify.counts_table(Path(run_dir))
+
+
+def run_summary(run_dir: str | Path) -> pd.DataFrame:
+    """verify.summarize_run indexed by config (pass@1, coverage@n, maj@n and their _lo/_hi)."""
+    import verify
+
+    return verify.summarize_run(Path(run_dir)).set_index("config")
+
+
+def maj_curves(run_dir: str | Path, k_max: dict[str, int], n_resamples: int = 200, seed: int = 0) -> pd.DataFrame:
+    """maj@k per config on a log grid up to k_max[config] (verify.metrics.maj_curve): columns config, k, maj, lo, hi."""
+    import verify
+    from verify.metrics import log_grid, maj_curve
+    from verify.tables import class_votes
+
+    grades = verify.read_grades(Path(run_dir))
+    frames = []
+    for cid, votes in class_votes(grades).groupby("config", sort=True):
+        if str(cid) not in k_max:
+            continue
+        curve = maj_curve(list(votes["votes"]), list(votes["correct_index"]), list(votes["no_answer"]),
+                          ks=log_grid(k_max[str(cid)]), n_resamples=n_resamples, n_boot=200, seed=seed)
+        frames.append(curve.assign(config=str(cid)))
+    cols = ["config", "k", "maj", "lo", "hi"]
+    return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)

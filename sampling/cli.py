@@ -1,0 +1,102 @@
+"""`study sample`: draw samples for an experiment into a resumable run directory."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+class TokenRate(TextColumn):
+    """Generated tokens per second so far."""
+
+    def __init__(self) -> None:
+        super().__init__("")
+
+    def render(self, task):  # type: ignore[override]
+        elapsed = task.elapsed or 0.0
+        rate = task.fields.get("tokens", 0) / elapsed if elapsed > 0 else 0.0
+        return f"{rate:,.0f} tok/s"
+
+
+def progress_bar() -> Progress:
+    """Samples done / total, samples/s, tokens/s, elapsed and ETA."""
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
+        TokenRate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+    )
+
+
+def summary_table(run_dir: Path) -> Table:
+    """Per config: samples, mean tokens by model and phase, mean interventions, finish reasons."""
+    from sampling.store import read_samples
+
+    frame = read_samples(run_dir, columns=[
+        "config_id", "interventions", "finish_reason", "base_decode", "base_prefill", "oracle_decode", "oracle_prefill",
+    ])
+    table = Table(title=f"samples in {run_dir}")
+    for column in ("config", "samples", "base decode", "base prefill", "oracle decode", "oracle prefill", "interventions", "hit max_tokens"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    for config_id, group in frame.groupby("config_id", sort=False):
+        table.add_row(
+            str(config_id), f"{len(group):,}", f"{group.base_decode.mean():.1f}", f"{group.base_prefill.mean():.1f}",
+            f"{group.oracle_decode.mean():.1f}", f"{group.oracle_prefill.mean():.1f}", f"{group.interventions.mean():.2f}",
+            f"{(group.finish_reason == 'length').mean():.1%}",
+        )
+    return table
+
+
+def sample(
+    config: Optional[Path] = typer.Option(None, "--config", help="Experiment TOML (default: the toy experiment)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Samples per problem and config."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="toy, math500, math, gsm8k, or a .jsonl/.parquet path."),
+    problems: Optional[int] = typer.Option(None, "--problems", help="Use the first N problems (after --levels)."),
+    levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated levels, e.g. 1,2."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN)."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this worker's share of the problems."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (per-sample seeds derive from it)."),
+    block_size: int = typer.Option(512, "--block-size", help="Samples decoded together (fixed per run dir)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed dataset rows (reports how many)."),
+) -> None:
+    """Draw n samples per problem for every config; re-running continues where it stopped."""
+    from sampling.config import ConfigError, default_experiment, load_experiment
+    from sampling.datasets import DatasetError, parse_levels
+    from sampling.models import ModelError
+    from sampling.runner import parse_shard, run_experiment
+    from sampling.store import RunDirError
+
+    try:
+        experiment = load_experiment(config) if config else default_experiment()
+        overrides = {key: value for key, value in {
+            "n": n, "dataset": dataset, "problems": problems, "seed": seed, "levels": parse_levels(levels),
+        }.items() if value is not None}
+        if "n" in overrides and overrides["n"] < 1:
+            raise ConfigError(f"--n must be >= 1, got {overrides['n']}")
+        experiment = replace(experiment, **overrides)
+        shard_spec = parse_shard(shard)
+        run_dir = out or Path("runs") / f"{experiment.name}-n{experiment.n}"
+        with progress_bar() as progress:
+            result = run_experiment(
+                experiment, run_dir, shard=shard_spec, block_size=block_size, skip_bad_rows=skip_bad_rows,
+                progress=progress, report=console.print, threads=threads,
+            )
+    except (ConfigError, DatasetError, ModelError, RunDirError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    console.print(
+        f"{result.samples_written:,} samples in {result.blocks_done} block(s) written to {result.run_dir} "
+        f"({result.blocks_skipped} block(s) already done) in {result.seconds:.1f} s"
+    )
+    Console().print(summary_table(result.run_dir))
+
+
+def register(app: typer.Typer) -> None:
+    """Add `study sample` to the CLI."""
+    app.command("sample")(sample)

@@ -1,0 +1,192 @@
+"""Experiment configs: a TOML file naming models, dataset, prompt, sampling and a grid of policies.
+
+```toml
+name = "toy-default"
+dataset = "toy"            # toy | math500 | math | gsm8k | path/to/file.jsonl|.parquet
+problems = 20              # optional: first N problems (after --levels)
+levels = [1, 2, 3, 4, 5]   # optional
+n = 100                    # samples per problem and config
+seed = 0
+max_tokens = 200
+engine = "torch"           # torch | vllm
+
+[models]
+base = "toy:base"          # a local HF folder, a hub id, or toy:base / toy:oracle
+oracle = "toy:oracle"
+
+[prompt]
+template = "{problem}\\n"  # str.format with {problem}; chat = true applies the tokenizer's chat template
+chat = false
+system = ""
+add_bos = true
+
+[sampling]
+base_temperature = 1.0
+oracle_temperature = 1.0   # 0 = greedy
+top_p = 1.0
+
+[[configs]]                # lists expand to a grid; ids are generated unless given
+policy = "random"
+c = [1, 2, 4]
+k = [2, 5]
+```
+"""
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sampling.policy import POLICY_NAMES, PolicySpec
+from sampling.records import GuidedConfig, SamplingParams
+
+GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length")
+POLICY_KEYS = {"policy", "id", *GRID_KEYS, "base_temperature", "oracle_temperature", "top_p"}
+TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs", "engine_options"}
+
+
+class ConfigError(ValueError):
+    """An experiment config that cannot be used (names the file and the key)."""
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    """How a problem becomes prompt token ids."""
+
+    template: str = "{problem}\n"
+    chat: bool = False
+    system: str = ""
+    add_bos: bool = True
+
+
+@dataclass
+class Experiment:
+    """A parsed experiment: run-wide settings plus named guided configs."""
+
+    name: str
+    dataset: str
+    models: dict[str, str]
+    configs: dict[str, GuidedConfig]
+    n: int = 100
+    seed: int = 0
+    max_tokens: int = 256
+    problems: int | None = None
+    levels: list[int] | None = None
+    engine: str = "torch"
+    prompt: PromptFormat = PromptFormat()
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    source: str = "<defaults>"
+
+
+def config_id_for(policy: PolicySpec) -> str:
+    """Readable default id: base, oracle, random-c4-k5, entropy-t1.5-k5-m4, margin-d0.2-k5-m4."""
+    if policy.name in ("base", "oracle"):
+        return policy.name
+    if policy.name == "random":
+        return f"random-c{policy.c}-k{policy.k}"
+    if policy.name == "entropy":
+        return f"entropy-t{policy.tau:g}-k{policy.k}-m{policy.max_c}"
+    return f"margin-d{policy.delta:g}-k{policy.k}-m{policy.max_c}"
+
+
+def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    """Cartesian product over list-valued grid keys."""
+    unknown = set(entry) - POLICY_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(POLICY_KEYS)}")
+    grid = {key: value if isinstance(value, list) else [value] for key, value in entry.items() if key in GRID_KEYS}
+    if "id" in entry and any(len(v) > 1 for v in grid.values()):
+        raise ConfigError(f"{where}: an explicit id cannot be used with a grid of values")
+    keys = list(grid)
+    return [{**entry, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_tokens: int, where: str) -> dict[str, GuidedConfig]:
+    """GuidedConfigs keyed by id from the [[configs]] entries."""
+    configs: dict[str, GuidedConfig] = {}
+    for number, raw in enumerate(entries, start=1):
+        place = f"{where}, [[configs]] #{number}"
+        if "policy" not in raw:
+            raise ConfigError(f"{place}: missing 'policy' (one of {', '.join(POLICY_NAMES)})")
+        for entry in _expand(raw, place):
+            try:
+                policy = PolicySpec(
+                    name=entry["policy"], k=int(entry.get("k", 0)), c=int(entry.get("c", 0)),
+                    tau=entry.get("tau"), delta=entry.get("delta"), max_c=entry.get("max_c"),
+                    ref_length=int(entry.get("ref_length", 100)),
+                )
+                config = GuidedConfig(
+                    policy=policy,
+                    base=SamplingParams(float(entry.get("base_temperature", sampling.get("base_temperature", 1.0))),
+                                        float(entry.get("top_p", sampling.get("top_p", 1.0)))),
+                    oracle=SamplingParams(float(entry.get("oracle_temperature", sampling.get("oracle_temperature", 1.0))),
+                                          float(entry.get("top_p", sampling.get("top_p", 1.0)))),
+                    max_tokens=max_tokens,
+                )
+            except (ValueError, TypeError) as exc:
+                raise ConfigError(f"{place}: {exc}") from None
+            config_id = entry.get("id") or config_id_for(policy)
+            if config_id in configs:
+                raise ConfigError(f"{place}: duplicate config id {config_id!r}")
+            configs[config_id] = config
+    if not configs:
+        raise ConfigError(f"{where}: no [[configs]]")
+    return configs
+
+
+def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
+    """Validate a config mapping (as read from TOML) into an Experiment."""
+    unknown = set(data) - TOP_KEYS
+    if unknown:
+        raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}")
+    models = data.get("models") or {}
+    if "base" not in models:
+        raise ConfigError(f"{source}: [models] needs 'base' (and 'oracle' unless every config is policy 'base')")
+    max_tokens = int(data.get("max_tokens", 256))
+    if max_tokens < 1:
+        raise ConfigError(f"{source}: max_tokens must be >= 1")
+    n = int(data.get("n", 100))
+    if n < 1:
+        raise ConfigError(f"{source}: n must be >= 1")
+    configs = build_configs(data.get("configs") or [], data.get("sampling") or {}, max_tokens, source)
+    if "oracle" not in models and any(c.policy.name != "base" for c in configs.values()):
+        raise ConfigError(f"{source}: [models] needs 'oracle' for non-base policies")
+    prompt = data.get("prompt") or {}
+    unknown_prompt = set(prompt) - {"template", "chat", "system", "add_bos"}
+    if unknown_prompt:
+        raise ConfigError(f"{source}: unknown [prompt] key(s) {sorted(unknown_prompt)}")
+    template = prompt.get("template", "{problem}\n")
+    if "{problem}" not in template:
+        raise ConfigError(f"{source}: [prompt] template must contain {{problem}}")
+    engine = data.get("engine", "torch")
+    if engine not in ("torch", "vllm"):
+        raise ConfigError(f"{source}: engine must be 'torch' or 'vllm', got {engine!r}")
+    return Experiment(
+        name=str(data.get("name", Path(source).stem)), dataset=str(data.get("dataset", "toy")), models=dict(models),
+        configs=configs, n=n, seed=int(data.get("seed", 0)), max_tokens=max_tokens,
+        problems=data.get("problems"), levels=data.get("levels"), engine=engine,
+        prompt=PromptFormat(template, bool(prompt.get("chat", False)), str(prompt.get("system", "")), bool(prompt.get("add_bos", True))),
+        engine_options=dict(data.get("engine_options") or {}), source=source,
+    )
+
+
+def load_experiment(path: Path) -> Experiment:
+    """Read and validate a TOML experiment file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"experiment config not found: {path}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    return parse_experiment(data, str(path))
+
+
+DEFAULT_TOY_EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "toy.toml"
+
+
+def default_experiment() -> Experiment:
+    """The toy world's default experiment (experiments/toy.toml)."""
+    return load_experiment(DEFAULT_TOY_EXPERIMENT)

@@ -1,0 +1,200 @@
+"""Problem records and dataset loading: the toy world, MATH, MATH-500, GSM8K, or a local file."""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+HUB_DATASETS = {
+    "math500": ("HuggingFaceH4/MATH-500", None, "test"),
+    "gsm8k": ("openai/gsm8k", "main", "test"),
+}
+MATH_HUB_NAME = "EleutherAI/hendrycks_math"
+MATH_SUBJECTS = (
+    "algebra", "counting_and_probability", "geometry", "intermediate_algebra",
+    "number_theory", "prealgebra", "precalculus",
+)
+DATASET_NAMES = ("toy", "math500", "math", "gsm8k")
+TOY_TEST_SIZE = 500
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be loaded or a row that cannot be normalised."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One normalised problem: reference final answer, optional level and subject."""
+
+    id: str
+    problem: str
+    answer: str
+    level: int | None = None
+    subject: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict (for tables and JSON)."""
+        return asdict(self)
+
+
+def parse_level(value: Any) -> int | None:
+    """MATH's "Level 3" / 3 / "3" -> 3; missing or "Level ?" -> None."""
+    if value is None:
+        return None
+    if isinstance(value, int):
+        return value
+    text = str(value).strip().removeprefix("Level").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _gsm8k_answer(answer_field: str) -> str | None:
+    """The number after GSM8K's `####`, without thousands separators."""
+    if "####" not in answer_field:
+        return None
+    return answer_field.rsplit("####", 1)[1].strip().replace(",", "")
+
+
+def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
+    """Map one raw row (MATH, MATH-500, GSM8K, or our own format) to a Problem, or raise DatasetError."""
+    from verify import extract_answer  # the one balanced-brace \boxed{} extractor
+
+    where = f"{source}, row {index}"
+    text = row.get("problem") or row.get("question")
+    if not isinstance(text, str) or not text.strip():
+        raise DatasetError(f"{where}: missing 'problem' (or 'question') text")
+    answer = row.get("answer")
+    if isinstance(answer, str) and "####" in answer:  # GSM8K: the answer field is a worked solution
+        answer = _gsm8k_answer(answer)
+    if answer is None or (isinstance(answer, str) and not answer.strip()):
+        solution = row.get("solution")
+        answer = extract_answer(solution) if isinstance(solution, str) else None
+    if answer is None or not str(answer).strip():
+        raise DatasetError(f"{where}: no reference answer ('answer' field or \\boxed{{}} in 'solution')")
+    identifier = row.get("id") or row.get("unique_id") or row.get("idx")
+    identifier = str(identifier) if identifier is not None else f"{Path(source).stem}-{index}"
+    return Problem(
+        id=identifier,
+        problem=text,
+        answer=str(answer).strip(),
+        level=parse_level(row.get("level")),
+        subject=row.get("subject") or row.get("type"),
+    )
+
+
+def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: bool = False) -> tuple[list[Problem], int]:
+    """Normalise all rows; returns problems and the number of skipped rows (only with skip_bad_rows)."""
+    problems: list[Problem] = []
+    skipped = 0
+    seen: set[str] = set()
+    for index, row in enumerate(rows):
+        try:
+            problem = normalise_row(row, index, source)
+        except DatasetError:
+            if not skip_bad_rows:
+                raise
+            skipped += 1
+            continue
+        if problem.id in seen:
+            raise DatasetError(f"{source}, row {index}: duplicate problem id {problem.id!r}")
+        seen.add(problem.id)
+        problems.append(problem)
+    return problems, skipped
+
+
+def read_local_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a local .jsonl / .json / .parquet file."""
+    if not path.exists():
+        raise DatasetError(f"dataset file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return pq.read_table(path).to_pylist()
+    if suffix == ".jsonl":
+        rows = []
+        with path.open() as handle:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}, line {line_number}: invalid JSON ({exc.msg})") from None
+        return rows
+    if suffix == ".json":
+        data = json.loads(path.read_text())
+        if not isinstance(data, list):
+            raise DatasetError(f"{path}: expected a JSON list of rows")
+        return data
+    raise DatasetError(f"{path}: unsupported dataset file type {suffix!r} (use .jsonl, .json or .parquet)")
+
+
+def _hub_rows(name: str) -> list[dict[str, Any]]:
+    """Rows of a hub dataset by its short name (needs internet and the `datasets` library)."""
+    import datasets
+
+    if name == "math":
+        rows: list[dict[str, Any]] = []
+        for subject in MATH_SUBJECTS:
+            part = datasets.load_dataset(MATH_HUB_NAME, subject, split="test")
+            rows.extend({**row, "id": f"math-{subject}-{i}"} for i, row in enumerate(part))
+        return rows
+    repo, config, split = HUB_DATASETS[name]
+    data = datasets.load_dataset(repo, config, split=split) if config else datasets.load_dataset(repo, split=split)
+    return [{**row, "id": row.get("unique_id") or f"{name}-{i}"} for i, row in enumerate(data)]
+
+
+def toy_problems(count: int = TOY_TEST_SIZE, seed: int = 0) -> list[Problem]:
+    """The toy world's held-out test problems as Problem records."""
+    from experiments.toy.generator import held_out_problems
+
+    return [
+        Problem(id=p.id, problem=p.prompt.rstrip("\n"), answer=p.answer, level=p.level, subject="arithmetic")
+        for p in held_out_problems(count, seed=seed)
+    ]
+
+
+def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -> list[Problem]:
+    """Load a dataset by short name (toy, math500, math, gsm8k) or local file path."""
+    if name_or_path == "toy":
+        return toy_problems()
+    path = Path(name_or_path)
+    if path.suffix.lower() in (".jsonl", ".json", ".parquet") or path.exists():
+        rows, source = read_local_rows(path), str(path)
+    elif name_or_path in DATASET_NAMES:
+        rows, source = _hub_rows(name_or_path), name_or_path
+    else:
+        raise DatasetError(
+            f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)} or a .jsonl/.parquet path"
+        )
+    problems, skipped = normalise_rows(rows, source, skip_bad_rows=skip_bad_rows)
+    if skipped and report is not None:
+        report(f"skipped {skipped} bad row(s) of {source} (--skip-bad-rows)")
+    if not problems:
+        raise DatasetError(f"{source}: no problems")
+    return problems
+
+
+def select_problems(
+    problems: Sequence[Problem], limit: int | None = None, levels: Sequence[int] | None = None
+) -> list[Problem]:
+    """Deterministic selection: filter by level, then take the first `limit` in dataset order."""
+    chosen = [p for p in problems if levels is None or p.level in set(levels)]
+    if levels is not None and not chosen:
+        raise DatasetError(f"no problems at levels {sorted(set(levels))}")
+    if limit is not None:
+        if limit <= 0:
+            raise DatasetError(f"--problems must be positive, got {limit}")
+        chosen = chosen[:limit]
+    return chosen
+
+
+def parse_levels(text: str | None) -> list[int] | None:
+    """'1,2' -> [1, 2]; None -> None."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise DatasetError(f"--levels must be comma-separated integers, got {text!r}") from None

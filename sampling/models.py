@@ -1,0 +1,95 @@
+"""Resolving, loading and fingerprinting the base/oracle models and their shared tokenizer."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+TOY_MODELS_DIR = Path(__file__).resolve().parent.parent / "experiments" / "toy" / "models"
+
+
+class ModelError(ValueError):
+    """A model or tokenizer that cannot be used."""
+
+
+def resolve_model(name: str) -> str:
+    """`toy:base` / `toy:oracle` -> the shipped folder; a local folder stays; anything else is a hub id."""
+    if name.startswith("toy:"):
+        path = TOY_MODELS_DIR / name.removeprefix("toy:")
+        if not (path / "config.json").exists():
+            raise ModelError(f"toy model {name!r} not found at {path} (train it with `study toy train`)")
+        return str(path)
+    return name
+
+
+def fingerprint(name_or_path: str) -> str:
+    """sha256 over a local model's config and weight files; for a hub id, the id itself (pin a revision)."""
+    path = Path(name_or_path)
+    if not path.is_dir():
+        return f"hub:{name_or_path}"
+    digest = hashlib.sha256()
+    for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + [path / "config.json"]:
+        if file.exists():
+            digest.update(file.name.encode())
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def tokenizer_signature(tokenizer: Any) -> str:
+    """What must match for two models to share token ids: vocab and special tokens."""
+    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: item[1])
+    specials = {k: str(v) for k, v in sorted(tokenizer.special_tokens_map.items())}
+    return hashlib.sha256(json.dumps([vocab, specials]).encode()).hexdigest()
+
+
+def check_same_tokenizer(base_tokenizer: Any, oracle_tokenizer: Any, base_name: str, oracle_name: str) -> None:
+    """Refuse a base/oracle pair whose tokenizers differ (token ids could not pass exactly)."""
+    if tokenizer_signature(base_tokenizer) != tokenizer_signature(oracle_tokenizer):
+        base_vocab, oracle_vocab = base_tokenizer.get_vocab(), oracle_tokenizer.get_vocab()
+        differing = sorted(set(base_vocab.items()) ^ set(oracle_vocab.items()))[:5]
+        raise ModelError(
+            f"base {base_name!r} and oracle {oracle_name!r} have different tokenizers "
+            f"(vocab sizes {len(base_vocab)} vs {len(oracle_vocab)}; e.g. {differing}); "
+            "guided decoding passes token ids between them, so they must share one tokenizer"
+        )
+
+
+@dataclass
+class LoadedPair:
+    """Base (and optional oracle) HF models with their shared tokenizer and manifest entries."""
+
+    base: Any
+    oracle: Any | None
+    tokenizer: Any
+    manifest: dict[str, dict[str, Any]]
+
+
+def load_pair(base_name: str, oracle_name: str | None, dtype: str = "float32") -> LoadedPair:
+    """Load both models on CPU (torch engine), checking that they share a tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch_dtype = getattr(torch, dtype)
+    entries: dict[str, dict[str, Any]] = {}
+    loaded: dict[str, Any] = {}
+    tokenizers: dict[str, Any] = {}
+    for role, name in (("base", base_name), ("oracle", oracle_name)):
+        if name is None:
+            continue
+        path = resolve_model(name)
+        try:
+            tokenizers[role] = AutoTokenizer.from_pretrained(path)
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+        except OSError as exc:
+            raise ModelError(f"cannot load {role} model {name!r}: {exc}") from None
+        loaded[role] = model.eval()
+        entries[role] = {
+            "name": name, "path": path, "sha256": fingerprint(path),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "n_params_non_embedding": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n),
+        }
+    if oracle_name is not None:
+        check_same_tokenizer(tokenizers["base"], tokenizers["oracle"], base_name, oracle_name)
+    return LoadedPair(loaded["base"], loaded.get("oracle"), tokenizers["base"], entries)

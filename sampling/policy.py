@@ -1,0 +1,94 @@
+"""Decoding policies: when does the oracle take over for k tokens? Pure logic, no model.
+
+A policy sees, at every step where the base would generate, the generated-token position and the
+base's next-token statistics (entropy, top-1 minus top-2 probability). It answers whether the oracle
+takes the next k tokens instead. Engines ask it; it never touches a model.
+
+- `base`: never (c = 0).  `oracle`: always (c = infinity; every token is the oracle's).
+- `random(c, k)`: c intervention positions drawn uniformly without replacement from
+  [0, ref_length) of the generated sequence (ref_length is a config value, default 100 for the
+  toy world: about the mean toy solution length). An intervention fires at the first base step
+  whose position is >= a drawn position, one per drawn position, so overlapping draws run back to
+  back. Draws past the end of a sample are simply unused; `interventions` records the used ones.
+- `entropy(tau, k, max_c)`: fire when the base's next-token entropy (nats, full distribution at
+  temperature 1, before sampling) exceeds tau, at most max_c times per sample.
+- `margin(delta, k, max_c)`: fire when top-1 minus top-2 probability is below delta, at most max_c times.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+POLICY_NAMES = ("base", "oracle", "random", "entropy", "margin")
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A policy and its parameters (part of a sampling config)."""
+
+    name: str
+    k: int = 0
+    c: int = 0
+    tau: float | None = None
+    delta: float | None = None
+    max_c: int | None = None
+    ref_length: int = 100
+
+    def __post_init__(self) -> None:
+        if self.name not in POLICY_NAMES:
+            raise ValueError(f"unknown policy {self.name!r}: choose one of {', '.join(POLICY_NAMES)}")
+        if self.name in ("random", "entropy", "margin") and self.k < 1:
+            raise ValueError(f"policy {self.name!r} needs k >= 1 oracle tokens per intervention, got k={self.k}")
+        if self.name == "random" and (self.c < 1 or self.c > self.ref_length):
+            raise ValueError(f"random policy needs 1 <= c <= ref_length ({self.ref_length}), got c={self.c}")
+        if self.name == "entropy" and (self.tau is None or self.tau < 0):
+            raise ValueError("entropy policy needs a threshold tau >= 0 (nats)")
+        if self.name == "margin" and (self.delta is None or not 0 < self.delta <= 1):
+            raise ValueError("margin policy needs a threshold delta in (0, 1]")
+        if self.name in ("entropy", "margin") and (self.max_c is None or self.max_c < 1):
+            raise ValueError(f"policy {self.name!r} needs max_c >= 1 (most interventions per sample)")
+
+
+@dataclass
+class PolicyState:
+    """Per-sample policy state: pending random positions and interventions used."""
+
+    positions: list[int] = field(default_factory=list)
+    used: int = 0
+
+
+def start(spec: PolicySpec, sample_seed: int) -> PolicyState:
+    """Fresh state for one sample (random positions drawn from the sample's own seed)."""
+    if spec.name != "random":
+        return PolicyState()
+    rng = np.random.default_rng(sample_seed)
+    positions = sorted(int(p) for p in rng.choice(spec.ref_length, size=spec.c, replace=False))
+    return PolicyState(positions=positions)
+
+
+def wants_oracle(spec: PolicySpec, state: PolicyState, position: int, entropy: float, margin: float) -> bool:
+    """Should the oracle write the next k tokens, starting at generated position `position`?"""
+    if spec.name == "base":
+        return False
+    if spec.name == "oracle":
+        return True
+    if spec.name == "random":
+        return bool(state.positions) and position >= state.positions[0]
+    if state.used >= (spec.max_c or 0):
+        return False
+    if spec.name == "entropy":
+        return entropy > spec.tau
+    return margin < spec.delta
+
+
+def record_intervention(spec: PolicySpec, state: PolicyState) -> None:
+    """Book one intervention that starts now."""
+    state.used += 1
+    if spec.name == "random":
+        state.positions.pop(0)
+
+
+def needs_base_stats(spec: PolicySpec) -> bool:
+    """Whether the policy reads the base's step statistics (else the base need not run first)."""
+    return spec.name in ("entropy", "margin")

@@ -1,0 +1,199 @@
+"""Run an experiment into a run directory: plan blocks, skip finished ones, sample, write shards.
+
+Work is cut into fixed blocks: problems are grouped (`group_size` consecutive problems, chosen so a
+group's samples for one config fill about one block), and a block is one config's samples for one
+group (split further when n exceeds the block size). A block's composition depends only on the
+manifest, never on what ran before or on which machine, so a resumed or sharded run recomputes
+exactly the same batches and yields exactly the same samples. `--shard i/N` takes groups
+i, i+N, i+2N, ...
+"""
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+from sampling import store
+from sampling.config import Experiment, PromptFormat
+from sampling.datasets import Problem, load_problems, select_problems
+from sampling.records import SampleRequest, derive_seed
+
+DEFAULT_BLOCK_SIZE = 512
+
+
+@dataclass(frozen=True)
+class Block:
+    """One unit of work: a config's sample indices for a group of problems."""
+
+    config_id: str
+    group: int
+    chunk: int
+    items: tuple[tuple[str, int], ...]  # (problem_id, sample_index)
+
+    @property
+    def key(self) -> str:
+        """File stem of the block's shard."""
+        return f"g{self.group:05d}-c{self.chunk:03d}"
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'2/8' -> (2, 8); None -> (0, 1)."""
+    if not text:
+        return 0, 1
+    try:
+        index, count = (int(part) for part in text.split("/"))
+    except ValueError:
+        raise ValueError(f"--shard must look like i/N (e.g. 0/4), got {text!r}") from None
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"--shard {text}: need 0 <= i < N")
+    return index, count
+
+
+def plan_blocks(problem_ids: list[str], config_ids: list[str], n: int, block_size: int, group_size: int) -> list[Block]:
+    """All blocks of a run, in execution order (groups outer, configs inner)."""
+    blocks: list[Block] = []
+    for group, start in enumerate(range(0, len(problem_ids), group_size)):
+        members = problem_ids[start : start + group_size]
+        items = [(pid, index) for pid in members for index in range(n)]
+        for config_id in config_ids:
+            for chunk, offset in enumerate(range(0, len(items), block_size)):
+                blocks.append(Block(config_id, group, chunk, tuple(items[offset : offset + block_size])))
+    return blocks
+
+
+def encode_prompt(tokenizer: Any, problem: Problem, prompt: PromptFormat) -> tuple[int, ...]:
+    """Prompt token ids (chat template or plain template with optional BOS)."""
+    text = prompt.template.format(problem=problem.problem)
+    if prompt.chat:
+        messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [{"role": "user", "content": text}]
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        return tuple(int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids))
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if prompt.add_bos and tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id] + ids
+    return tuple(ids)
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages that decide what a sample is."""
+    out = {"python": platform.python_version()}
+    for name in ("study", "torch", "transformers", "numpy", "vllm"):
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def config_manifest(experiment: Experiment) -> dict[str, dict[str, Any]]:
+    """JSON-able config definitions (what makes a config id mean one thing)."""
+    out = {}
+    for config_id, config in experiment.configs.items():
+        policy = {k: v for k, v in asdict(config.policy).items() if v is not None}
+        out[config_id] = {
+            **{k: v for k, v in policy.items() if k != "name"}, "policy": config.policy.name,
+            "base_temperature": config.base.temperature, "oracle_temperature": config.oracle.temperature,
+            "top_p": config.base.top_p, "max_tokens": config.max_tokens,
+        }
+    return out
+
+
+def load_experiment_problems(experiment: Experiment, skip_bad_rows: bool = False, report: Callable[[str], None] | None = None) -> list[Problem]:
+    """The problems an experiment samples (dataset + level filter + count)."""
+    problems = load_problems(experiment.dataset, skip_bad_rows=skip_bad_rows, report=report)
+    return select_problems(problems, experiment.problems, experiment.levels)
+
+
+def problems_digest(problems: list[Problem]) -> str:
+    """sha256 over the problems' ids and reference answers."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for problem in problems:
+        digest.update(f"{problem.id}\x00{problem.answer}\x00{problem.problem}\x01".encode())
+    return digest.hexdigest()
+
+
+@dataclass
+class RunResult:
+    """What a `study sample` call did."""
+
+    run_dir: Path
+    blocks_done: int
+    blocks_skipped: int
+    samples_written: int
+    tokens: int
+    seconds: float
+
+
+def run_experiment(
+    experiment: Experiment,
+    run_dir: Path,
+    shard: tuple[int, int] = (0, 1),
+    block_size: int = DEFAULT_BLOCK_SIZE,
+    skip_bad_rows: bool = False,
+    progress: Any = None,
+    report: Callable[[str], None] = print,
+    threads: int | None = None,
+) -> RunResult:
+    """Sample every unfinished block of this shard into run_dir (resumable, append-only)."""
+    import torch
+
+    from sampling.models import load_pair
+    from sampling.torch_engine import TorchEngine
+
+    if experiment.engine != "torch":
+        raise ValueError(f"engine {experiment.engine!r} is not available yet; use engine = 'torch'")
+    if threads:
+        torch.set_num_threads(threads)
+    problems = load_experiment_problems(experiment, skip_bad_rows, report)
+    needs_oracle = any(c.policy.name != "base" for c in experiment.configs.values())
+    pair = load_pair(experiment.models["base"], experiment.models.get("oracle") if needs_oracle else None)
+    existing = store.read_manifest(run_dir) if (Path(run_dir) / store.MANIFEST).exists() else None
+    blocking = existing["blocking"] if existing else {
+        "block_size": block_size, "group_size": max(1, block_size // experiment.n),
+    }
+    manifest = {
+        "name": experiment.name, "engine": experiment.engine, "dataset": experiment.dataset,
+        "problems_sha256": problems_digest(problems), "num_problems": len(problems),
+        "seed": experiment.seed, "n": experiment.n, "prompt": asdict(experiment.prompt),
+        "blocking": blocking, "models": pair.manifest, "configs": config_manifest(experiment),
+        "versions": package_versions(), "source": experiment.source,
+    }
+    manifest = store.open_run(run_dir, manifest, problems)
+    prompts = {p.id: encode_prompt(pair.tokenizer, p, experiment.prompt) for p in problems}
+    blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
+                         blocking["block_size"], blocking["group_size"])
+    index, count = shard
+    mine = [b for b in blocks if b.group % count == index]
+    finished = store.finished_blocks(run_dir)
+    todo = [b for b in mine if (b.config_id, b.key) not in finished]
+    max_len = max(len(ids) for ids in prompts.values()) + experiment.max_tokens
+    engine = TorchEngine(pair.base, pair.oracle, pair.tokenizer.eos_token_id, slots=blocking["block_size"], max_len=max_len)
+    total_samples = sum(len(b.items) for b in todo)
+    task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
+    start, tokens, written = time.time(), 0, 0
+    for block in todo:
+        config = experiment.configs[block.config_id]
+        requests = [
+            SampleRequest(block.config_id, pid, idx, derive_seed(experiment.seed, pid, block.config_id, idx), prompts[pid], config)
+            for pid, idx in block.items
+        ]
+
+        def on_tokens(count: int) -> None:
+            nonlocal tokens
+            tokens += count
+            if progress is not None:
+                progress.update(task, tokens=tokens)
+
+        records = engine.run_block(requests, on_tokens=on_tokens)
+        for record in records:
+            record.text = pair.tokenizer.decode(record.token_ids, skip_special_tokens=True)
+        store.write_shard(run_dir, block.config_id, block.key, records)
+        written += len(records)
+        if progress is not None:
+            progress.update(task, advance=len(records))
+    return RunResult(Path(run_dir), len(todo), len(mine) - len(todo), written, tokens, time.time() - start)

@@ -1,0 +1,190 @@
+"""The run directory: manifest, problems, and append-only Parquet shards of samples.
+
+Layout (everything that is not a samples shard starts with `_`, or `.` for temp files, so that
+`pandas.read_parquet(run_dir)` reads exactly the samples table):
+
+    RUN_DIR/_manifest.json      run-wide identity: models, dataset, seed, n, prompt, blocking, configs
+    RUN_DIR/_problems.parquet   the problems sampled (id, problem, answer, level, subject)
+    RUN_DIR/samples/CONFIG/BLOCK.parquet   one shard per finished block of samples
+
+A shard is written to a dot-prefixed temp name and renamed into place, so a crash never leaves a
+half shard; a block either has its shard or is redone whole on resume.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sampling.datasets import Problem
+from sampling.records import SampleRecord
+
+MANIFEST = "_manifest.json"
+PROBLEMS = "_problems.parquet"
+GRADES_DIR = "_grades"
+SAMPLES_DIR = "samples"
+CONFIG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # no "=": pyarrow would read it as a partition
+
+SAMPLES_SCHEMA = pa.schema(
+    [
+        ("config_id", pa.string()),
+        ("problem_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("seed", pa.int64()),
+        ("token_ids", pa.list_(pa.int32())),
+        ("text", pa.string()),
+        ("provenance", pa.list_(pa.int8())),
+        ("base_entropy", pa.list_(pa.float32())),
+        ("interventions", pa.int32()),
+        ("finish_reason", pa.string()),
+        ("base_decode", pa.int64()),
+        ("base_prefill", pa.int64()),
+        ("oracle_decode", pa.int64()),
+        ("oracle_prefill", pa.int64()),
+    ]
+)
+
+# Keys of the manifest that must match for a run directory to be continued.
+RUN_IDENTITY_KEYS = ("models", "dataset", "problems_sha256", "seed", "n", "prompt", "blocking", "engine")
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be used as asked (mismatch, corruption, bad input)."""
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a dot-prefixed temp file in the same folder, fsync, rename."""
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """The run's manifest, or a clear error if the folder is not a run directory."""
+    path = Path(run_dir) / MANIFEST
+    if not path.exists():
+        raise RunDirError(f"{run_dir} is not a run directory (no {MANIFEST})")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise RunDirError(f"{path}: corrupt manifest ({exc.msg})") from None
+
+
+def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Atomically (re)write the manifest."""
+    _atomic_write_bytes(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
+
+
+def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+    """Create a run directory or check that an existing one matches; returns the manifest in force.
+
+    New config ids are added to an existing run; a config id whose definition changed, or any
+    change of models, dataset, problems, seed, n, prompt or blocking, is refused.
+    """
+    run_dir = Path(run_dir)
+    for config_id in manifest["configs"]:
+        if not CONFIG_ID_PATTERN.match(config_id):
+            raise RunDirError(f"config id {config_id!r} must be letters, digits and _.+- (no spaces or slashes)")
+    if (run_dir / MANIFEST).exists():
+        existing = read_manifest(run_dir)
+        for key in RUN_IDENTITY_KEYS:
+            if existing.get(key) != manifest.get(key):
+                raise RunDirError(
+                    f"{run_dir} was sampled with a different {key!r}:\n  existing: {json.dumps(existing.get(key))}\n"
+                    f"  now:      {json.dumps(manifest.get(key))}\nUse a new --out directory."
+                )
+        for config_id, config in manifest["configs"].items():
+            old = existing["configs"].get(config_id)
+            if old is not None and old != config:
+                raise RunDirError(
+                    f"config {config_id!r} in {run_dir} was sampled as {json.dumps(old)}; now {json.dumps(config)}. "
+                    "Give the changed config a new id or use a new --out directory."
+                )
+        added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
+        if added:
+            existing["configs"] = {**existing["configs"], **added}
+            write_manifest(run_dir, existing)
+        return existing
+    if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
+        raise RunDirError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
+    (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+    table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
+    tmp = run_dir / f".tmp-{os.getpid()}-{PROBLEMS}"
+    pq.write_table(table, tmp)
+    os.replace(tmp, run_dir / PROBLEMS)
+    write_manifest(run_dir, manifest)
+    return manifest
+
+
+def problems_schema() -> pa.Schema:
+    """Schema of _problems.parquet."""
+    return pa.schema(
+        [("id", pa.string()), ("problem", pa.string()), ("answer", pa.string()), ("level", pa.int32()), ("subject", pa.string())]
+    )
+
+
+def read_problems(run_dir: Path) -> list[Problem]:
+    """The problems of a run."""
+    path = Path(run_dir) / PROBLEMS
+    if not path.exists():
+        raise RunDirError(f"{run_dir}: missing {PROBLEMS}")
+    return [Problem(**row) for row in pq.read_table(path).to_pylist()]
+
+
+def shard_path(run_dir: Path, config_id: str, block_key: str) -> Path:
+    """Where a block's shard lives."""
+    return Path(run_dir) / SAMPLES_DIR / config_id / f"{block_key}.parquet"
+
+
+def finished_blocks(run_dir: Path) -> set[tuple[str, str]]:
+    """(config_id, block_key) of every complete shard."""
+    root = Path(run_dir) / SAMPLES_DIR
+    if not root.exists():
+        return set()
+    return {
+        (path.parent.name, path.stem)
+        for path in root.glob("*/*.parquet")
+        if not path.name.startswith(".")
+    }
+
+
+def records_table(records: Iterable[SampleRecord]) -> pa.Table:
+    """Samples as an Arrow table with the samples schema."""
+    rows = [
+        {
+            "config_id": r.config_id, "problem_id": r.problem_id, "sample_index": r.sample_index, "seed": r.seed,
+            "token_ids": r.token_ids, "text": r.text, "provenance": r.provenance, "base_entropy": r.base_entropy,
+            "interventions": r.interventions, "finish_reason": r.finish_reason, "base_decode": r.base_decode,
+            "base_prefill": r.base_prefill, "oracle_decode": r.oracle_decode, "oracle_prefill": r.oracle_prefill,
+        }
+        for r in records
+    ]
+    return pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA)
+
+
+def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord]) -> Path:
+    """Write one finished block atomically (zstd Parquet)."""
+    path = shard_path(run_dir, config_id, block_key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    pq.write_table(records_table(records), tmp, compression="zstd")
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_samples(run_dir: Path, columns: list[str] | None = None):
+    """All samples of a run as a pandas DataFrame (empty with the right columns if none yet)."""
+    root = Path(run_dir) / SAMPLES_DIR
+    if not any(root.glob("*/*.parquet")):
+        return SAMPLES_SCHEMA.empty_table().to_pandas()[columns or SAMPLES_SCHEMA.names]
+    return pq.read_table(root, columns=columns, schema=SAMPLES_SCHEMA).to_pandas()

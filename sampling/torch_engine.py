@@ -1,0 +1,228 @@
+"""The torch engine: exact token-level switching between base and oracle, batched across samples.
+
+Every step, each active sample either asks the base (which may hand the next k tokens to the
+oracle, per the policy) or continues an oracle segment. Both models keep their own KV cache per
+sample and lazily catch up on tokens they have not seen: the base prefills the oracle's k tokens
+when it resumes; the oracle prefills everything the base wrote since its last call. Token ids move
+between the models as ids, never as text.
+
+Sampling uses counter-based uniforms (a pure function of the sample's seed and position) and
+inverse-CDF draws, so a sample does not depend on which other samples share its batch beyond
+floating-point effects; the run store fixes block composition so reruns are bit-identical.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from sampling import policy as policies
+from sampling.kv_model import KVModel
+from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest, uniforms
+
+BASE_STREAM, ORACLE_STREAM = 0, 1
+
+
+def step_statistics(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Entropy (nats) and top-1 minus top-2 probability of each row's full distribution (T = 1)."""
+    logp = torch.log_softmax(logits.double(), dim=-1)
+    probs = logp.exp()
+    entropy = -(probs * logp).nan_to_num().sum(-1)
+    top2 = probs.topk(2, dim=-1).values
+    return entropy.numpy(), (top2[:, 0] - top2[:, 1]).numpy()
+
+
+def sample_tokens(
+    logits: torch.Tensor, temperature: np.ndarray, top_p: np.ndarray, u: np.ndarray
+) -> np.ndarray:
+    """Draw one token per row by inverse CDF with the given uniforms (greedy where temperature is 0)."""
+    greedy = temperature == 0
+    result = logits.argmax(-1).numpy().copy()
+    if greedy.all():
+        return result
+    rows = np.flatnonzero(~greedy)
+    scaled = logits[rows].double() / torch.as_tensor(temperature[rows])[:, None]
+    probs = torch.softmax(scaled, dim=-1)
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    cumulative = sorted_probs.cumsum(-1)
+    keep = (cumulative - sorted_probs) < torch.as_tensor(top_p[rows])[:, None]  # nucleus (top-1 always kept)
+    sorted_probs = sorted_probs * keep
+    cumulative = sorted_probs.cumsum(-1)
+    target = torch.as_tensor(u[rows])[:, None] * cumulative[:, -1:]
+    index = torch.searchsorted(cumulative, target).clamp(max=probs.shape[-1] - 1)
+    result[rows] = order.gather(1, index).squeeze(1).numpy()
+    return result
+
+
+@dataclass
+class _Row:
+    """Mutable decoding state of one sample in a block."""
+
+    request: SampleRequest
+    record: SampleRecord
+    tokens: list[int]
+    owner: list[int]  # per token of `tokens`: -1 prompt, 0 base, 1 oracle
+    state: policies.PolicyState
+    oracle_left: int = 0
+    done: bool = False
+    entropy: list[float] = field(default_factory=list)  # per generated position
+    step_entropy: float = float("nan")  # base entropy at the current position, if the base ran
+
+    @property
+    def generated(self) -> int:
+        """Tokens generated so far."""
+        return len(self.tokens) - len(self.request.prompt_ids)
+
+
+class TorchEngine:
+    """Runs blocks of sample requests on a base/oracle pair of HF models with exact switching."""
+
+    name = "torch"
+
+    def __init__(self, base: torch.nn.Module, oracle: torch.nn.Module | None, eos_id: int, slots: int, max_len: int):
+        self.base = KVModel(base, slots, max_len)
+        self.oracle = KVModel(oracle, slots, max_len) if oracle is not None else None
+        self.eos_id = eos_id
+        self.slots = slots
+        self.max_len = max_len
+
+    def run_block(
+        self, requests: list[SampleRequest], on_tokens: Callable[[int], None] | None = None
+    ) -> list[SampleRecord]:
+        """Draw every requested sample to completion (EOS or max_tokens); records in request order."""
+        if len(requests) > self.slots:
+            raise ValueError(f"block of {len(requests)} requests exceeds {self.slots} cache slots")
+        rows = [self._start(req) for req in requests]
+        for row in rows:
+            need = len(row.request.prompt_ids) + row.request.config.max_tokens
+            if need > self.max_len:
+                raise ValueError(f"prompt + max_tokens = {need} exceeds the engine's max_len {self.max_len}")
+            if row.request.config.policy.name != "base" and self.oracle is None:
+                raise ValueError(f"config {row.request.config_id!r} needs an oracle model")
+        slots = list(range(len(rows)))
+        self.base.reset(slots)
+        if self.oracle is not None:
+            self.oracle.reset(slots)
+        active = list(slots)
+        while active:
+            self._step(rows, active)
+            produced = len(active)
+            active = [i for i in active if not rows[i].done]
+            if on_tokens is not None:
+                on_tokens(produced)
+        return [self._finish(row) for row in rows]
+
+    def _start(self, request: SampleRequest) -> _Row:
+        """Initial state of one sample."""
+        record = SampleRecord(request.config_id, request.problem_id, request.sample_index, request.seed)
+        spec = request.config.policy
+        row = _Row(request, record, list(request.prompt_ids), [-1] * len(request.prompt_ids), policies.start(spec, request.seed))
+        if spec.name == "oracle":  # the oracle writes everything; the base never runs
+            row.oracle_left = request.config.max_tokens
+        return row
+
+    def _step(self, rows: list[_Row], active: list[int]) -> None:
+        """Advance every active sample by one token."""
+        ask_base: list[int] = []
+        for i in active:
+            row = rows[i]
+            spec = row.request.config.policy
+            if row.oracle_left > 0:
+                continue
+            if not policies.needs_base_stats(spec) and policies.wants_oracle(spec, row.state, row.generated, 0.0, 1.0):
+                self._hand_to_oracle(row)
+                continue
+            ask_base.append(i)
+        if ask_base:
+            logits = self._call(self.base, rows, ask_base, PROVENANCE_BASE)
+            entropy, margin = step_statistics(logits)
+            keep: list[int] = []
+            for j, i in enumerate(ask_base):
+                row = rows[i]
+                row.step_entropy = float(entropy[j])
+                spec = row.request.config.policy
+                if policies.needs_base_stats(spec) and policies.wants_oracle(
+                    spec, row.state, row.generated, float(entropy[j]), float(margin[j])
+                ):
+                    self._hand_to_oracle(row)
+                else:
+                    keep.append(j)
+            if keep:
+                chosen = [ask_base[j] for j in keep]
+                tokens = self._sample(logits[keep], rows, chosen, "base", BASE_STREAM)
+                for i, token in zip(chosen, tokens):
+                    self._append(rows[i], int(token), PROVENANCE_BASE)
+        ask_oracle = [i for i in active if rows[i].oracle_left > 0]
+        if ask_oracle:
+            logits = self._call(self.oracle, rows, ask_oracle, PROVENANCE_ORACLE)
+            tokens = self._sample(logits, rows, ask_oracle, "oracle", ORACLE_STREAM)
+            for i, token in zip(ask_oracle, tokens):
+                row = rows[i]
+                row.oracle_left -= 1
+                self._append(row, int(token), PROVENANCE_ORACLE)
+
+    def _hand_to_oracle(self, row: _Row) -> None:
+        """Start an intervention: the oracle writes the next k tokens."""
+        spec = row.request.config.policy
+        policies.record_intervention(spec, row.state)
+        row.record.interventions += 1
+        row.oracle_left = spec.k
+
+    def _call(self, model: KVModel, rows: list[_Row], indices: list[int], who: int) -> torch.Tensor:
+        """Run `model` on each row's unseen tokens; book prefill tokens (ones it did not write)."""
+        logits = torch.empty((len(indices), model.model.config.vocab_size))
+        pending = np.array([len(rows[i].tokens) for i in indices]) - model.filled[indices]
+        decode, prefill = np.flatnonzero(pending == 1).tolist(), np.flatnonzero(pending > 1).tolist()
+        for group in (decode, prefill):  # separate calls: one long catch-up must not pad the rest
+            if not group:
+                continue
+            slots = [indices[j] for j in group]
+            chunks = []
+            for i in slots:
+                row = rows[i]
+                start = int(model.filled[i])
+                chunks.append(row.tokens[start:])
+                foreign = sum(1 for owner in row.owner[start:] if owner != who)
+                if who == PROVENANCE_BASE:
+                    row.record.base_prefill += foreign
+                else:
+                    row.record.oracle_prefill += foreign
+            logits[group] = model.forward(slots, chunks)
+        return logits
+
+    def _sample(self, logits: torch.Tensor, rows: list[_Row], indices: list[int], which: str, stream: int) -> np.ndarray:
+        """Sample one token per row with that row's sampling params for `which` model."""
+        params = [getattr(rows[i].request.config, which) for i in indices]
+        seeds = np.array([rows[i].request.seed for i in indices], dtype=np.uint64)
+        positions = np.array([rows[i].generated for i in indices], dtype=np.uint64)
+        return sample_tokens(
+            logits,
+            np.array([p.temperature for p in params], dtype=np.float64),
+            np.array([p.top_p for p in params], dtype=np.float64),
+            uniforms(seeds, positions, stream),
+        )
+
+    def _append(self, row: _Row, token: int, who: int) -> None:
+        """Add a generated token and check for the end of the sample."""
+        row.tokens.append(token)
+        row.owner.append(who)
+        row.entropy.append(row.step_entropy)
+        row.step_entropy = float("nan")
+        if who == PROVENANCE_BASE:
+            row.record.base_decode += 1
+        else:
+            row.record.oracle_decode += 1
+        if token == self.eos_id:
+            row.done, row.record.finish_reason = True, "eos"
+        elif row.generated >= row.request.config.max_tokens:
+            row.done, row.record.finish_reason = True, "length"
+
+    def _finish(self, row: _Row) -> SampleRecord:
+        """Fill the record's token lists."""
+        prompt_len = len(row.request.prompt_ids)
+        row.record.token_ids = row.tokens[prompt_len:]
+        row.record.provenance = row.owner[prompt_len:]
+        row.record.base_entropy = row.entropy
+        return row.record

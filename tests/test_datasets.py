@@ -1,0 +1,92 @@
+"""Dataset loading and normalisation on local copies of the real files."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sampling.datasets import DatasetError, load_problems, normalise_rows, parse_levels, select_problems
+
+FIXTURES = Path(__file__).parent / "fixtures"
+DATA = FIXTURES / "datasets"
+
+
+def test_math_jsonl_extracts_answers_from_boxed_solutions() -> None:
+    problems = load_problems(str(DATA / "math_test_head40.jsonl"))
+    assert len(problems) == 40
+    first = problems[0]
+    assert first.answer == "2" and first.level == 3 and first.subject == "Algebra"
+    assert all(p.answer and p.problem for p in problems)
+    assert len({p.id for p in problems}) == 40
+
+
+def test_math500_parquet_keeps_fields() -> None:
+    problems = load_problems(str(DATA / "math500_head30.parquet"))
+    assert len(problems) == 30
+    assert problems[0].id.startswith("test/") and isinstance(problems[0].level, int)
+    assert problems[0].answer == "\\left( 3, \\frac{\\pi}{2} \\right)"
+
+
+def test_gsm8k_answer_after_hashes() -> None:
+    problems = load_problems(str(DATA / "gsm8k_test_head30.jsonl"))
+    assert problems[0].answer == "18"
+    assert problems[0].level is None
+    assert all("####" not in p.answer and "," not in p.answer for p in problems)
+
+
+def test_all_math500_boxed_solutions_match_answer_field() -> None:
+    from verify import grade
+
+    rows = [json.loads(line) for line in (FIXTURES / "math500.jsonl").read_text().splitlines() if line.strip()]
+    assert len(rows) == 500
+    without_answer = [{k: v for k, v in row.items() if k != "answer"} for row in rows]
+    extracted, _ = normalise_rows(without_answer, "math500")
+    mismatched = [
+        (row["answer"], problem.answer)
+        for row, problem in zip(rows, extracted)
+        if not grade(f"\\boxed{{{problem.answer}}}", row["answer"], grader="strict")
+    ]
+    assert mismatched == []
+
+
+def test_toy_dataset_by_name_is_deterministic_and_spread_over_levels() -> None:
+    first, second = load_problems("toy"), load_problems("toy")
+    assert first == second
+    assert {p.level for p in select_problems(first, limit=20)} == {1, 2, 3, 4, 5}
+
+
+def test_malformed_rows_error_names_file_and_row(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n" + json.dumps({"problem": "no answer", "solution": "none"}) + "\n")
+    with pytest.raises(DatasetError, match=r"bad.jsonl, row 1: no reference answer"):
+        load_problems(str(path))
+    messages: list[str] = []
+    problems = load_problems(str(path), skip_bad_rows=True, report=messages.append)
+    assert [p.answer for p in problems] == ["2"]
+    assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows)"]
+
+
+def test_missing_problem_text_and_bad_json(tmp_path: Path) -> None:
+    path = tmp_path / "x.jsonl"
+    path.write_text(json.dumps({"answer": "2"}) + "\n")
+    with pytest.raises(DatasetError, match="row 0: missing 'problem'"):
+        load_problems(str(path))
+    path.write_text("{not json}\n")
+    with pytest.raises(DatasetError, match="x.jsonl, line 1: invalid JSON"):
+        load_problems(str(path))
+    with pytest.raises(DatasetError, match="not found"):
+        load_problems(str(tmp_path / "missing.jsonl"))
+    with pytest.raises(DatasetError, match="unknown dataset"):
+        load_problems("mathh")
+
+
+def test_selection_by_level_and_count() -> None:
+    problems = load_problems(str(DATA / "math_test_head40.jsonl"))
+    chosen = select_problems(problems, limit=3, levels=parse_levels("2,3"))
+    assert len(chosen) == 3 and all(p.level in (2, 3) for p in chosen)
+    assert chosen == select_problems(problems, limit=3, levels=[2, 3])
+    with pytest.raises(DatasetError, match="no problems at levels"):
+        select_problems(problems, levels=[9])
+    with pytest.raises(DatasetError, match="comma-separated"):
+        parse_levels("a,b")

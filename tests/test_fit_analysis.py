@@ -1,0 +1,98 @@
+"""Per-group fits: empirical vs extrapolated predictions, the ensemble, and edge-case groups without NaN."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fit import curves
+from fit.analysis import FitOptions, fit_groups
+from fit.counts import validate_counts
+
+
+def _frame(group: str, n, c) -> pd.DataFrame:
+    """Rows of one group."""
+    n, c = np.broadcast_arrays(np.asarray(n), np.asarray(c))
+    return pd.DataFrame({"config": group, "problem": np.arange(len(c)), "n": n, "correct": c})
+
+
+@pytest.fixture(scope="module")
+def groups():
+    """A normal group and every edge case the issue names."""
+    rng = np.random.default_rng(0)
+    n_mixed = rng.choice([64, 256, 1024], 200)
+    frames = [
+        _frame("normal", 100, rng.binomial(100, rng.beta(0.4, 3, 200))),
+        _frame("mixed_n", n_mixed, rng.binomial(n_mixed, rng.beta(0.4, 3, 200))),
+        _frame("zero", 50, np.zeros(40, int)),
+        _frame("full", 8, np.full(10, 8)),
+        _frame("n_is_one", 1, rng.binomial(1, 0.3, 30)),
+        _frame("one_problem", 20, [3]),
+        _frame("two_samples", 2, [0, 1, 0, 2, 0]),
+    ]
+    counts = validate_counts(pd.concat(frames, ignore_index=True), "test")
+    return fit_groups(counts, FitOptions(n_boot=80))
+
+
+def test_json_has_no_nan_for_any_group(groups) -> None:
+    """Every group serialises as strict JSON (no NaN/inf anywhere)."""
+    for name, g in groups.items():
+        json.dumps(g.to_json([10.0, 1e4, 1e6]), allow_nan=False)
+
+
+def test_within_range_is_empirical_beyond_is_fit(groups) -> None:
+    """k <= min n: the empirical mean pass@k; beyond: the default (ensemble) estimator, flagged."""
+    g = groups["normal"]
+    pred = g.predict([50, 1000])
+    expected = curves.pass_at_k(g.n, g.c, 50).mean()
+    assert pred["50"]["method"] == "empirical" and not pred["50"]["extrapolated"]
+    assert pred["50"]["coverage"] == pytest.approx(expected, rel=1e-12)
+    assert pred["50"]["low"] < expected < pred["50"]["high"]
+    assert pred["1000"]["method"] == "ensemble" and pred["1000"]["extrapolated"]
+    _, beta_pt, _ = g.model_coverage(np.array([1000.0]), "beta_binomial")
+    _, pl_pt, _ = g.model_coverage(np.array([1000.0]), "power_law")
+    assert pred["1000"]["coverage"] == pytest.approx((beta_pt[0] + pl_pt[0]) / 2, rel=1e-12)
+    assert pred["1000"]["low"] <= pred["1000"]["coverage"] <= pred["1000"]["high"]
+
+
+def test_differing_n(groups) -> None:
+    """The empirical curve stops at the smallest n, with a warning; the fits use every problem."""
+    g = groups["mixed_n"]
+    assert g.ks[-1] == 64 and any("n differs" in w for w in g.warnings)
+    assert g.predict([100])["100"]["extrapolated"]
+    assert g.beta.status == "ok"
+
+
+def test_zero_successes_rule_of_three(groups) -> None:
+    """No success at all: coverage 0 with the upper bound 3k / (problems · min n)."""
+    pred = groups["zero"].predict([10, 500, 1e6])
+    assert pred["500"] == {"coverage": 0.0, "low": 0.0, "high": pytest.approx(3 * 500 / (40 * 50)),
+                           "method": "zero_successes_bound", "extrapolated": True}
+    assert pred["1000000"]["high"] == 1.0 and pred["10"]["extrapolated"] is False
+
+
+def test_saturated_and_uninformative_groups(groups) -> None:
+    """All solved: coverage 1 everywhere. n = 1: no fit can extrapolate; the prediction says so."""
+    assert groups["full"].predict([1000])["1000"]["coverage"] == 1.0
+    js = groups["n_is_one"].to_json([10.0])
+    assert js["predict"]["10"]["method"] == "unavailable" and js["predict"]["10"]["coverage"] is None
+    assert js["power_law"]["status"] == "insufficient" and js["beta_binomial"]["status"] == "insufficient"
+
+
+def test_tiny_groups_still_predict(groups) -> None:
+    """One problem, or n = 2: finite predictions and a warning about unreliable CIs."""
+    for name in ("one_problem", "two_samples"):
+        g = groups[name]
+        p = g.predict([100])["100"]
+        assert p["coverage"] is not None and 0 <= p["coverage"] <= 1
+        assert any("unreliable" in w for w in g.warnings)
+
+
+def test_fallback_names_the_estimator_used(groups) -> None:
+    """n = 2 leaves the power law two points; if one estimator fails, the other is named, never 'ensemble'."""
+    g = groups["two_samples"]
+    method = g.predict([100])["100"]["method"]
+    statuses = {g.power_law().law.status, g.beta.status}
+    assert method == "ensemble" if statuses == {"ok"} else method in ("beta_binomial", "power_law")

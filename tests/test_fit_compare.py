@@ -1,0 +1,100 @@
+"""Equal-compute comparison: multipliers against itself, under cost scaling, extrapolation flags, crossovers."""
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from fit import compare
+from fit.analysis import FitOptions, fit_groups
+from fit.counts import validate_counts
+
+TARGETS = (0.3, 0.5, 0.8)
+
+
+def _counts(specs: dict[str, tuple[np.ndarray, float]], n: int = 200) -> pd.DataFrame:
+    """Counts table from per-group success rates and a cost per sample."""
+    rows = []
+    for name, (p, cost) in specs.items():
+        rng = np.random.default_rng(7 if name in ("guided", "scaled") else zlib.crc32(name.encode()))  # same draws for twins
+        rows.append(pd.DataFrame({"config": name, "problem": np.arange(len(p)), "n": n,
+                                  "correct": rng.binomial(n, p), "cost_per_sample": cost}))
+    return validate_counts(pd.concat(rows, ignore_index=True), "test", cost_column="cost_per_sample")
+
+
+def _curves(counts: pd.DataFrame) -> dict[str, compare.ComputeCurve]:
+    """Compute curves of every group (small bootstrap)."""
+    groups = fit_groups(counts, FitOptions(n_boot=60))
+    return {k: compare.compute_curve(g, g.frame["cost_per_sample"].to_numpy(float)) for k, g in groups.items()}
+
+
+@pytest.fixture(scope="module")
+def scaled() -> dict[str, compare.ComputeCurve]:
+    """base, guided, and 'scaled' = guided's exact counts at 3× the cost; 'dear_base' = base at 2× cost."""
+    rng = np.random.default_rng(0)
+    p_base, p_guided = rng.beta(0.3, 3, 300), rng.beta(0.5, 2, 300)
+    counts = _counts({"base": (p_base, 1.0), "guided": (p_guided, 2.0), "scaled": (p_guided, 6.0)})
+    dear = counts[counts["group"] == "base"].assign(group="dear_base", cost_per_sample=2.0)
+    return _curves(pd.concat([counts, dear], ignore_index=True))
+
+
+def test_multiplier_against_itself_is_exactly_one(scaled: dict[str, compare.ComputeCurve]) -> None:
+    """At every target the multiplier and both CI ends are exactly 1; at budgets 1 to rounding."""
+    out = compare.compare(scaled, {"base": "guided"}, TARGETS)
+    cells = out["configs"]["guided"]["vs_base"]
+    for t in TARGETS:
+        cell = cells["targets"][str(t)]
+        assert cell["multiplier"] == 1.0 and cell["low"] == 1.0 and cell["high"] == 1.0
+    for cell in cells["budgets"].values():
+        assert cell["multiplier"] == pytest.approx(1.0, rel=1e-9)
+    assert cells["crossovers"] == []
+
+
+def test_multipliers_scale_with_costs(scaled: dict[str, compare.ComputeCurve]) -> None:
+    """3× the config's cost divides its multiplier by 3; 2× the reference's cost multiplies it by 2."""
+    budgets = [5.0, 50.0, 500.0]
+    ref = compare.compare(scaled, {"base": "base"}, TARGETS, budgets)["configs"]
+    tri = compare.compare(scaled, {"base": "base"}, TARGETS, [3 * b for b in budgets])["configs"]
+    dear = compare.compare(scaled, {"base": "dear_base"}, TARGETS, budgets)["configs"]
+    for t in map(str, TARGETS):
+        g, s, d = ref["guided"]["vs_base"]["targets"][t], tri["scaled"]["vs_base"]["targets"][t], dear["guided"]["vs_base"]["targets"][t]
+        for key in ("multiplier", "low", "high"):
+            assert s[key] == pytest.approx(g[key] / 3, rel=1e-9)
+            assert d[key] == pytest.approx(g[key] * 2, rel=1e-9)
+    for b in budgets:
+        g = ref["guided"]["vs_base"]["budgets"][f"{b:.6g}"]
+        s = tri["scaled"]["vs_base"]["budgets"][f"{3 * b:.6g}"]
+        assert s["multiplier"] == pytest.approx(g["multiplier"] / 3, rel=1e-9)
+        assert s["coverage"] == pytest.approx(g["coverage"], rel=1e-12)
+
+
+def test_extrapolated_flags(scaled: dict[str, compare.ComputeCurve]) -> None:
+    """A target the base does not reach within its n is computed from the fit and flagged."""
+    base = scaled["base"]
+    reached = base.point[base.ks <= base.k_empirical].max()
+    out = compare.compare(scaled, {"base": "base"}, (reached / 2, min(0.99, reached + 0.05)))
+    cells = list(out["configs"]["guided"]["vs_base"]["targets"].values())
+    assert cells[0]["extrapolated"] is False and cells[1]["extrapolated"] is True
+    assert np.isfinite(cells[1]["multiplier"])
+
+
+def test_crossover_found_where_curves_cross() -> None:
+    """A cheap config that can never solve half the problems leads early and is overtaken by base."""
+    rng = np.random.default_rng(1)
+    p_base = rng.beta(0.6, 2, 400)
+    p_fast = np.where(np.arange(400) % 2 == 0, 0.6, 0.0)
+    curves_ = _curves(_counts({"base": (p_base, 1.0), "fast": (p_fast, 1.0)}))
+    cross = compare.crossovers(curves_["fast"], curves_["base"])
+    assert len(cross) == 1 and cross[0]["after"] == "reference ahead"
+    b = cross[0]["budget"]
+    before = curves_["fast"].coverage_at(np.array([b / 1.5]))[0] - curves_["base"].coverage_at(np.array([b / 1.5]))[0]
+    after = curves_["fast"].coverage_at(np.array([b * 1.5]))[0] - curves_["base"].coverage_at(np.array([b * 1.5]))[0]
+    assert before[0] > 0 > after[0]
+
+
+def test_default_budgets_are_reference_samples(scaled: dict[str, compare.ComputeCurve]) -> None:
+    """1, 10, 100 and n samples of the reference."""
+    base = scaled["base"]
+    assert compare.default_budgets(base) == pytest.approx([base.cost * k for k in (1, 10, 100, 200)])

@@ -1,0 +1,60 @@
+"""The cost module: FLOPs, decode-only and price views of the four token counts."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from fit import cost
+from fit.counts import CountsError
+
+PARAMS = {"base": 1e9, "oracle": 8e9}
+# Sums over n = 4 samples: per sample 100 base decode, 50 base prefill, 10 oracle decode, 400 oracle prefill.
+COUNTS = pd.DataFrame({"n": [4], "base_decode": [400], "base_prefill": [200], "oracle_decode": [40], "oracle_prefill": [1600]})
+
+
+def test_flops_counts_every_token_of_both_models() -> None:
+    """2·params per prefilled or decoded token; components per sample kept apart."""
+    out = cost.add_cost_per_sample(COUNTS, "flops", PARAMS)
+    assert out["cost_base_decode"].iloc[0] == pytest.approx(2e9 * 100)
+    assert out["cost_oracle_prefill"].iloc[0] == pytest.approx(2 * 8e9 * 400)
+    assert out["cost_per_sample"].iloc[0] == pytest.approx(2e9 * 150 + 16e9 * 410)
+
+
+def test_oracle_prefill_dominates_under_flops_not_decode() -> None:
+    """Re-reading the base's tokens is most of the FLOPs but free in the decode-only view."""
+    flops = cost.add_cost_per_sample(COUNTS, "flops", PARAMS)
+    decode = cost.add_cost_per_sample(COUNTS, "decode", PARAMS)
+    assert flops["cost_oracle_prefill"].iloc[0] / flops["cost_per_sample"].iloc[0] > 0.9
+    assert decode["cost_oracle_prefill"].iloc[0] == 0 and decode["cost_base_prefill"].iloc[0] == 0
+    assert decode["cost_per_sample"].iloc[0] == pytest.approx(2e9 * 100 + 16e9 * 10)
+
+
+def test_price_model() -> None:
+    """Input (prefill) and output (decode) prices per million tokens, per model."""
+    prices = cost.Prices.parse("0.1,0.4,1,4")
+    out = cost.add_cost_per_sample(COUNTS, "price", prices=prices)
+    assert out["cost_per_sample"].iloc[0] == pytest.approx((50 * 0.1 + 100 * 0.4 + 400 * 1 + 10 * 4) / 1e6)
+    same = cost.Prices.from_mapping({"base": {"input": 0.1, "output": 0.4}, "oracle": {"input": 1, "output": 4}})
+    assert same == prices
+
+
+def test_bad_inputs() -> None:
+    """Missing parameters, prices or token columns are clear errors."""
+    with pytest.raises(ValueError, match="needs n_params"):
+        cost.add_cost_per_sample(COUNTS, "flops", {"base": 1e9})
+    with pytest.raises(ValueError, match="needs prices"):
+        cost.add_cost_per_sample(COUNTS, "price")
+    with pytest.raises(ValueError, match="four non-negative numbers"):
+        cost.Prices.parse("1,2,3")
+    with pytest.raises(ValueError, match="unknown cost model"):
+        cost.per_token_rates("watts", PARAMS)  # type: ignore[arg-type]
+    with pytest.raises(CountsError, match="oracle_prefill"):
+        cost.components(COUNTS.drop(columns="oracle_prefill"), "flops", PARAMS)
+
+
+def test_manifest_parameters() -> None:
+    """n_params come from manifest models.base/oracle.n_params."""
+    manifest = {"models": {"base": {"n_params": 310_000}, "oracle": {"n_params": 2_450_000}}}
+    assert cost.n_params_from_manifest(manifest) == {"base": 310_000.0, "oracle": 2_450_000.0}
+    with pytest.raises(ValueError, match="n_params"):
+        cost.n_params_from_manifest({"models": {}})

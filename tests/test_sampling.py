@@ -1,0 +1,337 @@
+"""The sampler: policies, exact switching, token accounting, determinism, resume, sharding."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from experiments.toy.generator import held_out_problems
+from sampling import policy as policies
+from sampling.config import ConfigError, parse_experiment
+from sampling.models import ModelError, load_pair
+from sampling.policy import PolicySpec
+from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed, uniforms
+from sampling.runner import run_experiment
+from sampling.store import RunDirError, read_samples
+from sampling.torch_engine import TorchEngine, sample_tokens, step_statistics
+
+REPO = Path(__file__).resolve().parent.parent
+MAX_TOKENS = 96
+
+SMALL_EXPERIMENT = {
+    "name": "small", "dataset": "toy", "problems": 5, "n": 4, "seed": 7, "max_tokens": MAX_TOKENS,
+    "models": {"base": "toy:base", "oracle": "toy:oracle"},
+    "configs": [
+        {"policy": "base"},
+        {"policy": "oracle"},
+        {"policy": "random", "c": 2, "k": 3, "ref_length": 40},
+        {"policy": "entropy", "tau": 0.3, "k": 3, "max_c": 2},
+        {"policy": "margin", "delta": 0.5, "k": 2, "max_c": 3},
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return load_pair("toy:base", "toy:oracle")
+
+
+@pytest.fixture(scope="module")
+def prompts(pair):
+    tok = pair.tokenizer
+    return [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(10)]
+
+
+def _requests(prompts, config: GuidedConfig, n: int, config_id: str = "c") -> list[SampleRequest]:
+    return [
+        SampleRequest(config_id, f"p{j}", i, derive_seed(0, f"p{j}", config_id, i), prompt, config)
+        for j, prompt in enumerate(prompts) for i in range(n)
+    ]
+
+
+def _hf_greedy(model, prompt, eos_id: int, pad_id: int) -> list[int]:
+    out = model.generate(torch.tensor([prompt]), max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id)
+    return out[0, len(prompt):].tolist()
+
+
+# ---------------------------------------------------------------- pure parts
+
+def test_policy_specs_validate() -> None:
+    with pytest.raises(ValueError, match="unknown policy"):
+        PolicySpec("judge-ish")
+    with pytest.raises(ValueError, match="k >= 1"):
+        PolicySpec("random", c=2, k=0)
+    with pytest.raises(ValueError, match="tau"):
+        PolicySpec("entropy", k=2, max_c=1)
+    with pytest.raises(ValueError, match="max_c"):
+        PolicySpec("margin", k=2, delta=0.2)
+
+
+def test_random_positions_are_distinct_sorted_and_seeded() -> None:
+    spec = PolicySpec("random", c=5, k=2, ref_length=20)
+    state = policies.start(spec, 123)
+    assert len(set(state.positions)) == 5 and state.positions == sorted(state.positions)
+    assert all(0 <= p < 20 for p in state.positions)
+    assert policies.start(spec, 123).positions == state.positions
+    first = state.positions[0]
+    assert not policies.wants_oracle(spec, state, first - 1, 0, 1) if first > 0 else True
+    assert policies.wants_oracle(spec, state, first, 0, 1)
+    policies.record_intervention(spec, state)
+    assert state.used == 1 and len(state.positions) == 4
+
+
+def test_threshold_policies_respect_max_c() -> None:
+    spec = PolicySpec("entropy", tau=1.0, k=2, max_c=1)
+    state = policies.start(spec, 0)
+    assert not policies.wants_oracle(spec, state, 0, 0.9, 0.0)
+    assert policies.wants_oracle(spec, state, 0, 1.1, 0.0)
+    policies.record_intervention(spec, state)
+    assert not policies.wants_oracle(spec, state, 1, 5.0, 0.0)
+    margin = PolicySpec("margin", delta=0.2, k=2, max_c=3)
+    assert policies.wants_oracle(margin, policies.start(margin, 0), 0, 0.0, 0.1)
+    assert not policies.wants_oracle(margin, policies.start(margin, 0), 0, 0.0, 0.3)
+
+
+def test_step_statistics_match_definitions() -> None:
+    logits = torch.log(torch.tensor([[0.5, 0.25, 0.25], [0.9, 0.05, 0.05]]))
+    entropy, margin = step_statistics(logits)
+    assert entropy[0] == pytest.approx(-(0.5 * math.log(0.5) + 0.5 * math.log(0.25)))
+    assert margin.tolist() == pytest.approx([0.25, 0.85])
+
+
+def test_inverse_cdf_sampling_matches_the_distribution() -> None:
+    probs = torch.tensor([0.1, 0.2, 0.3, 0.4])
+    rows = 40000
+    logits = torch.log(probs).repeat(rows, 1)
+    u = uniforms(np.arange(rows, dtype=np.uint64), np.zeros(rows, dtype=np.uint64), 0)
+    draws = sample_tokens(logits, np.ones(rows), np.ones(rows), u)
+    freq = np.bincount(draws, minlength=4) / rows
+    assert np.abs(freq - probs.numpy()).max() < 0.01
+    nucleus = sample_tokens(logits, np.ones(rows), np.full(rows, 0.65), u)  # keeps 0.4, 0.3 (cum 0.7 >= 0.65)
+    assert set(np.unique(nucleus)) == {2, 3}
+    assert np.bincount(nucleus, minlength=4)[3] / rows == pytest.approx(0.4 / 0.7, abs=0.01)
+    greedy = sample_tokens(logits[:3], np.zeros(3), np.ones(3), u[:3])
+    assert greedy.tolist() == [3, 3, 3]
+
+
+def test_uniforms_are_a_pure_function_of_seed_and_position() -> None:
+    seeds = np.array([1, 2, 3], dtype=np.uint64)
+    a = uniforms(seeds, np.array([5, 5, 5], dtype=np.uint64), 0)
+    assert np.array_equal(a, uniforms(seeds, np.array([5, 5, 5], dtype=np.uint64), 0))
+    assert len(set(a.tolist())) == 3 and ((a > 0) & (a < 1)).all()
+    assert not np.array_equal(a, uniforms(seeds, np.array([5, 5, 5], dtype=np.uint64), 1))
+
+
+# ---------------------------------------------------------------- the engine on the real toy models
+
+def test_greedy_oracle_only_and_base_only_equal_hf_greedy(pair, prompts) -> None:
+    tok = pair.tokenizer
+    engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=16, max_len=200)
+    for name, model in (("oracle", pair.oracle), ("base", pair.base)):
+        config = GuidedConfig(PolicySpec(name), SamplingParams(0), SamplingParams(0), MAX_TOKENS)
+        records = engine.run_block(_requests(prompts, config, 1))
+        for record, prompt in zip(records, prompts):
+            assert record.token_ids == _hf_greedy(model, prompt, tok.eos_token_id, tok.pad_token_id)
+            assert set(record.provenance) == {1 if name == "oracle" else 0}
+
+
+def _check_accounting(record, prompt_len: int, k: int | None) -> None:
+    prov = np.array(record.provenance)
+    assert len(prov) == len(record.token_ids) == len(record.base_entropy)
+    assert record.base_decode == int((prov == 0).sum())
+    assert record.oracle_decode == int((prov == 1).sum())
+    base_pos, oracle_pos = np.flatnonzero(prov == 0), np.flatnonzero(prov == 1)
+    # a model prefills the prompt plus the other model's tokens written before its last call
+    expected_base_prefill = prompt_len + (int((oracle_pos < base_pos[-1]).sum()) if len(base_pos) else 0)
+    expected_oracle_prefill = (prompt_len + int((base_pos < oracle_pos[-1]).sum())) if len(oracle_pos) else 0
+    if len(base_pos) == 0 and record.interventions == 0:
+        expected_base_prefill = 0
+    assert record.oracle_prefill == expected_oracle_prefill
+    if record.interventions == 0 or len(base_pos):
+        assert record.base_prefill >= expected_base_prefill
+    entropy = np.array(record.base_entropy)
+    assert not np.isnan(entropy[base_pos]).any()  # the base's entropy is known at every base step
+    if k is not None:  # runs of oracle tokens are whole interventions of k (the last may be cut by EOS/length)
+        runs = np.split(oracle_pos, np.flatnonzero(np.diff(oracle_pos) != 1) + 1) if len(oracle_pos) else []
+        assert sum(math.ceil(len(r) / k) for r in runs) == record.interventions
+        for r in runs[:-1]:
+            assert len(r) % k == 0
+        if runs and runs[-1][-1] != len(prov) - 1:
+            assert len(runs[-1]) % k == 0
+
+
+def test_random_policy_provenance_and_accounting(pair, prompts) -> None:
+    tok = pair.tokenizer
+    engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=64, max_len=200)
+    spec = PolicySpec("random", c=3, k=4, ref_length=30)
+    config = GuidedConfig(spec, SamplingParams(1.0), SamplingParams(1.0), MAX_TOKENS)
+    records = engine.run_block(_requests(prompts[:6], config, 8))
+    assert sum(r.interventions for r in records) > 0
+    for record, prompt in zip(records, [p for p in prompts[:6] for _ in range(8)]):
+        _check_accounting(record, len(prompt), spec.k)
+        # replay the policy: interventions start exactly at the drawn positions (deferred past oracle segments)
+        pending, expected, i = list(policies.start(spec, record.seed).positions), [], 0
+        while i < len(record.provenance):
+            if pending and i >= pending[0]:
+                expected.append(i)
+                pending.pop(0)
+                i += spec.k
+            else:
+                i += 1
+        prov = record.provenance
+        observed = [i for i, who in enumerate(prov) if who == 1 and (i == 0 or prov[i - 1] == 0 or (i - _run_start(prov, i)) % spec.k == 0)]
+        assert observed == expected
+        assert record.interventions == len(expected)
+        # the base's entropy is missing exactly where the oracle wrote
+        assert all(math.isnan(e) == (who == 1) for e, who in zip(record.base_entropy, prov))
+
+
+def _run_start(prov: list[int], i: int) -> int:
+    while i > 0 and prov[i - 1] == 1:
+        i -= 1
+    return i
+
+
+def test_entropy_policy_triggers_only_above_threshold(pair, prompts) -> None:
+    tok = pair.tokenizer
+    engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=64, max_len=200)
+    spec = PolicySpec("entropy", tau=0.4, k=3, max_c=2)
+    config = GuidedConfig(spec, SamplingParams(1.0), SamplingParams(0.0), MAX_TOKENS)
+    records = engine.run_block(_requests(prompts[:6], config, 6))
+    assert any(r.interventions for r in records)
+    for record, prompt in zip(records, [p for p in prompts[:6] for _ in range(6)]):
+        _check_accounting(record, len(prompt), spec.k)
+        assert record.interventions <= spec.max_c
+        prov, entropy = record.provenance, record.base_entropy
+        starts = [i for i, who in enumerate(prov) if who == 1 and (i == 0 or prov[i - 1] == 0)]
+        for i in starts:  # an intervention starts where the base's entropy exceeded tau
+            assert entropy[i] > spec.tau
+        if record.interventions < spec.max_c:  # below the cap, no base token was written above tau
+            assert all(e <= spec.tau for e, who in zip(entropy, prov) if who == 0)
+
+
+def test_refuses_tokenizer_mismatch(tmp_path: Path, pair) -> None:
+    import shutil
+
+    other = tmp_path / "other"
+    shutil.copytree(pair.manifest["oracle"]["path"], other)
+    data = json.loads((other / "tokenizer.json").read_text())
+    vocab = data["model"]["vocab"]
+    a, b = "x", "y"
+    vocab[a], vocab[b] = vocab[b], vocab[a]
+    (other / "tokenizer.json").write_text(json.dumps(data))
+    with pytest.raises(ModelError, match="different tokenizers"):
+        load_pair("toy:base", str(other))
+
+
+# ---------------------------------------------------------------- run store: determinism, shards, resume
+
+def _experiment(**changes):
+    return parse_experiment({**SMALL_EXPERIMENT, **changes}, "test")
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame.sort_values(["config_id", "problem_id", "sample_index"]).reset_index(drop=True)
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runs") / "reference"
+    run_experiment(_experiment(), run_dir, block_size=8, report=lambda _: None)
+    return run_dir
+
+
+def test_run_dir_contents_and_pandas_reads_it(reference_run: Path) -> None:
+    frame = pd.read_parquet(reference_run)
+    assert len(frame) == 5 * 4 * 5
+    assert set(frame.config_id) == {"base", "oracle", "random-c2-k3", "entropy-t0.3-k3-m2", "margin-d0.5-k2-m3"}
+    assert not frame.duplicated(["config_id", "problem_id", "sample_index"]).any()
+    manifest = json.loads((reference_run / "_manifest.json").read_text())
+    assert manifest["models"]["base"]["n_params"] < manifest["models"]["oracle"]["n_params"]
+    assert len(manifest["models"]["oracle"]["sha256"]) == 64
+    assert manifest["n"] == 4 and "torch" in manifest["versions"]
+    oracle = frame[frame.config_id == "oracle"]
+    assert (oracle.base_decode == 0).all() and (oracle.base_prefill == 0).all() and (oracle.interventions == 0).all()
+    base = frame[frame.config_id == "base"]
+    assert (base.oracle_decode == 0).all() and (base.oracle_prefill == 0).all()
+    assert (base.base_decode == base.token_ids.map(len)).all()
+
+
+def test_same_seed_same_samples_and_rerun_is_a_no_op(reference_run: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    run_experiment(_experiment(), again, block_size=8, report=lambda _: None)
+    pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(again)))
+    result = run_experiment(_experiment(), again, block_size=8, report=lambda _: None)
+    assert result.samples_written == 0 and result.blocks_done == 0
+    other_seed = tmp_path / "other"
+    run_experiment(_experiment(seed=8, configs=[{"policy": "base"}]), other_seed, block_size=8, report=lambda _: None)
+    base_ref = _sorted(read_samples(reference_run).query("config_id == 'base'"))
+    assert not base_ref.text.equals(_sorted(read_samples(other_seed)).text)
+
+
+def test_sharded_union_equals_unsharded(reference_run: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "sharded"
+    for index in range(3):
+        run_experiment(_experiment(), run_dir, shard=(index, 3), block_size=8, report=lambda _: None)
+    pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
+
+
+def test_changed_config_is_refused_and_new_config_is_added(reference_run: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, run_dir)
+    changed = [{"policy": "random", "c": 2, "k": 3, "ref_length": 40, "base_temperature": 0.5, "id": "random-c2-k3"}]
+    with pytest.raises(RunDirError, match="config 'random-c2-k3'"):
+        run_experiment(_experiment(configs=changed), run_dir, block_size=8, report=lambda _: None)
+    with pytest.raises(RunDirError, match="different 'n'"):
+        run_experiment(_experiment(n=5), run_dir, block_size=8, report=lambda _: None)
+    before = read_samples(run_dir)
+    added = SMALL_EXPERIMENT["configs"] + [{"policy": "random", "c": 1, "k": 2, "ref_length": 40}]
+    run_experiment(_experiment(configs=added), run_dir, block_size=8, report=lambda _: None)
+    after = read_samples(run_dir)
+    assert len(after) == len(before) + 5 * 4
+    pd.testing.assert_frame_equal(_sorted(before), _sorted(after[after.config_id != "random-c1-k2"]))
+
+
+def test_bad_experiment_configs_name_the_problem() -> None:
+    with pytest.raises(ConfigError, match="unknown key"):
+        parse_experiment({**SMALL_EXPERIMENT, "nn": 3}, "x.toml")
+    with pytest.raises(ConfigError, match=r"\[\[configs\]\] #1: random policy needs"):
+        parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "random", "c": 0, "k": 2}]}, "x.toml")
+    with pytest.raises(ConfigError, match="duplicate config id"):
+        parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "base"}, {"policy": "base"}]}, "x.toml")
+
+
+def test_kill_nine_then_resume_equals_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
+    config = tmp_path / "small.toml"
+    lines = [f'{key} = {json.dumps(value)}' for key, value in SMALL_EXPERIMENT.items() if key not in ("models", "configs")]
+    lines += ["[models]", 'base = "toy:base"', 'oracle = "toy:oracle"']
+    for entry in SMALL_EXPERIMENT["configs"]:
+        lines.append("[[configs]]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
+    config.write_text("\n".join(lines) + "\n")
+    run_dir = tmp_path / "killed"
+    command = [sys.executable, "-m", "experiments.cli", "sample", "--config", str(config), "--out", str(run_dir), "--block-size", "8", "--threads", "1"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run_dir / "samples").glob("*/*.parquet"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    partial = len(list((run_dir / "samples").glob("*/*.parquet")))
+    assert 3 <= partial < 15, "the run should have been killed midway"
+    subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))

@@ -1,0 +1,73 @@
+"""The toy world: generator, split, tokenizer, and the shipped models."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import torch
+
+from experiments.toy.generator import LEVELS, generate_split, iter_split, reduce_steps, held_out_problems
+from experiments.toy.tokenizer import build_tokenizer
+from experiments.toy.train import toy_answer_value
+from sampling.models import load_pair, resolve_model
+
+
+def test_generator_is_deterministic() -> None:
+    assert generate_split("train", 200, seed=3) == generate_split("train", 200, seed=3)
+    assert held_out_problems(50) == held_out_problems(50)
+    assert generate_split("train", 50, seed=1) != generate_split("train", 50, seed=2)
+
+
+def test_train_and_test_splits_are_disjoint() -> None:
+    test = {p.expression for p in held_out_problems(500)}
+    train = {p.expression for p in generate_split("train", 20000)}
+    assert len(test) == 500
+    assert not test & train
+
+
+def test_levels_and_canonical_solutions() -> None:
+    problems = held_out_problems(100)
+    assert {p.level for p in problems} == set(LEVELS)
+    for p in problems:
+        n_ops = LEVELS[p.level][0]
+        assert p.solution.count("\n=") + p.solution.startswith("=") == n_ops
+        assert p.solution.endswith(f"\\boxed{{{p.answer}}}")
+        assert p.prompt.startswith("Compute $") and p.prompt.endswith("$.\n")
+    answers = [toy_answer_value(f"\\boxed{{{p.answer}}}") for p in generate_split("train", 2000)]
+    assert any(a < 0 for a in answers) and any(a.denominator > 1 for a in answers)
+
+
+def test_solution_follows_operator_precedence() -> None:
+    steps = reduce_steps([Fraction(3, 4), Fraction(2), Fraction(5), Fraction(7)], ["+", "\\times", "-"])
+    assert [values for values, _ in steps] == [[Fraction(3, 4), Fraction(10), Fraction(7)], [Fraction(43, 4), Fraction(7)], [Fraction(15, 4)]]
+
+
+def test_answer_values_are_exact_rationals() -> None:
+    assert toy_answer_value("=x\n\\boxed{\\frac{6}{4}}") == Fraction(3, 2)
+    assert toy_answer_value("\\boxed{-\\frac{15}{4}}") == Fraction(-15, 4)
+    assert toy_answer_value("\\boxed{-7}") == -7
+    assert toy_answer_value("no box") is None
+
+
+def test_tokenizer_round_trip_is_exact() -> None:
+    tokenizer = build_tokenizer()
+    texts = [p.prompt + p.solution for p in held_out_problems(30)] + ["  spaces  \n\n\\left( 3, \\frac{\\pi}{2} \\right)"]
+    for text in texts:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        assert len(ids) == len(text)
+        assert tokenizer.decode(ids) == text
+    assert tokenizer.unk_token_id not in tokenizer.encode("".join(chr(c) for c in range(32, 127)), add_special_tokens=False)
+
+
+def test_shipped_models_load_share_tokenizer_and_generate() -> None:
+    pair = load_pair("toy:base", "toy:oracle")
+    base_params, oracle_params = pair.manifest["base"]["n_params"], pair.manifest["oracle"]["n_params"]
+    assert 5 <= oracle_params / base_params <= 10
+    assert pair.base.config.model_type == "llama" == pair.oracle.config.model_type
+    tokenizer = pair.tokenizer
+    problem = held_out_problems(1)[0]
+    ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.encode(problem.prompt, add_special_tokens=False)])
+    for model in (pair.base, pair.oracle):
+        out = model.generate(ids, max_new_tokens=100, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+        text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        assert text.startswith("=") and "\\boxed{" in text
+    assert resolve_model("toy:base").endswith("base")

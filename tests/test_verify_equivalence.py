@@ -1,0 +1,217 @@
+"""Equivalence: required equivalences and near misses, the strict grader, the fast path's exactness,
+vote keys, MATH-500 reference solutions, and pathological inputs within the time limit."""
+from __future__ import annotations
+
+import json
+import random
+import time
+from pathlib import Path
+
+import pytest
+
+import verify
+from verify.batch import grade_batch
+from verify.equivalence import (
+    _parse,
+    answer_key,
+    exact_number,
+    fast_verdict,
+    math_verify_equal,
+    timed_math_verify,
+)
+from verify.pool import TaskPool
+from verify.strict import is_equiv, strip_string
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+MUST_HOLD = [  # (answer, reference)
+    ("0.5", "\\frac{1}{2}"),
+    ("\\frac12", "\\frac{1}{2}"),
+    ("1/2", "\\frac{1}{2}"),
+    ("\\dfrac{3}{2}", "1.5"),
+    ("1.5", "\\frac{3}{2}"),
+    ("(3,\\pi/2)", "\\left( 3, \\frac{\\pi}{2} \\right)"),
+    ("x=5", "5"),
+    ("5", "x=5"),
+    ("90", "90^\\circ"),
+    ("90^\\circ", "90"),
+    ("Evelyn", "\\text{Evelyn}"),
+    ("\\text{Evelyn}", "Evelyn"),
+    ("\\sqrt{117}", "3\\sqrt{13}"),
+    ("3\\sqrt{13}", "\\sqrt{117}"),
+    ("[2, 5)", "[2,5)"),
+    ("(-\\infty,3]", "(-\\infty, 3]"),
+    ("(-\\infty, -2) \\cup (3, \\infty)", "(-\\infty,-2)\\cup(3,\\infty)"),
+    ("10000", "10{,}000"),
+    ("10{,}000", "10000"),
+    ("\\{2, 1\\}", "\\{1,2\\}"),
+    ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt3"),
+]
+
+NEAR_MISSES = [  # (answer, reference)
+    ("(2,1)", "(1,2)"),
+    ("\\frac{4}{15}", "\\frac{15}{4}"),
+    ("x=-5", "x=5"),
+    ("-5", "5"),
+    ("[2,5]", "[2,5)"),
+    ("3\\sqrt{12}", "3\\sqrt{13}"),
+    ("\\text{Eve}", "\\text{Evelyn}"),
+    ("10001", "10{,}000"),
+]
+
+
+@pytest.mark.parametrize(("answer", "reference"), MUST_HOLD)
+def test_equivalences_hold(answer: str, reference: str) -> None:
+    """Equivalent spellings grade correct, through extraction and directly."""
+    assert verify.is_equivalent(answer, reference, timeout=10)
+    assert verify.grade(f"Thus the answer is $\\boxed{{{answer}}}$.", reference, timeout=10)
+
+
+@pytest.mark.parametrize(("answer", "reference"), NEAR_MISSES)
+def test_near_misses_fail(answer: str, reference: str) -> None:
+    """Close but different answers grade wrong."""
+    assert not verify.is_equivalent(answer, reference, timeout=10)
+    assert not verify.grade(f"\\boxed{{{answer}}}", reference, timeout=10)
+
+
+def test_no_answer_is_wrong() -> None:
+    """A completion without an extractable answer is wrong, never an error."""
+    assert verify.grade("I give up.", "5") is False
+    assert verify.grade("", "5") is False
+    assert verify.is_equivalent("  ", "5") is False
+
+
+def test_unknown_grader_rejected() -> None:
+    """Only the two graders exist."""
+    with pytest.raises(ValueError, match="unknown grader"):
+        verify.grade("\\boxed{5}", "5", grader="exact")
+
+
+@pytest.mark.parametrize(
+    ("answer", "reference", "expected"),
+    [
+        ("\\frac12", "\\frac{1}{2}", True),
+        ("0.5", "\\frac{1}{2}", True),  # MATH's special case
+        ("0.25", "\\frac{1}{4}", False),  # ...which covers only 0.5
+        ("3/4", "\\frac{3}{4}", True),
+        ("\\dfrac{3}{4}", "\\frac{3}{4}", True),
+        ("k = 5", "5", True),
+        ("\\left( 1, 2 \\right)", "(1,2)", True),
+        ("90^\\circ", "90", True),
+        ("\\$18.90", "18.90", True),
+        ("5 \\text{ cm}", "5", True),
+        ("\\text{Evelyn}", "Evelyn", False),  # classic behaviour, unlike math-verify
+        ("10{,}000", "10000", False),
+        ("(2,1)", "(1,2)", False),
+        (None, "5", False),
+    ],
+)
+def test_strict_grader_is_classic_math(answer: str | None, reference: str, expected: bool) -> None:
+    """The strict grader reproduces MATH's is_equiv, quirks included."""
+    assert is_equiv(answer, reference) is expected
+    if answer is not None:
+        assert verify.is_equivalent(answer, reference, grader="strict") is expected
+
+
+def test_strict_normalisation_details() -> None:
+    """strip_string's documented rewrites, and its fallback to raw comparison on errors."""
+    assert strip_string("\\frac12") == "\\frac{1}{2}"
+    assert strip_string("\\sqrt3") == "\\sqrt{3}"
+    assert strip_string(".5") == "\\frac{1}{2}"
+    assert is_equiv("\\sqrt", "\\sqrt")  # normalisation raises; raw strings compared
+    assert not is_equiv("\\sqrt", "\\sqrt{}")
+
+
+def _random_number_string(rng: random.Random) -> str:
+    """An integer or integer fraction in one of the spellings the fast path reads."""
+    a = rng.choice([0, 1, 2, 3, 4, 6, 7, 12, 100, -3, -1, 10**30 + 7])
+    b = rng.choice([1, 2, 3, 4, 6, 8, 12])
+    form = rng.randrange(6)
+    if form == 0:
+        return str(a)
+    if form == 1:
+        return f"\\frac{{{a}}}{{{b}}}"
+    if form == 2:
+        return f"{a}/{b}"
+    if form == 3:
+        return f"-\\frac{{{abs(a)}}}{{{b}}}"
+    if form == 4:
+        return f"\\dfrac{{{a}}}{{{b}}}"
+    return "0" + str(abs(a))
+
+
+def test_fast_path_agrees_with_math_verify() -> None:
+    """Whenever the fast path decides, math-verify decides the same (random integers and fractions)."""
+    rng = random.Random(1234)
+    decided = 0
+    for _ in range(150):
+        reference, answer = _random_number_string(rng), _random_number_string(rng)
+        fast = fast_verdict(reference, answer)
+        assert fast is not None
+        decided += 1
+        assert fast == math_verify_equal(reference, answer), (reference, answer)
+    assert decided == 150
+    # identical strings are equal; anything else is left to math-verify
+    assert fast_verdict("\\pi", "\\pi") is True
+    assert fast_verdict("0.5", "\\frac{1}{2}") is None
+    assert fast_verdict("x=5", "5") is None
+    assert exact_number("\\frac{3}{0}") is None
+    assert exact_number("٣") is None  # only ASCII digits: math-verify does not read other scripts
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("\\frac12", "0.5", True),
+        ("0.5", "1/2", True),
+        ("\\frac{2}{4}", "\\dfrac{1}{2}", True),
+        ("\\sqrt{117}", "3\\sqrt{13}", True),
+        ("x = 7", "7", True),
+        ("x+1", "1+x", True),
+        ("(1,2)", "(2,1)", False),
+        ("\\frac{4}{15}", "\\frac{15}{4}", False),
+        ("7", "-7", False),
+    ],
+)
+def test_vote_keys_group_equivalent_answers(a: str, b: str, same: bool) -> None:
+    """Majority-vote keys: one key for equivalent spellings, different keys for different answers."""
+    assert (answer_key(_parse(a, 5), a) == answer_key(_parse(b, 5), b)) is same
+
+
+def test_math500_reference_solutions_all_correct() -> None:
+    """All 500 MATH-500 reference solutions grade correct against their answers, also by math-verify alone."""
+    rows = [json.loads(line) for line in (FIXTURES / "math500.jsonl").read_text().splitlines() if line]
+    solutions = [r["solution"] for r in rows]
+    answers = [r["answer"] for r in rows]
+    result = grade_batch(solutions, answers, timeout=10)
+    assert result.frame["correct"].all()
+    assert result.stats.no_answer == 0
+    # the same verdict from math-verify itself, with no fast path, on every one of the 500
+    extracted = result.frame["extracted"].tolist()
+    with TaskPool(timeout=30) as pool:
+        outcomes = pool.map(timed_math_verify, [(ref, ans, 10, False) for ref, ans in zip(answers, extracted)])
+    failures = [(answers[i], o) for i, o in enumerate(outcomes) if not (o.ok and o.value[0])]
+    assert failures == []
+
+
+HANGS_IN_C = ("\\boxed{10^{10^{10^{10}}}}", "p - q")  # sympy stalls in C; only the pool's kill stops it
+
+
+@pytest.mark.parametrize(
+    ("completion", "reference"),
+    [
+        HANGS_IN_C,
+        ("\\boxed{10^{10^{10^{10}}}}", "5"),
+        ("so \\boxed{\\frac{1}{2}", "\\frac{1}{2}"),  # unbalanced: no answer
+        ("\\boxed{" + "{" * 5000 + "}" * 4999, "1"),
+        ("\\boxed{" + "1+" * 250_000 + "1}", "3"),  # a 500 kB answer
+        ("Let me think. " * 75_000 + "\\boxed{((((((((((((((((((((((((((((1)))}", "1"),  # a 1 MB completion
+    ],
+)
+def test_pathological_inputs_finish_within_the_limit(completion: str, reference: str) -> None:
+    """Each is graded False within the hard limit (plus process-restart slack): no hang, no crash."""
+    verify.is_equivalent("x^2+1", "1+x^2", timeout=10)  # the shared worker is started outside the timing
+    limit = 1.0
+    start = time.perf_counter()
+    assert verify.grade(completion, reference, timeout=limit) is False
+    assert time.perf_counter() - start < limit + 3.0

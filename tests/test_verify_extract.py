@@ -1,0 +1,102 @@
+"""Answer extraction: boxes (nested, several, unbraced, unbalanced), phrase fallbacks, no answer."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from verify import extract_answer
+from verify.extract import extract_boxed, extract_fallback
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # nested braces
+        (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
+        (r"$\boxed{\left( 3, \frac{\pi}{2} \right)}$", r"\left( 3, \frac{\pi}{2} \right)"),
+        (r"\boxed{\begin{pmatrix} 1 \\ 2 \end{pmatrix}}", r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}"),
+        (r"\boxed{x^{2^{3}}+\sqrt{\frac{a}{b}}}", r"x^{2^{3}}+\sqrt{\frac{a}{b}}"),
+        # escaped braces do not count
+        (r"\boxed{\{1,2\}}", r"\{1,2\}"),
+        (r"\boxed{\}}", r"\}"),
+        # several boxes: the last one
+        (r"first \boxed{1}, then \boxed{2}, finally $\boxed{3}$.", "3"),
+        (r"\fbox{7} and later \boxed{8}", "8"),
+        (r"\boxed{8} and later \fbox{7}", "7"),
+        # unbraced argument
+        (r"The answer is $\boxed 5$.", "5"),
+        (r"\boxed 5.", "5"),
+        (r"\boxed   42$ more", "42"),
+        # spaces between command and brace
+        (r"\boxed {12}", "12"),
+        # an unclosed (truncated) last box falls back to the previous balanced one
+        (r"\boxed{3} hmm, actually \boxed{\frac{4}{", "3"),
+        # an empty box is skipped
+        (r"\boxed{9} ... \boxed{}", "9"),
+        (r"\boxed{  }", None),
+        # other control words are not boxes
+        (r"\boxedx{3}", None),
+        # no box
+        ("The sum is 12, I think", None),
+        ("", None),
+    ],
+)
+def test_boxes(text: str, expected: str | None) -> None:
+    """Balanced-brace extraction of the last box."""
+    assert extract_answer(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Final Answer: The final answer is $5$. I hope it is correct.", "5"),
+        ("so the final answer is: \\frac{3}{4}.", "\\frac{3}{4}"),
+        ("Work...\nAnswer: 12", "12"),
+        ("**Answer:** 12", "12"),
+        ("Answer:\n\n$x=3$", "x=3"),
+        ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
+        ("answer: 1\nanswer: 2", "2"),  # the last anchor wins
+        ("Answer: $$", None),  # an anchor with nothing after it
+    ],
+)
+def test_fallbacks(text: str, expected: str | None) -> None:
+    """Phrase fallbacks when there is no box."""
+    assert extract_answer(text) == expected
+
+
+def test_box_beats_fallback_phrases() -> None:
+    """A box anywhere wins over answer phrases."""
+    assert extract_answer("\\boxed{4}\n#### 5") == "4"
+    assert extract_fallback("\\boxed{4}\n#### 5") == "5"
+    assert extract_boxed("#### 5") is None
+
+
+def test_math500_solutions_extract_their_answers() -> None:
+    """The last box of every MATH-500 reference solution is exactly its answer field."""
+    rows = [json.loads(line) for line in (FIXTURES / "math500.jsonl").read_text().splitlines() if line]
+    assert len(rows) == 500
+    mismatches = [(r["answer"], extract_answer(r["solution"])) for r in rows if extract_answer(r["solution"]) != r["answer"]]
+    assert mismatches == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "{" * 1_000_000,
+        "\\boxed{" * 150_000,
+        "\\boxed{" + "x" * 1_000_000,
+        "answer: " * 120_000,
+        "a" * 1_000_000 + "\\boxed{5}",
+        "\\" * 1_000_000,
+    ],
+)
+def test_pathological_texts_are_linear(text: str) -> None:
+    """A megabyte of adversarial text is handled in well under a second."""
+    start = time.perf_counter()
+    extract_answer(text)
+    assert time.perf_counter() - start < 1.0

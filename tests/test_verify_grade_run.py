@@ -1,0 +1,277 @@
+"""Grading run dirs: grades on disk, dedup cache, incremental re-runs, answer classes, no corruption,
+clear errors, the counts table and the per-config summary."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import verify
+import verify.run_grades as run_grades_module
+from verify.equivalence import math_verify_equal
+from verify.run_grades import RunDirError, grade_run_with_stats, grades_dir, read_grades
+from verify.metrics import pass_at_k
+from verify.synthetic import ProblemSpec, load_math500, make_samples, write_run_dir
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+PROBLEMS = [
+    ProblemSpec("p-half", "\\frac{1}{2}", "", 1, "Algebra"),
+    ProblemSpec("p-five", "5", "", 2, "Algebra"),
+    ProblemSpec("p-pair", "(1,2)", "", 2, "Geometry"),
+    ProblemSpec("p-name", "\\text{Evelyn}", "", 3, "Prealgebra"),
+]
+
+# (problem, text, expected correct, expected extracted)
+TEXTS = [
+    ("p-half", "We get $\\boxed{\\frac12}$.", True, "\\frac12"),
+    ("p-half", "So $x = \\boxed{0.5}$", True, "0.5"),
+    ("p-half", "Final Answer: The final answer is $1/2$. I hope it is correct.", True, "1/2"),
+    ("p-half", "\\boxed{\\frac{1}{4}}", False, "\\frac{1}{4}"),
+    ("p-half", "\\boxed{0.25}", False, "0.25"),
+    ("p-half", "\\boxed{1/4}", False, "1/4"),
+    ("p-half", "\\boxed{2}", False, "2"),
+    ("p-half", "I am not sure, let me", False, None),
+    ("p-five", "#### 5", True, "5"),
+    ("p-five", "\\boxed{x = 5}", True, "x = 5"),
+    ("p-five", "\\boxed{6}", False, "6"),
+    ("p-five", "\\boxed{6.0}", False, "6.0"),
+    ("p-five", "\\boxed{-5}", False, "-5"),
+    ("p-pair", "\\boxed{(2,1)}", False, "(2,1)"),
+    ("p-pair", "\\boxed{\\left( 1, 2 \\right)}", True, "\\left( 1, 2 \\right)"),
+    ("p-pair", "\\boxed{(1,2", False, None),
+    ("p-name", "It is \\boxed{Evelyn}.", True, "Evelyn"),
+]
+
+
+def _samples(config: str, rows: list[tuple[str, str, bool, str | None]], first_index: int = 0) -> pd.DataFrame:
+    """A samples frame for one config; sample_index counts up per problem from first_index."""
+    counters: dict[str, int] = {}
+    records = []
+    for problem, text, _, _ in rows:
+        index = first_index + counters.get(problem, 0)
+        counters[problem] = counters.get(problem, 0) + 1
+        records.append({"config_id": config, "problem_id": problem, "sample_index": index, "text": text})
+    frame = pd.DataFrame(records)
+    frame["base_decode"] = np.arange(len(frame)) + 10
+    frame["oracle_decode"] = np.arange(len(frame)) % 3
+    return frame
+
+
+@pytest.fixture()
+def run_dir(tmp_path: Path) -> Path:
+    """A two-config run dir with hand-written completions (several shards)."""
+    samples = pd.concat([_samples("base", TEXTS), _samples("guided", TEXTS[::-1])], ignore_index=True)
+    return write_run_dir(tmp_path / "run", PROBLEMS, samples, shard_rows=7)
+
+
+def _parts(run: Path, grader: str = "math-verify") -> list[Path]:
+    """Visible grade part files."""
+    return sorted(p for p in grades_dir(run, grader).glob("*.parquet") if not p.name.startswith("."))
+
+
+def test_grades_written_with_expected_values(run_dir: Path) -> None:
+    """Every sample gets a grade row with the ARCHITECTURE schema and the right verdict."""
+    grades = verify.grade_run(run_dir, progress=False)
+    assert list(grades.columns) == ["config_id", "problem_id", "sample_index", "extracted", "correct", "answer_class"]
+    assert len(grades) == 2 * len(TEXTS)
+    table = pq.read_table(_parts(run_dir)[0])
+    assert str(table.schema.field("sample_index").type) == "int32"
+    assert str(table.schema.field("answer_class").type) == "int32"
+    base = grades[grades.config_id == "base"].set_index(["problem_id", "sample_index"])
+    counters: dict[str, int] = {}
+    for problem, _, correct, extracted in TEXTS:
+        index = counters.get(problem, 0)
+        counters[problem] = index + 1
+        row = base.loc[(problem, index)]
+        assert bool(row["correct"]) is correct, (problem, index)
+        assert (row["extracted"] if isinstance(row["extracted"], str) else None) == extracted
+    assert pd.read_parquet(run_dir).shape[0] == 2 * len(TEXTS)  # the samples table is still read alone
+
+
+def test_answer_classes(run_dir: Path) -> None:
+    """0 = correct, -1 = no answer; equivalent wrong answers share a class, the same in every config."""
+    grades = verify.grade_run(run_dir, progress=False)
+    by_answer = grades.groupby(["problem_id", "extracted"], dropna=False)["answer_class"].agg(set)
+    cls = lambda p, a: by_answer.loc[(p, a)]  # noqa: E731
+    assert all(c == {0} for c in grades[grades.correct].groupby("extracted")["answer_class"].agg(set))
+    assert set(grades.loc[grades.extracted.isna(), "answer_class"]) == {-1}
+    quarter = cls("p-half", "\\frac{1}{4}")
+    assert len(quarter) == 1 and quarter == cls("p-half", "0.25") == cls("p-half", "1/4")  # one vote
+    assert next(iter(quarter)) >= 1 and cls("p-half", "2") != quarter
+    assert cls("p-five", "6") == cls("p-five", "6.0") != cls("p-five", "-5")
+    for (problem, answer), classes in by_answer.items():
+        assert len(classes) == 1, (problem, answer)  # base and guided agree
+
+
+def test_rerun_costs_nothing(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second run grades nothing, reads no texts, writes no file, and returns the same grades."""
+    first = verify.grade_run(run_dir, progress=False)
+    files = {p: p.stat().st_mtime_ns for p in (run_dir / "_grades").rglob("*") if p.is_file()}
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("re-run graded something")
+
+    monkeypatch.setattr(run_grades_module, "grade_batch", forbidden)
+    second, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.newly_graded == 0 and stats.already_graded == len(first)
+    pd.testing.assert_frame_equal(first, second)
+    assert files == {p: p.stat().st_mtime_ns for p in (run_dir / "_grades").rglob("*") if p.is_file()}
+
+
+def test_new_shards_are_graded_incrementally(run_dir: Path) -> None:
+    """Samples appended later are graded alone; seen answers reuse the cache and keep their class."""
+    first = verify.grade_run(run_dir, progress=False)
+    quarter_class = first.loc[first.extracted == "0.25", "answer_class"].iloc[0]
+    extra = [
+        ("p-half", "\\boxed{0.25}", False, "0.25"),  # seen: cache hit, same class
+        ("p-half", "\\boxed{\\frac{7}{9}}", False, "\\frac{7}{9}"),  # new wrong answer: new class
+        ("p-five", "\\boxed{5}", True, "5"),  # seen ("#### 5"): cache hit
+    ]
+    write_run_dir(run_dir, PROBLEMS, _samples("base", extra, first_index=100))
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.newly_graded == 3 and stats.already_graded == len(first)
+    assert stats.batch is not None and (stats.batch.pairs, stats.batch.cached, stats.batch.fast) == (3, 2, 1)
+    assert len(grades) == len(first) + 3
+    new = grades[grades.sample_index >= 100].set_index("extracted")
+    assert new.loc["0.25", "answer_class"] == quarter_class
+    seen_classes = set(first.loc[first.problem_id == "p-half", "answer_class"])
+    assert new.loc["\\frac{7}{9}", "answer_class"] == max(seen_classes) + 1
+    assert new.loc["5", "answer_class"] == 0
+    assert len(_parts(run_dir)) == 2
+
+
+def test_cache_alone_regrades_without_math_verify(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With grades deleted but the pair cache kept, regrading never starts math-verify."""
+    first = verify.grade_run(run_dir, progress=False)
+    for part in _parts(run_dir):
+        part.unlink()
+
+    def no_pool(*args: object, **kwargs: object) -> None:
+        raise AssertionError("math-verify was called")
+
+    monkeypatch.setattr("verify.pool.TaskPool.map", no_pool)
+    second, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.batch is not None and stats.batch.cached == stats.batch.pairs > 0
+    pd.testing.assert_frame_equal(first, second)
+
+
+def test_interrupted_write_never_corrupts(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A crash while writing grades leaves earlier grades intact and no visible partial file."""
+    verify.grade_run(run_dir, progress=False)
+    before = {p: p.read_bytes() for p in _parts(run_dir)}
+    write_run_dir(run_dir, PROBLEMS, _samples("base", TEXTS[:2], first_index=50))
+    real_write = pq.write_table
+
+    def failing_write(table: object, where: object, *args: object, **kwargs: object) -> None:
+        if "grader=" in str(where):
+            real_write(table, where, *args, **kwargs)  # a partial file appears, then the "crash"
+            raise OSError("disk full")
+        real_write(table, where, *args, **kwargs)
+
+    monkeypatch.setattr(run_grades_module.pq, "write_table", failing_write)
+    with pytest.raises(OSError, match="disk full"):
+        verify.grade_run(run_dir, progress=False)
+    monkeypatch.undo()
+    assert {p: p.read_bytes() for p in _parts(run_dir)} == before
+    assert not [p for p in grades_dir(run_dir, "math-verify").iterdir() if p.name.startswith(".")]
+    assert len(read_grades(run_dir)) == 2 * len(TEXTS)
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.newly_graded == 2 and len(grades) == 2 * len(TEXTS) + 2
+
+
+def test_strict_grader_is_separate(run_dir: Path) -> None:
+    """--grader strict writes its own grades; MATH's is_equiv rejects what math-verify accepts here."""
+    mv = verify.grade_run(run_dir, progress=False)
+    strict = verify.grade_run(run_dir, grader="strict", progress=False)
+    assert len(_parts(run_dir, "strict")) == 1 and len(_parts(run_dir)) == 1
+    merged = mv.merge(strict, on=["config_id", "problem_id", "sample_index"], suffixes=("_mv", "_strict"))
+    disagree = merged[merged.correct_mv != merged.correct_strict]
+    assert set(disagree["extracted_mv"]) == {"Evelyn"}  # MATH's is_equiv keeps \\text{}
+    assert pd.read_parquet(run_dir / "_grades")["grader"].astype(str).value_counts().to_dict() == {
+        "math-verify": len(mv),
+        "strict": len(strict),
+    }
+
+
+def test_counts_table(run_dir: Path) -> None:
+    """One row per (config, problem) with n, correct, no_answer, level, subject and token sums."""
+    counts = verify.counts_table(run_dir)
+    assert list(counts.columns) == [
+        "config", "problem", "n", "correct", "no_answer", "level", "subject",
+        "base_decode", "base_prefill", "oracle_decode", "oracle_prefill",
+    ]
+    row = counts.set_index(["config", "problem"]).loc[("base", "p-half")]
+    assert (row["n"], row["correct"], row["no_answer"]) == (8, 3, 1)
+    assert (row["level"], row["subject"]) == (1, "Algebra")
+    samples = pd.read_parquet(run_dir)
+    expected = samples.groupby(["config_id", "problem_id"])["base_decode"].sum()
+    assert row["base_decode"] == expected.loc[("base", "p-half")]
+    assert counts["n"].sum() == 2 * len(TEXTS)
+    assert counts["correct"].sum() == 2 * sum(t[2] for t in TEXTS)
+
+
+def test_summarize_run(run_dir: Path) -> None:
+    """pass@1, coverage@n, maj@n (with CIs), no-answer fraction and distinct answers per config."""
+    summary = verify.summarize_run(run_dir).set_index("config")
+    assert list(summary.index) == ["base", "guided"]
+    base = summary.loc["base"]
+    assert base["pass@1"] == pytest.approx(np.mean([3 / 8, 2 / 5, 1 / 3, 1]))
+    assert base["coverage@n"] == 1.0
+    # maj@n: p-half votes {correct: 3, 1/4: 3, 2: 1} -> tie 1/2; p-five {correct: 2, 6: 2, -5: 1} -> 1/2;
+    # p-pair {correct: 1, (2,1): 1} -> 1/2; p-name {correct: 1} -> 1
+    assert base["maj@n"] == pytest.approx(0.625)
+    assert base["no_answer"] == pytest.approx(2 / 17)
+    assert base["distinct_answers"] == pytest.approx(np.mean([3, 3, 2, 1]))
+    for metric in ("pass@1", "coverage@n", "maj@n"):
+        assert base[f"{metric}_lo"] <= base[metric] <= base[f"{metric}_hi"]
+    pd.testing.assert_series_equal(summary.loc["base"], summary.loc["guided"], check_names=False)
+
+
+def test_realistic_run_matches_per_sample_math_verify(tmp_path: Path) -> None:
+    """On synthetic MATH-500 samples, every verdict equals math-verify called on that sample's answer."""
+    problems = load_math500(FIXTURES / "math500.jsonl")[:12]
+    samples = make_samples(problems, 40, seed=7, junk_rate=0.05)
+    run = write_run_dir(tmp_path / "real", problems, samples, shard_rows=100)
+    grades = verify.grade_run(run, progress=False)
+    answers = {p.id: p.answer for p in problems}
+    merged = grades.merge(samples, on=["config_id", "problem_id", "sample_index"])
+    verdicts: dict[tuple[str, str], bool] = {}
+    for problem, extracted, correct in zip(merged.problem_id, merged.extracted, merged.correct):
+        if not isinstance(extracted, str):
+            assert not correct
+            continue
+        key = (answers[problem], extracted)
+        if key not in verdicts:
+            verdicts[key] = math_verify_equal(*key, timeout=10)
+        assert correct == verdicts[key], key
+    counts = verify.counts_table(run)
+    assert counts["n"].eq(40).all()
+    np.testing.assert_allclose(
+        verify.summarize_run(run)["pass@1"].item(), pass_at_k(counts.n, counts.correct, 1).mean()
+    )
+
+
+def test_bad_run_dirs_give_clear_errors(tmp_path: Path) -> None:
+    """Missing problems file, missing samples, unknown problem ids, missing columns: named in the error."""
+    with pytest.raises(RunDirError, match="not a directory"):
+        verify.grade_run(tmp_path / "nope", progress=False)
+    run = write_run_dir(tmp_path / "r", PROBLEMS, _samples("base", TEXTS[:3]))
+    (run / "_problems.parquet").unlink()
+    with pytest.raises(RunDirError, match="_problems.parquet"):
+        verify.grade_run(run, progress=False)
+    run2 = write_run_dir(tmp_path / "r2", PROBLEMS[:1], _samples("base", TEXTS[8:9]))
+    with pytest.raises(RunDirError, match="p-five"):
+        verify.grade_run(run2, progress=False)
+    no_samples = pd.DataFrame(columns=["config_id", "problem_id", "sample_index", "text"])
+    empty = write_run_dir(tmp_path / "r3", PROBLEMS, no_samples)
+    with pytest.raises(RunDirError, match="no samples shards"):
+        verify.grade_run(empty, progress=False)
+    run4 = write_run_dir(tmp_path / "r4", PROBLEMS, _samples("base", TEXTS[:3]))
+    shard = next((run4 / "samples").rglob("*.parquet"))
+    pq.write_table(pq.read_table(shard).drop(["text"]), shard)
+    with pytest.raises(RunDirError, match="missing column.*text"):
+        verify.grade_run(run4, progress=False)

@@ -1,0 +1,64 @@
+"""The worker pool: hard per-task limits (kill + replace), crashes, errors, order, memory limit."""
+from __future__ import annotations
+
+import math
+import os
+import time
+
+import pytest
+
+from verify.pool import Outcome, TaskPool
+
+
+def test_results_in_order_and_reused_workers() -> None:
+    """Results come back in task order; a pool serves several map() calls."""
+    with TaskPool(workers=2, timeout=10) as pool:
+        assert [o.value for o in pool.map(math.factorial, [(i,) for i in range(8)])] == [math.factorial(i) for i in range(8)]
+        assert pool.map(abs, [(-3,)]) == [Outcome("ok", 3)]
+        assert pool.killed == 0
+
+
+def test_overrunning_tasks_are_killed_and_replaced() -> None:
+    """Tasks stuck in C (a sleep, a huge integer power) cost the limit, then later tasks still run."""
+    seen: list[tuple[int, str]] = []
+    with TaskPool(workers=2, timeout=0.5) as pool:
+        start = time.perf_counter()
+        outcomes = pool.map(
+            pow,
+            [(10, 10**9), (2, 10), (7, 10**9), (3, 2)],
+            on_result=lambda i, o: seen.append((i, o.status)),
+        )
+        elapsed = time.perf_counter() - start
+        assert [o.status for o in outcomes] == ["timeout", "ok", "timeout", "ok"]
+        assert outcomes[1].value == 1024 and outcomes[3].value == 9
+        assert pool.killed == 2
+        assert elapsed < 3.0
+        assert sorted(seen) == [(0, "timeout"), (1, "ok"), (2, "timeout"), (3, "ok")]
+        assert pool.map(time.sleep, [(30,)], timeout=0.3)[0].status == "timeout"  # per-call limit
+        assert pool.map(abs, [(-1,)])[0] == Outcome("ok", 1)  # replacements work
+
+
+def test_exceptions_and_dead_workers_become_errors() -> None:
+    """An exception is an 'error' outcome; a worker that dies is reported and replaced."""
+    with TaskPool(workers=1, timeout=10) as pool:
+        outcomes = pool.map(int, [("not a number",), ("12",)])
+        assert outcomes[0].status == "error" and "ValueError" in outcomes[0].value
+        assert outcomes[1] == Outcome("ok", 12)
+        died = pool.map(os._exit, [(3,)])[0]
+        assert died.status == "error" and "exit code 3" in died.value
+        assert pool.map(int, [("5",)])[0] == Outcome("ok", 5)
+
+
+def test_memory_limit_turns_runaway_allocation_into_error() -> None:
+    """A worker's address-space limit makes a huge allocation fail fast instead of eating the machine."""
+    with TaskPool(workers=1, timeout=20, memory_limit_mb=1024) as pool:
+        outcome = pool.map(bytearray, [(4 * 1024**3,)])[0]
+        assert outcome.status == "error" and "MemoryError" in outcome.value
+
+
+def test_rejects_bad_timeouts() -> None:
+    """Non-positive limits are refused."""
+    with pytest.raises(ValueError):
+        TaskPool(timeout=0)
+    with TaskPool(workers=1) as pool, pytest.raises(ValueError):
+        pool.map(abs, [(1,)], timeout=-1)

@@ -1,0 +1,177 @@
+"""`study verify`: grade a run dir (per-config summary with CIs) or any JSONL file of completions."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+__all__ = ["register", "verify_command"]
+
+_GRADER_HELP = "math-verify (default: math-verify behind an exact fast path) or strict (classic MATH string match)"
+
+
+def _fail(message: str, code: int = 2) -> None:
+    """Print an error (no traceback) and exit with a non-zero code."""
+    from rich.console import Console
+
+    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _ci(mean: float, lo: float, hi: float) -> str:
+    """'0.523' over '[0.481, 0.566]' (two lines keep the table narrow)."""
+    return f"{mean:.3f}\n[{lo:.3f}, {hi:.3f}]"
+
+
+def _run_table(summary: Any, grader: str) -> Any:
+    """A rich table of summarize_grades output."""
+    from rich.table import Table
+
+    title = f"verify ({grader}): mean [95% bootstrap CI over problems]; distinct = answer classes per problem"
+    table = Table(title=title, title_justify="left")
+    for name in ("config", "problems", "n", "pass@1", "coverage@n", "maj@n", "no answer", "distinct"):
+        table.add_column(name, justify="left" if name == "config" else "right", overflow="fold")
+    for row in summary.to_dict("records"):
+        n = str(row["n_min"]) if row["n_min"] == row["n_max"] else f"{row['n_min']}-{row['n_max']}"
+        table.add_row(
+            str(row["config"]),
+            str(row["problems"]),
+            n,
+            _ci(row["pass@1"], row["pass@1_lo"], row["pass@1_hi"]),
+            _ci(row["coverage@n"], row["coverage@n_lo"], row["coverage@n_hi"]),
+            _ci(row["maj@n"], row["maj@n_lo"], row["maj@n_hi"]),
+            f"{row['no_answer']:.1%}",
+            f"{row['distinct_answers']:.1f}",
+        )
+    return table
+
+
+def _breakdown_table(grades: Any, run_dir: Path, by: str) -> Any:
+    """A rich table of pass@1 (with CI) per config and level/subject."""
+    from rich.table import Table
+
+    from verify.metrics import breakdown
+    from verify.run_grades import read_problems
+    from verify.tables import counts_from_grades
+
+    counts = counts_from_grades(grades, read_problems(run_dir))
+    table = Table(title=f"pass@1 by {by}: mean [95% bootstrap CI over problems]", title_justify="left")
+    for name in ("config", by, "problems", "pass@1"):
+        table.add_column(name, justify="left" if name == "config" else "right")
+    for row in breakdown(counts, ["config", by], ks=(1,)).to_dict("records"):
+        table.add_row(
+            str(row["config"]), str(row[by]), str(row["problems"]),
+            _ci(row["pass@1"], row["pass@1_lo"], row["pass@1_hi"]).replace("\n", " "),
+        )
+    return table
+
+
+def _batch_line(stats: Any) -> str:
+    """One line on what grading did."""
+    return (
+        f"{stats.pairs:,} distinct (reference, answer) pairs: {stats.cached:,} cached, {stats.fast:,} fast path, "
+        f"{stats.verified:,} math-verify, {stats.timeouts:,} timed out, {stats.errors:,} errors"
+    )
+
+
+def _verify_run(
+    run_dir: Path, grader: str, timeout: float, workers: int | None, progress: bool, by: str | None
+) -> None:
+    """Grade a run dir and print the per-config summary."""
+    from rich.console import Console
+
+    from verify.run_grades import RunDirError, grade_run_with_stats, grades_dir
+    from verify.tables import summarize_grades
+
+    console = Console()
+    try:
+        grades, stats = grade_run_with_stats(run_dir, grader, progress, timeout, workers)
+    except RunDirError as exc:
+        _fail(str(exc))
+        return
+    console.print(
+        f"{stats.newly_graded:,} samples graded now, {stats.already_graded:,} already graded "
+        f"({stats.seconds:.1f} s); grades in {grades_dir(run_dir, grader)}"
+    )
+    if stats.batch is not None:
+        console.print(_batch_line(stats.batch))
+    if grades.empty:
+        console.print("no samples to summarise")
+        return
+    console.print(_run_table(summarize_grades(grades), grader))
+    if by is not None:
+        console.print(_breakdown_table(grades, run_dir, by))
+
+
+def _verify_jsonl(
+    source: Path, output: Path, reference_field: str, completion_field: str, grader: str, timeout: float,
+    workers: int | None, progress: bool,
+) -> None:
+    """Grade a JSONL file and print a one-table summary."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from verify.jsonl import InputError, grade_jsonl
+    from verify.progress import rich_progress
+
+    try:
+        with rich_progress(progress) as sink:
+            result = grade_jsonl(source, output, reference_field, completion_field, grader, timeout, workers, sink)
+    except InputError as exc:
+        _fail(str(exc))
+        return
+    table = Table(title=f"verify ({grader}): {source} -> {output}", title_justify="left")
+    for name in ("rows", "correct", "accuracy", "no answer", "distinct pairs", "math-verify calls", "timed out"):
+        table.add_column(name, justify="right")
+    accuracy = result.correct / result.rows if result.rows else float("nan")
+    no_answer = result.no_answer / result.rows if result.rows else float("nan")
+    table.add_row(
+        f"{result.rows:,}", f"{result.correct:,}", f"{accuracy:.3f}", f"{no_answer:.1%}",
+        f"{result.stats.pairs:,}", f"{result.stats.verified:,}", f"{result.stats.timeouts:,}",
+    )
+    Console().print(table)
+
+
+def verify_command(
+    run_dir: Optional[Path] = typer.Argument(None, help="Run directory to grade (written by `study sample`)."),
+    grader: str = typer.Option("math-verify", "--grader", help=_GRADER_HELP),
+    input: Optional[Path] = typer.Option(None, "--input", help="Grade this JSONL file instead of a run dir."),
+    output: Optional[Path] = typer.Option(None, "--output", help="Where to write the graded JSONL (with --input)."),
+    reference_field: str = typer.Option("reference", "--reference-field", help="Field holding the reference answer."),
+    completion_field: str = typer.Option("completion", "--completion-field", help="Field holding the completion."),
+    timeout: float = typer.Option(5.0, "--timeout", help="Hard time limit per comparison, seconds."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: all CPUs)."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    by: Optional[str] = typer.Option(None, "--by", help="Also print pass@1 per config and 'level' or 'subject'."),
+) -> None:
+    """Grade samples: every ungraded sample of RUN_DIR, or a JSONL file with --input/--output."""
+    from verify.equivalence import GRADERS
+
+    if grader not in GRADERS:
+        _fail(f"unknown grader {grader!r}; choose one of: {', '.join(GRADERS)}")
+    if timeout <= 0:
+        _fail("--timeout must be positive")
+    if workers is not None and workers < 1:
+        _fail("--workers must be at least 1")
+    if by is not None and by not in ("level", "subject"):
+        _fail(f"--by must be 'level' or 'subject', not {by!r}")
+    if input is not None:
+        if run_dir is not None:
+            _fail("give either RUN_DIR or --input FILE, not both")
+        if output is None:
+            _fail("--input needs --output OUT.jsonl")
+        if by is not None:
+            _fail("--by is only used with RUN_DIR")
+        _verify_jsonl(input, output, reference_field, completion_field, grader, timeout, workers, progress)  # type: ignore[arg-type]
+        return
+    if output is not None:
+        _fail("--output is only used with --input")
+    if run_dir is None:
+        _fail("give a RUN_DIR, or --input FILE.jsonl --output OUT.jsonl")
+    _verify_run(run_dir, grader, timeout, workers, progress, by)  # type: ignore[arg-type]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the `verify` command to the study app."""
+    app.command("verify")(verify_command)

@@ -1,0 +1,254 @@
+"""Is an extracted answer equivalent to the reference? The fast path, math-verify, and vote keys.
+
+The `math-verify` grader's verdict is defined as
+
+    math_verify.verify(gold=parse("\\boxed{" + reference + "}"), target=parse("\\boxed{" + answer + "}"))
+
+(`verify` is not symmetric: the reference is the gold). `fast_verdict` decides the common cases
+without sympy and is exact with respect to that definition: identical strings are equal, and two
+plain integers or integer fractions are compared as exact rationals (which is what math-verify does
+with them). Everything else goes to math-verify, normally inside a `verify.pool.TaskPool` worker,
+because math-verify's own timeouts use `signal.alarm` (main thread only) and cannot interrupt C
+code such as a huge integer power.
+
+`answer_key` maps an answer to the key that majority voting groups by: the exact value for numbers
+(`\\frac12`, `0.5` and `1/2` all become `q:1/2`), sympy's printed form of math-verify's parse for
+other expressions, and the MATH-normalised string when nothing parses.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections import OrderedDict
+from fractions import Fraction
+from typing import Any
+
+from verify.strict import is_equiv, normalize_strict
+
+__all__ = [
+    "GRADERS",
+    "DEFAULT_TIMEOUT",
+    "exact_number",
+    "fast_verdict",
+    "math_verify_equal",
+    "answer_key",
+    "compare",
+    "compare_cached",
+    "timed_math_verify",
+]
+
+GRADERS = ("math-verify", "strict")
+DEFAULT_TIMEOUT = 5.0
+_MAX_DIGITS = 40
+_INT_RE = re.compile(r"-?\d{1,%d}" % _MAX_DIGITS, re.ASCII)
+_FRAC_RE = re.compile(
+    r"(?P<sign>-?)\\[dt]?frac\{(?P<num>-?\d{1,%d})\}\{(?P<den>\d{1,%d})\}" % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII
+)
+_SLASH_RE = re.compile(r"(?P<num>-?\d{1,%d})/(?P<den>\d{1,%d})" % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII)
+_PARSE_CACHE_SIZE = 4096
+_parse_cache: OrderedDict[tuple[str, int], list[Any]] = OrderedDict()
+
+
+def check_grader(grader: str) -> str:
+    """Return grader if it is a known grader name, else raise ValueError."""
+    if grader not in GRADERS:
+        raise ValueError(f"unknown grader {grader!r}; expected one of {', '.join(GRADERS)}")
+    return grader
+
+
+def exact_number(text: str) -> Fraction | None:
+    """The exact value of a plain integer, `\\frac{a}{b}` or `a/b` string, else None."""
+    text = text.strip()
+    if len(text) > 2 * _MAX_DIGITS + 16:
+        return None
+    if _INT_RE.fullmatch(text):
+        return Fraction(int(text))
+    match = _FRAC_RE.fullmatch(text) or _SLASH_RE.fullmatch(text)
+    if match is None:
+        return None
+    den = int(match.group("den"))
+    if den == 0:
+        return None
+    value = Fraction(int(match.group("num")), den)
+    return -value if match.groupdict().get("sign") else value
+
+
+def _number_key(value: Fraction) -> str:
+    """Vote key of an exact number."""
+    return f"q:{value.numerator}/{value.denominator}"
+
+
+def fast_verdict(reference: str, answer: str) -> bool | None:
+    """True/False where math-verify's verdict is known without sympy, None where it must be asked."""
+    ref, ans = reference.strip(), answer.strip()
+    if not ref or not ans:
+        return None
+    if ref == ans:
+        return True
+    ref_value, ans_value = exact_number(ref), exact_number(ans)
+    if ref_value is not None and ans_value is not None:
+        return ref_value == ans_value
+    return None
+
+
+def fast_key(answer: str) -> str | None:
+    """Vote key of an answer when it is a plain number, else None (needs math-verify's parse)."""
+    value = exact_number(answer)
+    return None if value is None else _number_key(value)
+
+
+def _quiet_math_verify() -> None:
+    """Silence math-verify's per-timeout warnings (timeouts are reported by the pool)."""
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+
+
+def _parse(answer: str, timeout_s: int) -> list[Any]:
+    """math-verify's parse of an answer wrapped in `\\boxed{}`."""
+    from math_verify import parse
+
+    return parse("\\boxed{" + answer + "}", parsing_timeout=timeout_s)
+
+
+def _parse_cached(answer: str, timeout_s: int) -> list[Any]:
+    """_parse with a small LRU cache (references repeat for every answer of a problem)."""
+    key = (answer, timeout_s)
+    hit = _parse_cache.get(key)
+    if hit is not None:
+        _parse_cache.move_to_end(key)
+        return hit
+    parsed = _parse(answer, timeout_s)
+    _parse_cache[key] = parsed
+    if len(_parse_cache) > _PARSE_CACHE_SIZE:
+        _parse_cache.popitem(last=False)
+    return parsed
+
+
+def _alarm_seconds(timeout: float | None) -> int:
+    """math-verify's own (signal.alarm) timeout: whole seconds, at least 1."""
+    return max(1, math.ceil(timeout if timeout is not None else DEFAULT_TIMEOUT))
+
+
+def math_verify_equal(reference: str, answer: str, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+    """math-verify's verdict for answer against reference, in this process (main thread only)."""
+    from math_verify import verify
+
+    seconds = _alarm_seconds(timeout)
+    return bool(verify(_parse(reference, seconds), _parse(answer, seconds), timeout_seconds=seconds))
+
+
+def _safe_to_evaluate(expr: Any) -> bool:
+    """Whether evaluating expr is cheap: every power has a small numeric exponent."""
+    import sympy
+
+    if not isinstance(expr, sympy.Basic):
+        return False
+    for node in sympy.preorder_traversal(expr):
+        if isinstance(node, sympy.Pow) and not (node.exp.is_Number and abs(node.exp) <= 1000):
+            return False
+        if isinstance(node, (sympy.factorial, sympy.binomial)):
+            return False
+    return True
+
+
+def _evaluated(expr: Any, seconds: int) -> Any:
+    """expr.doit() where that is cheap and finishes within the alarm, else expr unchanged."""
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout as alarm
+
+    if not _safe_to_evaluate(expr):
+        return expr
+    try:
+        return alarm(timeout_seconds=seconds)(expr.doit)()
+    except (Exception, TimeoutException):
+        return expr
+
+
+def answer_key(parsed: list[Any], answer: str, seconds: int = 1) -> str:
+    """Vote key from math-verify's parse of answer (see the module docstring)."""
+    import sympy
+    from math_verify.grader import is_assignment_relation, take_last_relation
+
+    fast = fast_key(answer)
+    if fast is not None:
+        return fast
+    expr = next((p for p in parsed if not isinstance(p, str)), None)
+    if expr is None:
+        return "s:" + normalize_strict(answer)
+    if is_assignment_relation(expr):
+        expr = take_last_relation(expr).rhs
+    expr = _evaluated(expr, seconds)
+    if isinstance(expr, sympy.Float):
+        expr = sympy.Rational(str(expr))
+    if isinstance(expr, sympy.Rational):
+        return _number_key(Fraction(int(expr.p), int(expr.q)))
+    return "e:" + sympy.sstr(expr)
+
+
+def compare_cached(reference: str, answer: str, timeout: float | None = DEFAULT_TIMEOUT) -> tuple[bool, str]:
+    """(math-verify verdict, vote key) for one pair; the pool task, run in a worker process."""
+    from math_verify import verify
+
+    _quiet_math_verify()
+    seconds = _alarm_seconds(timeout)
+    gold = _parse_cached(reference, seconds)
+    pred = _parse_cached(answer, seconds)
+    correct = bool(verify(gold, pred, timeout_seconds=seconds))
+    if correct:  # correct answers all vote for the reference's class; no key needed
+        return True, "s:" + normalize_strict(answer)
+    try:
+        key = answer_key(pred, answer)
+    except Exception:  # a key must never fail a grade; fall back to the normalised string
+        key = "s:" + normalize_strict(answer)
+    return False, key
+
+
+def compare(reference: str, answer: str, grader: str = "math-verify") -> tuple[bool, str] | None:
+    """(verdict, vote key) where known without math-verify, else None (the caller runs compare_cached)."""
+    check_grader(grader)
+    if grader == "strict":
+        return is_equiv(answer, reference), "s:" + normalize_strict(answer)
+    verdict = fast_verdict(reference, answer)
+    if verdict is None:
+        return None
+    key = fast_key(answer)
+    if verdict:
+        return True, key or "s:" + normalize_strict(answer)
+    if key is None:  # a wrong answer whose key needs sympy
+        return None
+    return False, key
+
+
+def clear_math_verify_caches() -> None:
+    """Empty math-verify's own LRU caches (parse results), so the next call pays the full cost."""
+    from math_verify import parser
+
+    for name in ("parse_latex_cached", "parse_expr_cached", "extract_latex"):
+        cached = getattr(parser, name, None)
+        if hasattr(cached, "cache_clear"):
+            cached.cache_clear()
+    _parse_cache.clear()
+
+
+def timed_math_verify(
+    reference: str, text: str, timeout: float | None = DEFAULT_TIMEOUT, raw: bool = False, cold: bool = False
+) -> tuple[bool, float]:
+    """(verdict, seconds) of one math-verify call: on an extracted answer, or (raw) on a whole completion.
+
+    raw=True lets math-verify extract the answer itself: verify(parse(boxed reference), parse(text)).
+    cold=True empties math-verify's parse caches first (they make repeated strings cheap).
+    """
+    import time
+
+    from math_verify import parse, verify
+
+    _quiet_math_verify()
+    if cold:
+        clear_math_verify_caches()
+    seconds = _alarm_seconds(timeout)
+    start = time.perf_counter()
+    if raw:
+        verdict = bool(verify(_parse(reference, seconds), parse(text, parsing_timeout=seconds), timeout_seconds=seconds))
+    else:
+        verdict = math_verify_equal(reference, text, timeout)
+    return verdict, time.perf_counter() - start

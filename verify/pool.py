@@ -1,0 +1,210 @@
+"""A process pool with a hard time limit per task: a worker that overruns is killed and replaced.
+
+Each worker runs one task at a time in its own main thread (so math-verify's `signal.alarm`
+timeouts work there too). The parent owns the hard limit: it waits on the workers' pipes with a
+deadline, SIGKILLs a worker whose task is past its deadline and starts a fresh one, so C code that
+never returns to the interpreter (a huge integer power, a regex gone exponential) costs at most
+`timeout` seconds. A worker that dies (segfault, out-of-memory kill) is reported as an error and
+replaced too. Workers also get an address-space limit, so a runaway allocation fails fast with
+MemoryError instead of swapping the machine.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from typing import Any
+
+__all__ = ["Outcome", "TaskPool", "default_workers"]
+
+_PRELOAD = ["math_verify", "verify.equivalence"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """Result of one task: status is "ok", "timeout" or "error"; value is the result or a message."""
+
+    status: str
+    value: Any = None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task returned normally."""
+        return self.status == "ok"
+
+
+def default_workers() -> int:
+    """Worker count: the CPUs this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _context() -> mp.context.BaseContext:
+    """forkserver where available (safe with threads in the parent, preloads math-verify), else spawn."""
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(_PRELOAD)
+        return ctx
+    return mp.get_context("spawn")
+
+
+def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
+    """Worker loop: receive (task id, fn, args), send back (task id, status, value); None stops."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
+    if memory_limit_mb:
+        try:
+            import resource
+
+            limit = memory_limit_mb * 1024 * 1024
+            resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        except (ImportError, ValueError, OSError):
+            pass
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, OSError):
+            return
+        if message is None:
+            return
+        task_id, fn, args = message
+        try:
+            reply = (task_id, "ok", fn(*args))
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes an "error" outcome
+            reply = (task_id, "error", f"{type(exc).__name__}: {exc}"[:500])
+        try:
+            conn.send(reply)
+        except Exception as exc:  # an unpicklable result
+            conn.send((task_id, "error", f"cannot send result: {exc}"[:500]))
+
+
+class _Worker:
+    """One worker process and the parent's end of its pipe."""
+
+    def __init__(self, ctx: mp.context.BaseContext, memory_limit_mb: int | None) -> None:
+        """Start the process."""
+        self.conn, child = ctx.Pipe(duplex=True)
+        self.process = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
+        self.process.start()
+        child.close()
+
+    def kill(self) -> None:
+        """SIGKILL the process and release its pipe."""
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        """Ask the process to exit, killing it if it does not."""
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=1)
+        self.kill()
+
+
+class TaskPool:
+    """Run picklable module-level functions in worker processes with a hard per-task time limit."""
+
+    def __init__(
+        self, workers: int | None = None, timeout: float = 5.0, memory_limit_mb: int | None = 4096
+    ) -> None:
+        """Configure the pool; workers start lazily on the first map()."""
+        if timeout <= 0:
+            raise ValueError("timeout must be positive")
+        self.n_workers = workers or default_workers()
+        self.timeout = float(timeout)
+        self.memory_limit_mb = memory_limit_mb
+        self._ctx = _context()
+        self._idle: list[_Worker] = []
+        self.killed = 0  # workers killed for overrunning, over the pool's life
+
+    def _start(self) -> _Worker:
+        """A fresh worker."""
+        return _Worker(self._ctx, self.memory_limit_mb)
+
+    def map(
+        self,
+        fn: Callable[..., Any],
+        tasks: Sequence[tuple[Any, ...]],
+        on_result: Callable[[int, Outcome], None] | None = None,
+        timeout: float | None = None,
+    ) -> list[Outcome]:
+        """Outcome of fn(*args) for each args in tasks (same order); on_result(i, outcome) as each ends.
+
+        timeout overrides the pool's per-task limit for this call.
+        """
+        limit = float(timeout) if timeout is not None else self.timeout
+        if limit <= 0:
+            raise ValueError("timeout must be positive")
+        results: list[Outcome | None] = [None] * len(tasks)
+        queue = deque(range(len(tasks)))
+        busy: dict[Connection, tuple[_Worker, int, float]] = {}
+        failed_sends = 0
+
+        def finish(index: int, outcome: Outcome) -> None:
+            results[index] = outcome
+            if on_result is not None:
+                on_result(index, outcome)
+
+        try:
+            while queue or busy:
+                while queue and len(busy) < self.n_workers:
+                    worker = self._idle.pop() if self._idle else self._start()
+                    index = queue[0]
+                    try:
+                        worker.conn.send((index, fn, tasks[index]))
+                    except (OSError, ValueError):  # died while idle: replace it, retry the task
+                        worker.kill()
+                        failed_sends += 1
+                        if failed_sends > 3 * self.n_workers + 3:
+                            raise RuntimeError("verify workers keep dying before taking a task")
+                        continue
+                    queue.popleft()
+                    busy[worker.conn] = (worker, index, time.monotonic() + limit)
+                next_deadline = min(deadline for _, _, deadline in busy.values())
+                ready = wait(list(busy), timeout=max(0.0, next_deadline - time.monotonic()))
+                for conn in ready:
+                    worker, index, _ = busy.pop(conn)  # type: ignore[arg-type]
+                    try:
+                        _, status, value = conn.recv()  # type: ignore[union-attr]
+                    except (EOFError, OSError):
+                        worker.kill()
+                        code = worker.process.exitcode
+                        finish(index, Outcome("error", f"worker died (exit code {code})"))
+                        continue
+                    self._idle.append(worker)
+                    finish(index, Outcome(status, value))
+                now = time.monotonic()
+                for conn, (worker, index, deadline) in list(busy.items()):
+                    if now >= deadline:
+                        del busy[conn]
+                        worker.kill()
+                        self.killed += 1
+                        finish(index, Outcome("timeout", f"no result within {limit:g} s"))
+        except BaseException:
+            for worker, _, _ in busy.values():
+                worker.kill()
+            raise
+        return [r if r is not None else Outcome("error", "not run") for r in results]
+
+    def close(self) -> None:
+        """Stop all idle workers."""
+        while self._idle:
+            self._idle.pop().stop()
+
+    def __enter__(self) -> TaskPool:
+        """Context manager entry."""
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        """Stop the workers."""
+        self.close()

@@ -1,0 +1,322 @@
+"""Grade a run directory: every ungraded sample once, grades and the dedup cache kept on disk.
+
+Reads `RUN_DIR/_problems.parquet` (or a legacy `problems.parquet`) and every visible
+`RUN_DIR/samples/**/*.parquet` shard (config_id, problem_id, sample_index, text). Writes under
+`RUN_DIR/_grades/` (skipped by `pandas.read_parquet(RUN_DIR)`; reading `_grades/` itself as a
+Parquet dataset gives a `grader` column from the hive-style folder name, and skips `_cache`):
+
+    _grades/grader=<grader>/part-<time>-<id>.parquet   config_id, problem_id, sample_index,
+                                                       extracted, correct, answer_class
+    _grades/_cache/<grader>.pairs.parquet              reference, extracted, correct, key, how
+    _grades/_cache/<grader>.classes.parquet            problem_id, key, answer_class
+
+`answer_class` is the equivalence class of `extracted` within its problem, shared by all configs:
+0 is the reference's class (every correct answer), 1, 2, ... are wrong answers grouped by their
+vote key (`verify.equivalence.answer_key`), numbered in order of first grading; -1 is no answer.
+Every file is written under a temporary name and renamed, and grades are written last, so an
+interrupted run leaves only complete files; re-running grades only samples without a grade.
+"""
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from verify.batch import BatchStats, grade_batch
+from verify.equivalence import DEFAULT_TIMEOUT, check_grader
+from verify.progress import rich_progress
+
+__all__ = [
+    "GRADE_COLUMNS",
+    "KEY_COLUMNS",
+    "RunDirError",
+    "grade_run",
+    "grade_run_with_stats",
+    "read_grades",
+    "read_problems",
+    "read_sample_columns",
+    "sample_files",
+    "grades_dir",
+]
+
+PROBLEMS_FILES = ("_problems.parquet", "problems.parquet")
+GRADES_DIR = "_grades"
+SAMPLES_DIR = "samples"
+KEY_COLUMNS = ["config_id", "problem_id", "sample_index"]
+GRADE_COLUMNS = [*KEY_COLUMNS, "extracted", "correct", "answer_class"]
+GRADE_SCHEMA = pa.schema(
+    [
+        ("config_id", pa.string()),
+        ("problem_id", pa.string()),
+        ("sample_index", pa.int32()),
+        ("extracted", pa.string()),
+        ("correct", pa.bool_()),
+        ("answer_class", pa.int32()),
+    ]
+)
+PAIR_SCHEMA = pa.schema(
+    [("reference", pa.string()), ("extracted", pa.string()), ("correct", pa.bool_()), ("key", pa.string()), ("how", pa.string())]
+)
+CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
+
+
+class RunDirError(ValueError):
+    """A run directory is missing a file or a column grading needs."""
+
+
+@dataclass
+class RunGradeStats:
+    """What one grade_run call did."""
+
+    samples: int
+    already_graded: int
+    newly_graded: int
+    batch: BatchStats | None
+    seconds: float
+
+
+def grades_dir(run_dir: str | os.PathLike[str], grader: str) -> Path:
+    """Folder holding one grader's grade parts."""
+    return Path(run_dir) / GRADES_DIR / f"grader={grader}"
+
+
+def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
+    """Path of a grader's cache file (kind: pairs or classes)."""
+    return run_dir / GRADES_DIR / "_cache" / f"{grader}.{kind}.parquet"
+
+
+def _write_atomic(table: pa.Table, path: Path) -> None:
+    """Write a Parquet file under a hidden temporary name, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _parquet_files(folder: Path) -> list[Path]:
+    """Visible *.parquet files under folder (hidden and _-prefixed names are temporary or private)."""
+    if not folder.is_dir():
+        return []
+    files = []
+    for path in sorted(folder.rglob("*.parquet")):
+        parts = path.relative_to(folder).parts
+        if not any(part.startswith((".", "_")) for part in parts):
+            files.append(path)
+    return files
+
+
+def sample_files(run_dir: str | os.PathLike[str]) -> list[Path]:
+    """The samples shards of a run dir."""
+    return _parquet_files(Path(run_dir) / SAMPLES_DIR)
+
+
+def _require_columns(table_columns: Iterable[str], needed: Iterable[str], path: Path) -> None:
+    """Raise RunDirError naming the file if columns are missing."""
+    missing = [c for c in needed if c not in set(table_columns)]
+    if missing:
+        raise RunDirError(f"{path}: missing column(s) {', '.join(missing)}")
+
+
+def read_problems(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """The problems of a run dir (id, answer, and level/subject when present)."""
+    candidates = [Path(run_dir) / name for name in PROBLEMS_FILES]
+    path = next((c for c in candidates if c.is_file()), None)
+    if path is None:
+        raise RunDirError(f"{candidates[0]}: not found (is {run_dir} a run directory?)")
+    frame = pq.read_table(path).to_pandas()
+    _require_columns(frame.columns, ["id", "answer"], path)
+    for column in ("level", "subject"):
+        if column not in frame.columns:
+            frame[column] = None
+    frame["id"] = frame["id"].astype(str)
+    if frame["id"].duplicated().any():
+        dup = frame.loc[frame["id"].duplicated(), "id"].iloc[0]
+        raise RunDirError(f"{path}: problem id {dup!r} appears more than once")
+    if frame["answer"].isna().any():
+        bad = frame.loc[frame["answer"].isna(), "id"].iloc[0]
+        raise RunDirError(f"{path}: problem {bad!r} has no answer")
+    frame["answer"] = frame["answer"].astype(str)
+    return frame
+
+
+def read_sample_columns(files: list[Path], columns: list[str]) -> pd.DataFrame:
+    """Selected columns of every samples shard, with a shard column (index into files)."""
+    parts = []
+    for i, path in enumerate(files):
+        schema = pq.read_schema(path)
+        _require_columns(schema.names, columns, path)
+        frame = pq.read_table(path, columns=columns).to_pandas()
+        frame["_shard"] = i
+        parts.append(frame)
+    if not parts:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, "_shard"]})
+    frame = pd.concat(parts, ignore_index=True)
+    frame["config_id"] = frame["config_id"].astype(str)
+    frame["problem_id"] = frame["problem_id"].astype(str)
+    frame["sample_index"] = frame["sample_index"].astype(np.int32)
+    return frame
+
+
+def _empty_grades() -> pd.DataFrame:
+    """A grades frame with no rows and the right dtypes."""
+    return GRADE_SCHEMA.empty_table().to_pandas()
+
+
+def read_grades(run_dir: str | os.PathLike[str], grader: str = "math-verify") -> pd.DataFrame:
+    """All grades one grader wrote for a run dir (one row per sample), sorted by key."""
+    check_grader(grader)
+    files = _parquet_files(grades_dir(run_dir, grader))
+    if not files:
+        return _empty_grades()
+    frame = pa.concat_tables([pq.read_table(f, schema=GRADE_SCHEMA) for f in files]).to_pandas()
+    frame = frame.drop_duplicates(KEY_COLUMNS, keep="first")
+    return frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+
+
+def _load_pairs(run_dir: Path, grader: str) -> dict[tuple[str, str], tuple[bool, str, str]]:
+    """The on-disk (reference, extracted) -> (correct, key, how) cache."""
+    path = _cache_path(run_dir, grader, "pairs")
+    if not path.is_file():
+        return {}
+    table = pq.read_table(path, schema=PAIR_SCHEMA).to_pydict()
+    columns = (table["reference"], table["extracted"], table["correct"], table["key"], table["how"])
+    return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns)}
+
+
+def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[bool, str, str]]) -> None:
+    """Write the pair cache."""
+    pairs = list(cache)
+    values = list(cache.values())
+    table = pa.table(
+        {
+            "reference": [p[0] for p in pairs],
+            "extracted": [p[1] for p in pairs],
+            "correct": [v[0] for v in values],
+            "key": [v[1] for v in values],
+            "how": [v[2] for v in values],
+        },
+        schema=PAIR_SCHEMA,
+    )
+    _write_atomic(table, _cache_path(run_dir, grader, "pairs"))
+
+
+def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
+    """The (problem_id, key) -> answer_class registry."""
+    path = _cache_path(run_dir, grader, "classes")
+    if not path.is_file():
+        return CLASS_SCHEMA.empty_table().to_pandas()
+    return pq.read_table(path, schema=CLASS_SCHEMA).to_pandas()
+
+
+def _assign_classes(graded: pd.DataFrame, registry: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """answer_class for each graded row (needs problem_id, extracted, correct, key); the grown registry."""
+    classes = np.full(len(graded), -1, dtype=np.int32)
+    classes[graded["correct"].to_numpy()] = 0
+    wrong = graded["extracted"].notna().to_numpy() & ~graded["correct"].to_numpy()
+    if not wrong.any():
+        return classes, registry
+    lookup = {(p, k): c for p, k, c in zip(registry["problem_id"], registry["key"], registry["answer_class"])}
+    next_id = registry.groupby("problem_id")["answer_class"].max().to_dict() if len(registry) else {}
+    new_rows: list[tuple[str, str, int]] = []
+    problems = graded["problem_id"].to_numpy()
+    keys = graded["key"].to_numpy()
+    for i in np.flatnonzero(wrong):
+        pk = (problems[i], keys[i])
+        cls = lookup.get(pk)
+        if cls is None:
+            cls = next_id.get(pk[0], 0) + 1
+            next_id[pk[0]] = cls
+            lookup[pk] = cls
+            new_rows.append((pk[0], pk[1], cls))
+        classes[i] = cls
+    if new_rows:
+        added = pd.DataFrame(new_rows, columns=["problem_id", "key", "answer_class"])
+        added["answer_class"] = added["answer_class"].astype(np.int32)
+        registry = pd.concat([registry, added], ignore_index=True) if len(registry) else added
+    return classes, registry
+
+
+def grade_run_with_stats(
+    run_dir: str | os.PathLike[str],
+    grader: str = "math-verify",
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    workers: int | None = None,
+) -> tuple[pd.DataFrame, RunGradeStats]:
+    """grade_run, also returning what was done (counts, timings, timeouts)."""
+    check_grader(grader)
+    started = time.perf_counter()
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise RunDirError(f"{run}: not a directory")
+    problems = read_problems(run)
+    files = sample_files(run)
+    if not files:
+        raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
+    keys = read_sample_columns(files, KEY_COLUMNS)
+    keys = keys.drop_duplicates(KEY_COLUMNS, keep="first")
+    existing = read_grades(run, grader)
+    if len(existing):
+        marker = existing[KEY_COLUMNS].assign(_graded=True)
+        keys = keys.merge(marker, on=KEY_COLUMNS, how="left")
+        todo = keys[keys["_graded"].isna()].drop(columns="_graded")
+    else:
+        todo = keys
+    already = len(keys) - len(todo)
+    if todo.empty:
+        grades = existing.merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
+        return grades, RunGradeStats(len(keys), already, 0, None, time.perf_counter() - started)
+
+    unknown = sorted(set(todo["problem_id"]) - set(problems["id"]))
+    if unknown:
+        shown = ", ".join(repr(p) for p in unknown[:5])
+        raise RunDirError(f"{run}: samples refer to problem id(s) missing from the problems file: {shown}")
+
+    shards = sorted(todo["_shard"].unique())
+    texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
+    texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
+    todo = todo.drop(columns="_shard").merge(texts, on=KEY_COLUMNS, how="left")
+    todo = todo.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+    answers = dict(zip(problems["id"], problems["answer"]))
+    references = [answers[p] for p in todo["problem_id"]]
+    completions = [t if isinstance(t, str) else None for t in todo["text"]]
+
+    cache = _load_pairs(run, grader)
+    with rich_progress(progress) as sink:
+        result = grade_batch(completions, references, grader, timeout, workers, cache=cache, progress=sink)
+    graded = pd.concat([todo[KEY_COLUMNS], result.frame], axis=1)
+    classes, registry = _assign_classes(graded, _load_classes(run, grader))
+    graded["answer_class"] = classes
+
+    _save_pairs(run, grader, cache)
+    _write_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False), _cache_path(run, grader, "classes"))
+    new = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+    _write_atomic(new, grades_dir(run, grader) / name)
+
+    grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
+    stats = RunGradeStats(len(keys), already, len(todo), result.stats, time.perf_counter() - started)
+    return grades, stats
+
+
+def grade_run(
+    run_dir: str | os.PathLike[str],
+    grader: str = "math-verify",
+    progress: bool = True,
+    timeout: float = DEFAULT_TIMEOUT,
+    workers: int | None = None,
+) -> pd.DataFrame:
+    """Grade every ungraded sample of a run dir, store grades in RUN_DIR/_grades/; return all its grades."""
+    return grade_run_with_stats(run_dir, grader, progress, timeout, workers)[0]

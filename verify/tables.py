@@ -1,0 +1,119 @@
+"""Tables built from a graded run dir: the counts table (the seam to `fit`) and per-config summaries."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+
+from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample_columns, sample_files
+from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
+
+__all__ = ["TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "summarize_grades", "summarize_run"]
+
+TOKEN_COLUMNS = ["base_decode", "base_prefill", "oracle_decode", "oracle_prefill"]
+
+
+def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Counts table (config, problem, n, correct, no_answer, level, subject, token sums) from grades."""
+    frame = grades.assign(no_answer=grades["extracted"].isna())
+    grouped = frame.groupby(["config_id", "problem_id"], sort=True)
+    counts = pd.DataFrame(
+        {
+            "n": grouped.size(),
+            "correct": grouped["correct"].sum(),
+            "no_answer": grouped["no_answer"].sum(),
+        }
+    ).reset_index()
+    if tokens is not None and len(tokens):
+        present = [c for c in TOKEN_COLUMNS if c in tokens.columns]
+        merged = frame[KEY_COLUMNS].merge(tokens[[*KEY_COLUMNS, *present]], on=KEY_COLUMNS, how="left")
+        sums = merged.groupby(["config_id", "problem_id"], sort=True)[present].sum().reset_index()
+        counts = counts.merge(sums, on=["config_id", "problem_id"], how="left")
+    meta = problems[["id", "level", "subject"]].rename(columns={"id": "problem_id"})
+    counts = counts.merge(meta, on="problem_id", how="left")
+    counts = counts.rename(columns={"config_id": "config", "problem_id": "problem"})
+    for column in ("n", "correct", "no_answer", *[c for c in TOKEN_COLUMNS if c in counts.columns]):
+        counts[column] = counts[column].astype(np.int64)
+    order = ["config", "problem", "n", "correct", "no_answer", "level", "subject"]
+    order += [c for c in TOKEN_COLUMNS if c in counts.columns]
+    return counts[order]
+
+
+def counts_table(run_dir: str | os.PathLike[str], grader: str = "math-verify", progress: bool = True) -> pd.DataFrame:
+    """The counts table of a run dir (one row per config × problem), grading ungraded samples first."""
+    grades = grade_run(run_dir, grader, progress=progress)
+    files = sample_files(run_dir)
+    available = set.intersection(*(set(pq.read_schema(f).names) for f in files)) if files else set()
+    token_cols = [c for c in TOKEN_COLUMNS if c in available]
+    tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols]).drop(columns="_shard") if token_cols else None
+    if tokens is not None:
+        tokens = tokens.drop_duplicates(KEY_COLUMNS, keep="first")
+    return counts_from_grades(grades, read_problems(run_dir), tokens)
+
+
+def class_votes(grades: pd.DataFrame) -> pd.DataFrame:
+    """Per (config, problem): n, correct, votes (samples per answer class), correct_index, no_answer, distinct."""
+    rows = []
+    for (config, problem), part in grades.groupby(["config_id", "problem_id"], sort=True):
+        classes = part["answer_class"].to_numpy()
+        labels, counts = np.unique(classes[classes >= 0], return_counts=True)
+        where = np.flatnonzero(labels == 0)
+        rows.append(
+            {
+                "config": config,
+                "problem": problem,
+                "n": len(part),
+                "correct": int(part["correct"].sum()),
+                "votes": counts,
+                "correct_index": int(where[0]) if len(where) else -1,
+                "no_answer": int((classes < 0).sum()),
+                "distinct": len(labels),
+            }
+        )
+    columns = ["config", "problem", "n", "correct", "votes", "correct_index", "no_answer", "distinct"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def summarize_grades(grades: pd.DataFrame, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """One row per config: pass@1, coverage@n, maj@n (each with CI), no-answer fraction, distinct answers."""
+    rows = []
+    for config, part in class_votes(grades).groupby("config", sort=True):
+        n, c = part["n"].to_numpy(), part["correct"].to_numpy()
+        maj = np.array(
+            [
+                maj_at_k([v], [i], int(k), [a])[0]
+                for v, i, a, k in zip(part["votes"], part["correct_index"], part["no_answer"], n)
+            ]
+        )
+        metrics = {
+            "pass@1": mean_with_ci(pass_at_k(n, c, 1), n_boot, ci, seed),
+            "coverage@n": mean_with_ci((c > 0).astype(float), n_boot, ci, seed),
+            "maj@n": mean_with_ci(maj, n_boot, ci, seed),
+        }
+        row: dict[str, object] = {
+            "config": config,
+            "problems": len(part),
+            "samples": int(n.sum()),
+            "n_min": int(n.min()),
+            "n_max": int(n.max()),
+        }
+        for name, (mean, lo, hi) in metrics.items():
+            row.update({name: mean, f"{name}_lo": lo, f"{name}_hi": hi})
+        row["no_answer"] = float(part["no_answer"].sum() / n.sum())
+        row["distinct_answers"] = float(part["distinct"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def summarize_run(
+    run_dir: str | os.PathLike[str],
+    grader: str = "math-verify",
+    n_boot: int = 1000,
+    ci: float = 0.95,
+    seed: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """Per-config summary of a run dir (see summarize_grades), grading ungraded samples first."""
+    return summarize_grades(grade_run(run_dir, grader, progress=progress), n_boot, ci, seed)
