@@ -10,16 +10,22 @@ per-problem (correct, n) counts by maximum likelihood of the beta-binomial.
   aggregate power-law exponent is b = −α and a = −Γ(α+β)/Γ(β): the left tail of the beta
   (density ∝ p^(α−1) near 0) is what makes the aggregate a power law.
 - ``zi_beta``: the same with a point mass π0 at p = 0 (problems the model can never solve); its
-  coverage plateaus at 1 − π0. Offered as the alternative heavy-left-tailed family; the held-out
-  evaluation (scripts/eval_extrapolation.py) decides which family is the default.
+  coverage plateaus at 1 − π0. The alternative heavy-left-tailed family; it predicted held-out
+  coverage worse than the plain beta at 10× and 100× (scripts/eval_extrapolation.py,
+  benchmarks/fit.md), so ``beta`` is the default.
 
 The scaled beta of Schaeffer et al. (p = s·q, q ~ Beta) is not used: its likelihood needs
 2F1(−(n−c), α+c; α+β+c; s), which underflows without a log-space implementation for the large n
 (up to 3·10^6) and c of real data; its scale only changes the right tail, not the exponent.
 
-CIs: the likelihood is maximised over unconstrained parameters (log α, log β[, logit π0]) with
-L-BFGS-B. Uncertainty comes from a one-step (linearised) bootstrap over problems: replicate r has
-θ_r = θ̂ + J⁻¹ Σ_i w_ri s_i, with s_i the per-problem score and J the observed information at θ̂.
+Fitting: the likelihood is maximised over unconstrained parameters (log α, log β[, logit π0])
+with L-BFGS-B and analytic (digamma) scores — finite differences of betaln are useless when β
+reaches 10^5–10^9, as it does for models that almost never succeed. When the data show no
+overdispersion (e.g. a few single successes spread over many problems) the MLE runs to the α bound,
+i.e. every problem gets the same p; that is reported as ``at_bound`` with a warning.
+
+CIs: a one-step (linearised) bootstrap over problems: replicate r has
+θ_r = θ̂ + J⁻¹ Σ_i (w_ri/w̄_r − 1) s_i, with s_i the per-problem score and J the observed information.
 This is the robust (sandwich) distribution of the MLE, is valid when the beta is misspecified, and
 uses the same problem resampling weights as every other bootstrap in the package, so comparisons
 between configs stay paired. Degenerate groups (no successes, all successes, or n = 1 everywhere,
@@ -32,7 +38,7 @@ from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize
-from scipy.special import betaln, expit, gammaln, logit
+from scipy.special import betaln, digamma, expit, gammaln, logit
 
 Family = Literal["beta", "zi_beta"]
 FAMILIES: tuple[str, ...] = ("beta", "zi_beta")
@@ -147,24 +153,34 @@ def _starts(n: np.ndarray, c: np.ndarray, family: Family) -> list[np.ndarray]:
     return out
 
 
-def _num_grad_terms(theta: np.ndarray, n: np.ndarray, c: np.ndarray, family: Family, h: float = 1e-5
-                    ) -> np.ndarray:
-    """Per-pair scores by central differences, shape (pairs, d)."""
-    d = theta.size
-    steps = np.vstack([theta + h * e for e in np.eye(d)] + [theta - h * e for e in np.eye(d)])
-    ll = loglik_terms(steps, n, c, family)  # (2d, pairs)
-    return ((ll[:d] - ll[d:]) / (2 * h)).T
+def score_terms(theta: np.ndarray, n: np.ndarray, c: np.ndarray, family: Family) -> np.ndarray:
+    """Analytic per-pair gradient of loglik_terms w.r.t. the unconstrained parameters, shape (pairs, d).
+
+    Digamma differences stay accurate where finite differences of betaln drown in rounding
+    (β ~ 10^5–10^9 for models that almost never succeed).
+    """
+    p = natural(theta, family)
+    al, be = float(p["alpha"]), float(p["beta"])
+    common = digamma(al + be) - digamma(n + al + be)
+    d_log_alpha = al * (digamma(c + al) - digamma(al) + common)
+    d_log_beta = be * (digamma(n - c + be) - digamma(be) + common)
+    grad = np.column_stack([d_log_alpha, d_log_beta])
+    if family == "beta":
+        return grad
+    pi0 = float(p["pi0"])
+    lik_beta = np.exp(betaln(c + al, n - c + be) - betaln(al, be))  # P(c | solvable)
+    zero = c == 0
+    mix = pi0 + (1 - pi0) * lik_beta
+    weight = np.where(zero, (1 - pi0) * lik_beta / mix, 1.0)  # posterior P(solvable | data)
+    d_logit = np.where(zero, pi0 * (1 - pi0) * (1 - lik_beta) / mix, -pi0)
+    return np.column_stack([grad * weight[:, None], d_logit])
 
 
-def _num_hessian(theta: np.ndarray, n: np.ndarray, c: np.ndarray, wts: np.ndarray, family: Family,
-                 h: float = 1e-4) -> np.ndarray:
-    """Hessian of the weighted total log-likelihood by central differences of the scores."""
-    d = theta.size
-    cols = []
-    for e in np.eye(d):
-        gp = wts @ _num_grad_terms(theta + h * e, n, c, family)
-        gm = wts @ _num_grad_terms(theta - h * e, n, c, family)
-        cols.append((gp - gm) / (2 * h))
+def _hessian(theta: np.ndarray, n: np.ndarray, c: np.ndarray, wts: np.ndarray, family: Family,
+             h: float = 1e-5) -> np.ndarray:
+    """Hessian of the weighted total log-likelihood: central differences of the analytic scores."""
+    cols = [(wts @ score_terms(theta + h * e, n, c, family) - wts @ score_terms(theta - h * e, n, c, family)) / (2 * h)
+            for e in np.eye(theta.size)]
     hess = np.column_stack(cols)
     return (hess + hess.T) / 2
 
@@ -187,12 +203,13 @@ def fit(n: np.ndarray, c: np.ndarray, family: Family = DEFAULT_FAMILY,
     nu, cu, inv = _unique_pairs(n, c)
     mult = np.bincount(inv, minlength=nu.size).astype(float)
 
-    def objective(th: np.ndarray) -> float:
-        return -float(mult @ loglik_terms(th, nu, cu, family))
+    def objective(th: np.ndarray) -> tuple[float, np.ndarray]:
+        """Negative log-likelihood over the unique (n, c) pairs, and its gradient."""
+        return -float(mult @ loglik_terms(th, nu, cu, family)), -(mult @ score_terms(th, nu, cu, family))
 
     best = None
     for start in _starts(n, c, family):
-        res = minimize(objective, start, method="L-BFGS-B", bounds=_bounds(family))
+        res = minimize(objective, start, jac=True, method="L-BFGS-B", bounds=_bounds(family))
         if best is None or res.fun < best.fun:
             best = res
     theta = best.x
@@ -214,8 +231,8 @@ def fit(n: np.ndarray, c: np.ndarray, family: Family = DEFAULT_FAMILY,
 def _one_step_boot(theta: np.ndarray, nu: np.ndarray, cu: np.ndarray, inv: np.ndarray, mult: np.ndarray,
                    family: Family, weights: np.ndarray) -> np.ndarray | None:
     """Linearised bootstrap replicates θ_r = θ̂ + J⁻¹ Σ_i (w_ri/w̄_r − 1) s_i, clipped to the bounds."""
-    scores = _num_grad_terms(theta, nu, cu, family)[inv]  # (P, d)
-    info = -_num_hessian(theta, nu, cu, mult, family)
+    scores = score_terms(theta, nu, cu, family)[inv]  # (P, d)
+    info = -_hessian(theta, nu, cu, mult, family)
     try:
         np.linalg.cholesky(info)
     except np.linalg.LinAlgError:

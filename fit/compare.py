@@ -66,17 +66,19 @@ class ComputeCurve:
         return point, boot, k_point > self.k_empirical
 
 
+def _monotone(rows: np.ndarray) -> np.ndarray:
+    """Running maximum along each row (the empirical→fit seam can step down); NaN stays NaN."""
+    filled = np.maximum.accumulate(np.where(np.isnan(rows), -np.inf, rows), axis=1)
+    return np.where(np.isnan(rows), np.nan, filled)
+
+
 def compute_curve(group: GroupFit, cost_per_problem: np.ndarray, estimator: str | None = None) -> ComputeCurve:
     """The config's coverage over k from 0 to 10^6 × max n, with the cost per sample."""
     top = float(group.n.max()) * 10.0 ** EXTRAPOLATE_DECADES
     tail = np.geomspace(group.n_min, top, 24 * (EXTRAPOLATE_DECADES + 1) + 1)[1:]
     ks = np.concatenate([[0.0], group.ks.astype(float), tail])
     point, boot, _, method = group.curve(ks, estimator)
-    point = np.maximum.accumulate(np.nan_to_num(point, nan=-np.inf))
-    boot = np.where(np.isnan(boot), -np.inf, boot)
-    boot = np.maximum.accumulate(boot, axis=1)
-    boot[np.isneginf(boot)] = np.nan
-    point[np.isneginf(point)] = np.nan
+    point, boot = _monotone(point[None, :])[0], _monotone(boot)
     cost, cost_boot = group.stat(np.asarray(cost_per_problem, float))
     return ComputeCurve(group.name, ks, point, boot, group.n_min, cost, cost_boot, method)
 
@@ -127,7 +129,7 @@ def crossovers(g: ComputeCurve, r: ComputeCurve, points: int = 400) -> list[dict
         t = diff[i] / (diff[i] - diff[i + 1])
         b = float(np.exp(np.log(budgets[i]) + t * (np.log(budgets[i + 1]) - np.log(budgets[i]))))
         out.append({"budget": b, "coverage": json_float(cg[i] + t * (cg[i + 1] - cg[i])),
-                    "after": "guided ahead" if diff[i + 1] > 0 else "reference ahead",
+                    "ahead_after": g.name if diff[i + 1] > 0 else r.name,
                     "extrapolated": bool(eg[i + 1] or er[i + 1])})
     return out
 

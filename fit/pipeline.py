@@ -75,7 +75,7 @@ def _with_costs(counts: pd.DataFrame, cost_column: str | None, cost_model: str,
     if cost_column is not None:
         if cost_column != COST_COLUMN:
             counts = counts.assign(**{COST_COLUMN: counts[cost_column]})
-        return counts, "column", cost_column
+        return counts, "column", "cost units" if cost_column == COST_COLUMN else f"{cost_column} units"
     if all(c in counts.columns for c in TOKEN_COLUMNS) and (n_params is not None or cost_model == "price"):
         try:
             return costmod.add_cost_per_sample(counts, cost_model, n_params, prices), cost_model, costmod.UNITS[cost_model]
@@ -91,9 +91,6 @@ def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None
         return run
     run.curves = {name: cmp.compute_curve(g, g.frame[COST_COLUMN].to_numpy(float))
                   for name, g in run.groups.items()}
-    missing = {role: ref for role, ref in run.references.items() if ref not in run.groups}
-    if missing:
-        raise CountsError(f"reference group(s) not found: {missing}; groups are {', '.join(run.groups)}")
     if not run.references:
         run.notes.append("no reference config (pure base / oracle sampling): no compute multipliers")
     run.comparison = cmp.compare(run.curves, run.references, targets, budgets, run.options.level)
@@ -114,9 +111,14 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
         counts = validate_counts(raw, str(path), by, cost_column)
     else:
         counts = load_counts(path, by, cost_column)
+    references = dict(references or {})
+    missing = {role: ref for role, ref in references.items() if ref not in set(counts["group"])}
+    if missing:
+        raise CountsError(f"{path}: reference group(s) not found: {missing}; groups are "
+                          f"{', '.join(sorted(set(counts['group'])))}")
     counts, model, unit = _with_costs(counts, cost_column, cost_model, n_params, prices)
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
-                 fit_groups(counts, options), options, predict_ks, model, unit, dict(references or {}))
+                 fit_groups(counts, options), options, predict_ks, model, unit, references)
     return _finish(run, targets, budgets)
 
 
@@ -135,8 +137,11 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
         prices = costmod.Prices.from_mapping(manifest["prices"])
     n_params = costmod.n_params_from_manifest(manifest) if cost_model != "price" else None
     counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices)
+    references = rundir.references(manifest)
     run = FitRun({"run_dir": str(run_dir)}, counts, fit_groups(counts, options), options, predict_ks, model, unit,
-                 rundir.references(manifest), manifest=manifest)
+                 {role: ref for role, ref in references.items() if ref in set(counts["group"])}, manifest=manifest)
+    run.notes += [f"reference config {ref!r} ({role}) has no graded samples: no multipliers against it"
+                  for role, ref in references.items() if role not in run.references]
     run.summary = rundir.run_summary(run_dir)
     run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
     return _finish(run, targets, budgets)

@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import TwoSlopeNorm  # noqa: E402
+from matplotlib.colors import LogNorm  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
@@ -40,23 +40,29 @@ def _save(fig: plt.Figure, out_dir: Path, stem: str) -> list[Path]:
 
 
 def _short(v: float) -> str:
-    """Compact tick text without mathtext (slow to lay out): 1, 10, 1k, 10M, 1e+12."""
+    """Compact count text without mathtext (slow to lay out): 1, 10, 1k, 10M."""
     if v <= 0:
         return "0"
-    if v < 1e-2 or v >= 1e10:
-        return f"{v:.0e}".replace("e+0", "e+").replace("e-0", "e-")
+    if v < 1e-2 or v >= 1e12:
+        return _sci(v)
     for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
         if v >= scale:
             return f"{v / scale:g}{unit}"
     return f"{v:g}"
 
 
-def _log(ax: plt.Axes, *axes: str) -> None:
-    """Log scale on the named axes ('x', 'y') with plain major labels and unlabeled minor ticks."""
+def _sci(v: float) -> str:
+    """Compact scientific text: 1e8, 3e-05 -> 3e-5."""
+    mant, exp = f"{v:.0e}".split("e")
+    return f"{mant}e{int(exp)}"
+
+
+def _log(ax: plt.Axes, *axes: str, fmt=_short) -> None:
+    """Log scale on the named axes ('x', 'y') with plain major labels and few unlabeled minor ticks."""
     for name in axes:
         axis = ax.xaxis if name == "x" else ax.yaxis
         (ax.set_xscale if name == "x" else ax.set_yscale)("log")
-        axis.set_major_formatter(FuncFormatter(lambda v, _pos: _short(v)))
+        axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt(v)))
         axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))  # few ticks: fast to draw
         axis.set_minor_formatter(NullFormatter())
 
@@ -74,11 +80,16 @@ def _style_legend(ax: plt.Axes, fit_label: str, loc: str = "lower right") -> Non
     ax.add_artist(ax.legend(handles=handles, loc=loc, fontsize=8, frameon=False))
 
 
+def _outside_legend(ax: plt.Axes, title: str) -> None:
+    """The group legend to the right of the axes, clear of the curves."""
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title=title, title_fontsize=8, frameon=False)
+
+
 def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
     """Coverage vs samples per problem (log x): empirical curve with CI, default fit extended to 100× n."""
     paths = []
     for suffix, names in _pages(list(run.groups)):
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
             lo, hi = curves.percentile_ci(g.cov_boot, run.options.level)
@@ -98,7 +109,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
         ax.set_title(f"Coverage vs samples; dashed: {run.options.estimator} fit, extrapolated to {EXTEND:g}× n")
         ax.grid(True, which="both", alpha=0.25)
         _style_legend(ax, f"fit ({run.options.estimator})")
-        ax.legend(loc="upper left", fontsize=8, title="group", title_fontsize=8)
+        _outside_legend(ax, "group")
         paths += _save(fig, out_dir, f"coverage_vs_k{suffix}")
     return paths
 
@@ -109,7 +120,7 @@ def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
         return []
     paths = []
     for suffix, names in _pages(list(run.curves)):
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         x_max = max(run.curves[n].cost * EXTEND * run.groups[n].n.max() for n in names)
         for i, name in enumerate(names):
             cc, col = run.curves[name], COLORS[i % 10]
@@ -120,15 +131,16 @@ def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
             lo, hi = curves.percentile_ci(cc.boot, run.options.level)
             ax.plot(x[emp], cc.point[emp], color=col, lw=2, label=name)
             ax.plot(x[ext], cc.point[ext], color=col, lw=1.3, ls="--")
-            ax.fill_between(x[keep], lo[keep], hi[keep], color=col, alpha=0.12, lw=0)
-        _log(ax, "x")
+            ax.fill_between(x[emp], lo[emp], hi[emp], color=col, alpha=0.12, lw=0)
+            ax.fill_between(x[ext], lo[ext], hi[ext], color=col, alpha=0.05, lw=0)
+        _log(ax, "x", fmt=_sci)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel(f"compute per problem ({run.cost_unit}, log scale)")
         ax.set_ylabel("coverage (fraction of problems solved)")
         ax.set_title("Coverage vs compute per problem (dashed: extrapolated)")
         ax.grid(True, which="both", alpha=0.25)
         _style_legend(ax, "extrapolated")
-        ax.legend(loc="upper left", fontsize=8, title="config", title_fontsize=8)
+        _outside_legend(ax, "config")
         paths += _save(fig, out_dir, f"coverage_vs_compute{suffix}")
     return paths
 
@@ -137,7 +149,7 @@ def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
     """−log coverage vs k on log-log axes: empirical points, power-law line (solid) and beta-binomial (dashed)."""
     paths = []
     for suffix, names in _pages(list(run.groups)):
-        fig, ax = plt.subplots(figsize=(7.5, 4.8), layout="constrained")
+        fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         drawn = False
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
@@ -165,7 +177,7 @@ def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
                    Line2D([], [], color="0.3", lw=1.2, ls="--", label="beta-binomial")]
         ax.add_artist(ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False))
         if drawn:
-            ax.legend(loc="upper right", fontsize=8, title="group", title_fontsize=8)
+            _outside_legend(ax, "group")
         paths += _save(fig, out_dir, f"neglog_coverage{suffix}")
     return paths
 
@@ -198,7 +210,7 @@ def maj_vs_coverage(run: FitRun, out_dir: Path) -> list[Path]:
 
 
 def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, label: str, norm=None,
-          marks: pd.DataFrame | None = None) -> None:
+          marks: pd.DataFrame | None = None, ticks: list[float] | None = None) -> None:
     """One annotated heatmap of a (c × k) table."""
     vals = table.to_numpy(dtype=float)
     im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, norm=norm, aspect="auto", origin="lower")
@@ -211,7 +223,10 @@ def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, la
         mark = "†" if marks is not None and bool(marks.iat[r, c]) else ""
         ax.text(c, r, "n/a" if not np.isfinite(v) else format(v, fmt) + mark, ha="center", va="center",
                 fontsize=8, color="black", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.6))
-    plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    bar = plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
+    if ticks is not None:
+        bar.set_ticks(ticks, labels=[f"{t:g}" for t in ticks])
+        bar.minorticks_off()
 
 
 def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
@@ -244,10 +259,11 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
         m = grid.pivot_table(index="c", columns="k", values="mult", aggfunc="mean")
         ex = grid.pivot_table(index="c", columns="k", values="extra", aggfunc="max").reindex_like(m).fillna(False)
         finite = m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))]
-        span = max(2.0, float(np.nanmax(np.abs(np.log2(finite))))) if finite.size else 2.0
-        norm = TwoSlopeNorm(vcenter=1.0, vmin=min(2.0 ** -span, 0.99), vmax=max(2.0 ** span, 1.01))
+        span = int(np.ceil(max(1.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)))
+        norm = LogNorm(vmin=2.0 ** -span, vmax=2.0 ** span)  # symmetric around 1 (white)
         _heat(axes[1], m, ".2f", f"compute multiplier vs base at coverage {float(target):.0%}\n"
-              f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×)", norm, ex)
+              f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×, log scale)", norm, ex,
+              ticks=[2.0 ** j for j in range(-span, span + 1)])
     return _save(fig, out_dir, "ck_heatmap")
 
 

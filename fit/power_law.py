@@ -98,9 +98,11 @@ def _fit_one_nonlinear(ks: np.ndarray, cov: np.ndarray, a0: float, b0: float) ->
     lk = np.log(k)
 
     def resid(p: np.ndarray) -> np.ndarray:
+        """Fitted minus observed coverage."""
         return np.exp(p[0] * k ** p[1]) - y
 
     def jac(p: np.ndarray) -> np.ndarray:
+        """d resid / d (a, b)."""
         kb = k ** p[1]
         f = np.exp(p[0] * kb)
         return np.column_stack([f * kb, f * p[0] * kb * lk])

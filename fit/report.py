@@ -5,6 +5,7 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+from fit.analysis import DEFAULT_PREDICT_FACTORS
 from fit.pipeline import FitRun
 
 DASH = "—"
@@ -78,8 +79,8 @@ def table_rows(run: FitRun, doc: dict[str, Any]) -> list[dict[str, str]]:
                "coverage@n": _summary_cell(run, name, "coverage@n", g["coverage@n"]),
                "maj@n": _summary_cell(run, name, "maj@n", None),
                "a": fmt(pl.get("a")), "b": fmt(pl.get("b"))}
-        for k, p in g["predict"].items():
-            row[f"cov@{k}"] = fmt_pred(p)
+        for i, (k, p) in enumerate(g["predict"].items()):  # default k differ per group: label them 10×n, 100×n
+            row[f"cov@{k}" if run.predict_ks else f"cov@{DEFAULT_PREDICT_FACTORS[i]}×n"] = fmt_pred(p)
         if targets:
             for role in ("base", "oracle"):
                 block = comp.get(name, {}).get(f"vs_{role}")
@@ -119,7 +120,7 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
             rows.append(row)
         out.append(_md_table(rows) + "\n")
         cross = [f"- `{name}`: " + "; ".join(
-            f"at {c['budget']:.3g} {unit} (coverage {fmt(c['coverage'])}), then {c['after']}"
+            f"at {c['budget']:.3g} {unit} (coverage {fmt(c['coverage'])}), then `{c['ahead_after']}` ahead"
             + (" †" if c["extrapolated"] else "") for c in entry[f"vs_{role}"]["crossovers"])
             for name, entry in comp["configs"].items() if entry[f"vs_{role}"]["crossovers"]]
         out.append("Crossovers with `" + ref + "`:\n\n" + ("\n".join(cross) if cross else "none in the fitted range") + "\n")

@@ -20,6 +20,11 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _masked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """SDPA of q [b, H, L, D] over keys/values [b, Hkv, T, D] (strided views are fine) with a bool mask [b, 1, L, T]."""
+    return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=keys.shape[1] != q.shape[1])
+
+
 class KVModel:
     """An HF causal LM plus a slot-indexed KV cache."""
 
@@ -55,12 +60,41 @@ class KVModel:
         """Forget the sequences in these slots."""
         self.filled[slots] = 0
 
+    def move(self, source: int, target: int) -> None:
+        """Move the sequence cached in slot `source` to slot `target` (compaction)."""
+        length = int(self.filled[source])
+        for cache in (*self.k_cache, *self.v_cache):
+            cache[target, :, :length] = cache[source, :, :length]
+        self.filled[target], self.filled[source] = length, 0
+
     def _rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """cos/sin of shape [b, 1, L, D] for integer positions [b, L]."""
         freqs = positions[..., None].float() * self.inv_freq
         emb = torch.cat((freqs, freqs), dim=-1)[:, None]
         dtype = self.k_cache[0].dtype
         return (emb.cos() * self.rope_scale).to(dtype), (emb.sin() * self.rope_scale).to(dtype)
+
+    def _attend(
+        self, q: torch.Tensor, k_cache: torch.Tensor, v_cache: torch.Tensor, slot_index: torch.Tensor, total: int, mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Attention of the rows' queries [b, H, L, D] over their cached keys.
+
+        When the rows fill most of a slot range, attend over a strided view of that range (no copy)
+        with idle rows masked to their first key; otherwise gather the rows' caches.
+        """
+        low, high = int(slot_index.min()), int(slot_index.max()) + 1
+        if 2 * len(slot_index) < high - low:
+            return _masked_attention(q, k_cache[slot_index, :, :total], v_cache[slot_index, :, :total], mask)
+        local = slot_index - low
+        span = high - low
+        if span == len(slot_index) and bool((local == torch.arange(span)).all()):
+            return _masked_attention(q, k_cache[low:high, :, :total], v_cache[low:high, :, :total], mask)
+        q_span = q.new_zeros((span, *q.shape[1:]))
+        q_span[local] = q
+        mask_span = torch.zeros((span, *mask.shape[1:]), dtype=torch.bool)
+        mask_span[..., 0] = True
+        mask_span[local] = mask
+        return _masked_attention(q_span, k_cache[low:high, :, :total], v_cache[low:high, :, :total], mask_span)[local]
 
     @torch.no_grad()
     def forward(self, slots: list[int], chunks: list[list[int]]) -> torch.Tensor:
@@ -98,13 +132,7 @@ class KVModel:
             k = k * cos + _rotate_half(k) * sin
             k_cache[write_slots, :, write_pos] = k[write_rows, :, write_cols]
             v_cache[write_slots, :, write_pos] = v[write_rows, :, write_cols]
-            if batch == self.slots and total == self.max_len:
-                keys, values = k_cache, v_cache
-            else:
-                keys, values = k_cache[slot_index, :, :total], v_cache[slot_index, :, :total]
-            out = F.scaled_dot_product_attention(
-                q, keys, values, attn_mask=mask, enable_gqa=self.num_kv_heads != self.num_heads
-            )
+            out = self._attend(q, k_cache, v_cache, slot_index, total, mask)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         last = hidden[torch.arange(batch), torch.as_tensor(lengths - 1)]

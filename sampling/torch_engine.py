@@ -65,6 +65,7 @@ class _Row:
     tokens: list[int]
     owner: list[int]  # per token of `tokens`: -1 prompt, 0 base, 1 oracle
     state: policies.PolicyState
+    slot: int = 0  # cache slot (both models); active rows are kept in the lowest slots
     oracle_left: int = 0
     done: bool = False
     entropy: list[float] = field(default_factory=list)  # per generated position
@@ -105,14 +106,31 @@ class TorchEngine:
         self.base.reset(slots)
         if self.oracle is not None:
             self.oracle.reset(slots)
+        for slot, row in zip(slots, rows):
+            row.slot = slot
         active = list(slots)
         while active:
             self._step(rows, active)
             produced = len(active)
-            active = [i for i in active if not rows[i].done]
+            active = self._compact(rows, active)
             if on_tokens is not None:
                 on_tokens(produced)
         return [self._finish(row) for row in rows]
+
+    def _compact(self, rows: list[_Row], active: list[int]) -> list[int]:
+        """Drop finished rows and move the highest-slot active rows into the freed low slots."""
+        alive = sorted((i for i in active if not rows[i].done), key=lambda i: rows[i].slot)
+        freed = sorted(rows[i].slot for i in active if rows[i].done)
+        for slot in freed:
+            if not alive or rows[alive[-1]].slot < slot:
+                break
+            mover = alive.pop()
+            for model in (self.base, self.oracle):
+                if model is not None:
+                    model.move(rows[mover].slot, slot)
+            rows[mover].slot = slot
+            alive.insert(0, mover)
+        return sorted(alive, key=lambda i: rows[i].slot)
 
     def _start(self, request: SampleRequest) -> _Row:
         """Initial state of one sample."""
@@ -173,23 +191,23 @@ class TorchEngine:
     def _call(self, model: KVModel, rows: list[_Row], indices: list[int], who: int) -> torch.Tensor:
         """Run `model` on each row's unseen tokens; book prefill tokens (ones it did not write)."""
         logits = torch.empty((len(indices), model.model.config.vocab_size))
-        pending = np.array([len(rows[i].tokens) for i in indices]) - model.filled[indices]
+        slots_of = np.array([rows[i].slot for i in indices])
+        pending = np.array([len(rows[i].tokens) for i in indices]) - model.filled[slots_of]
         decode, prefill = np.flatnonzero(pending == 1).tolist(), np.flatnonzero(pending > 1).tolist()
         for group in (decode, prefill):  # separate calls: one long catch-up must not pad the rest
             if not group:
                 continue
-            slots = [indices[j] for j in group]
             chunks = []
-            for i in slots:
-                row = rows[i]
-                start = int(model.filled[i])
+            for j in group:
+                row = rows[indices[j]]
+                start = int(model.filled[row.slot])
                 chunks.append(row.tokens[start:])
                 foreign = sum(1 for owner in row.owner[start:] if owner != who)
                 if who == PROVENANCE_BASE:
                     row.record.base_prefill += foreign
                 else:
                     row.record.oracle_prefill += foreign
-            logits[group] = model.forward(slots, chunks)
+            logits[group] = model.forward(slots_of[group].tolist(), chunks)
         return logits
 
     def _sample(self, logits: torch.Tensor, rows: list[_Row], indices: list[int], which: str, stream: int) -> np.ndarray:

@@ -34,6 +34,7 @@ def predict_all(frame: pd.DataFrame, k: float, n_boot: int, seed: int) -> dict[s
     weights = curves.bootstrap_weights(len(frame), n_boot, seed)
 
     def one(estimator: str, **opts: str) -> tuple:
+        """Fit with these options and predict at k."""
         g = GroupFit("g", frame, FitOptions(estimator=estimator, n_boot=n_boot, seed=seed, **opts), weights)
         p = next(iter(g.predict([k]).values()))
         return p["coverage"], p["low"], p["high"], p["method"]

@@ -19,7 +19,7 @@ def _frame(group: str, n, c) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def groups():
+def groups() -> dict:
     """A normal group and every edge case the issue names."""
     rng = np.random.default_rng(0)
     n_mixed = rng.choice([64, 256, 1024], 200)

@@ -87,7 +87,7 @@ def test_crossover_found_where_curves_cross() -> None:
     p_fast = np.where(np.arange(400) % 2 == 0, 0.6, 0.0)
     curves_ = _curves(_counts({"base": (p_base, 1.0), "fast": (p_fast, 1.0)}))
     cross = compare.crossovers(curves_["fast"], curves_["base"])
-    assert len(cross) == 1 and cross[0]["after"] == "reference ahead"
+    assert len(cross) == 1 and cross[0]["ahead_after"] == "base"
     b = cross[0]["budget"]
     before = curves_["fast"].coverage_at(np.array([b / 1.5]))[0] - curves_["base"].coverage_at(np.array([b / 1.5]))[0]
     after = curves_["fast"].coverage_at(np.array([b * 1.5]))[0] - curves_["base"].coverage_at(np.array([b * 1.5]))[0]

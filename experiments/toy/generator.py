@@ -15,17 +15,17 @@ from fractions import Fraction
 from typing import Iterator
 
 OPS = ("+", "-", "\\times", "\\div")
-MAX_NUMERATOR = 200  # bound on intermediate numerators (keeps solutions short)
-MAX_DENOMINATOR = 36
+MAX_NUMERATOR = 99  # bound on intermediate numerators (keeps solutions short)
+MAX_DENOMINATOR = 30
 PROMPT_TEMPLATE = "Compute ${expr}$.\n"
 
 # level -> (number of operations, max integer operand, fraction probability, max denominator)
 LEVELS: dict[int, tuple[int, int, float, int]] = {
     1: (1, 20, 0.0, 1),
-    2: (2, 20, 0.0, 1),
-    3: (2, 12, 0.35, 5),
-    4: (3, 12, 0.35, 6),
-    5: (4, 12, 0.35, 6),
+    2: (2, 9, 0.0, 1),
+    3: (2, 9, 0.3, 4),
+    4: (3, 9, 0.3, 5),
+    5: (4, 9, 0.3, 6),
 }
 
 
@@ -156,7 +156,11 @@ def held_out_problems(count: int = 200, seed: int = 0) -> list[ToyProblem]:
     rng = random.Random(f"toy-test-balanced-{seed}")
     seen: set[str] = set()
     target = -(-count // len(LEVELS))
+    attempts = 0
     while any(len(v) < target for v in per_level.values()):
+        attempts += 1
+        if attempts > 200 * target:
+            raise ValueError(f"cannot draw {target} distinct held-out problems per level (too few exist)")
         for level in LEVELS:
             if len(per_level[level]) >= target:
                 continue
