@@ -15,6 +15,7 @@ from fit.analysis import DEFAULT_ESTIMATOR, ESTIMATORS, FitOptions
 from fit.compare import DEFAULT_TARGETS
 from fit.cost import COST_MODELS, Prices
 from fit.pipeline import FitRun, fit_counts_file, fit_run_dir, parse_floats
+from sampling.store import FIT_DIR
 
 console = Console(width=None if sys.stdout.isatty() else 220)  # logs and pipes get the whole table
 
@@ -142,7 +143,7 @@ def fit_command(
     try:
         run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
                    budgets, estimator, power_law_method, family, boot, seed, runs)
-        default_dir = Path(run.source["run_dir"]) / "fit" if "run_dir" in run.source else None
+        default_dir = Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source else None
         doc, _ = _outputs(run, json_out, plots, default_dir, no_plots)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
@@ -165,7 +166,7 @@ def report_command(
         run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
                    budgets, estimator, power_law_method, family, boot, seed, runs)
         if out is None:
-            out = (Path(run.source["run_dir"]) / "fit" if "run_dir" in run.source
+            out = (Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source
                    else Path(f"{Path(run.source['counts']).stem}_report"))
         doc, plots = _outputs(run, out / "fit.json", out / "plots", None, False)
         path = write_report(run, doc, plots, out / "report.md")

@@ -7,36 +7,33 @@ needs the verifier.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from fit.counts import CountsError
+from sampling.store import MANIFEST, RunDirError, read_manifest
 
 POLICY_REFERENCES: dict[str, str] = {"base": "base", "oracle": "oracle"}
 
 
 def latest_run(root: str | Path = "runs") -> Path:
-    """The run dir under `root` whose manifest.json was written last."""
+    """The run dir under `root` whose manifest was written last."""
     root = Path(root)
-    manifests = sorted(root.glob("*/manifest.json"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    manifests = sorted(root.glob(f"*/{MANIFEST}"), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
     if not manifests:
-        raise CountsError(f"no run directory with a manifest.json under {root.resolve()}; "
+        raise CountsError(f"no run directory (with a {MANIFEST}) under {root.resolve()}; "
                           "pass RUN_DIR or --counts FILE")
     return manifests[-1].parent
 
 
 def load_manifest(run_dir: str | Path) -> dict[str, Any]:
-    """RUN_DIR/manifest.json as a dict."""
-    path = Path(run_dir) / "manifest.json"
-    if not path.exists():
-        raise CountsError(f"{run_dir}: not a run directory (no manifest.json)")
+    """The run's manifest as a dict."""
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise CountsError(f"{path}: invalid JSON: {exc}") from exc
+        return read_manifest(Path(run_dir))
+    except RunDirError as exc:
+        raise CountsError(str(exc)) from None
 
 
 def references(manifest: dict[str, Any]) -> dict[str, str]:

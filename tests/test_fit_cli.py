@@ -114,7 +114,7 @@ def test_counts_report_with_references(app: typer.Typer, tmp_path: Path) -> None
     (["--counts", "{good}", "--estimator", "magic"], "unknown estimator 'magic'"),
     (["--counts", "{good}", "--base", "nope"], "reference group(s) not found"),
     (["{good}", "--counts", "{good}"], "either RUN_DIR or --counts"),
-    (["{dir}"], "not a run directory (no manifest.json)"),
+    (["{dir}"], "is not a run directory (no _manifest.json)"),
 ])
 def test_bad_input_is_a_clear_error(app: typer.Typer, tmp_path: Path, args: list[str], needle: str) -> None:
     """Exit code 2, the reason on stderr, no traceback."""
@@ -158,7 +158,7 @@ def make_run_dir(root: Path, n: int = 16, seed: int = 0) -> Path:
                            "oracle": {"path": "o", "sha256": "1", "n_params": 2_450_000}},
                 "configs": {cid: {"policy": pol, "k": k, "c": c} for cid, (pol, c, k, _) in CONFIGS.items()},
                 "n": n, "seed": seed}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / "_manifest.json").write_text(json.dumps(manifest))
     return root
 
 
@@ -172,16 +172,16 @@ def test_fit_run_dir_writes_json_and_every_plot(app: typer.Typer, run_dir: Path)
     """Grades, fits, compares against base and oracle, and writes fit.json plus all seven plots."""
     res = _invoke(app, "fit", run_dir, "--boot", 60)
     assert res.exit_code == 0, res.output
-    doc = json.loads((run_dir / "fit" / "fit.json").read_text())
+    doc = json.loads((run_dir / "_fit" / "fit.json").read_text())
     assert set(doc["groups"]) == set(CONFIGS)
     assert doc["comparison"]["references"] == {"base": "base", "oracle": "oracle"}
     assert doc["comparison"]["configs"]["oracle"]["vs_oracle"]["targets"]["0.5"]["multiplier"] == 1.0
     shares = doc["groups"]["random_c2_k4"]["cost_shares"]
     assert shares["oracle_prefill"] > 0.8  # re-reading the base's tokens dominates the FLOPs
-    plots = {p.stem for p in (run_dir / "fit" / "plots").glob("*.png")}
+    plots = {p.stem for p in (run_dir / "_fit" / "plots").glob("*.png")}
     assert plots == {"coverage_vs_k", "coverage_vs_compute", "neglog_coverage", "maj_vs_coverage",
                      "ck_heatmap", "coverage_by_level", "cost_breakdown"}
-    assert {p.stem for p in (run_dir / "fit" / "plots").glob("*.svg")} == plots
+    assert {p.stem for p in (run_dir / "_fit" / "plots").glob("*.svg")} == plots
     assert "maj@n" in res.output and "×base @50%" in res.output
 
 
@@ -198,9 +198,9 @@ def test_report_run_dir_links_existing_plots(app: typer.Typer, run_dir: Path) ->
     """study report writes RUN_DIR/fit/report.md whose image links all exist."""
     res = _invoke(app, "report", run_dir, "--boot", 40)
     assert res.exit_code == 0, res.output
-    text = (run_dir / "fit" / "report.md").read_text()
+    text = (run_dir / "_fit" / "report.md").read_text()
     links = re.findall(r"\]\(([^)]+\.png)\)", text)
-    assert len(links) == 7 and all((run_dir / "fit" / link).exists() for link in links)
+    assert len(links) == 7 and all((run_dir / "_fit" / link).exists() for link in links)
     assert "## Equal compute" in text and "Where the compute goes" in text and "NaN" not in text
 
 
@@ -209,9 +209,9 @@ def test_default_is_most_recent_run(app: typer.Typer, run_dir: Path, tmp_path: P
     root = tmp_path / "runs"
     old, new = make_run_dir(root / "old", n=4, seed=1), make_run_dir(root / "new", n=6, seed=2)
     past = time.time() - 3600
-    os.utime(old / "manifest.json", (past, past))
+    os.utime(old / "_manifest.json", (past, past))
     res = _invoke(app, "fit", "--runs", root, "--no-plots", "--boot", 20)
     assert res.exit_code == 0, res.output
-    assert (new / "fit" / "fit.json").exists() and not (old / "fit").exists()
+    assert (new / "_fit" / "fit.json").exists() and not (old / "_fit").exists()
     res = _invoke(app, "fit", "--runs", tmp_path / "empty")
     assert res.exit_code == 2 and "no run directory" in res.output

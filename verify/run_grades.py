@@ -1,6 +1,6 @@
 """Grade a run directory: every ungraded sample once, grades and the dedup cache kept on disk.
 
-Reads `RUN_DIR/_problems.parquet` (or a legacy `problems.parquet`) and every visible
+Reads `RUN_DIR/_problems.parquet` and every visible
 `RUN_DIR/samples/**/*.parquet` shard (config_id, problem_id, sample_index, text). Writes under
 `RUN_DIR/_grades/` (skipped by `pandas.read_parquet(RUN_DIR)`; reading `_grades/` itself as a
 Parquet dataset gives a `grader` column from the hive-style folder name, and skips `_cache`):
@@ -30,6 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError
 from verify.batch import BatchStats, grade_batch
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
 from verify.progress import rich_progress
@@ -47,9 +48,6 @@ __all__ = [
     "grades_dir",
 ]
 
-PROBLEMS_FILES = ("_problems.parquet", "problems.parquet")
-GRADES_DIR = "_grades"
-SAMPLES_DIR = "samples"
 KEY_COLUMNS = ["config_id", "problem_id", "sample_index"]
 GRADE_COLUMNS = [*KEY_COLUMNS, "extracted", "correct", "answer_class"]
 GRADE_SCHEMA = pa.schema(
@@ -66,10 +64,6 @@ PAIR_SCHEMA = pa.schema(
     [("reference", pa.string()), ("extracted", pa.string()), ("correct", pa.bool_()), ("key", pa.string()), ("how", pa.string())]
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
-
-
-class RunDirError(ValueError):
-    """A run directory is missing a file or a column grading needs."""
 
 
 @dataclass
@@ -131,10 +125,9 @@ def _require_columns(table_columns: Iterable[str], needed: Iterable[str], path: 
 
 def read_problems(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     """The problems of a run dir (id, answer, and level/subject when present)."""
-    candidates = [Path(run_dir) / name for name in PROBLEMS_FILES]
-    path = next((c for c in candidates if c.is_file()), None)
-    if path is None:
-        raise RunDirError(f"{candidates[0]}: not found (is {run_dir} a run directory?)")
+    path = Path(run_dir) / PROBLEMS
+    if not path.is_file():
+        raise RunDirError(f"{path}: not found (is {run_dir} a run directory?)")
     frame = pq.read_table(path).to_pandas()
     _require_columns(frame.columns, ["id", "answer"], path)
     for column in ("level", "subject"):
