@@ -10,34 +10,9 @@ with probability k), so the interpolated curve is achievable, never optimistic.
 from __future__ import annotations
 
 import numpy as np
-from scipy.special import betaln
 
-_SMALL_C = 64  # up to this many successes pass@k uses the exact product form
+from verify.metrics import unbiased_pass_at_k as pass_at_k  # the one pass@k implementation
 
-
-def pass_at_k(n: np.ndarray, c: np.ndarray, k: np.ndarray) -> np.ndarray:
-    """Unbiased pass@k for integer k <= n, broadcast over n, c, k (NaN where k > n)."""
-    n, c, k = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (n, c, k)))
-    out = np.full(n.shape, np.nan)
-    ok = (k >= 0) & (k <= n)
-    always = ok & (n - c < k)  # every k-subset contains a correct sample
-    out[always] = 1.0
-    rest = ok & ~always & (k > 0) & (c > 0)
-    nr, cr, kr = n[rest], c[rest], k[rest]
-    # C(n-c, k) / C(n, k) = prod_{j<c} (1 - k/(n-j)): exact product form for few successes (where
-    # pass@k can be tiny and relative precision matters), B(n-k+1, k) / B(n-c-k+1, k) otherwise.
-    small = cr <= _SMALL_C
-    log_fail = np.empty(nr.shape)
-    log_fail[~small] = betaln(nr[~small] - kr[~small] + 1, kr[~small]) - betaln(nr[~small] - cr[~small] - kr[~small] + 1, kr[~small])
-    ns, cs, ks = nr[small], cr[small], kr[small]
-    acc = np.zeros(ns.shape)
-    for j in range(int(cs.max(initial=0))):
-        live = j < cs
-        acc[live] += np.log1p(-ks[live] / (ns[live] - j))
-    log_fail[small] = acc
-    out[rest] = -np.expm1(log_fail)
-    out[ok & ~always & ~rest] = 0.0  # k == 0 or c == 0
-    return out
 
 
 def k_grid(k_max: int, dense: int = 64, per_decade: int = 64) -> np.ndarray:

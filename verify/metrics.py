@@ -3,8 +3,9 @@
 Conventions
 - pass@k (Chen et al. 2021) of a problem with n samples, c correct, is the probability that k of
   the n drawn without replacement include a correct one: 1 - C(n-c, k)/C(n, k), computed in the
-  numerically stable product form 1 - prod_{i=n-c+1}^{n} (1 - k/i), in log space (log1p terms,
-  expm1 at the end; no binomial coefficients, no overflow). It is undefined (NaN) for k > n.
+  numerically stable product form 1 - prod_{j<c} (1 - k/(n-j)) in log space (log1p terms, expm1
+  at the end) for up to 64 successes, and via log-beta functions beyond (no binomial
+  coefficients, no overflow, O(1) in n). It is undefined (NaN) for k > n.
 - Coverage@k averages pass@k over problems. When problems have different n, coverage@k is the
   mean over the problems with n >= k (the `problems` column says how many), and "coverage@n"
   means each problem at its own n, i.e. the fraction of problems with at least one correct sample.
@@ -21,9 +22,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
+from scipy.special import betaln
 
 __all__ = [
     "pass_at_k",
+    "unbiased_pass_at_k",
     "log_grid",
     "bootstrap_ci",
     "mean_with_ci",
@@ -32,6 +35,34 @@ __all__ = [
     "maj_curve",
     "breakdown",
 ]
+
+
+_SMALL_C = 64  # up to this many successes pass@k uses the exact product form
+
+
+def unbiased_pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> np.ndarray:
+    """Unbiased pass@k for integer k <= n, broadcast over n, c, k (NaN where k > n)."""
+    n, c, k = np.broadcast_arrays(*(np.asarray(x, dtype=float) for x in (n, c, k)))
+    out = np.full(n.shape, np.nan)
+    ok = (k >= 0) & (k <= n)
+    always = ok & (n - c < k)  # every k-subset contains a correct sample
+    out[always] = 1.0
+    rest = ok & ~always & (k > 0) & (c > 0)
+    nr, cr, kr = n[rest], c[rest], k[rest]
+    # C(n-c, k) / C(n, k) = prod_{j<c} (1 - k/(n-j)): exact product form for few successes (where
+    # pass@k can be tiny and relative precision matters), B(n-k+1, k) / B(n-c-k+1, k) otherwise.
+    small = cr <= _SMALL_C
+    log_fail = np.empty(nr.shape)
+    log_fail[~small] = betaln(nr[~small] - kr[~small] + 1, kr[~small]) - betaln(nr[~small] - cr[~small] - kr[~small] + 1, kr[~small])
+    ns, cs, ks = nr[small], cr[small], kr[small]
+    acc = np.zeros(ns.shape)
+    for j in range(int(cs.max(initial=0))):
+        live = j < cs
+        acc[live] += np.log1p(-ks[live] / (ns[live] - j))
+    log_fail[small] = acc
+    out[rest] = -np.expm1(log_fail)
+    out[ok & ~always & ~rest] = 0.0  # k == 0 or c == 0
+    return out
 
 
 def pass_at_k(n: ArrayLike, c: ArrayLike, k: int | ArrayLike) -> np.ndarray:
@@ -46,20 +77,7 @@ def pass_at_k(n: ArrayLike, c: ArrayLike, k: int | ArrayLike) -> np.ndarray:
     ks = np.atleast_1d(np.asarray(k, dtype=np.int64))
     if (ks < 1).any():
         raise ValueError("k must be >= 1")
-    out = np.full((len(n_arr), len(ks)), np.nan)
-    n_max = int(n_arr.max(initial=0))
-    i = np.arange(1, n_max + 1, dtype=np.float64)
-    for col, kk in enumerate(ks):
-        # cum[m] = sum_{i=k+1}^{m} log(1 - k/i); terms with i <= k are never used.
-        terms = np.zeros_like(i)
-        terms[kk:] = np.log1p(-kk / i[kk:])
-        cum = np.concatenate([[0.0], np.cumsum(terms)])
-        defined = kk <= n_arr
-        certain = defined & (n_arr - c_arr < kk)
-        estimate = defined & ~certain
-        log_miss = cum[n_arr[estimate]] - cum[n_arr[estimate] - c_arr[estimate]]
-        out[certain, col] = 1.0
-        out[estimate, col] = -np.expm1(log_miss)
+    out = unbiased_pass_at_k(n_arr[:, None], c_arr[:, None], ks[None, :])
     return out[:, 0] if scalar else out
 
 
