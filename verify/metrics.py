@@ -60,7 +60,7 @@ def unbiased_pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> np.ndarray:
         live = j < cs
         acc[live] += np.log1p(-ks[live] / (ns[live] - j))
     log_fail[small] = acc
-    out[rest] = -np.expm1(log_fail)
+    out[rest] = 0.0 - np.expm1(log_fail)  # 0.0 - x: never a negative zero
     out[ok & ~always & ~rest] = 0.0  # k == 0 or c == 0
     return out
 
