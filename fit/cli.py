@@ -131,8 +131,8 @@ RUNS = typer.Option(Path("runs"), "--runs", help="Where to look for the most rec
 def fit_command(
     run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
-    json_out: Optional[Path] = typer.Option(None, "--json", help="Write fit.json here (run dirs: RUN_DIR/fit/fit.json)."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/fit/plots)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write fit.json here (run dirs: RUN_DIR/_fit/fit.json)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/_fit/plots)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the plots."),
     cost: str = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
@@ -153,7 +153,7 @@ def fit_command(
 def report_command(
     run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
-    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/fit; counts: FILE stem + _report)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/_fit; counts: FILE stem + _report)."),
     cost: str = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
     targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,

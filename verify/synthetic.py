@@ -19,28 +19,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sampling.store import PROBLEMS, SAMPLES_DIR, SAMPLES_SCHEMA, problems_schema
 from verify.equivalence import exact_number
 
 __all__ = ["SAMPLE_SCHEMA", "load_math500", "answer_forms", "wrong_answers", "make_samples", "write_run_dir"]
 
-SAMPLE_SCHEMA = pa.schema(
-    [
-        ("config_id", pa.string()),
-        ("problem_id", pa.string()),
-        ("sample_index", pa.int32()),
-        ("seed", pa.int64()),
-        ("token_ids", pa.list_(pa.int32())),
-        ("text", pa.string()),
-        ("provenance", pa.list_(pa.int8())),
-        ("base_entropy", pa.list_(pa.float32())),
-        ("interventions", pa.int32()),
-        ("finish_reason", pa.string()),
-        ("base_decode", pa.int64()),
-        ("base_prefill", pa.int64()),
-        ("oracle_decode", pa.int64()),
-        ("oracle_prefill", pa.int64()),
-    ]
-)
+SAMPLE_SCHEMA = SAMPLES_SCHEMA
 PATHOLOGICAL = ("10^{10^{10^{10}}}", "\\frac{1}{2", "(((((((((((((((((((((((((((((((1)))")
 _CLOSINGS = (
     "\n\nTherefore, the answer is $\\boxed{{{a}}}$.",
@@ -239,18 +223,10 @@ def write_run_dir(
     """Write _problems.parquet and samples/CONFIG/shard-*.parquet (the samples-table schema) under path."""
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
-    problem_table = pa.table(
-        {
-            "id": [p.id for p in problems],
-            "problem": [p.problem for p in problems],
-            "answer": [p.answer for p in problems],
-            "level": pa.array([p.level for p in problems], type=pa.int64()),
-            "subject": [p.subject for p in problems],
-        }
-    )
-    pq.write_table(problem_table, root / "_problems.parquet")
+    rows = [{"id": p.id, "problem": p.problem, "answer": p.answer, "level": p.level, "subject": p.subject} for p in problems]
+    pq.write_table(pa.Table.from_pylist(rows, schema=problems_schema()), root / PROBLEMS)
     for config, part in samples.groupby("config_id", sort=True):
-        folder = root / "samples" / str(config)
+        folder = root / SAMPLES_DIR / str(config)
         folder.mkdir(parents=True, exist_ok=True)
         existing = len(list(folder.glob("shard-*.parquet")))
         for i, start in enumerate(range(0, len(part), shard_rows)):
