@@ -16,7 +16,7 @@ Estimators (``--estimator``): ``ensemble`` (default: the mean of the two below, 
 bootstrap replicates), ``beta_binomial``, ``power_law`` (``--power-law-method nonlinear`` by default).
 The default was chosen on held-out real data (scripts/eval_extrapolation.py, benchmarks/fit.md).
 
-fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/fit/fit.json)::
+fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/_fit/fit.json)::
 
     {"version": 1, "source": {...}, "estimator": "ensemble", "cost_model": ..., "cost_unit": ...,
      "groups": {NAME: {

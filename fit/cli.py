@@ -91,7 +91,7 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
 
 def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default_dir: Path | None,
              no_plots: bool) -> tuple[dict[str, Any], dict[str, list[Path]]]:
-    """Write fit.json and plots where asked (run dirs: RUN_DIR/fit/ by default)."""
+    """Write fit.json and plots where asked (run dirs: RUN_DIR/_fit/ by default)."""
     doc = run.to_json()
     json_out = json_out or (default_dir / "fit.json" if default_dir else None)
     if json_out is not None:

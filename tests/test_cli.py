@@ -1,0 +1,42 @@
+"""The `study` command line: commands exist, bad input is a clear error."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from experiments.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_the_stages() -> None:
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("sample", "verify", "fit", "report", "toy"):
+        assert command in result.output
+
+
+def test_toy_problems_prints_problems() -> None:
+    result = runner.invoke(app, ["toy", "problems", "--count", "5", "--solutions"])
+    assert result.exit_code == 0, result.output
+    assert "Compute" in result.output and "boxed" in result.output
+
+
+def test_sample_rejects_bad_input_without_traceback(tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["sample", "--config", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2 and "experiment config not found" in missing.output
+    bad = tmp_path / "bad.toml"
+    bad.write_text('dataset = "toy"\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "random"\nc = 2\n')
+    result = runner.invoke(app, ["sample", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "random" in result.output and "k >= 1" in result.output
+    assert "Traceback" not in result.output
+    assert runner.invoke(app, ["sample", "--shard", "3/2", "--out", str(tmp_path / "s")]).exit_code == 2
+    assert runner.invoke(app, ["sample", "--dataset", "nosuch", "--out", str(tmp_path / "t")]).exit_code == 2
+
+
+def test_sample_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("mine")
+    result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "not a run directory" in result.output
+    assert (tmp_path / "notes.txt").read_text() == "mine"
