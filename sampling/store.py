@@ -94,6 +94,8 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
     for config_id in manifest["configs"]:
         if not CONFIG_ID_PATTERN.match(config_id):
             raise RunDirError(f"config id {config_id!r} must be letters, digits and _.+- (no spaces or slashes)")
+    if not (run_dir / MANIFEST).exists() and not _claim_creation(run_dir):
+        _wait_for_manifest(run_dir)  # another shard worker is creating this run directory
     if (run_dir / MANIFEST).exists():
         existing = read_manifest(run_dir)
         for key in RUN_IDENTITY_KEYS:
@@ -114,15 +116,47 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
             existing["configs"] = {**existing["configs"], **added}
             write_manifest(run_dir, existing)
         return existing
-    if run_dir.exists() and any(p for p in run_dir.iterdir() if not p.name.startswith(".")):
-        raise RunDirError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
-    (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
-    tmp = run_dir / f".tmp-{os.getpid()}-{PROBLEMS}"
-    pq.write_table(table, tmp)
-    os.replace(tmp, run_dir / PROBLEMS)
-    write_manifest(run_dir, manifest)
+    try:
+        # an empty folder, or one left by a creation that died before its manifest
+        leftovers = [p for p in run_dir.iterdir() if not p.name.startswith(".") and p.name != PROBLEMS]
+        if any(p.name != SAMPLES_DIR or any(p.iterdir()) for p in leftovers):
+            raise RunDirError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
+        (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
+        tmp = run_dir / f".tmp-{os.getpid()}-{PROBLEMS}"
+        pq.write_table(table, tmp)
+        os.replace(tmp, run_dir / PROBLEMS)
+        write_manifest(run_dir, manifest)
+    finally:
+        (run_dir / CREATION_LOCK).rmdir()
     return manifest
+
+
+CREATION_LOCK = ".creating"
+
+
+def _claim_creation(run_dir: Path) -> bool:
+    """Whether this process may create the run directory (first of concurrent shard workers wins)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        (run_dir / CREATION_LOCK).mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+def _wait_for_manifest(run_dir: Path, timeout: float = 120.0) -> None:
+    """Wait until the worker that claimed creation has written the manifest."""
+    import time
+
+    deadline = time.time() + timeout
+    while not (run_dir / MANIFEST).exists():
+        if time.time() > deadline:
+            raise RunDirError(
+                f"{run_dir}: another process claimed its creation ({CREATION_LOCK}) but wrote no manifest; "
+                f"if that process died, remove {run_dir / CREATION_LOCK} and retry"
+            )
+        time.sleep(0.2)
 
 
 def problems_schema() -> pa.Schema:

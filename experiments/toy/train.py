@@ -60,7 +60,7 @@ def make_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaForC
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
-        torch_dtype="float32",
+        dtype="float32",
     )
     return LlamaForCausalLM(config)
 
@@ -185,7 +185,6 @@ def train_model(
             history.append(entry)
             log(json.dumps({"model": spec.name, **entry}))
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.config.torch_dtype = "float32"
     model.save_pretrained(str(out_dir), safe_serialization=True)
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "training.json").write_text(
