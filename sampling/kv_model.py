@@ -60,6 +60,15 @@ class KVModel:
         """Forget the sequences in these slots."""
         self.filled[slots] = 0
 
+    def copy_prefix(self, source: int, targets: list[int], length: int) -> None:
+        """Give slots `targets` the first `length` cached tokens of slot `source` (shared prompts)."""
+        if not targets:
+            return
+        index = torch.as_tensor(targets)
+        for cache in (*self.k_cache, *self.v_cache):
+            cache[index, :, :length] = cache[source, :, :length]
+        self.filled[targets] = length
+
     def move(self, source: int, target: int) -> None:
         """Move the sequence cached in slot `source` to slot `target` (compaction)."""
         length = int(self.filled[source])

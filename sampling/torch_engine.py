@@ -70,6 +70,7 @@ class _Row:
     done: bool = False
     entropy: list[float] = field(default_factory=list)  # per generated position
     step_entropy: float = float("nan")  # base entropy at the current position, if the base ran
+    called: set[int] = field(default_factory=set)  # models (0 base, 1 oracle) that have run on this sample
 
     @property
     def generated(self) -> int:
@@ -108,6 +109,7 @@ class TorchEngine:
             self.oracle.reset(slots)
         for slot, row in zip(slots, rows):
             row.slot = slot
+        self._share_prompts(rows)
         active = list(slots)
         while active:
             self._step(rows, active)
@@ -116,6 +118,25 @@ class TorchEngine:
             if on_tokens is not None:
                 on_tokens(produced)
         return [self._finish(row) for row in rows]
+
+    def _share_prompts(self, rows: list[_Row]) -> None:
+        """Prefill each distinct prompt (all but its last token) once per model and copy its cache.
+
+        Every sample is still charged its prompt as prefill, at its first call of that model.
+        """
+        groups: dict[tuple[int, ...], list[_Row]] = {}
+        for row in rows:
+            groups.setdefault(row.request.prompt_ids, []).append(row)
+        prefixes = [(prompt[:-1], members) for prompt, members in groups.items() if len(prompt) > 1]
+        for model, needed in ((self.base, lambda r: r.request.config.policy.name != "oracle"),
+                              (self.oracle, lambda r: r.request.config.policy.name != "base")):
+            users = [(prefix, [r for r in members if needed(r)]) for prefix, members in prefixes]
+            users = [(prefix, members) for prefix, members in users if members]
+            if model is None or not users:
+                continue
+            model.forward([members[0].slot for _, members in users], [list(prefix) for prefix, _ in users])
+            for prefix, members in users:
+                model.copy_prefix(members[0].slot, [r.slot for r in members[1:]], len(prefix))
 
     def _compact(self, rows: list[_Row], active: list[int]) -> list[int]:
         """Drop finished rows and move the highest-slot active rows into the freed low slots."""
@@ -202,7 +223,9 @@ class TorchEngine:
                 row = rows[indices[j]]
                 start = int(model.filled[row.slot])
                 chunks.append(row.tokens[start:])
-                foreign = sum(1 for owner in row.owner[start:] if owner != who)
+                first_call = who not in row.called
+                row.called.add(who)
+                foreign = sum(1 for owner in row.owner[0 if first_call else start :] if owner != who)
                 if who == PROVENANCE_BASE:
                     row.record.base_prefill += foreign
                 else:
