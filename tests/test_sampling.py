@@ -335,3 +335,13 @@ def test_kill_nine_then_resume_equals_uninterrupted(reference_run: Path, tmp_pat
     assert 3 <= partial < 15, "the run should have been killed midway"
     subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
+
+
+def test_shipped_experiment_configs_parse() -> None:
+    from sampling.config import load_experiment
+
+    files = sorted((REPO / "experiments").glob("*.toml"))
+    assert len(files) >= 2
+    for path in files:
+        experiment = load_experiment(path)
+        assert experiment.configs and experiment.models["base"]
