@@ -9,6 +9,7 @@ i, i+N, i+2N, ...
 """
 from __future__ import annotations
 
+import hashlib
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -108,9 +109,7 @@ def load_experiment_problems(experiment: Experiment, skip_bad_rows: bool = False
 
 
 def problems_digest(problems: list[Problem]) -> str:
-    """sha256 over the problems' ids and reference answers."""
-    import hashlib
-
+    """sha256 over the problems' ids, texts and reference answers."""
     digest = hashlib.sha256()
     for problem in problems:
         digest.update(f"{problem.id}\x00{problem.answer}\x00{problem.problem}\x01".encode())
