@@ -18,6 +18,7 @@ _COMMAND_MODULES = (
     "sampling.cli",
     "verify.cli",
     "fit.cli",
+    "experiments.analyze_cli",
 )
 
 for _name in _COMMAND_MODULES:

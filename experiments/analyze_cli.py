@@ -1,0 +1,49 @@
+"""`study analyze`: the first-wrong-token signal analysis of a run."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+console = Console(stderr=True)
+
+
+def analyze(
+    run_dir: Path = typer.Argument(..., help="A run directory sampled on the toy world."),
+    config: str = typer.Option("base", "--config", help="Which config's wrong samples to analyse."),
+    max_samples: int = typer.Option(1000, "--max-samples", help="Analyse at most this many wrong samples (random subset)."),
+    boot: int = typer.Option(500, "--boot", help="Bootstrap replicates (over samples) for the AUC CIs."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Where do wrong samples first go wrong, and do entropy, top-1, margin or the oracle flag it (ROC AUC)?"""
+    from experiments.analyze import AnalysisError, analyze_run
+    from sampling.store import RunDirError
+
+    try:
+        with Progress(TextColumn("rescoring wrong samples"), BarColumn(), MofNCompleteColumn(),
+                      TimeRemainingColumn(), console=console) as progress:
+            task = progress.add_task("rescore", total=max_samples)
+            table, counts, out = analyze_run(run_dir, config, max_samples, boot, seed,
+                                             progress=lambda i: progress.update(task, completed=i + 1))
+    except (AnalysisError, RunDirError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    result = Table(title=f"first wrong token vs earlier base tokens — {config}, {counts['analysed']} wrong samples")
+    for column in ("signal", "ROC AUC", "95% CI", "first wrong", "earlier tokens"):
+        result.add_column(column, justify="left" if column == "signal" else "right")
+    for row in table.itertuples(index=False):
+        result.add_row(row.signal, f"{row.auc:.3f}", f"[{row.low:.3f}, {row.high:.3f}]", f"{row.positives:,}", f"{row.negatives:,}")
+    Console().print(result)
+    console.print(
+        f"{counts['wrong']:,} of {counts['samples']:,} samples wrong; analysed {counts['analysed']:,}; "
+        f"{counts['no_wrong_token']:,} cut off while still correct; {counts['first_wrong_by_oracle']:,} first went wrong "
+        f"in an oracle segment. Tables and plots in {out}"
+    )
+
+
+def register(app: typer.Typer) -> None:
+    """Add `study analyze` to the CLI."""
+    app.command("analyze")(analyze)

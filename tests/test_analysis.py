@@ -1,0 +1,103 @@
+"""First-wrong-token location (exact, toy world), ROC AUC, and the analysis on a real toy run."""
+from __future__ import annotations
+
+from itertools import product
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.analyze import AnalysisError, analyze_run
+from experiments.toy.first_wrong import NotAToyProblem, canonical_completion, first_wrong_token, parse_expression
+from experiments.toy.generator import held_out_problems
+from fit.signals import auc_table, roc_auc, roc_curve
+from sampling.config import parse_experiment
+from sampling.runner import run_experiment
+
+PROBLEM = "Compute $\\frac{3}{4}+2\\times5-7$."
+CANONICAL = "=\\frac{3}{4}+10-7\n=\\frac{43}{4}-7\n=\\frac{15}{4}\n\\boxed{\\frac{15}{4}}"
+
+
+def _chars(text: str) -> list[str]:
+    return list(text)
+
+
+def test_canonical_completion_matches_the_generator() -> None:
+    assert canonical_completion(PROBLEM) == CANONICAL
+    for p in held_out_problems(50):
+        assert canonical_completion(p.prompt.strip()) == p.solution
+    with pytest.raises(NotAToyProblem):
+        canonical_completion("What is 2+2?")
+    with pytest.raises(NotAToyProblem):
+        parse_expression("3++4")
+
+
+def test_first_wrong_token_on_hand_built_samples() -> None:
+    assert first_wrong_token(PROBLEM, _chars(CANONICAL), stopped=True) is None  # correct
+    wrong_digit = CANONICAL.replace("43", "45", 1)
+    assert first_wrong_token(PROBLEM, _chars(wrong_digit), stopped=True) == CANONICAL.index("43") + 1
+    wrong_op = "=\\frac{3}{4}+7"  # skipped the multiplication: wrong at the first differing char
+    assert first_wrong_token(PROBLEM, _chars(wrong_op), stopped=True) == len("=\\frac{3}{4}+") 
+    early_stop = CANONICAL[:20]
+    assert first_wrong_token(PROBLEM, _chars(early_stop), stopped=True) == 20  # the EOS is wrong
+    assert first_wrong_token(PROBLEM, _chars(early_stop), stopped=False) is None  # cut off: nothing wrong yet
+    ran_on = CANONICAL + "\n="
+    assert first_wrong_token(PROBLEM, _chars(ran_on), stopped=False) == len(CANONICAL)
+    # multi-character tokens are compared as whole pieces
+    assert first_wrong_token(PROBLEM, ["=\\frac", "{3}", "{5}"], stopped=True) == 2
+
+
+def test_roc_auc_matches_pairwise_definition() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        scores = rng.integers(0, 5, 30).astype(float)  # ties on purpose
+        labels = rng.random(30) < 0.3
+        if labels.all() or not labels.any():
+            continue
+        pairs = [(a > b) + 0.5 * (a == b) for a, b in product(scores[labels], scores[~labels])]
+        assert roc_auc(scores, labels) == pytest.approx(np.mean(pairs))
+    fpr, tpr = roc_curve(np.array([3.0, 2.0, 1.0]), np.array([True, False, True]))
+    assert fpr.tolist() == [0, 0, 1, 1] and tpr.tolist() == [0, 0.5, 0.5, 1]
+    assert np.isnan(roc_auc(np.ones(3), np.zeros(3, bool)))
+
+
+def test_auc_table_orients_signals_and_bootstraps_over_samples() -> None:
+    rows = []
+    for s in range(40):
+        for position in range(6):
+            wrong = position == 5
+            rows.append({"sample": f"s{s}", "label": wrong, "entropy": 2.0 if wrong else 0.1 * position,
+                         "top1": 0.3 if wrong else 0.99, "margin": 0.1 if wrong else 0.9, "oracle_token_prob": 0.01 if wrong else 0.95})
+    table = auc_table(pd.DataFrame(rows), n_boot=50).set_index("signal")
+    assert (table.auc == 1.0).all() and (table.low == 1.0).all()
+
+
+@pytest.fixture(scope="module")
+def toy_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("analysis") / "run"
+    experiment = parse_experiment({
+        "name": "a", "dataset": "toy", "problems": 10, "n": 6, "max_tokens": 96,
+        "models": {"base": "toy:base", "oracle": "toy:oracle"},
+        "configs": [{"policy": "base"}, {"policy": "random", "c": 2, "k": 3, "ref_length": 40}],
+    }, "test")
+    run_experiment(experiment, run_dir, block_size=64, report=lambda _: None)
+    return run_dir
+
+
+def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
+    table, counts, out = analyze_run(toy_run, "base", max_samples=40, n_boot=50)
+    assert counts["analysed"] > 0 and counts["analysed"] <= 40
+    assert set(table.signal) == {"base entropy", "base top-1 probability (low)", "base top-1 − top-2 margin (low)",
+                                 "oracle probability of the base token (low)"}
+    assert table.auc.between(0, 1).all() and (table.low <= table.auc).all() and (table.auc <= table.high).all()
+    tokens = pd.read_parquet(out / "first_wrong_tokens_base.parquet")
+    assert (tokens.groupby("sample").label.sum() == 1).all()  # exactly one first wrong token per sample
+    last = tokens.groupby("sample").position.max()
+    first_wrong = tokens[tokens.label].set_index("sample").position
+    assert (last.sort_index() == first_wrong.sort_index()).all()  # nothing after the first wrong token is used
+    assert {p.name for p in out.glob("*.png")} == {"first_wrong_hist_base.png", "first_wrong_roc_base.png"}
+    guided, counts_guided, _ = analyze_run(toy_run, "random-c2-k3", max_samples=20, n_boot=20)
+    assert counts_guided["analysed"] + counts_guided["first_wrong_by_oracle"] + counts_guided["no_wrong_token"] <= 20
+    with pytest.raises(AnalysisError, match="no config"):
+        analyze_run(toy_run, "nope")
