@@ -106,8 +106,12 @@ class KVModel:
         return _masked_attention(q_span, k_cache[low:high, :, :total], v_cache[low:high, :, :total], mask_span)[local]
 
     @torch.no_grad()
-    def forward(self, slots: list[int], chunks: list[list[int]]) -> torch.Tensor:
-        """Append each chunk to its slot's sequence; return logits [len(slots), vocab] after its last token."""
+    def forward(self, slots: list[int], chunks: list[list[int]], every_position: bool = False) -> torch.Tensor:
+        """Append each chunk to its slot's sequence; return logits [len(slots), vocab] after its last token.
+
+        With every_position, logits after every chunk token: [len(slots), longest chunk, vocab]
+        (positions past a row's chunk are padding).
+        """
         lengths = np.array([len(c) for c in chunks], dtype=np.int64)
         if (lengths == 0).any():
             raise ValueError("every row needs at least one new token")
@@ -144,7 +148,10 @@ class KVModel:
             out = self._attend(q, k_cache, v_cache, slot_index, total, mask)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
-        last = hidden[torch.arange(batch), torch.as_tensor(lengths - 1)]
-        logits = self.model.lm_head(self.model.model.norm(last))
+        if every_position:
+            logits = self.model.lm_head(self.model.model.norm(hidden))
+        else:
+            last = hidden[torch.arange(batch), torch.as_tensor(lengths - 1)]
+            logits = self.model.lm_head(self.model.model.norm(last))
         self.filled[slots] = start + lengths
         return logits.float()

@@ -13,6 +13,11 @@ takes the next k tokens instead. Engines ask it; it never touches a model.
 - `entropy(tau, k, max_c)`: fire when the base's next-token entropy (nats, full distribution at
   temperature 1, before sampling) exceeds tau, at most max_c times per sample.
 - `margin(delta, k, max_c)`: fire when top-1 minus top-2 probability is below delta, at most max_c times.
+- `judge(k, alpha, every, max_c)`: the base writes freely; after every `every` base tokens (and
+  when it stops) the oracle scores that segment in one prefill. At the first base token to which
+  the oracle gives probability below alpha, the sample is rolled back to just before that token
+  and the oracle writes k tokens; at most max_c rollbacks. The rolled-back base tokens are counted
+  in `discarded` (and in `base_decode`: they were computed), the judging in `oracle_prefill`.
 """
 from __future__ import annotations
 
@@ -20,7 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-POLICY_NAMES = ("base", "oracle", "random", "entropy", "margin")
+POLICY_NAMES = ("base", "oracle", "random", "entropy", "margin", "judge")
 
 
 @dataclass(frozen=True)
@@ -34,11 +39,13 @@ class PolicySpec:
     delta: float | None = None
     max_c: int | None = None
     ref_length: int = 100
+    alpha: float | None = None
+    every: int = 8
 
     def __post_init__(self) -> None:
         if self.name not in POLICY_NAMES:
             raise ValueError(f"unknown policy {self.name!r}: choose one of {', '.join(POLICY_NAMES)}")
-        if self.name in ("random", "entropy", "margin") and self.k < 1:
+        if self.name in ("random", "entropy", "margin", "judge") and self.k < 1:
             raise ValueError(f"policy {self.name!r} needs k >= 1 oracle tokens per intervention, got k={self.k}")
         if self.name == "random" and (self.c < 1 or self.c > self.ref_length):
             raise ValueError(f"random policy needs 1 <= c <= ref_length ({self.ref_length}), got c={self.c}")
@@ -46,7 +53,9 @@ class PolicySpec:
             raise ValueError("entropy policy needs a threshold tau >= 0 (nats)")
         if self.name == "margin" and (self.delta is None or not 0 < self.delta <= 1):
             raise ValueError("margin policy needs a threshold delta in (0, 1]")
-        if self.name in ("entropy", "margin") and (self.max_c is None or self.max_c < 1):
+        if self.name == "judge" and (self.alpha is None or not 0 < self.alpha < 1 or self.every < 1):
+            raise ValueError("judge policy needs alpha in (0, 1) (oracle probability threshold) and every >= 1")
+        if self.name in ("entropy", "margin", "judge") and (self.max_c is None or self.max_c < 1):
             raise ValueError(f"policy {self.name!r} needs max_c >= 1 (most interventions per sample)")
 
 
@@ -73,6 +82,8 @@ def wants_oracle(spec: PolicySpec, state: PolicyState, position: int, entropy: f
         return False
     if spec.name == "oracle":
         return True
+    if spec.name == "judge":  # the judge intervenes by rollback after scoring a segment, never ahead
+        return False
     if spec.name == "random":
         return bool(state.positions) and position >= state.positions[0]
     if state.used >= (spec.max_c or 0):
@@ -87,6 +98,13 @@ def record_intervention(spec: PolicySpec, state: PolicyState) -> None:
     state.used += 1
     if spec.name == "random":
         state.positions.pop(0)
+
+
+def judge_flags(spec: PolicySpec, state: PolicyState, oracle_probs: list[float]) -> int | None:
+    """Index of the first judged token whose oracle probability is below alpha (None: keep all)."""
+    if spec.name != "judge" or state.used >= (spec.max_c or 0):
+        return None
+    return next((i for i, p in enumerate(oracle_probs) if p < spec.alpha), None)
 
 
 def needs_base_stats(spec: PolicySpec) -> bool:

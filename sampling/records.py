@@ -65,6 +65,7 @@ class SampleRecord:
     base_prefill: int = 0
     oracle_decode: int = 0
     oracle_prefill: int = 0
+    discarded: int = 0  # base tokens generated, then rolled back by a judge (counted in base_decode)
     text: str = ""
 
 

@@ -47,6 +47,7 @@ SAMPLES_SCHEMA = pa.schema(
         ("base_prefill", pa.int64()),
         ("oracle_decode", pa.int64()),
         ("oracle_prefill", pa.int64()),
+        ("discarded", pa.int64()),
     ]
 )
 
@@ -199,6 +200,7 @@ def records_table(records: Iterable[SampleRecord]) -> pa.Table:
             "token_ids": r.token_ids, "text": r.text, "provenance": r.provenance, "base_entropy": r.base_entropy,
             "interventions": r.interventions, "finish_reason": r.finish_reason, "base_decode": r.base_decode,
             "base_prefill": r.base_prefill, "oracle_decode": r.oracle_decode, "oracle_prefill": r.oracle_prefill,
+            "discarded": r.discarded,
         }
         for r in records
     ]

@@ -71,6 +71,7 @@ class _Row:
     entropy: list[float] = field(default_factory=list)  # per generated position
     step_entropy: float = float("nan")  # base entropy at the current position, if the base ran
     called: set[int] = field(default_factory=set)  # models (0 base, 1 oracle) that have run on this sample
+    judged: int = 0  # judge policy: generated tokens before this position are settled
 
     @property
     def generated(self) -> int:
@@ -193,6 +194,9 @@ class TorchEngine:
                 tokens = self._sample(logits[keep], rows, chosen, "base", BASE_STREAM)
                 for i, token in zip(chosen, tokens):
                     self._append(rows[i], int(token), PROVENANCE_BASE)
+        to_judge = [i for i in ask_base if self._judge_due(rows[i])]
+        if to_judge:
+            self._judge(rows, to_judge)
         ask_oracle = [i for i in active if rows[i].oracle_left > 0]
         if ask_oracle:
             logits = self._call(self.oracle, rows, ask_oracle, PROVENANCE_ORACLE)
@@ -201,6 +205,45 @@ class TorchEngine:
                 row = rows[i]
                 row.oracle_left -= 1
                 self._append(row, int(token), PROVENANCE_ORACLE)
+                if row.oracle_left == 0 or row.done:
+                    row.judged = row.generated  # the judge never re-scores the oracle's own tokens
+
+    @staticmethod
+    def _judge_due(row: _Row) -> bool:
+        """Judge policy: a full segment of unjudged base tokens, or the sample just stopped."""
+        spec = row.request.config.policy
+        if spec.name != "judge" or row.state.used >= spec.max_c or row.generated <= row.judged:
+            return False
+        return row.done or row.generated - row.judged >= spec.every
+
+    def _judge(self, rows: list[_Row], indices: list[int]) -> None:
+        """The oracle scores each row's unjudged base tokens in one prefill; roll back at the first it rejects."""
+        for i in indices:  # re-read the last settled token so the first unjudged one gets a prediction
+            row = rows[i]
+            first = len(row.request.prompt_ids) + row.judged
+            if self.oracle.filled[row.slot] >= first:
+                self.oracle.filled[row.slot] = first - 1
+        starts = [int(self.oracle.filled[rows[i].slot]) for i in indices]
+        per_row = self._call(self.oracle, rows, indices, PROVENANCE_ORACLE, every_position=True)
+        for i, start, logits in zip(indices, starts, per_row):
+            row = rows[i]
+            spec = row.request.config.policy
+            first = len(row.request.prompt_ids) + row.judged
+            targets = torch.as_tensor(row.tokens[first:])
+            probs = torch.softmax(logits[first - start - 1 : len(row.tokens) - start - 1].double(), dim=-1)
+            oracle_probs = probs.gather(1, targets[:, None])[:, 0].tolist()
+            flagged = policies.judge_flags(spec, row.state, oracle_probs)
+            if flagged is None:
+                row.judged = row.generated
+                continue
+            cut = first + flagged  # roll back to just before the rejected token
+            row.record.discarded += len(row.tokens) - cut
+            del row.tokens[cut:], row.owner[cut:], row.entropy[row.judged + flagged :]
+            row.done, row.record.finish_reason = False, ""
+            self.base.filled[row.slot] = min(self.base.filled[row.slot], cut)
+            self.oracle.filled[row.slot] = cut - 1  # the oracle re-reads the last kept token to predict the next
+            row.judged = row.generated
+            self._hand_to_oracle(row)
 
     def _hand_to_oracle(self, row: _Row) -> None:
         """Start an intervention: the oracle writes the next k tokens."""
@@ -209,9 +252,16 @@ class TorchEngine:
         row.record.interventions += 1
         row.oracle_left = spec.k
 
-    def _call(self, model: KVModel, rows: list[_Row], indices: list[int], who: int) -> torch.Tensor:
-        """Run `model` on each row's unseen tokens; book prefill tokens (ones it did not write)."""
+    def _call(
+        self, model: KVModel, rows: list[_Row], indices: list[int], who: int, every_position: bool = False
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """Run `model` on each row's unseen tokens; book prefill tokens (ones it did not write).
+
+        Returns next-token logits per row, or with every_position a list of [chunk length, vocab]
+        logits per row.
+        """
         logits = torch.empty((len(indices), model.model.config.vocab_size))
+        per_row: list[torch.Tensor] = [torch.empty(0)] * len(indices)
         slots_of = np.array([rows[i].slot for i in indices])
         pending = np.array([len(rows[i].tokens) for i in indices]) - model.filled[slots_of]
         decode, prefill = np.flatnonzero(pending == 1).tolist(), np.flatnonzero(pending > 1).tolist()
@@ -230,8 +280,13 @@ class TorchEngine:
                     row.record.base_prefill += foreign
                 else:
                     row.record.oracle_prefill += foreign
-            logits[group] = model.forward(slots_of[group].tolist(), chunks)
-        return logits
+            out = model.forward(slots_of[group].tolist(), chunks, every_position=every_position)
+            if every_position:
+                for j, chunk, row_logits in zip(group, chunks, out):
+                    per_row[j] = row_logits[: len(chunk)]
+            else:
+                logits[group] = out
+        return per_row if every_position else logits
 
     def _sample(self, logits: torch.Tensor, rows: list[_Row], indices: list[int], which: str, stream: int) -> np.ndarray:
         """Sample one token per row with that row's sampling params for `which` model."""

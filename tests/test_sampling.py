@@ -345,3 +345,40 @@ def test_shipped_experiment_configs_parse() -> None:
     for path in files:
         experiment = load_experiment(path)
         assert experiment.configs and experiment.models["base"]
+
+
+def test_judge_rollback_keeps_accounting_consistent(pair, prompts) -> None:
+    from sampling.rescore import token_statistics
+
+    tok = pair.tokenizer
+    engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=64, max_len=200)
+    spec = PolicySpec("judge", k=3, alpha=0.1, every=8, max_c=20)
+    config = GuidedConfig(spec, SamplingParams(1.0), SamplingParams(1.0), MAX_TOKENS)
+    requests = _requests(prompts[:6], config, 6)
+    records = engine.run_block(requests)
+    assert sum(r.interventions for r in records) > 0 and sum(r.discarded for r in records) > 0
+    for record, request in zip(records, requests):
+        prov = np.array(record.provenance)
+        assert len(prov) == len(record.token_ids) == len(record.base_entropy)
+        # rolled-back base tokens were computed: base_decode counts them, `discarded` says how many
+        assert record.base_decode == int((prov == 0).sum()) + record.discarded
+        assert record.oracle_decode == int((prov == 1).sum())
+        # the oracle read every base token at least once to judge it (plus the prompt)
+        assert record.oracle_prefill >= len(request.prompt_ids) + int((prov == 0).sum()) - spec.every
+        assert not np.isnan(np.array(record.base_entropy)[prov == 0]).any()
+        if record.interventions < spec.max_c:  # every kept base token passed the judge
+            stats = token_statistics(pair.oracle, list(request.prompt_ids), record.token_ids)
+            assert (stats.token_prob[prov == 0] >= spec.alpha - 1e-6).all()
+        runs = np.split(np.flatnonzero(prov == 1), np.flatnonzero(np.diff(np.flatnonzero(prov == 1)) != 1) + 1)
+        assert sum(math.ceil(len(r) / spec.k) for r in runs if len(r)) <= record.interventions
+
+
+def test_judge_is_deterministic_and_stored(tmp_path: Path) -> None:
+    experiment = _experiment(configs=[{"policy": "judge", "k": 3, "alpha": 0.1, "every": 8, "max_c": 4}])
+    first, second = tmp_path / "a", tmp_path / "b"
+    run_experiment(experiment, first, block_size=8, report=lambda _: None)
+    run_experiment(experiment, second, block_size=8, report=lambda _: None)
+    a, b = _sorted(read_samples(first)), _sorted(read_samples(second))
+    pd.testing.assert_frame_equal(a, b)
+    assert set(a.config_id) == {"judge-a0.1-k3-e8-m4"} and (a.interventions <= 4).all()
+    assert (a.base_decode == a.provenance.map(lambda p: int((np.asarray(p) == 0).sum())) + a.discarded).all()

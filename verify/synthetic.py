@@ -207,6 +207,7 @@ def _fill_sample_columns(samples: pd.DataFrame) -> pa.Table:
         "base_prefill": np.full(count, 120, dtype=np.int64),
         "oracle_decode": np.zeros(count, dtype=np.int64),
         "oracle_prefill": np.zeros(count, dtype=np.int64),
+        "discarded": np.zeros(count, dtype=np.int64),
     }
     for column, value in defaults.items():
         if column not in frame.columns:
