@@ -27,9 +27,13 @@ class AnalysisError(ValueError):
 
 def collect_tokens(
     run_dir: Path, config: str = "base", max_samples: int = 1000, seed: int = 0,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int], None] | None = None, with_hidden: bool = False,
 ) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Per-token signal rows (sample, position, label, entropy, top1, margin, oracle_token_prob) and counts."""
+    """Per-token signal rows (sample, position, label, entropy, top1, margin, oracle_token_prob) and counts.
+
+    With with_hidden, also `oracle_hidden`: the oracle's final hidden state after each token
+    (the features of the learned judge).
+    """
     import verify
     from sampling.models import load_pair
     from sampling.config import PromptFormat
@@ -37,7 +41,7 @@ def collect_tokens(
     from sampling.runner import encode_prompt
 
     manifest = read_manifest(run_dir)
-    if manifest.get("dataset") != "toy":
+    if manifest.get("dataset") not in ("toy", "toy-train"):
         raise AnalysisError(
             f"{run_dir} samples dataset {manifest.get('dataset')!r}: the exact first-wrong-token locator needs the toy "
             "world; locating it on real datasets with oracle rollouts is not supported yet"
@@ -81,11 +85,14 @@ def collect_tokens(
         base = token_statistics(pair.base, prompt, ids[: position + 1])
         oracle = token_statistics(pair.oracle, prompt, ids[: position + 1])
         keep = np.flatnonzero(provenance[: position + 1] == PROVENANCE_BASE)
-        rows.append(pd.DataFrame({
+        frame = pd.DataFrame({
             "sample": f"{sample.problem_id}/{sample.sample_index}", "problem_id": sample.problem_id, "position": keep,
             "label": keep == position, "entropy": base.entropy[keep], "top1": base.top1[keep],
             "margin": base.margin[keep], "oracle_token_prob": oracle.token_prob[keep],
-        }))
+        })
+        if with_hidden:
+            frame["oracle_hidden"] = list(oracle.hidden[keep])
+        rows.append(frame)
         counts["analysed"] += 1
     columns = ["sample", "problem_id", "position", "label", "entropy", "top1", "margin", "oracle_token_prob"]
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)), counts

@@ -43,7 +43,7 @@ from sampling.policy import POLICY_NAMES, PolicySpec
 from sampling.records import GuidedConfig, SamplingParams
 
 GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every")
-POLICY_KEYS = {"policy", "id", *GRID_KEYS, "base_temperature", "oracle_temperature", "top_p"}
+POLICY_KEYS = {"policy", "id", *GRID_KEYS, "base_temperature", "oracle_temperature", "top_p", "head"}
 TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs", "engine_options"}
 
 
@@ -89,7 +89,8 @@ def config_id_for(policy: PolicySpec) -> str:
     if policy.name == "entropy":
         return f"entropy-t{policy.tau:g}-k{policy.k}-m{policy.max_c}"
     if policy.name == "judge":
-        return f"judge-a{policy.alpha:g}-k{policy.k}-e{policy.every}-m{policy.max_c}"
+        kind = "head" if policy.head else "a"
+        return f"judge-{kind}{policy.alpha:g}-k{policy.k}-e{policy.every}-m{policy.max_c}"
     return f"margin-d{policy.delta:g}-k{policy.k}-m{policy.max_c}"
 
 
@@ -118,7 +119,7 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
                     name=entry["policy"], k=int(entry.get("k", 0)), c=int(entry.get("c", 0)),
                     tau=entry.get("tau"), delta=entry.get("delta"), max_c=entry.get("max_c"),
                     ref_length=int(entry.get("ref_length", 100)),
-                    alpha=entry.get("alpha"), every=int(entry.get("every", 8)),
+                    alpha=entry.get("alpha"), every=int(entry.get("every", 8)), head=entry.get("head"),
                 )
                 config = GuidedConfig(
                     policy=policy,

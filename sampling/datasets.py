@@ -15,7 +15,7 @@ MATH_SUBJECTS = (
     "algebra", "counting_and_probability", "geometry", "intermediate_algebra",
     "number_theory", "prealgebra", "precalculus",
 )
-DATASET_NAMES = ("toy", "math500", "math", "gsm8k")
+DATASET_NAMES = ("toy", "toy-train", "math500", "math", "gsm8k")
 TOY_TEST_SIZE = 500
 
 
@@ -155,10 +155,22 @@ def toy_problems(count: int = TOY_TEST_SIZE, seed: int = 0) -> list[Problem]:
     ]
 
 
+def toy_train_problems(count: int = TOY_TEST_SIZE, seed: int = 0) -> list[Problem]:
+    """Problems from the toy world's training split (e.g. to train a judge head without touching test)."""
+    from experiments.toy.generator import generate_split
+
+    return [
+        Problem(id=p.id, problem=p.prompt.rstrip("\n"), answer=p.answer, level=p.level, subject="arithmetic")
+        for p in generate_split("train", count, seed=seed)
+    ]
+
+
 def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -> list[Problem]:
-    """Load a dataset by short name (toy, math500, math, gsm8k) or local file path."""
+    """Load a dataset by short name (toy, toy-train, math500, math, gsm8k) or local file path."""
     if name_or_path == "toy":
         return toy_problems()
+    if name_or_path == "toy-train":
+        return toy_train_problems()
     path = Path(name_or_path)
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or path.exists():
         rows, source = read_local_rows(path), str(path)

@@ -106,11 +106,14 @@ class KVModel:
         return _masked_attention(q_span, k_cache[low:high, :, :total], v_cache[low:high, :, :total], mask_span)[local]
 
     @torch.no_grad()
-    def forward(self, slots: list[int], chunks: list[list[int]], every_position: bool = False) -> torch.Tensor:
+    def forward(
+        self, slots: list[int], chunks: list[list[int]], every_position: bool = False, hidden_out: list | None = None
+    ) -> torch.Tensor:
         """Append each chunk to its slot's sequence; return logits [len(slots), vocab] after its last token.
 
         With every_position, logits after every chunk token: [len(slots), longest chunk, vocab]
-        (positions past a row's chunk are padding).
+        (positions past a row's chunk are padding); `hidden_out`, if given, receives the final-norm
+        hidden states [len(slots), longest chunk, hidden] (what the LM head reads).
         """
         lengths = np.array([len(c) for c in chunks], dtype=np.int64)
         if (lengths == 0).any():
@@ -149,7 +152,10 @@ class KVModel:
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
         if every_position:
-            logits = self.model.lm_head(self.model.model.norm(hidden))
+            normed = self.model.model.norm(hidden)
+            if hidden_out is not None:
+                hidden_out.append(normed.float())
+            logits = self.model.lm_head(normed)
         else:
             last = hidden[torch.arange(batch), torch.as_tensor(lengths - 1)]
             logits = self.model.lm_head(self.model.model.norm(last))

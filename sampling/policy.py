@@ -18,6 +18,9 @@ takes the next k tokens instead. Engines ask it; it never touches a model.
   the oracle gives probability below alpha, the sample is rolled back to just before that token
   and the oracle writes k tokens; at most max_c rollbacks. The rolled-back base tokens are counted
   in `discarded` (and in `base_decode`: they were computed), the judging in `oracle_prefill`.
+  With `head`, the judge is instead a linear head on the oracle's final hidden state after each
+  base token (`study toy train-judge`), and a token is rejected when its mistake probability
+  exceeds alpha.
 """
 from __future__ import annotations
 
@@ -41,6 +44,7 @@ class PolicySpec:
     ref_length: int = 100
     alpha: float | None = None
     every: int = 8
+    head: str | None = None  # judge: a linear mistake head on the oracle's hidden states (path, or "toy")
 
     def __post_init__(self) -> None:
         if self.name not in POLICY_NAMES:
@@ -100,11 +104,17 @@ def record_intervention(spec: PolicySpec, state: PolicyState) -> None:
         state.positions.pop(0)
 
 
-def judge_flags(spec: PolicySpec, state: PolicyState, oracle_probs: list[float]) -> int | None:
-    """Index of the first judged token whose oracle probability is below alpha (None: keep all)."""
+def judge_flags(spec: PolicySpec, state: PolicyState, scores: list[float]) -> int | None:
+    """Index of the first judged token the judge rejects (None: keep all).
+
+    Scores are the oracle's probability of each token (rejected below alpha) or, with a head,
+    each token's mistake probability (rejected above alpha).
+    """
     if spec.name != "judge" or state.used >= (spec.max_c or 0):
         return None
-    return next((i for i, p in enumerate(oracle_probs) if p < spec.alpha), None)
+    if spec.head:
+        return next((i for i, p in enumerate(scores) if p > spec.alpha), None)
+    return next((i for i, p in enumerate(scores) if p < spec.alpha), None)
 
 
 def needs_base_stats(spec: PolicySpec) -> bool:

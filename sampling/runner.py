@@ -149,8 +149,9 @@ def run_experiment(
     if threads:
         torch.set_num_threads(threads)
     problems = load_experiment_problems(experiment, skip_bad_rows, report)
-    needs_oracle = any(c.policy.name != "base" for c in experiment.configs.values())
-    pair = load_pair(experiment.models["base"], experiment.models.get("oracle") if needs_oracle else None)
+    # a named oracle is always loaded and recorded, even for base-only configs: the run's manifest
+    # then names the pair (analysis and judge training rescore with it)
+    pair = load_pair(experiment.models["base"], experiment.models.get("oracle"))
     existing = store.read_manifest(run_dir) if (Path(run_dir) / store.MANIFEST).exists() else None
     blocking = existing["blocking"] if existing else {
         "block_size": block_size, "group_size": max(1, block_size // experiment.n),

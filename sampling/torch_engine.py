@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from sampling import policy as policies
+from sampling.judge_head import mistake_probability
 from sampling.kv_model import KVModel
 from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest, uniforms
 
@@ -225,14 +226,17 @@ class TorchEngine:
                 self.oracle.filled[row.slot] = first - 1
         starts = [int(self.oracle.filled[rows[i].slot]) for i in indices]
         per_row = self._call(self.oracle, rows, indices, PROVENANCE_ORACLE, every_position=True)
-        for i, start, logits in zip(indices, starts, per_row):
+        for i, start, (logits, hidden) in zip(indices, starts, per_row):
             row = rows[i]
             spec = row.request.config.policy
             first = len(row.request.prompt_ids) + row.judged
-            targets = torch.as_tensor(row.tokens[first:])
-            probs = torch.softmax(logits[first - start - 1 : len(row.tokens) - start - 1].double(), dim=-1)
-            oracle_probs = probs.gather(1, targets[:, None])[:, 0].tolist()
-            flagged = policies.judge_flags(spec, row.state, oracle_probs)
+            if spec.head:  # the head reads the oracle's state after each judged token
+                scores = mistake_probability(hidden[first - start : len(row.tokens) - start], spec.head).tolist()
+            else:  # the oracle's probability of each judged token, from the state before it
+                targets = torch.as_tensor(row.tokens[first:])
+                probs = torch.softmax(logits[first - start - 1 : len(row.tokens) - start - 1].double(), dim=-1)
+                scores = probs.gather(1, targets[:, None])[:, 0].tolist()
+            flagged = policies.judge_flags(spec, row.state, scores)
             if flagged is None:
                 row.judged = row.generated
                 continue
@@ -254,14 +258,14 @@ class TorchEngine:
 
     def _call(
         self, model: KVModel, rows: list[_Row], indices: list[int], who: int, every_position: bool = False
-    ) -> torch.Tensor | list[torch.Tensor]:
+    ) -> torch.Tensor | list[tuple[torch.Tensor, torch.Tensor]]:
         """Run `model` on each row's unseen tokens; book prefill tokens (ones it did not write).
 
-        Returns next-token logits per row, or with every_position a list of [chunk length, vocab]
-        logits per row.
+        Returns next-token logits per row, or with every_position a list of per-row
+        ([chunk length, vocab] logits, [chunk length, hidden] final hidden states).
         """
         logits = torch.empty((len(indices), model.model.config.vocab_size))
-        per_row: list[torch.Tensor] = [torch.empty(0)] * len(indices)
+        per_row: list[tuple[torch.Tensor, torch.Tensor]] = [(torch.empty(0), torch.empty(0))] * len(indices)
         slots_of = np.array([rows[i].slot for i in indices])
         pending = np.array([len(rows[i].tokens) for i in indices]) - model.filled[slots_of]
         decode, prefill = np.flatnonzero(pending == 1).tolist(), np.flatnonzero(pending > 1).tolist()
@@ -280,10 +284,11 @@ class TorchEngine:
                     row.record.base_prefill += foreign
                 else:
                     row.record.oracle_prefill += foreign
-            out = model.forward(slots_of[group].tolist(), chunks, every_position=every_position)
+            hidden: list[torch.Tensor] = []
+            out = model.forward(slots_of[group].tolist(), chunks, every_position=every_position, hidden_out=hidden)
             if every_position:
-                for j, chunk, row_logits in zip(group, chunks, out):
-                    per_row[j] = row_logits[: len(chunk)]
+                for j, chunk, row_logits, row_hidden in zip(group, chunks, out, hidden[0]):
+                    per_row[j] = (row_logits[: len(chunk)], row_hidden[: len(chunk)])
             else:
                 logits[group] = out
         return per_row if every_position else logits

@@ -101,3 +101,48 @@ def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
     assert counts_guided["analysed"] + counts_guided["first_wrong_by_oracle"] + counts_guided["no_wrong_token"] <= 20
     with pytest.raises(AnalysisError, match="no config"):
         analyze_run(toy_run, "nope")
+
+
+def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -> None:
+    from experiments.analyze import collect_tokens
+    from experiments.toy.judge_train import fit_logistic, train_judge_head
+    from sampling.judge_head import load_head, mistake_probability, save_head
+    from sampling.runner import run_experiment as run
+    from sampling.store import read_samples
+
+    rng = np.random.default_rng(0)  # logistic fit recovers a separable direction
+    x = rng.normal(size=(400, 3))
+    y = x[:, 0] > 0.5
+    w, b = fit_logistic(x, y, l2=1e-4)
+    assert roc_auc(x @ w + b, y) > 0.99 and w[0] > abs(w[1]) + abs(w[2])
+
+    run_dir = tmp_path / "train"
+    experiment = parse_experiment({
+        "name": "j", "dataset": "toy-train", "problems": 20, "n": 6, "max_tokens": 96,
+        "models": {"base": "toy:base", "oracle": "toy:oracle"}, "configs": [{"policy": "base"}],
+    }, "test")
+    run(experiment, run_dir, block_size=128, report=lambda _: None)
+    tokens, counts = collect_tokens(run_dir, "base", max_samples=60, with_hidden=True)
+    fit = train_judge_head(tokens)
+    assert 0.5 < fit.heldout_auc <= 1 and fit.weight.shape == (224,)
+    head = tmp_path / "head.safetensors"
+    save_head(head, fit.weight, fit.bias)
+    assert load_head(str(head))[0].shape == (224,)
+    probs = mistake_probability(torch_tensor(np.stack(tokens["oracle_hidden"].head(5).to_numpy())), str(head))
+    assert ((probs > 0) & (probs < 1)).all()
+
+    guided = parse_experiment({
+        "name": "jh", "dataset": "toy", "problems": 4, "n": 4, "max_tokens": 96,
+        "models": {"base": "toy:base", "oracle": "toy:oracle"},
+        "configs": [{"policy": "judge", "k": 3, "alpha": 0.5, "every": 8, "max_c": 3, "head": str(head), "id": "judge-head"}],
+    }, "test")
+    run(guided, tmp_path / "guided", block_size=16, report=lambda _: None)
+    samples = read_samples(tmp_path / "guided")
+    assert (samples.base_decode == samples.provenance.map(lambda p: int((np.asarray(p) == 0).sum())) + samples.discarded).all()
+    assert (samples.interventions <= 3).all()
+
+
+def torch_tensor(array: np.ndarray):
+    import torch
+
+    return torch.as_tensor(array, dtype=torch.float32)

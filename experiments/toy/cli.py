@@ -68,6 +68,34 @@ def train(
         console.print(f"saved {out / name}")
 
 
+@toy_app.command("train-judge")
+def train_judge(
+    run_dir: Path = typer.Argument(..., help="A run over the toy training split with a base config (experiments/toy-judge-train.toml)."),
+    config: str = typer.Option("base", "--config"),
+    max_samples: int = typer.Option(2000, "--max-samples", help="Wrong samples to learn from."),
+    out: Path = typer.Option(MODELS_DIR / "judge_head.safetensors", "--out"),
+) -> None:
+    """Train the learned judge (a linear mistake head on the oracle's hidden states) on exact toy labels."""
+    from experiments.analyze import AnalysisError, collect_tokens
+    from experiments.toy.judge_train import train_judge_head
+    from sampling.judge_head import save_head
+    from sampling.store import read_manifest
+
+    try:
+        if read_manifest(run_dir).get("dataset") != "toy-train":
+            raise AnalysisError(f"{run_dir} does not sample the toy training split (dataset toy-train); a judge trained on test problems would leak")
+        tokens, counts = collect_tokens(run_dir, config, max_samples, with_hidden=True)
+        fit = train_judge_head(tokens)
+    except ValueError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    save_head(out, fit.weight, fit.bias)
+    console.print(
+        f"judge head from {counts['analysed']:,} wrong samples: ROC AUC {fit.train_auc:.3f} on {fit.train_rows:,} training tokens, "
+        f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems; saved {out}"
+    )
+
+
 @toy_app.command("eval")
 def evaluate(
     base: str = typer.Option("toy:base", "--base"),
