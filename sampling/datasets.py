@@ -145,24 +145,24 @@ def _hub_rows(name: str) -> list[dict[str, Any]]:
     return [{**row, "id": row.get("unique_id") or f"{name}-{i}"} for i, row in enumerate(data)]
 
 
+def _from_toy(problem) -> Problem:
+    """A toy-world problem as a Problem record (the prompt without its trailing newline)."""
+    return Problem(id=problem.id, problem=problem.prompt.rstrip("\n"), answer=problem.answer, level=problem.level,
+                   subject="arithmetic")
+
+
 def toy_problems(count: int = TOY_TEST_SIZE, seed: int = 0) -> list[Problem]:
     """The toy world's held-out test problems as Problem records."""
     from experiments.toy.generator import held_out_problems
 
-    return [
-        Problem(id=p.id, problem=p.prompt.rstrip("\n"), answer=p.answer, level=p.level, subject="arithmetic")
-        for p in held_out_problems(count, seed=seed)
-    ]
+    return [_from_toy(p) for p in held_out_problems(count, seed=seed)]
 
 
 def toy_train_problems(count: int = TOY_TEST_SIZE, seed: int = 0) -> list[Problem]:
     """Problems from the toy world's training split (e.g. to train a judge head without touching test)."""
     from experiments.toy.generator import generate_split
 
-    return [
-        Problem(id=p.id, problem=p.prompt.rstrip("\n"), answer=p.answer, level=p.level, subject="arithmetic")
-        for p in generate_split("train", count, seed=seed)
-    ]
+    return [_from_toy(p) for p in generate_split("train", count, seed=seed)]
 
 
 def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -> list[Problem]:
