@@ -5,7 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs/toy-quickstart
 
-.PHONY: study test install clean
+GRID ?= runs/toy-grid-n100
+
+.PHONY: study toy-study test install clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +25,15 @@ study: install
 	$(BIN)/study verify $(RUN)
 	$(BIN)/study fit $(RUN)
 	$(BIN)/study report $(RUN)
+
+# The policy comparison of the README ("When to cheat"): the fuller grid, its report, the
+# decode-only view, and the first-wrong-token signal analysis.
+toy-study: install
+	$(BIN)/study sample --config experiments/toy-grid.toml --out $(GRID)
+	$(BIN)/study verify $(GRID)
+	$(BIN)/study report $(GRID)
+	$(BIN)/study fit $(GRID) --cost decode --json $(GRID)/_fit/fit_decode.json --no-plots
+	$(BIN)/study analyze $(GRID) --max-samples 300
 
 test: install
 	$(BIN)/python -m pytest -q
