@@ -31,9 +31,9 @@ study: install
 toy-study: install
 	$(BIN)/study sample --config experiments/toy-grid.toml --out $(GRID)
 	$(BIN)/study verify $(GRID)
-	$(BIN)/study report $(GRID)
-	$(BIN)/study fit $(GRID) --cost decode --json $(GRID)/_fit/fit_decode.json --no-plots
 	$(BIN)/study analyze $(GRID) --max-samples 300
+	$(BIN)/study fit $(GRID) --cost decode --json $(GRID)/_fit/fit_decode.json --no-plots
+	$(BIN)/study report $(GRID)
 
 test: install
 	$(BIN)/python -m pytest -q

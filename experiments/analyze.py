@@ -16,9 +16,7 @@ import pandas as pd
 
 from experiments.toy.first_wrong import NotAToyProblem, first_wrong_token
 from sampling.records import PROVENANCE_BASE
-from sampling.store import FIT_DIR, read_manifest, read_problems, read_samples
-
-ANALYSIS_DIR = "analysis"
+from sampling.store import ANALYSIS_DIR, FIT_DIR, read_manifest, read_problems, read_samples
 
 
 class AnalysisError(ValueError):

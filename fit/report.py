@@ -5,6 +5,8 @@ import datetime as _dt
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from fit.analysis import DEFAULT_PREDICT_FACTORS
 from fit.pipeline import FitRun
 
@@ -168,6 +170,8 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
                   _md_table([{"config": n, **{k.replace("_", " "): f"{v:.1%}" for k, v in s.items()},
                               "cost/sample": fmt(doc["groups"][n].get("cost_per_sample"))} for n, s in shares.items()])]
     parts += ["\n## Fits\n", _md_table(_fit_rows(doc))]
+    if "run_dir" in src:
+        parts += _first_wrong_section(Path(src["run_dir"]), base_dir)
     if plots:
         parts.append("\n## Plots\n")
         for name, paths in plots.items():
@@ -179,6 +183,30 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
     return "\n".join(parts) + "\n"
 
 
+def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
+    """The `study analyze` results of the run, if it has been analysed."""
+    from sampling.store import ANALYSIS_DIR, FIT_DIR
+
+    folder = run_dir / FIT_DIR / ANALYSIS_DIR
+    tables = sorted(folder.glob("first_wrong_auc_*.csv"))
+    if not tables:
+        return []
+    out = ["\n## Where samples first go wrong (`study analyze`)\n",
+           "ROC AUC of each signal for \"this base token is the sample's first wrong token\" among the base tokens "
+           "of wrong samples up to that token (95% bootstrap CI over samples).\n"]
+    for table in tables:
+        config = table.stem.removeprefix("first_wrong_auc_")
+        frame = pd.read_csv(table)
+        out += [f"\nConfig `{config}`:\n", _md_table([
+            {"signal": r.signal, "ROC AUC": f"{r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]",
+             "first wrong tokens": f"{r.positives:,}", "earlier tokens": f"{r.negatives:,}"} for r in frame.itertuples()])]
+        roc = folder / f"first_wrong_roc_{config}.png"
+        if roc.exists():
+            rel = roc.relative_to(base_dir) if roc.is_relative_to(base_dir) else roc
+            out.append(f"\n![first wrong token ROC, {config}]({rel.as_posix()})\n")
+    return out
+
+
 METHOD_NOTE = """\
 - Coverage@k is the mean over problems of the unbiased pass@k; with differing n it is empirical up
   to the smallest n and fitted beyond.
@@ -186,7 +214,7 @@ METHOD_NOTE = """\
   Beta-binomial: per-problem success rates p ~ Beta(α, β) fitted to the (correct, n) counts by
   maximum likelihood; coverage(k) = 1 − B(α, β+k)/B(α, β); its power-law exponent is −α.
 - The default extrapolation (`ensemble`) averages the two; it had the smallest error predicting
-  held-out 10× and 100× coverage on the real Pythia GSM8K counts (benchmarks/fit.md).
+  held-out 10× and 100× coverage on the real Pythia GSM8K counts (BENCHMARKS.md).
 - Compute multiplier = compute the reference needs / compute the config needs for the same
   coverage (paired bootstrap over problems for the CI). FLOPs count 2·params per prefilled or
   decoded token of each model, including the oracle's prefill of the base's tokens.

@@ -28,6 +28,7 @@ MANIFEST = "_manifest.json"
 PROBLEMS = "_problems.parquet"
 GRADES_DIR = "_grades"
 FIT_DIR = "_fit"  # fit.json, report.md and plots of `study fit` / `study report`
+ANALYSIS_DIR = "analysis"  # under FIT_DIR: `study analyze` tables and plots
 SAMPLES_DIR = "samples"
 CONFIG_ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")  # no "=": pyarrow would read it as a partition
 

@@ -97,6 +97,14 @@ def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
     first_wrong = tokens[tokens.label].set_index("sample").position
     assert (last.sort_index() == first_wrong.sort_index()).all()  # nothing after the first wrong token is used
     assert {p.name for p in out.glob("*.png")} == {"first_wrong_hist_base.png", "first_wrong_roc_base.png"}
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    result = CliRunner().invoke(app, ["report", str(toy_run), "--boot", "20"])
+    assert result.exit_code == 0, result.output
+    report = (toy_run / "_fit" / "report.md").read_text()
+    assert "Where samples first go wrong" in report and "first_wrong_roc_base.png" in report
     guided, counts_guided, _ = analyze_run(toy_run, "random-c2-k3", max_samples=20, n_boot=20)
     assert counts_guided["analysed"] + counts_guided["first_wrong_by_oracle"] + counts_guided["no_wrong_token"] <= 20
     with pytest.raises(AnalysisError, match="no config"):
