@@ -1,7 +1,8 @@
 """First-wrong-token analysis of a run: where do wrong base samples go wrong, and is there a signal?
 
-For wrong samples of one config (default: pure base), locate the first wrong token exactly (toy
-world: `experiments.toy.first_wrong`), rescore each sample with the base and the oracle (teacher
+For wrong samples of one config (default: pure base), locate the first wrong token (exactly on
+the toy world, `experiments.toy.first_wrong`; by greedy oracle rollouts elsewhere,
+`experiments.rollout_locator`), rescore each sample with the base and the oracle (teacher
 forcing), and compare the signals at the first wrong token with those at the base tokens before
 it: base entropy, base top-1 probability, base top-1 − top-2 margin, and the oracle's probability
 of the base's token.
@@ -23,14 +24,50 @@ class AnalysisError(ValueError):
     """A run that cannot be analysed as asked."""
 
 
+TOY_DATASETS = ("toy", "toy-train")
+LOCATORS = ("auto", "exact", "rollout")
+
+
+def _exact_positions(wrong: pd.DataFrame, problems: dict, tokenizer) -> list[int | None]:
+    """First wrong token of each toy sample, from the canonical solution."""
+    positions = []
+    for sample in wrong.itertuples(index=False):
+        ids = [int(t) for t in sample.token_ids]
+        stopped = sample.finish_reason == "eos"
+        body = ids[:-1] if stopped else ids
+        try:
+            positions.append(first_wrong_token(problems[sample.problem_id].problem, [tokenizer.decode([t]) for t in body], stopped))
+        except NotAToyProblem as exc:
+            raise AnalysisError(f"problem {sample.problem_id}: {exc}") from None
+    return positions
+
+
+def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict, max_tokens: int) -> list[int | None]:
+    """First wrong token of each sample by greedy oracle rollouts (experiments.rollout_locator)."""
+    import verify
+    from experiments.rollout_locator import locate_by_rollouts
+    from sampling.torch_engine import TorchEngine
+
+    tokenizer = pair.tokenizer
+    longest = max(len(prompts[pid]) + len(ids) for pid, ids in zip(wrong.problem_id, wrong.token_ids))
+    engine = TorchEngine(pair.base, pair.oracle, tokenizer.eos_token_id, slots=256, max_len=longest + max_tokens)
+    samples = [(prompts[pid], [int(t) for t in ids], problems[pid].answer) for pid, ids in zip(wrong.problem_id, wrong.token_ids)]
+    return locate_by_rollouts(
+        engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref),
+        samples, max_tokens, tokenizer.eos_token_id,
+    )
+
+
 def collect_tokens(
     run_dir: Path, config: str = "base", max_samples: int = 1000, seed: int = 0,
-    progress: Callable[[int], None] | None = None, with_hidden: bool = False,
+    progress: Callable[[int], None] | None = None, with_hidden: bool = False, locator: str = "auto",
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Per-token signal rows (sample, position, label, entropy, top1, margin, oracle_token_prob) and counts.
 
-    With with_hidden, also `oracle_hidden`: the oracle's final hidden state after each token
-    (the features of the learned judge).
+    The first wrong token is located exactly on the toy world (`locator="exact"`, the default
+    there) or by greedy oracle rollouts (`"rollout"`, the default elsewhere; samples whose problem
+    the oracle cannot solve are skipped). With with_hidden, also `oracle_hidden`: the oracle's final
+    hidden state after each token (the features of the learned judge).
     """
     import verify
     from sampling.models import load_pair
@@ -39,11 +76,12 @@ def collect_tokens(
     from sampling.runner import encode_prompt
 
     manifest = read_manifest(run_dir)
-    if manifest.get("dataset") not in ("toy", "toy-train"):
-        raise AnalysisError(
-            f"{run_dir} samples dataset {manifest.get('dataset')!r}: the exact first-wrong-token locator needs the toy "
-            "world; locating it on real datasets with oracle rollouts is not supported yet"
-        )
+    if locator not in LOCATORS:
+        raise AnalysisError(f"locator must be one of {', '.join(LOCATORS)}, got {locator!r}")
+    if locator == "auto":
+        locator = "exact" if manifest.get("dataset") in TOY_DATASETS else "rollout"
+    if locator == "exact" and manifest.get("dataset") not in TOY_DATASETS:
+        raise AnalysisError(f"{run_dir} samples dataset {manifest.get('dataset')!r}: the exact locator needs the toy world; use rollouts")
     if config not in manifest["configs"]:
         raise AnalysisError(f"{run_dir} has no config {config!r}; it has {', '.join(manifest['configs'])}")
     if "oracle" not in manifest["models"]:
@@ -58,20 +96,18 @@ def collect_tokens(
         wrong = wrong.sample(max_samples, random_state=seed)
     pair = load_pair(manifest["models"]["base"]["path"], manifest["models"]["oracle"]["path"])
     tokenizer, prompt_format = pair.tokenizer, PromptFormat(**manifest["prompt"])
+    prompts = {pid: encode_prompt(tokenizer, problems[pid], prompt_format) for pid in set(wrong.problem_id)}
+    if locator == "exact":
+        positions = _exact_positions(wrong, problems, tokenizer)
+    else:
+        positions = _rollout_positions(wrong, problems, pair, prompts, int(manifest["configs"][config]["max_tokens"]))
     counts = {"samples": len(samples), "wrong": int((samples.correct == False).sum()), "analysed": 0,  # noqa: E712
               "no_wrong_token": 0, "first_wrong_by_oracle": 0}
     rows = []
-    for number, sample in enumerate(wrong.itertuples(index=False)):
+    for number, (sample, position) in enumerate(zip(wrong.itertuples(index=False), positions)):
         if progress is not None:
             progress(number)
-        problem = problems[sample.problem_id]
         ids = [int(t) for t in sample.token_ids]
-        stopped = sample.finish_reason == "eos"
-        body = ids[:-1] if stopped else ids
-        try:
-            position = first_wrong_token(problem.problem, [tokenizer.decode([t]) for t in body], stopped)
-        except NotAToyProblem as exc:
-            raise AnalysisError(f"problem {problem.id}: {exc}") from None
         if position is None:
             counts["no_wrong_token"] += 1
             continue
@@ -79,7 +115,7 @@ def collect_tokens(
         if provenance[position] != PROVENANCE_BASE:
             counts["first_wrong_by_oracle"] += 1
             continue
-        prompt = list(encode_prompt(tokenizer, problem, prompt_format))
+        prompt = list(prompts[sample.problem_id])
         base = token_statistics(pair.base, prompt, ids[: position + 1])
         oracle = token_statistics(pair.oracle, prompt, ids[: position + 1])
         keep = np.flatnonzero(provenance[: position + 1] == PROVENANCE_BASE)
@@ -97,12 +133,12 @@ def collect_tokens(
 
 
 def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_boot: int = 500, seed: int = 0,
-                progress: Callable[[int], None] | None = None) -> tuple[pd.DataFrame, dict[str, int], Path]:
+                progress: Callable[[int], None] | None = None, locator: str = "auto") -> tuple[pd.DataFrame, dict[str, int], Path]:
     """Collect tokens, compute AUCs, write tokens.parquet, auc.csv and plots under RUN_DIR/_fit/analysis/."""
     from fit.signal_plots import plot_signals
     from fit.signals import auc_table
 
-    tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress)
+    tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress, locator=locator)
     if counts["analysed"] == 0:
         raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir}")
     table = auc_table(tokens, n_boot=n_boot, seed=seed)

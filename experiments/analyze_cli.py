@@ -17,6 +17,7 @@ def analyze(
     max_samples: int = typer.Option(1000, "--max-samples", help="Analyse at most this many wrong samples (random subset)."),
     boot: int = typer.Option(500, "--boot", help="Bootstrap replicates (over samples) for the AUC CIs."),
     seed: int = typer.Option(0, "--seed"),
+    locator: str = typer.Option("auto", "--locator", help="exact (toy world), rollout (greedy oracle rollouts, any dataset), or auto."),
 ) -> None:
     """Where do wrong samples first go wrong, and do entropy, top-1, margin or the oracle flag it (ROC AUC)?"""
     from experiments.analyze import AnalysisError, analyze_run
@@ -27,7 +28,7 @@ def analyze(
                       TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("rescore", total=max_samples)
             table, counts, out = analyze_run(run_dir, config, max_samples, boot, seed,
-                                             progress=lambda i: progress.update(task, completed=i + 1))
+                                             progress=lambda i: progress.update(task, completed=i + 1), locator=locator)
     except (AnalysisError, RunDirError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
@@ -39,7 +40,7 @@ def analyze(
     Console().print(result)
     console.print(
         f"{counts['wrong']:,} of {counts['samples']:,} samples wrong; analysed {counts['analysed']:,}; "
-        f"{counts['no_wrong_token']:,} cut off while still correct; {counts['first_wrong_by_oracle']:,} first went wrong "
+        f"{counts['no_wrong_token']:,} without a located wrong token (cut off while still recoverable, or unsolved by the oracle); {counts['first_wrong_by_oracle']:,} first went wrong "
         f"in an oracle segment. Tables and plots in {out}"
     )
 

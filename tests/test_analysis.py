@@ -154,3 +154,18 @@ def torch_tensor(array: np.ndarray):
     import torch
 
     return torch.as_tensor(array, dtype=torch.float32)
+
+
+def test_rollout_locator_agrees_with_the_exact_one_on_the_toy_world(toy_run: Path) -> None:
+    from experiments.analyze import collect_tokens
+
+    exact, exact_counts = collect_tokens(toy_run, "base", max_samples=30, locator="exact")
+    rolled, rolled_counts = collect_tokens(toy_run, "base", max_samples=30, locator="rollout")
+    first = lambda tokens: tokens[tokens.label].set_index("sample").position  # noqa: E731
+    both = first(exact).index.intersection(first(rolled).index)
+    assert len(both) >= 5  # only problems the greedy oracle solves from scratch qualify
+    agreement = (first(exact)[both] == first(rolled)[both]).mean()
+    print(f"rollout vs exact agreement: {agreement:.2f} on {len(both)} samples")
+    assert agreement >= 0.6, agreement  # the oracle mostly cannot recover once the canonical text breaks
+    with pytest.raises(AnalysisError, match="locator must be"):
+        collect_tokens(toy_run, "base", locator="psychic")
