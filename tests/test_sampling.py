@@ -314,16 +314,38 @@ def test_bad_experiment_configs_name_the_problem() -> None:
         parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "base"}, {"policy": "base"}]}, "x.toml")
 
 
-def test_kill_nine_then_resume_equals_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
-    config = tmp_path / "small.toml"
+def _small_toml(path: Path) -> Path:
     lines = [f'{key} = {json.dumps(value)}' for key, value in SMALL_EXPERIMENT.items() if key not in ("models", "configs")]
     lines += ["[models]", 'base = "toy:base"', 'oracle = "toy:oracle"']
     for entry in SMALL_EXPERIMENT["configs"]:
         lines.append("[[configs]]")
         lines += [f"{key} = {json.dumps(value)}" for key, value in entry.items()]
-    config.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _sample_command(config: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "experiments.cli", "sample", "--config", str(config), "--out", str(run_dir),
+            "--block-size", "8", "--threads", "1", *extra]
+
+
+def test_concurrent_shard_workers_fill_one_new_run_dir(reference_run: Path, tmp_path: Path) -> None:
+    config = _small_toml(tmp_path / "small.toml")
+    run_dir = tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    workers = [subprocess.Popen(_sample_command(config, run_dir, "--shard", f"{i}/2"), cwd=REPO, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
+    for worker in workers:
+        _, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err.decode()[-2000:]
+    assert not (run_dir / ".creating").exists()
+    pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
+
+
+def test_kill_nine_then_resume_equals_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
+    config = _small_toml(tmp_path / "small.toml")
     run_dir = tmp_path / "killed"
-    command = [sys.executable, "-m", "experiments.cli", "sample", "--config", str(config), "--out", str(run_dir), "--block-size", "8", "--threads", "1"]
+    command = _sample_command(config, run_dir)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
