@@ -70,6 +70,20 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
+def write_table_atomic(table: pa.Table, path: Path, **options) -> None:
+    """Write a Parquet file under a dot-prefixed temp name, fsync, rename; never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    try:
+        pq.write_table(table, tmp, **options)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The run's manifest, or a clear error if the folder is not a run directory."""
     path = Path(run_dir) / MANIFEST
@@ -125,9 +139,7 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
             raise RunDirError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
         (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
         table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
-        tmp = run_dir / f".tmp-{os.getpid()}-{PROBLEMS}"
-        pq.write_table(table, tmp)
-        os.replace(tmp, run_dir / PROBLEMS)
+        write_table_atomic(table, run_dir / PROBLEMS)
         write_manifest(run_dir, manifest)
     finally:
         (run_dir / CREATION_LOCK).rmdir()
@@ -211,12 +223,7 @@ def records_table(records: Iterable[SampleRecord]) -> pa.Table:
 def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord]) -> Path:
     """Write one finished block atomically (zstd Parquet)."""
     path = shard_path(run_dir, config_id, block_key)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    pq.write_table(records_table(records), tmp, compression="zstd")
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    write_table_atomic(records_table(records), path, compression="zstd")
     return path
 
 

@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError
+from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, write_table_atomic
 from verify.batch import BatchStats, grade_batch
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
 from verify.progress import rich_progress
@@ -85,18 +85,6 @@ def grades_dir(run_dir: str | os.PathLike[str], grader: str) -> Path:
 def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
     """Path of a grader's cache file (kind: pairs or classes)."""
     return run_dir / GRADES_DIR / "_cache" / f"{grader}.{kind}.parquet"
-
-
-def _write_atomic(table: pa.Table, path: Path) -> None:
-    """Write a Parquet file under a hidden temporary name, then rename it into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -202,7 +190,7 @@ def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[b
         },
         schema=PAIR_SCHEMA,
     )
-    _write_atomic(table, _cache_path(run_dir, grader, "pairs"))
+    write_table_atomic(table, _cache_path(run_dir, grader, "pairs"))
 
 
 def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
@@ -294,10 +282,10 @@ def grade_run_with_stats(
     graded["answer_class"] = classes
 
     _save_pairs(run, grader, cache)
-    _write_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False), _cache_path(run, grader, "classes"))
+    write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False), _cache_path(run, grader, "classes"))
     new = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
     name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
-    _write_atomic(new, grades_dir(run, grader) / name)
+    write_table_atomic(new, grades_dir(run, grader) / name)
 
     grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
     stats = RunGradeStats(len(keys), already, len(todo), result.stats, time.perf_counter() - started)
