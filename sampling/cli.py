@@ -61,6 +61,7 @@ def sample(
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this worker's share of the problems."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (per-sample seeds derive from it)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="torch (exact CPU reference) or vllm (overrides the config's engine)."),
     block_size: int = typer.Option(512, "--block-size", help="Samples decoded together (fixed per run dir)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed dataset rows (reports how many)."),
@@ -76,7 +77,10 @@ def sample(
         experiment = load_experiment(config) if config else default_experiment()
         overrides = {key: value for key, value in {
             "n": n, "dataset": dataset, "problems": problems, "seed": seed, "levels": parse_levels(levels),
+            "engine": engine,
         }.items() if value is not None}
+        if engine is not None and engine not in ("torch", "vllm"):
+            raise ConfigError(f"--engine must be torch or vllm, got {engine!r}")
         if "n" in overrides and overrides["n"] < 1:
             raise ConfigError(f"--n must be >= 1, got {overrides['n']}")
         experiment = replace(experiment, **overrides)

@@ -42,7 +42,7 @@ from typing import Any
 from sampling.policy import POLICY_NAMES, PolicySpec
 from sampling.records import GuidedConfig, SamplingParams
 
-GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every")
+GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every", "base_temperature", "oracle_temperature")
 POLICY_KEYS = {"policy", "id", *GRID_KEYS, "base_temperature", "oracle_temperature", "top_p", "head"}
 TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs", "engine_options"}
 
@@ -94,6 +94,16 @@ def config_id_for(policy: PolicySpec) -> str:
     return f"margin-d{policy.delta:g}-k{policy.k}-m{policy.max_c}"
 
 
+def temperature_suffix(entry: dict[str, Any]) -> str:
+    """Id suffix for per-config temperatures (-bt0.6, -ot0), so variants of one policy get distinct ids."""
+    suffix = ""
+    if "base_temperature" in entry:
+        suffix += f"-bt{float(entry['base_temperature']):g}"
+    if "oracle_temperature" in entry:
+        suffix += f"-ot{float(entry['oracle_temperature']):g}"
+    return suffix
+
+
 def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     """Cartesian product over list-valued grid keys."""
     unknown = set(entry) - POLICY_KEYS
@@ -131,7 +141,7 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
                 )
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{place}: {exc}") from None
-            config_id = entry.get("id") or config_id_for(policy)
+            config_id = entry.get("id") or config_id_for(policy) + temperature_suffix(entry)
             if config_id in configs:
                 raise ConfigError(f"{place}: duplicate config id {config_id!r}")
             configs[config_id] = config

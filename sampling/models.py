@@ -66,10 +66,14 @@ class LoadedPair:
     manifest: dict[str, dict[str, Any]]
 
 
-def load_pair(base_name: str, oracle_name: str | None, dtype: str = "float32") -> LoadedPair:
-    """Load both models on CPU (torch engine), checking that they share a tokenizer."""
+def load_pair(base_name: str, oracle_name: str | None, dtype: str = "float32", weights: bool = True) -> LoadedPair:
+    """Load both models on CPU (torch engine), checking that they share a tokenizer.
+
+    With weights=False the models are built on the meta device (parameter counts and config only,
+    no memory): what the vLLM engine needs, since vLLM loads the weights itself.
+    """
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     torch_dtype = getattr(torch, dtype)
     entries: dict[str, dict[str, Any]] = {}
@@ -81,7 +85,11 @@ def load_pair(base_name: str, oracle_name: str | None, dtype: str = "float32") -
         path = resolve_model(name)
         try:
             tokenizers[role] = AutoTokenizer.from_pretrained(path)
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            if weights:
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+            else:
+                with torch.device("meta"):
+                    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=torch_dtype)
         except OSError as exc:
             raise ModelError(f"cannot load {role} model {name!r}: {exc}") from None
         loaded[role] = model.eval()

