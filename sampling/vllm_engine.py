@@ -1,32 +1,34 @@
-"""The vLLM engine: the torch engine's guided semantics, run in rounds on two vLLM `LLM` instances.
+"""The vLLM engine: the torch engine's guided semantics on two vLLM `LLM` instances.
 
-All active samples of a block advance together, one round at a time:
+Each sample is a small state machine that submits one request at a time to the base or the
+oracle; both engines are stepped in turn, and a finished request immediately queues the sample's
+next one, so samples never wait for each other (no round barriers):
 
-1. **Base segment.** Every sample whose base is writing gets one request: its whole sequence so
-   far as token ids (`TokensPrompt`; prefix caching means only the unseen suffix is computed) and
-   `max_tokens` up to the policy's next decision point (the next `random` position, the next
-   `judge` checkpoint, or the end). For `entropy`/`margin` the segment runs open-ended and a
-   logits processor (`PolicyStopProcessor`) stops it at the exact triggering step: it computes the
-   base's full-distribution entropy / top-1 − top-2 margin on the raw logits (T = 1, the same
-   statistic as the torch engine) and, where the threshold trips, forces a sentinel token that is a
-   stop token. The sentinel is masked out everywhere else, so it is never sampled (the sentinel is
-   the pad or unk token, whose probability is ~0). The forced step costs nothing extra: the torch
-   engine runs the same forward to decide.
-2. **Judge.** `judge` samples whose segment reached a checkpoint are scored by the oracle in one
-   request with `prompt_logprobs=0` (the probability of each judged token); at the first token
-   below alpha the sample is truncated and handed to the oracle. (vLLM does not reuse cached
-   prefixes for prompt-logprob requests, so this recomputes the sequence: wall time, not booked
-   tokens. The hidden-state judge head needs the oracle's hidden states, which vLLM does not
-   return: it is refused here.)
-3. **Oracle segment.** Samples in an intervention get one oracle request of `max_tokens = k`.
+1. **Base segment.** The sample's whole sequence so far as token ids (`TokensPrompt`; prefix
+   caching means only the unseen suffix is computed), `max_tokens` up to the policy's next
+   decision point (the next `random` position, the next `judge` checkpoint, or the end). For
+   `entropy`/`margin` the segment is open-ended and a logits processor (`sampling.vllm_stop`)
+   stops it at the exact triggering step: it computes the base's full-distribution entropy /
+   top-1 − top-2 margin on the raw logits (T = 1, the torch engine's statistic) and, where the
+   threshold trips, forces a sentinel token that is a stop token. The sentinel is masked out
+   everywhere else, so it is never sampled (it is an unused embedding row, or the pad/unk/a
+   reserved token). The forced step costs nothing extra: the torch engine runs the same forward.
+2. **Judge.** A `judge` sample whose segment reached a checkpoint is scored by the oracle in one
+   request with `prompt_logprobs=0` (the probability of each judged token), reading the prefix
+   cache (see `_submit_judge`); at the first token below alpha it is truncated and handed to the
+   oracle. The hidden-state judge head needs the oracle's hidden states, which vLLM does not
+   return: it is refused here.
+3. **Oracle segment.** An intervention is one oracle request of `max_tokens = k`.
 
 Token accounting mirrors the torch engine token for token (see docs/ARCHITECTURE.md): a model's
 prefill is every token it had not seen that it did not write (the prompt at its first call).
 Sampling uses vLLM's sampler with a per-request seed derived from (sample seed, position, model),
 so a block is reproducible; draws differ from the torch engine's, so the two engines agree in
 distribution (tests check pass@1, coverage and token counts), and exactly under greedy decoding.
-`base_entropy` is recorded from the top `entropy_logprobs` logprobs (exact when that covers the
-vocabulary; a lower bound otherwise, see `topk_entropy`).
+`base_entropy` is recorded only with `engine_options.entropy_logprobs = K` (from the top-K
+logprobs: exact when K covers the vocabulary, a lower bound otherwise, see `topk_entropy`);
+by default it is NaN (the policies' decisions never need it: the stop processor computes the
+exact statistic).
 """
 from __future__ import annotations
 
@@ -110,7 +112,7 @@ def segment_seed(sample_seed: int, position: int, stream: int) -> int:
 
 @dataclass
 class _Row:
-    """Decoding state of one sample across rounds."""
+    """Decoding state of one sample across its requests."""
 
     request: SampleRequest
     record: SampleRecord
@@ -136,7 +138,7 @@ class _Row:
 
 
 class VllmEngine:
-    """Runs blocks of sample requests on a base/oracle pair of vLLM `LLM`s in rounds."""
+    """Runs blocks of sample requests on a base/oracle pair of vLLM `LLM`s, one request per sample in flight."""
 
     name = "vllm"
 
@@ -145,7 +147,8 @@ class VllmEngine:
         max_model_len: int, options: dict[str, Any] | None = None, threads: int | None = None,
     ) -> None:
         options = dict(options or {})
-        self.entropy_logprobs = int(options.pop("entropy_logprobs", 20))
+        # recording base_entropy needs per-token logprobs from vLLM (~25% wall time on the toy pair)
+        self.entropy_logprobs = int(options.pop("entropy_logprobs", 0))
         self.eos_ids, self.sentinel_id = set(eos_ids), sentinel_id
         self.max_model_len = max_model_len
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ("base", "oracle")}
@@ -153,8 +156,11 @@ class VllmEngine:
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
         self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, max_model_len, 1, threads)
                        if oracle_path is not None else None)
+        self._requests_made = 0
+        self._pending: dict[str, tuple[_Row, str]] = {}
+        self._on_tokens: Callable[[int], None] | None = None
 
-    # ------------------------------------------------------------------ the round loop
+    # ------------------------------------------------------------------ the event loop
     def run_block(
         self, requests: list[SampleRequest], on_tokens: Callable[[int], None] | None = None
     ) -> list[SampleRecord]:
@@ -162,16 +168,27 @@ class VllmEngine:
         rows = [self._start(req) for req in requests]
         for row in rows:
             self._check(row)
-        active = [row for row in rows if not row.done]
-        while active:
-            before = sum(row.generated for row in active)
-            self._round(active)
-            if on_tokens is not None:
-                on_tokens(sum(row.generated for row in active) - before)
-            active = [row for row in active if not row.done]
+        self._pending: dict[str, tuple[_Row, str]] = {}
+        self._on_tokens = on_tokens
+        engines = [llm.llm_engine for llm in (self.base, self.oracle) if llm is not None]
+        try:
+            for row in rows:
+                self._advance(row)
+            while self._pending:
+                for engine in engines:  # one scheduler step of each model in turn
+                    if not engine.has_unfinished_requests():
+                        continue
+                    for output in engine.step():
+                        if output.finished:
+                            self._finished(output)
+        finally:  # an error (or Ctrl-C) must not leave requests queued for the next block
+            if self._pending:
+                for engine in engines:
+                    engine.abort_request(list(self._pending))
+                self._pending = {}
         return [self._finish(row) for row in rows]
 
-    def _check(self, row: SampleRequest | _Row) -> None:
+    def _check(self, row: _Row) -> None:
         """Refuse what this engine cannot run, naming the config."""
         request = row.request
         spec = request.config.policy
@@ -195,82 +212,117 @@ class VllmEngine:
             row.oracle_left = request.config.max_tokens
         return row
 
-    def _round(self, active: list[_Row]) -> None:
-        """One round: base segments, then judging, then oracle segments."""
-        base_rows: list[_Row] = []
-        for row in active:
-            spec = row.request.config.policy
-            if row.oracle_left > 0:
-                continue
-            if not policies.needs_base_stats(spec) and policies.wants_oracle(spec, row.state, row.generated, 0.0, 1.0):
-                self._hand_to_oracle(row)
+    def _advance(self, row: _Row) -> None:
+        """Submit the sample's next request: an oracle segment, a base segment, or nothing (done)."""
+        if row.done:
+            return
+        spec = row.request.config.policy
+        if row.oracle_left == 0 and not policies.needs_base_stats(spec) and policies.wants_oracle(
+            spec, row.state, row.generated, 0.0, 1.0
+        ):
+            self._hand_to_oracle(row)
+        if row.oracle_left > 0:
+            self._submit_oracle_segment(row)
+        else:
+            self._submit_base_segment(row)
+
+    def _finished(self, output: Any) -> None:
+        """Book a finished request and move its sample on."""
+        row, kind = self._pending.pop(output.request_id)
+        before = row.generated
+        if kind == "base":
+            self._base_done(row, output.outputs[0])
+            if self._judge_due(row):
+                self._submit_judge(row)
+                return
+        elif kind == "oracle":
+            self._oracle_done(row, output.outputs[0])
+        else:
+            first = len(row.request.prompt_ids) + row.judged
+            if output.num_cached_tokens > first - 1:  # cached positions carry no logprobs: recompute
+                self._submit_judge(row, reuse_cache=False)
+                return
+            self._judge_done(row, output.prompt_logprobs)
+        if self._on_tokens is not None and row.generated > before:
+            self._on_tokens(row.generated - before)
+        self._advance(row)
+
+    def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True) -> None:
+        """Queue one request with the sample's whole sequence; book the model's prefill."""
+        from vllm.inputs import TokensPrompt
+        from vllm.sampling_params import RequestOutputKind
+
+        who = PROVENANCE_BASE if kind == "base" else PROVENANCE_ORACLE
+        if book:
+            first_call = who not in row.called
+            row.called.add(who)
+            foreign = sum(1 for owner in row.owner[0 if first_call else row.filled[who]:] if owner != who)
+            if who == PROVENANCE_BASE:
+                row.record.base_prefill += foreign
             else:
-                base_rows.append(row)
-        if base_rows:
-            self._base_segments(base_rows)
-        to_judge = [row for row in base_rows if self._judge_due(row)]
-        if to_judge:
-            self._judge(to_judge)
-        oracle_rows = [row for row in active if row.oracle_left > 0]
-        if oracle_rows:
-            self._oracle_segments(oracle_rows)
+                row.record.oracle_prefill += foreign
+        params.output_kind = RequestOutputKind.FINAL_ONLY
+        self._requests_made += 1
+        request_id = f"s{self._requests_made}"
+        self._pending[request_id] = (row, kind)
+        llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(row.tokens)), params)
 
-    def _base_segments(self, rows: list[_Row]) -> None:
-        """Each row's base writes until the policy's next decision point (or a stop trips)."""
+    def _submit_base_segment(self, row: _Row) -> None:
+        """The base writes until the policy's next decision point (or a stop trips)."""
         from vllm import SamplingParams
 
-        params = []
-        for row in rows:
-            spec, config = row.request.config.policy, row.request.config
-            length = row.remaining
-            extra = None
-            if spec.name == "random" and row.state.positions:
-                length = min(length, row.state.positions[0] - row.generated)
-            elif spec.name == "judge" and row.state.used < spec.max_c:
-                length = min(length, spec.every - (row.generated - row.judged))
-            elif policies.needs_base_stats(spec) and row.state.used < spec.max_c:
-                threshold = spec.tau if spec.name == "entropy" else spec.delta
-                extra = {STOP_KEY: (spec.name, float(threshold), self.sentinel_id)}
-            params.append(SamplingParams(
-                temperature=config.base.temperature, top_p=config.base.top_p, max_tokens=max(1, length),
-                seed=segment_seed(row.request.seed, row.generated, PROVENANCE_BASE),
-                stop_token_ids=[self.sentinel_id] if extra else None, extra_args=extra,
-                logprobs=self.entropy_logprobs or None, detokenize=False,
-            ))
-        outputs = self._generate(self.base, rows, params, PROVENANCE_BASE)
-        for row, output in zip(rows, outputs):
-            tokens = list(output.token_ids)
-            logprobs = output.logprobs or [None] * len(tokens)
-            tripped = bool(tokens) and tokens[-1] == self.sentinel_id and output.stop_reason == self.sentinel_id
-            if tripped:
-                tokens, logprobs = tokens[:-1], logprobs[:-1]
-            for token, step in zip(tokens, logprobs):
-                entropy = topk_entropy([lp.logprob for lp in step.values()]) if step else float("nan")
-                self._append(row, token, PROVENANCE_BASE, entropy)
-            row.filled[PROVENANCE_BASE] = len(row.tokens)
-            if tripped and not row.done:
-                self._hand_to_oracle(row)
+        spec, config = row.request.config.policy, row.request.config
+        length, extra = row.remaining, None
+        if spec.name == "random" and row.state.positions:
+            length = min(length, row.state.positions[0] - row.generated)
+        elif spec.name == "judge" and row.state.used < spec.max_c:
+            length = min(length, spec.every - (row.generated - row.judged))
+        elif policies.needs_base_stats(spec) and row.state.used < spec.max_c:
+            threshold = spec.tau if spec.name == "entropy" else spec.delta
+            extra = {STOP_KEY: (spec.name, float(threshold), self.sentinel_id)}
+        self._submit(self.base, row, SamplingParams(
+            temperature=config.base.temperature, top_p=config.base.top_p, max_tokens=max(1, length),
+            seed=segment_seed(row.request.seed, row.generated, PROVENANCE_BASE),
+            stop_token_ids=[self.sentinel_id] if extra else None, extra_args=extra,
+            logprobs=self.entropy_logprobs or None, detokenize=False,
+        ), "base")
 
-    def _oracle_segments(self, rows: list[_Row]) -> None:
-        """Each row's oracle writes its intervention's k tokens (or to the end for policy oracle)."""
+    def _base_done(self, row: _Row, output: Any) -> None:
+        """Append a finished base segment; a tripped stop starts an intervention."""
+        tokens = list(output.token_ids)
+        logprobs = output.logprobs or [None] * len(tokens)
+        tripped = bool(tokens) and tokens[-1] == self.sentinel_id and output.stop_reason == self.sentinel_id
+        if tripped:
+            tokens, logprobs = tokens[:-1], logprobs[:-1]
+        for token, step in zip(tokens, logprobs):
+            entropy = topk_entropy([lp.logprob for lp in step.values()]) if step else float("nan")
+            self._append(row, token, PROVENANCE_BASE, entropy)
+        row.filled[PROVENANCE_BASE] = len(row.tokens)
+        if tripped and not row.done:
+            self._hand_to_oracle(row)
+
+    def _submit_oracle_segment(self, row: _Row) -> None:
+        """The oracle writes its intervention's k tokens (or to the end for policy oracle)."""
         from vllm import SamplingParams
 
-        params = [SamplingParams(
-            temperature=row.request.config.oracle.temperature, top_p=row.request.config.oracle.top_p,
+        config = row.request.config
+        self._submit(self.oracle, row, SamplingParams(
+            temperature=config.oracle.temperature, top_p=config.oracle.top_p,
             max_tokens=min(row.oracle_left, row.remaining), detokenize=False,
             seed=segment_seed(row.request.seed, row.generated, PROVENANCE_ORACLE),
-        ) for row in rows]
-        outputs = self._generate(self.oracle, rows, params, PROVENANCE_ORACLE)
-        for row, output in zip(rows, outputs):
-            for token in output.token_ids:
-                self._append(row, int(token), PROVENANCE_ORACLE, float("nan"))
-                row.oracle_left -= 1
-                if row.done:
-                    break
-            row.oracle_left = 0 if row.done else row.oracle_left
-            row.filled[PROVENANCE_ORACLE] = len(row.tokens)
-            if row.oracle_left == 0:
-                row.judged = row.generated  # the judge never re-scores the oracle's own tokens
+        ), "oracle")
+
+    def _oracle_done(self, row: _Row, output: Any) -> None:
+        """Append a finished oracle segment."""
+        for token in output.token_ids:
+            self._append(row, int(token), PROVENANCE_ORACLE, float("nan"))
+            row.oracle_left -= 1
+            if row.done:
+                break
+        row.oracle_left = 0 if row.done else row.oracle_left
+        row.filled[PROVENANCE_ORACLE] = len(row.tokens)
+        if row.oracle_left == 0:
+            row.judged = row.generated  # the judge never re-scores the oracle's own tokens
 
     @staticmethod
     def _judge_due(row: _Row) -> bool:
@@ -280,53 +332,42 @@ class VllmEngine:
             return False
         return row.done or row.generated - row.judged >= spec.every
 
-    def _judge(self, rows: list[_Row]) -> None:
-        """The oracle scores each row's unjudged base tokens (prompt logprobs); roll back at the first rejected."""
+    def _submit_judge(self, row: _Row, reuse_cache: bool = True) -> None:
+        """The oracle scores the unjudged base tokens in one prefill (prompt logprobs).
+
+        vLLM skips the prefix cache for prompt-logprob requests unless told otherwise; reading it
+        returns valid logprobs only for the uncached positions, which normally include every judged
+        token (the oracle has not seen them). When a cache hit covers one (another sample shares a
+        whole block of them), the request is repeated without the cache; prefill is booked once.
+        """
         from vllm import SamplingParams
 
-        for row in rows:  # re-read the last settled token so the first unjudged one gets a prediction
-            first = len(row.request.prompt_ids) + row.judged
+        first = len(row.request.prompt_ids) + row.judged
+        if reuse_cache:  # re-read the last settled token so the first unjudged one gets a prediction
             row.filled[PROVENANCE_ORACLE] = min(row.filled[PROVENANCE_ORACLE], first - 1)
-        params = [SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False) for _ in rows]
-        outputs = self._generate(self.oracle, rows, params, PROVENANCE_ORACLE, prompt_logprobs=True)
-        for row, prompt_logprobs in zip(rows, outputs):
-            spec = row.request.config.policy
-            first = len(row.request.prompt_ids) + row.judged
-            row.filled[PROVENANCE_ORACLE] = len(row.tokens)
-            scores = [math.exp(prompt_logprobs[i][row.tokens[i]].logprob) for i in range(first, len(row.tokens))]
-            flagged = policies.judge_flags(spec, row.state, scores)
-            if flagged is None:
-                row.judged = row.generated
-                continue
-            cut = first + flagged
-            row.record.discarded += len(row.tokens) - cut
-            del row.tokens[cut:], row.owner[cut:], row.entropy[row.judged + flagged:]
-            row.done, row.record.finish_reason = False, ""
-            row.filled[PROVENANCE_BASE] = min(row.filled[PROVENANCE_BASE], cut)
-            row.filled[PROVENANCE_ORACLE] = cut - 1
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=not reuse_cache)
+        self._submit(self.oracle, row, params, "judge", book=reuse_cache)
+
+    def _judge_done(self, row: _Row, prompt_logprobs: list[Any]) -> None:
+        """Roll back to just before the first token the judge rejects, and hand over to the oracle."""
+        spec = row.request.config.policy
+        first = len(row.request.prompt_ids) + row.judged
+        row.filled[PROVENANCE_ORACLE] = len(row.tokens)
+        scores = [math.exp(prompt_logprobs[i][row.tokens[i]].logprob) for i in range(first, len(row.tokens))]
+        flagged = policies.judge_flags(spec, row.state, scores)
+        if flagged is None:
             row.judged = row.generated
-            self._hand_to_oracle(row)
+            return
+        cut = first + flagged
+        row.record.discarded += len(row.tokens) - cut
+        del row.tokens[cut:], row.owner[cut:], row.entropy[row.judged + flagged:]
+        row.done, row.record.finish_reason = False, ""
+        row.filled[PROVENANCE_BASE] = min(row.filled[PROVENANCE_BASE], cut)
+        row.filled[PROVENANCE_ORACLE] = cut - 1
+        row.judged = row.generated
+        self._hand_to_oracle(row)
 
     # ------------------------------------------------------------------ helpers
-    def _generate(self, llm: Any, rows: list[_Row], params: list[Any], who: int, prompt_logprobs: bool = False) -> list[Any]:
-        """One vLLM call over the rows' sequences; books each row's prefill for `who`."""
-        from vllm.inputs import TokensPrompt
-
-        for row in rows:
-            first_call = who not in row.called
-            row.called.add(who)
-            start = 0 if first_call else row.filled[who]
-            foreign = sum(1 for owner in row.owner[start:] if owner != who)
-            if who == PROVENANCE_BASE:
-                row.record.base_prefill += foreign
-            else:
-                row.record.oracle_prefill += foreign
-        prompts = [TokensPrompt(prompt_token_ids=list(row.tokens)) for row in rows]
-        outputs = llm.generate(prompts, params, use_tqdm=False)
-        if prompt_logprobs:
-            return [output.prompt_logprobs for output in outputs]
-        return [output.outputs[0] for output in outputs]
-
     def _hand_to_oracle(self, row: _Row) -> None:
         """Start an intervention: the oracle writes the next k tokens."""
         spec = row.request.config.policy
@@ -378,7 +419,9 @@ def _make_llm(path: str, role: str, options: dict[str, Any], max_model_len: int,
         "enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len),
     }
     if on_cpu:
-        kwargs.update(dtype="float32", kv_cache_memory_bytes=DEFAULT_CPU_KV_CACHE_BYTES)
+        # block_size 32 (CPU default 128): prefix caching reuses whole blocks only, and samples
+        # are resubmitted after every segment
+        kwargs.update(dtype="float32", kv_cache_memory_bytes=DEFAULT_CPU_KV_CACHE_BYTES, block_size=32)
     else:
         kwargs.update(gpu_memory_utilization=DEFAULT_GPU_MEMORY[role])
     kwargs.update(options)

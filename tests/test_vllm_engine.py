@@ -92,7 +92,7 @@ def vllm_engine(pair):
     tok = pair.tokenizer
     base, oracle = pair.manifest["base"]["path"], pair.manifest["oracle"]["path"]
     return VllmEngine(base, oracle, stop_ids(base, tok), choose_sentinel(pair.base.config.vocab_size, tok, {tok.eos_token_id}),
-                      pair.base.config.vocab_size, max_model_len=320)
+                      pair.base.config.vocab_size, max_model_len=320, options={"entropy_logprobs": 20})
 
 
 @pytest.fixture(scope="module")
@@ -213,3 +213,18 @@ def test_engine_options_reach_vllm_and_bad_ones_are_named(pair, tmp_path: Path) 
     }, "test")
     with pytest.raises((VllmEngineError, ValueError), match="no_such_vllm_option"):
         run_experiment(experiment, tmp_path / "run", report=lambda _: None)
+
+
+def test_cli_samples_with_the_vllm_engine(tmp_path: Path) -> None:
+    """`study sample --engine vllm` builds the engine from the experiment and writes a run dir."""
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(app, ["sample", "--engine", "vllm", "--problems", "2", "--n", "2", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    samples = read_samples(out)
+    assert len(samples) == 2 * 2 * 7 and samples["text"].str.len().gt(0).all()
+    result = CliRunner().invoke(app, ["sample", "--engine", "torch", "--problems", "2", "--n", "2", "--out", str(out)])
+    assert result.exit_code == 2 and "engine" in result.output

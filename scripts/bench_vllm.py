@@ -1,0 +1,100 @@
+"""vLLM engine benchmarks on the toy models, measured side by side in one process (this machine is noisy).
+
+1. Guided overhead: a guided run's wall time vs plain vLLM generation of the same tokens: the base
+   generating exactly each sample's base_decode tokens and the oracle exactly its oracle_decode
+   tokens (ignore_eos, same prompts, one batch each). Target: <= 1.5x. The guided run also does
+   what plain generation does not: the oracle prefills the base's tokens before each intervention
+   (accounted work) and every round re-submits each sequence (prefix caching makes that a lookup).
+2. Throughput on the toy oracle: oracle-only sampling, vLLM engine vs torch engine, tokens/s.
+
+    OMP_NUM_THREADS=2 python scripts/bench_vllm.py [--problems 20] [--n 25]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+
+from experiments.toy.generator import held_out_problems  # noqa: E402
+from sampling.models import load_pair  # noqa: E402
+from sampling.policy import PolicySpec  # noqa: E402
+from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed  # noqa: E402
+from sampling.torch_engine import TorchEngine  # noqa: E402
+from sampling.vllm_engine import VllmEngine, choose_sentinel, stop_ids  # noqa: E402
+
+MAX_TOKENS = 192
+GUIDED = {
+    "random-c4-k5": PolicySpec("random", c=4, k=5, ref_length=50),
+    "random-c1-k2": PolicySpec("random", c=1, k=2, ref_length=50),
+    "entropy-t0.5-k5-m4": PolicySpec("entropy", tau=0.5, k=5, max_c=4),
+    "judge-a0.2-k3-e8-m4": PolicySpec("judge", alpha=0.2, k=3, every=8, max_c=4),
+}
+
+
+def requests_for(prompts: list[tuple[int, ...]], n: int, spec: PolicySpec, config_id: str) -> list[SampleRequest]:
+    """n sampled requests per prompt for one policy."""
+    config = GuidedConfig(spec, SamplingParams(1.0), SamplingParams(1.0), MAX_TOKENS)
+    return [SampleRequest(config_id, f"p{j}", i, derive_seed(1, f"p{j}", config_id, i), prompt, config)
+            for j, prompt in enumerate(prompts) for i in range(n)]
+
+
+def timed(engine, requests):
+    """Seconds and records of one engine call."""
+    start = time.perf_counter()
+    records = engine.run_block(requests)
+    return time.perf_counter() - start, records
+
+
+def plain_generate(llm, prompts: list[tuple[int, ...]], lengths: list[int]) -> float:
+    """Seconds for plain vLLM sampling of exactly `lengths[i]` tokens after prompts[i] (one batch)."""
+    from vllm import SamplingParams as VllmParams
+    from vllm.inputs import TokensPrompt
+
+    pairs = [(p, n) for p, n in zip(prompts, lengths) if n > 0]
+    start = time.perf_counter()
+    llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p, _ in pairs],
+                 [VllmParams(temperature=1.0, max_tokens=n, ignore_eos=True, seed=i, detokenize=False)
+                  for i, (_, n) in enumerate(pairs)], use_tqdm=False)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    """Run both benchmarks and print the ratios."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--problems", type=int, default=20)
+    parser.add_argument("--n", type=int, default=25)
+    args = parser.parse_args()
+    pair = load_pair("toy:base", "toy:oracle")
+    tok = pair.tokenizer
+    base, oracle = pair.manifest["base"]["path"], pair.manifest["oracle"]["path"]
+    vocab = pair.base.config.vocab_size
+    engine = VllmEngine(base, oracle, stop_ids(base, tok), choose_sentinel(vocab, tok, {tok.eos_token_id}), vocab, max_model_len=320)
+    prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(args.problems)]
+    engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
+    print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}")
+    print("1. guided vLLM run vs plain vLLM generation of the same base and oracle tokens")
+    for config_id, spec in GUIDED.items():
+        requests = requests_for(prompts, args.n, spec, config_id)
+        seconds, records = timed(engine, requests)
+        sample_prompts = [r.prompt_ids for r in requests]
+        plain = plain_generate(engine.base, sample_prompts, [r.base_decode for r in records])
+        plain += plain_generate(engine.oracle, sample_prompts, [r.oracle_decode for r in records])
+        base_tokens, oracle_tokens = sum(r.base_decode for r in records), sum(r.oracle_decode for r in records)
+        print(f"  {config_id:22s} guided {seconds:6.1f} s  plain {plain:6.1f} s  ratio {seconds / plain:4.2f}  "
+              f"(base {base_tokens:,} + oracle {oracle_tokens:,} tokens, {sum(r.interventions for r in records) / len(records):.2f} interventions/sample)")
+    print("2. toy oracle throughput (oracle-only sampling), vLLM engine vs torch engine")
+    requests = requests_for(prompts, args.n, PolicySpec("oracle"), "oracle")
+    torch_engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=len(requests), max_len=320)
+    results = {}
+    for name, eng in (("vllm", engine), ("torch", torch_engine)):
+        seconds, records = timed(eng, requests)
+        tokens = sum(len(r.token_ids) for r in records)
+        results[name] = tokens / seconds
+        print(f"  {name:6s} {tokens:,} tokens in {seconds:5.1f} s = {tokens / seconds:,.0f} tok/s")
+    print(f"  vllm / torch throughput: {results['vllm'] / results['torch']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
