@@ -24,6 +24,8 @@ class PolicyStopProcessor(LogitsProcessor):
 
     def __init__(self, vllm_config: Any, device: torch.device, is_pin_memory: bool) -> None:
         self.rows: dict[int, tuple[str, float, int]] = {}
+        self.device = device
+        self._tensors: tuple[torch.Tensor, ...] | None = None  # rebuilt only when the batch changes
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -40,6 +42,7 @@ class PolicyStopProcessor(LogitsProcessor):
         """Track which persistent-batch rows carry a stop spec."""
         if batch_update is None:
             return
+        self._tensors = None
         for index in batch_update.removed:
             self.rows.pop(index, None)
         for index, params, _prompt, _output in batch_update.added:
@@ -55,16 +58,24 @@ class PolicyStopProcessor(LogitsProcessor):
             if b is not None and direction.name == "SWAP":
                 self.rows[first] = b
 
+    def _batch_tensors(self) -> tuple[torch.Tensor, ...]:
+        """Row indices, thresholds, sentinels and entropy-vs-margin flags of the opted-in rows."""
+        if self._tensors is None:
+            rows = sorted(self.rows.items())
+            self._tensors = (
+                torch.tensor([i for i, _ in rows], dtype=torch.long, device=self.device),
+                torch.tensor([spec[1] for _, spec in rows], dtype=torch.float64, device=self.device),
+                torch.tensor([spec[2] for _, spec in rows], dtype=torch.long, device=self.device),
+                torch.tensor([spec[0] == "entropy" for _, spec in rows], device=self.device),
+            )
+        return self._tensors
+
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
         """Force the sentinel where the statistic trips; mask it elsewhere."""
         if not self.rows:
             return logits
-        index = torch.tensor(list(self.rows), dtype=torch.long, device=logits.device)
-        kinds = [self.rows[i][0] for i in self.rows]
-        thresholds = torch.tensor([self.rows[i][1] for i in self.rows], dtype=torch.float64, device=logits.device)
-        sentinels = torch.tensor([self.rows[i][2] for i in self.rows], dtype=torch.long, device=logits.device)
+        index, thresholds, sentinels, is_entropy = self._batch_tensors()
         entropy, margin = step_statistics_tensor(logits[index])
-        is_entropy = torch.tensor([k == "entropy" for k in kinds], device=logits.device)
         trips = torch.where(is_entropy, entropy > thresholds, margin < thresholds)
         logits[index, sentinels] = float("-inf")
         if bool(trips.any()):
