@@ -116,13 +116,16 @@ def problems_digest(problems: list[Problem]) -> str:
     return digest.hexdigest()
 
 
-def make_engine(experiment: Experiment, pair: Any, block_size: int, max_len: int, threads: int | None) -> Any:
+def make_engine(
+    experiment: Experiment, pair: Any, block_size: int, max_len: int, threads: int | None,
+    report: Callable[[str], None] = print,
+) -> Any:
     """The experiment's engine (torch or vllm) on the loaded pair."""
     if experiment.engine == "torch":
         from sampling.torch_engine import TorchEngine
 
         if experiment.engine_options:
-            raise ValueError(f"engine_options {sorted(experiment.engine_options)} apply to engine = 'vllm' only")
+            report(f"note: engine_options {sorted(experiment.engine_options)} are vLLM settings; the torch engine ignores them")
         return TorchEngine(pair.base, pair.oracle, pair.tokenizer.eos_token_id, slots=block_size, max_len=max_len)
     from sampling.vllm_engine import VllmEngine, choose_sentinel, stop_ids, vllm_available
 
@@ -201,7 +204,7 @@ def run_experiment(
     todo = [b for b in mine if (b.config_id, b.key) not in finished]
     max_len = max(len(ids) for ids in prompts.values()) + experiment.max_tokens
     if engine is None and todo:
-        engine = make_engine(experiment, pair, blocking["block_size"], max_len, threads)
+        engine = make_engine(experiment, pair, blocking["block_size"], max_len, threads, report)
     elif engine is not None and engine.name != experiment.engine:
         raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
     total_samples = sum(len(b.items) for b in todo)
