@@ -4,7 +4,8 @@
    generating exactly each sample's base_decode tokens and the oracle exactly its oracle_decode
    tokens (ignore_eos, same prompts, one batch each). Target: <= 1.5x. The guided run also does
    what plain generation does not: the oracle prefills the base's tokens before each intervention
-   (accounted work) and every round re-submits each sequence (prefix caching makes that a lookup).
+   (accounted work), so a second baseline gives each plain request a prompt as long as the tokens
+   that model prefilled in the guided run (the switching overhead proper).
 2. Throughput on the toy oracle: oracle-only sampling, vLLM engine vs torch engine, tokens/s.
 
     OMP_NUM_THREADS=2 python scripts/bench_vllm.py [--problems 20] [--n 25]
@@ -60,6 +61,11 @@ def plain_generate(llm, prompts: list[tuple[int, ...]], lengths: list[int]) -> f
     return time.perf_counter() - start
 
 
+def prefix(prompt_ids: tuple[int, ...], token_ids: list[int], length: int) -> tuple[int, ...]:
+    """The first `length` tokens (at least 1) of a sample's prompt + generated tokens."""
+    return tuple((list(prompt_ids) + list(token_ids))[: max(1, length)])
+
+
 def main() -> None:
     """Run both benchmarks and print the ratios."""
     parser = argparse.ArgumentParser()
@@ -81,9 +87,16 @@ def main() -> None:
         sample_prompts = [r.prompt_ids for r in requests]
         plain = plain_generate(engine.base, sample_prompts, [r.base_decode for r in records])
         plain += plain_generate(engine.oracle, sample_prompts, [r.oracle_decode for r in records])
+        # the same, with each model also prefilling as many tokens as it prefilled in the guided run
+        # (the oracle reading what the base wrote, the base reading the oracle's tokens)
+        processed = 0.0
+        for model, prefilled, decoded in ((engine.base, "base_prefill", "base_decode"), (engine.oracle, "oracle_prefill", "oracle_decode")):
+            processed += plain_generate(model, [prefix(q.prompt_ids, r.token_ids, getattr(r, prefilled)) for q, r in zip(requests, records)],
+                                        [getattr(r, decoded) for r in records])
         base_tokens, oracle_tokens = sum(r.base_decode for r in records), sum(r.oracle_decode for r in records)
         print(f"  {config_id:22s} guided {seconds:6.1f} s  plain {plain:6.1f} s  ratio {seconds / plain:4.2f}  "
               f"(base {base_tokens:,} + oracle {oracle_tokens:,} tokens, {sum(r.interventions for r in records) / len(records):.2f} interventions/sample)")
+        print(f"  {'':22s} plain with the same prefills {processed:6.1f} s  ratio {seconds / processed:4.2f}")
     print("2. toy oracle throughput (oracle-only sampling), vLLM engine vs torch engine")
     requests = requests_for(prompts, args.n, PolicySpec("oracle"), "oracle")
     torch_engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=len(requests), max_len=320)
