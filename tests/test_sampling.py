@@ -404,3 +404,18 @@ def test_judge_is_deterministic_and_stored(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(a, b)
     assert set(a.config_id) == {"judge-a0.1-k3-e8-m4"} and (a.interventions <= 4).all()
     assert (a.base_decode == a.provenance.map(lambda p: int((np.asarray(p) == 0).sum())) + a.discarded).all()
+
+
+def test_torch_engine_notes_and_ignores_vllm_engine_options(tmp_path: Path) -> None:
+    notes: list[str] = []
+    experiment = _experiment(problems=1, n=1, configs=[{"policy": "base"}], engine_options={"dtype": "bfloat16"})
+    run_experiment(experiment, tmp_path / "run", block_size=8, report=notes.append)
+    assert any("engine_options" in note and "ignores" in note for note in notes)
+    assert len(read_samples(tmp_path / "run")) == 1
+
+
+def test_per_config_temperatures_get_their_own_ids() -> None:
+    experiment = _experiment(configs=[{"policy": "oracle"}, {"policy": "oracle", "oracle_temperature": 0},
+                                      {"policy": "random", "c": 2, "k": 3, "oracle_temperature": [0, 0.6]}])
+    assert list(experiment.configs) == ["oracle", "oracle-ot0", "random-c2-k3-ot0", "random-c2-k3-ot0.6"]
+    assert experiment.configs["oracle-ot0"].oracle.temperature == 0.0
