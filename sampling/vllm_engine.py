@@ -168,7 +168,7 @@ class VllmEngine:
         rows = [self._start(req) for req in requests]
         for row in rows:
             self._check(row)
-        self._pending: dict[str, tuple[_Row, str]] = {}
+        self._pending = {}
         self._on_tokens = on_tokens
         engines = [llm.llm_engine for llm in (self.base, self.oracle) if llm is not None]
         try:
@@ -229,23 +229,27 @@ class VllmEngine:
     def _finished(self, output: Any) -> None:
         """Book a finished request and move its sample on."""
         row, kind = self._pending.pop(output.request_id)
-        before = row.generated
         if kind == "base":
             self._base_done(row, output.outputs[0])
+            self._report(len(output.outputs[0].token_ids))
             if self._judge_due(row):
                 self._submit_judge(row)
                 return
         elif kind == "oracle":
             self._oracle_done(row, output.outputs[0])
+            self._report(len(output.outputs[0].token_ids))
         else:
             first = len(row.request.prompt_ids) + row.judged
             if output.num_cached_tokens > first - 1:  # cached positions carry no logprobs: recompute
                 self._submit_judge(row, reuse_cache=False)
                 return
             self._judge_done(row, output.prompt_logprobs)
-        if self._on_tokens is not None and row.generated > before:
-            self._on_tokens(row.generated - before)
         self._advance(row)
+
+    def _report(self, tokens: int) -> None:
+        """Tell the progress callback how many tokens a finished request decoded."""
+        if self._on_tokens is not None and tokens > 0:
+            self._on_tokens(tokens)
 
     def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True) -> None:
         """Queue one request with the sample's whole sequence; book the model's prefill."""
