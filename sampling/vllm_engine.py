@@ -147,7 +147,7 @@ class VllmEngine:
         max_model_len: int, options: dict[str, Any] | None = None, threads: int | None = None,
     ) -> None:
         options = dict(options or {})
-        # recording base_entropy needs per-token logprobs from vLLM (~25% wall time on the toy pair)
+        # recording base_entropy needs per-token logprobs from vLLM (~20% wall time on the toy pair)
         self.entropy_logprobs = int(options.pop("entropy_logprobs", 0))
         self.eos_ids, self.sentinel_id = set(eos_ids), sentinel_id
         self.max_model_len = max_model_len
