@@ -12,7 +12,7 @@ floating-point effects; the run store fixes block composition so reruns are bit-
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,6 +22,7 @@ from sampling import policy as policies
 from sampling.judge_head import mistake_probability
 from sampling.kv_model import KVModel
 from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest, uniforms
+from sampling.sample_state import SampleState
 
 BASE_STREAM, ORACLE_STREAM = 0, 1
 
@@ -64,26 +65,11 @@ def sample_tokens(
 
 
 @dataclass
-class _Row:
-    """Mutable decoding state of one sample in a block."""
+class _Row(SampleState):
+    """A sample's decoding state plus where it lives in the engine's caches."""
 
-    request: SampleRequest
-    record: SampleRecord
-    tokens: list[int]
-    owner: list[int]  # per token of `tokens`: -1 prompt, 0 base, 1 oracle
-    state: policies.PolicyState
     slot: int = 0  # cache slot (both models); active rows are kept in the lowest slots
-    oracle_left: int = 0
-    done: bool = False
-    entropy: list[float] = field(default_factory=list)  # per generated position
     step_entropy: float = float("nan")  # base entropy at the current position, if the base ran
-    called: set[int] = field(default_factory=set)  # models (0 base, 1 oracle) that have run on this sample
-    judged: int = 0  # judge policy: generated tokens before this position are settled
-
-    @property
-    def generated(self) -> int:
-        """Tokens generated so far."""
-        return len(self.tokens) - len(self.request.prompt_ids)
 
 
 class TorchEngine:
@@ -94,7 +80,7 @@ class TorchEngine:
     def __init__(self, base: torch.nn.Module, oracle: torch.nn.Module | None, eos_id: int, slots: int, max_len: int):
         self.base = KVModel(base, slots, max_len)
         self.oracle = KVModel(oracle, slots, max_len) if oracle is not None else None
-        self.eos_id = eos_id
+        self.eos_ids = {eos_id}
         self.slots = slots
         self.max_len = max_len
 
@@ -104,7 +90,7 @@ class TorchEngine:
         """Draw every requested sample to completion (EOS or max_tokens); records in request order."""
         if len(requests) > self.slots:
             raise ValueError(f"block of {len(requests)} requests exceeds {self.slots} cache slots")
-        rows = [self._start(req) for req in requests]
+        rows = [_Row.start(req) for req in requests]
         for row in rows:
             need = len(row.request.prompt_ids) + row.request.config.max_tokens
             if need > self.max_len:
@@ -125,7 +111,7 @@ class TorchEngine:
             active = self._compact(rows, active)
             if on_tokens is not None:
                 on_tokens(produced)
-        return [self._finish(row) for row in rows]
+        return [row.finish() for row in rows]
 
     def _share_prompts(self, rows: list[_Row]) -> None:
         """Prefill each distinct prompt (all but its last token) once per model and copy its cache.
@@ -161,15 +147,6 @@ class TorchEngine:
             alive.insert(0, mover)
         return sorted(alive, key=lambda i: rows[i].slot)
 
-    def _start(self, request: SampleRequest) -> _Row:
-        """Initial state of one sample."""
-        record = SampleRecord(request.config_id, request.problem_id, request.sample_index, request.seed)
-        spec = request.config.policy
-        row = _Row(request, record, list(request.prompt_ids), [-1] * len(request.prompt_ids), policies.start(spec, request.seed))
-        if spec.name == "oracle":  # the oracle writes everything; the base never runs
-            row.oracle_left = request.config.max_tokens
-        return row
-
     def _step(self, rows: list[_Row], active: list[int]) -> None:
         """Advance every active sample by one token."""
         ask_base: list[int] = []
@@ -179,7 +156,7 @@ class TorchEngine:
             if row.oracle_left > 0:
                 continue
             if not policies.needs_base_stats(spec) and policies.wants_oracle(spec, row.state, row.generated, 0.0, 1.0):
-                self._hand_to_oracle(row)
+                row.hand_to_oracle()
                 continue
             ask_base.append(i)
         if ask_base:
@@ -193,7 +170,7 @@ class TorchEngine:
                 if policies.needs_base_stats(spec) and policies.wants_oracle(
                     spec, row.state, row.generated, float(entropy[j]), float(margin[j])
                 ):
-                    self._hand_to_oracle(row)
+                    row.hand_to_oracle()
                 else:
                     keep.append(j)
             if keep:
@@ -201,7 +178,7 @@ class TorchEngine:
                 tokens = self._sample(logits[keep], rows, chosen, "base", BASE_STREAM)
                 for i, token in zip(chosen, tokens):
                     self._append(rows[i], int(token), PROVENANCE_BASE)
-        to_judge = [i for i in ask_base if self._judge_due(rows[i])]
+        to_judge = [i for i in ask_base if rows[i].judge_due()]
         if to_judge:
             self._judge(rows, to_judge)
         ask_oracle = [i for i in active if rows[i].oracle_left > 0]
@@ -215,19 +192,11 @@ class TorchEngine:
                 if row.oracle_left == 0 or row.done:
                     row.judged = row.generated  # the judge never re-scores the oracle's own tokens
 
-    @staticmethod
-    def _judge_due(row: _Row) -> bool:
-        """Judge policy: a full segment of unjudged base tokens, or the sample just stopped."""
-        spec = row.request.config.policy
-        if spec.name != "judge" or row.state.used >= spec.max_c or row.generated <= row.judged:
-            return False
-        return row.done or row.generated - row.judged >= spec.every
-
     def _judge(self, rows: list[_Row], indices: list[int]) -> None:
         """The oracle scores each row's unjudged base tokens in one prefill; roll back at the first it rejects."""
         for i in indices:  # re-read the last settled token so the first unjudged one gets a prediction
             row = rows[i]
-            first = len(row.request.prompt_ids) + row.judged
+            first = row.first_unjudged
             if self.oracle.filled[row.slot] >= first:
                 self.oracle.filled[row.slot] = first - 1
         starts = [int(self.oracle.filled[rows[i].slot]) for i in indices]
@@ -235,32 +204,17 @@ class TorchEngine:
         for i, start, (logits, hidden) in zip(indices, starts, per_row):
             row = rows[i]
             spec = row.request.config.policy
-            first = len(row.request.prompt_ids) + row.judged
+            first = row.first_unjudged
             if spec.head:  # the head reads the oracle's state after each judged token
                 scores = mistake_probability(hidden[first - start : len(row.tokens) - start], spec.head).tolist()
             else:  # the oracle's probability of each judged token, from the state before it
                 targets = torch.as_tensor(row.tokens[first:])
                 probs = torch.softmax(logits[first - start - 1 : len(row.tokens) - start - 1].double(), dim=-1)
                 scores = probs.gather(1, targets[:, None])[:, 0].tolist()
-            flagged = policies.judge_flags(spec, row.state, scores)
-            if flagged is None:
-                row.judged = row.generated
-                continue
-            cut = first + flagged  # roll back to just before the rejected token
-            row.record.discarded += len(row.tokens) - cut
-            del row.tokens[cut:], row.owner[cut:], row.entropy[row.judged + flagged :]
-            row.done, row.record.finish_reason = False, ""
-            self.base.filled[row.slot] = min(self.base.filled[row.slot], cut)
-            self.oracle.filled[row.slot] = cut - 1  # the oracle re-reads the last kept token to predict the next
-            row.judged = row.generated
-            self._hand_to_oracle(row)
-
-    def _hand_to_oracle(self, row: _Row) -> None:
-        """Start an intervention: the oracle writes the next k tokens."""
-        spec = row.request.config.policy
-        policies.record_intervention(spec, row.state)
-        row.record.interventions += 1
-        row.oracle_left = spec.k
+            cut = row.apply_judgement(scores)
+            if cut is not None:  # rolled back to just before the rejected token
+                self.base.filled[row.slot] = min(self.base.filled[row.slot], cut)
+                self.oracle.filled[row.slot] = cut - 1  # the oracle re-reads the last kept token to predict the next
 
     def _call(
         self, model: KVModel, rows: list[_Row], indices: list[int], who: int, every_position: bool = False
@@ -283,13 +237,7 @@ class TorchEngine:
                 row = rows[indices[j]]
                 start = int(model.filled[row.slot])
                 chunks.append(row.tokens[start:])
-                first_call = who not in row.called
-                row.called.add(who)
-                foreign = sum(1 for owner in row.owner[0 if first_call else start :] if owner != who)
-                if who == PROVENANCE_BASE:
-                    row.record.base_prefill += foreign
-                else:
-                    row.record.oracle_prefill += foreign
+                row.book_prefill(who, start)
             hidden: list[torch.Tensor] = []
             out = model.forward(slots_of[group].tolist(), chunks, every_position=every_position, hidden_out=hidden)
             if every_position:
@@ -312,24 +260,6 @@ class TorchEngine:
         )
 
     def _append(self, row: _Row, token: int, who: int) -> None:
-        """Add a generated token and check for the end of the sample."""
-        row.tokens.append(token)
-        row.owner.append(who)
-        row.entropy.append(row.step_entropy)
+        """Add a generated token with the base entropy of its step (NaN if the base did not run)."""
+        row.append(token, who, row.step_entropy, self.eos_ids)
         row.step_entropy = float("nan")
-        if who == PROVENANCE_BASE:
-            row.record.base_decode += 1
-        else:
-            row.record.oracle_decode += 1
-        if token == self.eos_id:
-            row.done, row.record.finish_reason = True, "eos"
-        elif row.generated >= row.request.config.max_tokens:
-            row.done, row.record.finish_reason = True, "length"
-
-    def _finish(self, row: _Row) -> SampleRecord:
-        """Fill the record's token lists."""
-        prompt_len = len(row.request.prompt_ids)
-        row.record.token_ids = row.tokens[prompt_len:]
-        row.record.provenance = row.owner[prompt_len:]
-        row.record.base_entropy = row.entropy
-        return row.record

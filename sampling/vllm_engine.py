@@ -42,6 +42,7 @@ import torch
 
 from sampling import policy as policies
 from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest
+from sampling.sample_state import SampleState
 
 STOP_KEY = "study_stop"  # SamplingParams.extra_args key read by PolicyStopProcessor
 DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30
@@ -111,30 +112,10 @@ def segment_seed(sample_seed: int, position: int, stream: int) -> int:
 
 
 @dataclass
-class _Row:
-    """Decoding state of one sample across its requests."""
+class _Row(SampleState):
+    """A sample's decoding state plus how far each model has processed its tokens."""
 
-    request: SampleRequest
-    record: SampleRecord
-    tokens: list[int]
-    owner: list[int]  # -1 prompt, 0 base, 1 oracle
-    state: policies.PolicyState
-    filled: list[int] = field(default_factory=lambda: [0, 0])  # tokens each model has processed
-    called: set[int] = field(default_factory=set)
-    oracle_left: int = 0
-    done: bool = False
-    entropy: list[float] = field(default_factory=list)
-    judged: int = 0
-
-    @property
-    def generated(self) -> int:
-        """Tokens generated so far."""
-        return len(self.tokens) - len(self.request.prompt_ids)
-
-    @property
-    def remaining(self) -> int:
-        """Tokens left before max_tokens."""
-        return self.request.config.max_tokens - self.generated
+    filled: list[int] = field(default_factory=lambda: [0, 0])  # tokens each model (base, oracle) has processed
 
 
 class VllmEngine:
@@ -165,7 +146,7 @@ class VllmEngine:
         self, requests: list[SampleRequest], on_tokens: Callable[[int], None] | None = None
     ) -> list[SampleRecord]:
         """Draw every requested sample to completion (EOS or max_tokens); records in request order."""
-        rows = [self._start(req) for req in requests]
+        rows = [_Row.start(req) for req in requests]
         for row in rows:
             self._check(row)
         self._pending = {}
@@ -186,7 +167,7 @@ class VllmEngine:
                 for engine in engines:
                     engine.abort_request(list(self._pending))
                 self._pending = {}
-        return [self._finish(row) for row in rows]
+        return [row.finish() for row in rows]
 
     def _check(self, row: _Row) -> None:
         """Refuse what this engine cannot run, naming the config."""
@@ -203,15 +184,6 @@ class VllmEngine:
         if need > self.max_model_len:
             raise VllmEngineError(f"prompt + max_tokens = {need} exceeds the engine's max_model_len {self.max_model_len}")
 
-    def _start(self, request: SampleRequest) -> _Row:
-        """Initial state of one sample."""
-        record = SampleRecord(request.config_id, request.problem_id, request.sample_index, request.seed)
-        spec = request.config.policy
-        row = _Row(request, record, list(request.prompt_ids), [-1] * len(request.prompt_ids), policies.start(spec, request.seed))
-        if spec.name == "oracle":
-            row.oracle_left = request.config.max_tokens
-        return row
-
     def _advance(self, row: _Row) -> None:
         """Submit the sample's next request: an oracle segment, a base segment, or nothing (done)."""
         if row.done:
@@ -220,7 +192,7 @@ class VllmEngine:
         if row.oracle_left == 0 and not policies.needs_base_stats(spec) and policies.wants_oracle(
             spec, row.state, row.generated, 0.0, 1.0
         ):
-            self._hand_to_oracle(row)
+            row.hand_to_oracle()
         if row.oracle_left > 0:
             self._submit_oracle_segment(row)
         else:
@@ -232,14 +204,14 @@ class VllmEngine:
         if kind == "base":
             self._base_done(row, output.outputs[0])
             self._report(len(output.outputs[0].token_ids))
-            if self._judge_due(row):
+            if row.judge_due():
                 self._submit_judge(row)
                 return
         elif kind == "oracle":
             self._oracle_done(row, output.outputs[0])
             self._report(len(output.outputs[0].token_ids))
         else:
-            first = len(row.request.prompt_ids) + row.judged
+            first = row.first_unjudged
             if output.num_cached_tokens > first - 1:  # cached positions carry no logprobs: recompute
                 self._submit_judge(row, reuse_cache=False)
                 return
@@ -258,13 +230,7 @@ class VllmEngine:
 
         who = PROVENANCE_BASE if kind == "base" else PROVENANCE_ORACLE
         if book:
-            first_call = who not in row.called
-            row.called.add(who)
-            foreign = sum(1 for owner in row.owner[0 if first_call else row.filled[who]:] if owner != who)
-            if who == PROVENANCE_BASE:
-                row.record.base_prefill += foreign
-            else:
-                row.record.oracle_prefill += foreign
+            row.book_prefill(who, row.filled[who])
         params.output_kind = RequestOutputKind.FINAL_ONLY
         self._requests_made += 1
         request_id = f"s{self._requests_made}"
@@ -300,10 +266,10 @@ class VllmEngine:
             tokens, logprobs = tokens[:-1], logprobs[:-1]
         for token, step in zip(tokens, logprobs):
             entropy = topk_entropy([lp.logprob for lp in step.values()]) if step else float("nan")
-            self._append(row, token, PROVENANCE_BASE, entropy)
+            row.append(token, PROVENANCE_BASE, entropy, self.eos_ids)
         row.filled[PROVENANCE_BASE] = len(row.tokens)
         if tripped and not row.done:
-            self._hand_to_oracle(row)
+            row.hand_to_oracle()
 
     def _submit_oracle_segment(self, row: _Row) -> None:
         """The oracle writes its intervention's k tokens (or to the end for policy oracle)."""
@@ -319,7 +285,7 @@ class VllmEngine:
     def _oracle_done(self, row: _Row, output: Any) -> None:
         """Append a finished oracle segment."""
         for token in output.token_ids:
-            self._append(row, int(token), PROVENANCE_ORACLE, float("nan"))
+            row.append(int(token), PROVENANCE_ORACLE, float("nan"), self.eos_ids)
             row.oracle_left -= 1
             if row.done:
                 break
@@ -327,14 +293,6 @@ class VllmEngine:
         row.filled[PROVENANCE_ORACLE] = len(row.tokens)
         if row.oracle_left == 0:
             row.judged = row.generated  # the judge never re-scores the oracle's own tokens
-
-    @staticmethod
-    def _judge_due(row: _Row) -> bool:
-        """Judge policy: a full segment of unjudged base tokens, or the sample just stopped."""
-        spec = row.request.config.policy
-        if spec.name != "judge" or row.state.used >= spec.max_c or row.generated <= row.judged:
-            return False
-        return row.done or row.generated - row.judged >= spec.every
 
     def _submit_judge(self, row: _Row, reuse_cache: bool = True) -> None:
         """The oracle scores the unjudged base tokens in one prefill (prompt logprobs).
@@ -346,7 +304,7 @@ class VllmEngine:
         """
         from vllm import SamplingParams
 
-        first = len(row.request.prompt_ids) + row.judged
+        first = row.first_unjudged
         if reuse_cache:  # re-read the last settled token so the first unjudged one gets a prediction
             row.filled[PROVENANCE_ORACLE] = min(row.filled[PROVENANCE_ORACLE], first - 1)
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=not reuse_cache)
@@ -354,52 +312,12 @@ class VllmEngine:
 
     def _judge_done(self, row: _Row, prompt_logprobs: list[Any]) -> None:
         """Roll back to just before the first token the judge rejects, and hand over to the oracle."""
-        spec = row.request.config.policy
-        first = len(row.request.prompt_ids) + row.judged
         row.filled[PROVENANCE_ORACLE] = len(row.tokens)
-        scores = [math.exp(prompt_logprobs[i][row.tokens[i]].logprob) for i in range(first, len(row.tokens))]
-        flagged = policies.judge_flags(spec, row.state, scores)
-        if flagged is None:
-            row.judged = row.generated
-            return
-        cut = first + flagged
-        row.record.discarded += len(row.tokens) - cut
-        del row.tokens[cut:], row.owner[cut:], row.entropy[row.judged + flagged:]
-        row.done, row.record.finish_reason = False, ""
-        row.filled[PROVENANCE_BASE] = min(row.filled[PROVENANCE_BASE], cut)
-        row.filled[PROVENANCE_ORACLE] = cut - 1
-        row.judged = row.generated
-        self._hand_to_oracle(row)
-
-    # ------------------------------------------------------------------ helpers
-    def _hand_to_oracle(self, row: _Row) -> None:
-        """Start an intervention: the oracle writes the next k tokens."""
-        spec = row.request.config.policy
-        policies.record_intervention(spec, row.state)
-        row.record.interventions += 1
-        row.oracle_left = spec.k
-
-    def _append(self, row: _Row, token: int, who: int, entropy: float) -> None:
-        """Add a generated token and check for the end of the sample."""
-        row.tokens.append(int(token))
-        row.owner.append(who)
-        row.entropy.append(entropy)
-        if who == PROVENANCE_BASE:
-            row.record.base_decode += 1
-        else:
-            row.record.oracle_decode += 1
-        if token in self.eos_ids:
-            row.done, row.record.finish_reason = True, "eos"
-        elif row.generated >= row.request.config.max_tokens:
-            row.done, row.record.finish_reason = True, "length"
-
-    def _finish(self, row: _Row) -> SampleRecord:
-        """Fill the record's token lists."""
-        prompt_len = len(row.request.prompt_ids)
-        row.record.token_ids = row.tokens[prompt_len:]
-        row.record.provenance = row.owner[prompt_len:]
-        row.record.base_entropy = row.entropy
-        return row.record
+        scores = [math.exp(prompt_logprobs[i][row.tokens[i]].logprob) for i in range(row.first_unjudged, len(row.tokens))]
+        cut = row.apply_judgement(scores)
+        if cut is not None:
+            row.filled[PROVENANCE_BASE] = min(row.filled[PROVENANCE_BASE], cut)
+            row.filled[PROVENANCE_ORACLE] = cut - 1  # the oracle re-reads the last kept token to predict the next
 
 
 def _make_llm(path: str, role: str, options: dict[str, Any], max_model_len: int, max_logprobs: int, threads: int | None) -> Any:
