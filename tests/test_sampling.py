@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,6 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments.toy.generator import held_out_problems
 from sampling import policy as policies
 from sampling.config import ConfigError, parse_experiment
 from sampling.models import ModelError, load_pair
@@ -43,14 +41,8 @@ SMALL_EXPERIMENT = {
 
 
 @pytest.fixture(scope="module")
-def pair():
-    return load_pair("toy:base", "toy:oracle")
-
-
-@pytest.fixture(scope="module")
-def prompts(pair):
-    tok = pair.tokenizer
-    return [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(10)]
+def prompts(toy_prompts):
+    return toy_prompts(10)
 
 
 def _requests(prompts, config: GuidedConfig, n: int, config_id: str = "c") -> list[SampleRequest]:

@@ -15,9 +15,7 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from experiments.toy.generator import held_out_problems
 from sampling.config import default_experiment, parse_experiment
-from sampling.models import load_pair
 from sampling.policy import PolicySpec
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed
 from sampling.runner import run_experiment
@@ -77,14 +75,8 @@ def test_sentinel_prefers_an_unused_embedding_row_then_pad(pair) -> None:
 # ---------------------------------------------------------------- engines on the real toy models
 
 @pytest.fixture(scope="module")
-def pair():
-    return load_pair("toy:base", "toy:oracle")
-
-
-@pytest.fixture(scope="module")
-def prompts(pair):
-    tok = pair.tokenizer
-    return [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(12)]
+def prompts(toy_prompts):
+    return toy_prompts(12)
 
 
 @pytest.fixture(scope="module")
