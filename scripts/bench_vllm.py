@@ -23,7 +23,7 @@ from sampling.models import load_pair  # noqa: E402
 from sampling.policy import PolicySpec  # noqa: E402
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed  # noqa: E402
 from sampling.torch_engine import TorchEngine  # noqa: E402
-from sampling.vllm_engine import VllmEngine, choose_sentinel, stop_ids  # noqa: E402
+from sampling.vllm_engine import vllm_engine_for  # noqa: E402
 
 MAX_TOKENS = 192
 GUIDED = {
@@ -74,9 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
-    base, oracle = pair.manifest["base"]["path"], pair.manifest["oracle"]["path"]
-    vocab = pair.base.config.vocab_size
-    engine = VllmEngine(base, oracle, stop_ids(base, tok), choose_sentinel(vocab, tok, {tok.eos_token_id}), vocab, max_model_len=320)
+    engine = vllm_engine_for(pair, max_model_len=320)
     prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(args.problems)]
     engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
     print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}")

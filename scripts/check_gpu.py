@@ -37,14 +37,11 @@ def greedy_equivalence(problems: int) -> bool:
     from sampling.policy import PolicySpec
     from sampling.records import GuidedConfig, SampleRequest, SamplingParams
     from sampling.torch_engine import TorchEngine
-    from sampling.vllm_engine import VllmEngine, choose_sentinel, stop_ids
+    from sampling.vllm_engine import vllm_engine_for
 
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
-    base, oracle = pair.manifest["base"]["path"], pair.manifest["oracle"]["path"]
-    vocab = pair.base.config.vocab_size
-    vllm_engine = VllmEngine(base, oracle, stop_ids(base, tok), choose_sentinel(vocab, tok, {tok.eos_token_id}), vocab,
-                             max_model_len=320, options={"dtype": "float32"})
+    vllm_engine = vllm_engine_for(pair, max_model_len=320, options={"dtype": "float32"})
     torch_engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=problems, max_len=320)
     prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(problems)]
     all_equal = True

@@ -22,7 +22,7 @@ from sampling.runner import run_experiment
 from sampling.store import read_samples
 from sampling.torch_engine import TorchEngine
 from sampling.vllm_engine import (
-    VllmEngine, VllmEngineError, choose_sentinel, segment_seed, stop_ids, topk_entropy, vllm_available,
+    VllmEngineError, choose_sentinel, segment_seed, topk_entropy, vllm_available, vllm_engine_for,
 )
 from verify.run_grades import grade_run
 from verify.tables import class_votes, summarize_grades
@@ -81,10 +81,7 @@ def prompts(toy_prompts):
 
 @pytest.fixture(scope="module")
 def vllm_engine(pair):
-    tok = pair.tokenizer
-    base, oracle = pair.manifest["base"]["path"], pair.manifest["oracle"]["path"]
-    return VllmEngine(base, oracle, stop_ids(base, tok), choose_sentinel(pair.base.config.vocab_size, tok, {tok.eos_token_id}),
-                      pair.base.config.vocab_size, max_model_len=320, options={"entropy_logprobs": 20})
+    return vllm_engine_for(pair, max_model_len=320, options={"entropy_logprobs": 20})
 
 
 @pytest.fixture(scope="module")
