@@ -116,6 +116,15 @@ class _Row(SampleState):
     """A sample's decoding state plus how far each model has processed its tokens."""
 
     filled: list[int] = field(default_factory=lambda: [0, 0])  # tokens each model (base, oracle) has processed
+    verdict_pending: bool = False  # judge: the oracle is scoring the last segment
+    speculation: str | None = None  # judge: the request id of the base segment written meanwhile
+    speculated: Any = None  # judge: that segment's output, when it finished before the verdict
+
+    @property
+    def cache_key(self) -> str:
+        """A prefix-cache salt unique to this sample."""
+        request = self.request
+        return f"{request.config_id}\x00{request.problem_id}\x00{request.sample_index}\x00{request.seed}"
 
 
 class VllmEngine:
@@ -129,7 +138,11 @@ class VllmEngine:
     ) -> None:
         options = dict(options or {})
         # recording base_entropy needs per-token logprobs from vLLM (~20% wall time on the toy pair)
-        self.entropy_logprobs = int(options.pop("entropy_logprobs", 0))
+        self.entropy_logprobs = _option(options, "entropy_logprobs", 0, int)
+        # oracle batching (see `_admit`): hold new oracle requests until this fraction of the base's
+        # samples wait, or the oldest has waited this many steps
+        self.admit_fraction = _option(options, "oracle_admit_fraction", 0.5, float)
+        self.max_hold = _option(options, "oracle_max_hold", 8, int)
         self.eos_ids, self.sentinel_id = set(eos_ids), sentinel_id
         self.max_model_len = max_model_len
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ("base", "oracle")}
@@ -137,8 +150,9 @@ class VllmEngine:
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
         self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, max_model_len, 1, threads)
                        if oracle_path is not None else None)
-        self._requests_made = 0
+        self._requests_made, self._tick = 0, 0
         self._pending: dict[str, tuple[_Row, str]] = {}
+        self._held: list[tuple[int, str, Any, Any]] = []  # oracle requests waiting for a burst: (tick, id, prompt, params)
         self._on_tokens: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------------ the event loop
@@ -149,25 +163,50 @@ class VllmEngine:
         rows = [_Row.start(req) for req in requests]
         for row in rows:
             self._check(row)
-        self._pending = {}
+        self._pending, self._held, self._tick = {}, [], 0
         self._on_tokens = on_tokens
-        engines = [llm.llm_engine for llm in (self.base, self.oracle) if llm is not None]
+        base, oracle = self.base.llm_engine, self.oracle.llm_engine if self.oracle is not None else None
         try:
             for row in rows:
                 self._advance(row)
             while self._pending:
-                for engine in engines:  # one scheduler step of each model in turn
-                    if not engine.has_unfinished_requests():
-                        continue
-                    for output in engine.step():
-                        if output.finished:
-                            self._finished(output)
+                self._tick += 1
+                if base.has_unfinished_requests():
+                    self._step(base)
+                if oracle is not None and (oracle.has_unfinished_requests() or self._admit(base)):
+                    self._step(oracle)
         finally:  # an error (or Ctrl-C) must not leave requests queued for the next block
             if self._pending:
-                for engine in engines:
-                    engine.abort_request(list(self._pending))
-                self._pending = {}
+                for engine in (base, oracle):
+                    if engine is not None:
+                        engine.abort_request(list(self._pending))
+                self._pending, self._held = {}, []
         return [row.finish() for row in rows]
+
+    def _step(self, engine: Any) -> None:
+        """One scheduler step of one model; finished requests move their samples on."""
+        for output in engine.step():
+            if output.finished:
+                self._finished(output)
+
+    def _admit(self, base: Any) -> bool:
+        """Start an oracle burst with the held requests if it is worth a step now.
+
+        An oracle step costs about the same for 5 requests as for 100 (mostly fixed cost on small
+        batches), so new oracle requests are held until enough samples wait (`admit_fraction` of
+        the base's), the oldest has waited `max_hold` ticks, or the base has nothing else to do;
+        then all are admitted together and the oracle steps until they finish.
+        """
+        if not self._held:
+            return False
+        waiting, oldest = len(self._held), self._held[0][0]
+        if (waiting < self.admit_fraction * base.get_num_unfinished_requests()
+                and self._tick - oldest < self.max_hold and base.has_unfinished_requests()):
+            return False
+        for _, request_id, prompt, params in self._held:
+            self.oracle.llm_engine.add_request(request_id, prompt, params)
+        self._held = []
+        return True
 
     def _check(self, row: _Row) -> None:
         """Refuse what this engine cannot run, naming the config."""
@@ -202,12 +241,12 @@ class VllmEngine:
         """Book a finished request and move its sample on."""
         row, kind = self._pending.pop(output.request_id)
         if kind == "base":
-            self._base_done(row, output.outputs[0])
-            self._report(len(output.outputs[0].token_ids))
-            if row.judge_due():
-                self._submit_judge(row)
+            if row.verdict_pending:  # a speculative segment finished before the judge: keep it for the verdict
+                row.speculated = output.outputs[0]
                 return
-        elif kind == "oracle":
+            self._segment_done(row, output.outputs[0])
+            return
+        if kind == "oracle":
             self._oracle_done(row, output.outputs[0])
             self._report(len(output.outputs[0].token_ids))
         else:
@@ -215,16 +254,42 @@ class VllmEngine:
             if output.num_cached_tokens > first - 1:  # cached positions carry no logprobs: recompute
                 self._submit_judge(row, reuse_cache=False)
                 return
-            self._judge_done(row, output.prompt_logprobs)
+            row.verdict_pending = False
+            cut = self._judge_done(row, output.prompt_logprobs)
+            speculated, row.speculated = row.speculated, None
+            if cut is None and (speculated is not None or row.speculation is not None):
+                if speculated is not None:  # accepted: the segment written meanwhile is the next one
+                    self._segment_done(row, speculated)
+                return  # (or it is still being written)
+            if row.speculation is not None:  # rejected: what the base wrote meanwhile is void
+                self.base.llm_engine.abort_request([row.speculation])
+                self._pending.pop(row.speculation, None)
+            row.speculation = None
         self._advance(row)
+
+    def _segment_done(self, row: _Row, output: Any) -> None:
+        """Append a finished base segment; have it judged (writing on meanwhile) or move on."""
+        row.speculation = None
+        self._base_done(row, output)
+        self._report(len(output.token_ids))
+        if not row.judge_due():
+            self._advance(row)
+            return
+        self._submit_judge(row)
+        row.verdict_pending = True
+        if not row.done:
+            # speculate that the judge keeps the segment: the base writes the next one meanwhile,
+            # exactly as it would after an acceptance (same position, same seed); on a rejection
+            # it is aborted and not counted (the torch engine would never have computed it)
+            row.speculation = self._submit_base_segment(row, after_judgement=True)
 
     def _report(self, tokens: int) -> None:
         """Tell the progress callback how many tokens a finished request decoded."""
         if self._on_tokens is not None and tokens > 0:
             self._on_tokens(tokens)
 
-    def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True) -> None:
-        """Queue one request with the sample's whole sequence; book the model's prefill."""
+    def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True) -> str:
+        """Queue one request with the sample's whole sequence; book the model's prefill; its id."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -235,10 +300,22 @@ class VllmEngine:
         self._requests_made += 1
         request_id = f"s{self._requests_made}"
         self._pending[request_id] = (row, kind)
-        llm.llm_engine.add_request(request_id, TokensPrompt(prompt_token_ids=list(row.tokens)), params)
+        prompt = TokensPrompt(prompt_token_ids=list(row.tokens))
+        if who == PROVENANCE_ORACLE and row.request.config.policy.name == "judge":
+            # the judge's oracle cache is the sample's own: a block cached by another sample would
+            # cover judged tokens, whose prompt logprobs vLLM does not return (see _submit_judge)
+            prompt["cache_salt"] = row.cache_key
+        if who == PROVENANCE_ORACLE:
+            self._held.append((self._tick, request_id, prompt, params))
+        else:
+            llm.llm_engine.add_request(request_id, prompt, params)
+        return request_id
 
-    def _submit_base_segment(self, row: _Row) -> None:
-        """The base writes until the policy's next decision point (or a stop trips)."""
+    def _submit_base_segment(self, row: _Row, after_judgement: bool = False) -> str:
+        """The base writes until the policy's next decision point (or a stop trips); the request id.
+
+        `after_judgement`: the segment after one the judge is still scoring, as if it were kept.
+        """
         from vllm import SamplingParams
 
         spec, config = row.request.config.policy, row.request.config
@@ -246,15 +323,15 @@ class VllmEngine:
         if spec.name == "random" and row.state.positions:
             length = min(length, row.state.positions[0] - row.generated)
         elif spec.name == "judge" and row.state.used < spec.max_c:
-            length = min(length, spec.every - (row.generated - row.judged))
+            length = min(length, spec.every - (0 if after_judgement else row.generated - row.judged))
         elif policies.needs_base_stats(spec) and row.state.used < spec.max_c:
             threshold = spec.tau if spec.name == "entropy" else spec.delta
             extra = {STOP_KEY: (spec.name, float(threshold), self.sentinel_id)}
-        self._submit(self.base, row, SamplingParams(
+        return self._submit(self.base, row, SamplingParams(
             temperature=config.base.temperature, top_p=config.base.top_p, max_tokens=max(1, length),
             seed=segment_seed(row.request.seed, row.generated, PROVENANCE_BASE),
             stop_token_ids=[self.sentinel_id] if extra else None, extra_args=extra,
-            logprobs=self.entropy_logprobs or None, detokenize=False,
+            logprobs=self.entropy_logprobs or None, detokenize=False, skip_clone=True,
         ), "base")
 
     def _base_done(self, row: _Row, output: Any) -> None:
@@ -278,7 +355,7 @@ class VllmEngine:
         config = row.request.config
         self._submit(self.oracle, row, SamplingParams(
             temperature=config.oracle.temperature, top_p=config.oracle.top_p,
-            max_tokens=min(row.oracle_left, row.remaining), detokenize=False,
+            max_tokens=min(row.oracle_left, row.remaining), detokenize=False, skip_clone=True,
             seed=segment_seed(row.request.seed, row.generated, PROVENANCE_ORACLE),
         ), "oracle")
 
@@ -307,17 +384,19 @@ class VllmEngine:
         first = row.first_unjudged
         if reuse_cache:  # re-read the last settled token so the first unjudged one gets a prediction
             row.filled[PROVENANCE_ORACLE] = min(row.filled[PROVENANCE_ORACLE], first - 1)
-        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_reading_prefix_cache=not reuse_cache)
+        params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_clone=True,
+                                skip_reading_prefix_cache=not reuse_cache)
         self._submit(self.oracle, row, params, "judge", book=reuse_cache)
 
-    def _judge_done(self, row: _Row, prompt_logprobs: list[Any]) -> None:
-        """Roll back to just before the first token the judge rejects, and hand over to the oracle."""
+    def _judge_done(self, row: _Row, prompt_logprobs: list[Any]) -> int | None:
+        """Roll back to just before the first token the judge rejects, and hand over to the oracle; the cut."""
         row.filled[PROVENANCE_ORACLE] = len(row.tokens)
         scores = [math.exp(prompt_logprobs[i][row.tokens[i]].logprob) for i in range(row.first_unjudged, len(row.tokens))]
         cut = row.apply_judgement(scores)
         if cut is not None:
             row.filled[PROVENANCE_BASE] = min(row.filled[PROVENANCE_BASE], cut)
             row.filled[PROVENANCE_ORACLE] = cut - 1  # the oracle re-reads the last kept token to predict the next
+        return cut
 
 
 def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | None = None, threads: int | None = None) -> VllmEngine:
@@ -332,6 +411,15 @@ def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | Non
         sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)
     return VllmEngine(base, oracle, eos_ids, int(sentinel), pair.base.config.vocab_size,
                       max_model_len=max_model_len, options=options, threads=threads)
+
+
+def _option(options: dict[str, Any], name: str, default: Any, kind: type) -> Any:
+    """Pop one of this engine's own options (not vLLM's), checked to be a number >= 0."""
+    value = options.pop(name, default)
+    number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not number or value < 0 or (kind is int and value != int(value)):
+        raise VllmEngineError(f"engine_options.{name} must be a{'n integer' if kind is int else ' number'} >= 0, got {value!r}")
+    return kind(value)
 
 
 def _make_llm(path: str, role: str, options: dict[str, Any], max_model_len: int, max_logprobs: int, threads: int | None) -> Any:

@@ -111,6 +111,50 @@ def test_greedy_records_are_identical_to_the_torch_engine(name, prompts, torch_e
         assert sum(r.discarded for r in records) > 0
 
 
+@pytest.mark.parametrize("name", ["random", "entropy", "judge"])
+def test_greedy_records_do_not_depend_on_when_oracle_requests_are_admitted(name, prompts, torch_engine, vllm_engine) -> None:
+    """Holding oracle requests for a batch (the default) and admitting each at once give the same records."""
+    requests = _requests(prompts, POLICIES[name], GREEDY)
+    reference = torch_engine.run_block(requests)
+    held = (vllm_engine.admit_fraction, vllm_engine.max_hold)
+    try:
+        vllm_engine.admit_fraction, vllm_engine.max_hold = 0.0, 0
+        immediate = vllm_engine.run_block(requests)
+        vllm_engine.admit_fraction, vllm_engine.max_hold = 1.0, 50
+        long_holds = vllm_engine.run_block(requests)
+    finally:
+        vllm_engine.admit_fraction, vllm_engine.max_hold = held
+    for want, got_now, got_late in zip(reference, immediate, long_holds):
+        for column in RECORD_FIELDS:
+            assert getattr(got_now, column) == getattr(want, column) == getattr(got_late, column), (name, want.problem_id, column)
+
+
+def test_judge_speculation_is_kept_when_accepted_and_voided_when_rejected(prompts, torch_engine, vllm_engine, monkeypatch) -> None:
+    """While the oracle judges a segment the base writes the next; rejected ones are aborted and not counted."""
+    aborted: list[str] = []
+    base_engine = vllm_engine.base.llm_engine
+    real_abort = base_engine.abort_request
+    monkeypatch.setattr(base_engine, "abort_request", lambda ids, *a, **k: (aborted.extend(ids), real_abort(ids, *a, **k))[1])
+    speculative: list[str] = []
+    real_submit = vllm_engine._submit_base_segment
+
+    def submit(row, after_judgement=False):
+        request_id = real_submit(row, after_judgement)
+        if after_judgement:
+            speculative.append(request_id)
+        return request_id
+
+    monkeypatch.setattr(vllm_engine, "_submit_base_segment", submit)
+    requests = _requests(prompts, POLICIES["judge"], GREEDY, n=1)
+    records = vllm_engine.run_block(requests)
+    reference = torch_engine.run_block(requests)
+    assert aborted and set(aborted) <= set(speculative), "no speculative segment was rejected: the test would not test voiding one"
+    assert len(speculative) > len(aborted), "no speculative segment was kept"
+    for want, got in zip(reference, records):
+        for column in RECORD_FIELDS:
+            assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
+
+
 def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, vllm_engine) -> None:
     """vLLM records entropy from the top-20 logprobs (a lower bound); measured error on the toy base."""
     requests = _requests(prompts, POLICIES["base"], GREEDY)
@@ -202,6 +246,9 @@ def test_engine_options_reach_vllm_and_bad_ones_are_named(pair, tmp_path: Path) 
     }, "test")
     with pytest.raises((VllmEngineError, ValueError), match="no_such_vllm_option"):
         run_experiment(experiment, tmp_path / "run", report=lambda _: None)
+    for name, value in (("oracle_max_hold", -1), ("oracle_max_hold", 2.5), ("oracle_admit_fraction", "half"), ("entropy_logprobs", -3)):
+        with pytest.raises(VllmEngineError, match=f"engine_options.{name} must be"):
+            vllm_engine_for(pair, max_model_len=320, options={name: value})
 
 
 def test_cli_samples_with_the_vllm_engine(tmp_path: Path) -> None:
