@@ -8,7 +8,9 @@
    that model prefilled in the guided run (the switching overhead proper).
 2. Throughput on the toy oracle: oracle-only sampling, vLLM engine vs torch engine, tokens/s.
 
-    OMP_NUM_THREADS=2 python scripts/bench_vllm.py [--problems 20] [--n 25]
+Each measurement is repeated (`--repeats`, interleaved) and the fastest kept: noise only adds time.
+
+    OMP_NUM_THREADS=2 python scripts/bench_vllm.py [--problems 20] [--n 25] [--repeats 3]
 """
 from __future__ import annotations
 
@@ -41,8 +43,28 @@ def requests_for(prompts: list[tuple[int, ...]], n: int, spec: PolicySpec, confi
             for j, prompt in enumerate(prompts) for i in range(n)]
 
 
+def cold(*llms) -> None:
+    """Empty the prefix caches: a repeated measurement must not reuse the previous one's blocks."""
+    for llm in llms:
+        llm.reset_prefix_cache()
+
+
+def count_steps(llm) -> list[int]:
+    """Count the scheduler steps (forward passes) of a vLLM `LLM` from now on: [count]."""
+    counter, step = [0], llm.llm_engine.step
+
+    def counted():
+        counter[0] += 1
+        return step()
+
+    llm.llm_engine.step = counted
+    return counter
+
+
 def timed(engine, requests):
-    """Seconds and records of one engine call."""
+    """Seconds and records of one engine call (a vLLM engine starts with empty prefix caches)."""
+    if hasattr(engine, "base") and hasattr(engine.base, "reset_prefix_cache"):
+        cold(*[llm for llm in (engine.base, engine.oracle) if llm is not None])
     start = time.perf_counter()
     records = engine.run_block(requests)
     return time.perf_counter() - start, records
@@ -54,6 +76,7 @@ def plain_generate(llm, prompts: list[tuple[int, ...]], lengths: list[int]) -> f
     from vllm.inputs import TokensPrompt
 
     pairs = [(p, n) for p, n in zip(prompts, lengths) if n > 0]
+    cold(llm)
     start = time.perf_counter()
     llm.generate([TokensPrompt(prompt_token_ids=list(p)) for p, _ in pairs],
                  [VllmParams(temperature=1.0, max_tokens=n, ignore_eos=True, seed=i, detokenize=False)
@@ -71,39 +94,56 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--problems", type=int, default=20)
     parser.add_argument("--n", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
     engine = vllm_engine_for(pair, max_model_len=320)
     prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(args.problems)]
     engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
-    print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}")
+    oracle_steps = count_steps(engine.oracle)
+    print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}, "
+          f"fastest of {args.repeats}")
     print("1. guided vLLM run vs plain vLLM generation of the same base and oracle tokens")
     for config_id, spec in GUIDED.items():
         requests = requests_for(prompts, args.n, spec, config_id)
-        seconds, records = timed(engine, requests)
         sample_prompts = [r.prompt_ids for r in requests]
-        plain = plain_generate(engine.base, sample_prompts, [r.base_decode for r in records])
-        plain += plain_generate(engine.oracle, sample_prompts, [r.oracle_decode for r in records])
-        # the same, with each model also prefilling as many tokens as it prefilled in the guided run
-        # (the oracle reading what the base wrote, the base reading the oracle's tokens)
-        processed = 0.0
-        for model, prefilled, decoded in ((engine.base, "base_prefill", "base_decode"), (engine.oracle, "oracle_prefill", "oracle_decode")):
-            processed += plain_generate(model, [prefix(q.prompt_ids, r.token_ids, getattr(r, prefilled)) for q, r in zip(requests, records)],
-                                        [getattr(r, decoded) for r in records])
+        guided, plain, processed, at_once = [], [], [], []
+        for _ in range(args.repeats):
+            oracle_steps[0] = 0
+            seconds, records = timed(engine, requests)  # the same records every time (seeded)
+            guided.append(seconds)
+            batched_steps, oracle_steps[0] = oracle_steps[0], 0
+            held = engine.admit_fraction, engine.max_hold
+            engine.admit_fraction, engine.max_hold = 0.0, 0  # no oracle batching: each request admitted at once
+            at_once.append(timed(engine, requests)[0])
+            engine.admit_fraction, engine.max_hold = held
+            unbatched_steps = oracle_steps[0]
+            plain.append(plain_generate(engine.base, sample_prompts, [r.base_decode for r in records])
+                         + plain_generate(engine.oracle, sample_prompts, [r.oracle_decode for r in records]))
+            # the same, with each model also prefilling as many tokens as it prefilled in the guided
+            # run (the oracle reading what the base wrote, the base reading the oracle's tokens)
+            processed.append(sum(
+                plain_generate(model, [prefix(q.prompt_ids, r.token_ids, getattr(r, prefilled)) for q, r in zip(requests, records)],
+                               [getattr(r, decoded) for r in records])
+                for model, prefilled, decoded in ((engine.base, "base_prefill", "base_decode"), (engine.oracle, "oracle_prefill", "oracle_decode"))))
+        seconds, plain_s, processed_s = min(guided), min(plain), min(processed)
         base_tokens, oracle_tokens = sum(r.base_decode for r in records), sum(r.oracle_decode for r in records)
-        print(f"  {config_id:22s} guided {seconds:6.1f} s  plain {plain:6.1f} s  ratio {seconds / plain:4.2f}  "
+        print(f"  {config_id:22s} guided {seconds:6.2f} s  plain {plain_s:6.2f} s  ratio {seconds / plain_s:4.2f}  "
               f"(base {base_tokens:,} + oracle {oracle_tokens:,} tokens, {sum(r.interventions for r in records) / len(records):.2f} interventions/sample)")
-        print(f"  {'':22s} plain with the same prefills {processed:6.1f} s  ratio {seconds / processed:4.2f}")
+        print(f"  {'':22s} plain with the same prefills {processed_s:6.2f} s  ratio {seconds / processed_s:4.2f}")
+        print(f"  {'':22s} guided without oracle batching {min(at_once):6.2f} s  ratio {min(at_once) / plain_s:4.2f}  "
+              f"(oracle forward passes {batched_steps} batched, {unbatched_steps} without)")
     print("2. toy oracle throughput (oracle-only sampling), vLLM engine vs torch engine")
     requests = requests_for(prompts, args.n, PolicySpec("oracle"), "oracle")
     torch_engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=len(requests), max_len=320)
     results = {}
     for name, eng in (("vllm", engine), ("torch", torch_engine)):
-        seconds, records = timed(eng, requests)
+        runs = [timed(eng, requests) for _ in range(args.repeats)]
+        seconds, records = min(runs, key=lambda run: run[0])
         tokens = sum(len(r.token_ids) for r in records)
         results[name] = tokens / seconds
-        print(f"  {name:6s} {tokens:,} tokens in {seconds:5.1f} s = {tokens / seconds:,.0f} tok/s")
+        print(f"  {name:6s} {tokens:,} tokens in {seconds:5.2f} s = {tokens / seconds:,.0f} tok/s")
     print(f"  vllm / torch throughput: {results['vllm'] / results['torch']:.2f}x")
 
 
