@@ -16,9 +16,14 @@ next one, so samples never wait for each other (no round barriers):
 2. **Judge.** A `judge` sample whose segment reached a checkpoint is scored by the oracle in one
    request with `prompt_logprobs=0` (the probability of each judged token), reading the prefix
    cache (see `_submit_judge`); at the first token below alpha it is truncated and handed to the
-   oracle. The hidden-state judge head needs the oracle's hidden states, which vLLM does not
-   return: it is refused here.
+   oracle. Meanwhile the base writes the next segment as if the judge kept this one (the same
+   request it would submit after an acceptance); a rejection aborts it uncounted. The
+   hidden-state judge head needs the oracle's hidden states, which vLLM does not return: it is
+   refused here.
 3. **Oracle segment.** An intervention is one oracle request of `max_tokens = k`.
+
+Oracle requests (segments and judge scoring) are admitted in batches (`_admit`): an oracle step
+costs about the same for few sequences as for many, so a new request waits until enough do.
 
 Token accounting mirrors the torch engine token for token (see docs/ARCHITECTURE.md): a model's
 prefill is every token it had not seen that it did not write (the prompt at its first call).
@@ -376,8 +381,10 @@ class VllmEngine:
 
         vLLM skips the prefix cache for prompt-logprob requests unless told otherwise; reading it
         returns valid logprobs only for the uncached positions, which normally include every judged
-        token (the oracle has not seen them). When a cache hit covers one (another sample shares a
-        whole block of them), the request is repeated without the cache; prefill is booked once.
+        token (the oracle has not seen them, and its cache is salted per sample, so no other
+        sample's block covers them). When the cached blocks end exactly at the first judged token
+        (a block boundary; ~2.5% of judge requests on the toy pair), the logits that score it are
+        not recomputed, and the request is repeated without the cache; prefill is booked once.
         """
         from vllm import SamplingParams
 
