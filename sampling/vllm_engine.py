@@ -122,8 +122,8 @@ class _Row(SampleState):
 
     filled: list[int] = field(default_factory=lambda: [0, 0])  # tokens each model (base, oracle) has processed
     verdict_pending: bool = False  # judge: the oracle is scoring the last segment
-    speculation: str | None = None  # judge: the request id of the base segment written meanwhile
-    speculated: Any = None  # judge: that segment's output, when it finished before the verdict
+    speculation: str | None = None  # judge: the request id of the base segment being written meanwhile
+    speculated: Any = None  # judge: that segment's output, once it finished before the verdict
 
     @property
     def cache_key(self) -> str:
@@ -247,7 +247,7 @@ class VllmEngine:
         row, kind = self._pending.pop(output.request_id)
         if kind == "base":
             if row.verdict_pending:  # a speculative segment finished before the judge: keep it for the verdict
-                row.speculated = output.outputs[0]
+                row.speculation, row.speculated = None, output.outputs[0]
                 return
             self._segment_done(row, output.outputs[0])
             return
@@ -266,10 +266,10 @@ class VllmEngine:
                 if speculated is not None:  # accepted: the segment written meanwhile is the next one
                     self._segment_done(row, speculated)
                 return  # (or it is still being written)
-            if row.speculation is not None:  # rejected: what the base wrote meanwhile is void
+            if row.speculation is not None:  # rejected: what the base is writing meanwhile is void
                 self.base.llm_engine.abort_request([row.speculation])
-                self._pending.pop(row.speculation, None)
-            row.speculation = None
+                del self._pending[row.speculation]
+                row.speculation = None
         self._advance(row)
 
     def _segment_done(self, row: _Row, output: Any) -> None:
