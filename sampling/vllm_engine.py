@@ -124,6 +124,7 @@ class _Row(SampleState):
     verdict_pending: bool = False  # judge: the oracle is scoring the last segment
     speculation: str | None = None  # judge: the request id of the base segment being written meanwhile
     speculated: Any = None  # judge: that segment's output, once it finished before the verdict
+    judge_scores: list[float] = field(default_factory=list)  # judge: scores waiting for the first one's
 
     @property
     def cache_key(self) -> str:
@@ -254,23 +255,40 @@ class VllmEngine:
         if kind == "oracle":
             self._oracle_done(row, output.outputs[0])
             self._report(len(output.outputs[0].token_ids))
-        else:
-            first = row.first_unjudged
-            if output.num_cached_tokens > first - 1:  # cached positions carry no logprobs: recompute
+        elif kind == "judge":
+            first, cached = row.first_unjudged, output.num_cached_tokens
+            if cached > first:  # cached positions carry no logprobs: recompute (rare, see _submit_judge)
                 self._submit_judge(row, reuse_cache=False)
                 return
-            row.verdict_pending = False
-            cut = self._judge_done(row, output.prompt_logprobs)
-            speculated, row.speculated = row.speculated, None
-            if cut is None and (speculated is not None or row.speculation is not None):
-                if speculated is not None:  # accepted: the segment written meanwhile is the next one
-                    self._segment_done(row, speculated)
-                return  # (or it is still being written)
-            if row.speculation is not None:  # rejected: what the base is writing meanwhile is void
-                self.base.llm_engine.abort_request([row.speculation])
-                del self._pending[row.speculation]
-                row.speculation = None
+            hidden = cached == first  # the logits that score the first judged token were cached
+            scores = [math.exp(output.prompt_logprobs[i][row.tokens[i]].logprob) for i in range(first + hidden, len(row.tokens))]
+            if hidden:  # ask for that one score alone
+                row.judge_scores = [math.nan] + scores
+                self._submit_judge_head(row)
+                return
+            if not self._judged(row, scores):
+                return
+        else:  # "judge head": the oracle's probability of the first judged token
+            token = row.tokens[row.first_unjudged]
+            row.judge_scores[0] = math.exp(output.outputs[0].logprobs[0][token].logprob)
+            if not self._judged(row, row.judge_scores):
+                return
         self._advance(row)
+
+    def _judged(self, row: _Row, scores: list[float]) -> bool:
+        """Apply a verdict; settle the speculative segment. False when that segment moves the sample on."""
+        row.verdict_pending, row.judge_scores = False, []
+        cut = self._judge_done(row, scores)
+        speculated, row.speculated = row.speculated, None
+        if cut is None and (speculated is not None or row.speculation is not None):
+            if speculated is not None:  # accepted: the segment written meanwhile is the next one
+                self._segment_done(row, speculated)
+            return False  # (or it is still being written)
+        if row.speculation is not None:  # rejected: what the base is writing meanwhile is void
+            self.base.llm_engine.abort_request([row.speculation])
+            del self._pending[row.speculation]
+            row.speculation = None
+        return True
 
     def _segment_done(self, row: _Row, output: Any) -> None:
         """Append a finished base segment; have it judged (writing on meanwhile) or move on."""
@@ -293,8 +311,8 @@ class VllmEngine:
         if self._on_tokens is not None and tokens > 0:
             self._on_tokens(tokens)
 
-    def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True) -> str:
-        """Queue one request with the sample's whole sequence; book the model's prefill; its id."""
+    def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True, upto: int | None = None) -> str:
+        """Queue one request with the sample's sequence (whole, or its first `upto` tokens); book the model's prefill; its id."""
         from vllm.inputs import TokensPrompt
         from vllm.sampling_params import RequestOutputKind
 
@@ -305,7 +323,7 @@ class VllmEngine:
         self._requests_made += 1
         request_id = f"s{self._requests_made}"
         self._pending[request_id] = (row, kind)
-        prompt = TokensPrompt(prompt_token_ids=list(row.tokens))
+        prompt = TokensPrompt(prompt_token_ids=list(row.tokens[:upto]))
         if who == PROVENANCE_ORACLE and row.request.config.policy.name == "judge":
             # the judge's oracle cache is the sample's own: a block cached by another sample would
             # cover judged tokens, whose prompt logprobs vLLM does not return (see _submit_judge)
@@ -380,11 +398,13 @@ class VllmEngine:
         """The oracle scores the unjudged base tokens in one prefill (prompt logprobs).
 
         vLLM skips the prefix cache for prompt-logprob requests unless told otherwise; reading it
-        returns valid logprobs only for the uncached positions, which normally include every judged
+        returns valid logprobs only for the uncached positions, which normally score every judged
         token (the oracle has not seen them, and its cache is salted per sample, so no other
         sample's block covers them). When the cached blocks end exactly at the first judged token
-        (a block boundary; ~2.5% of judge requests on the toy pair), the logits that score it are
-        not recomputed, and the request is repeated without the cache; prefill is booked once.
+        (a block boundary: about one judge request in `block_size`), the logits that score that
+        token were not recomputed, and `_submit_judge_head` asks for them alone. When the cache
+        covers more (the oracle rewrote, after a rollback, the very tokens it had judged), the
+        request is repeated without the cache. Prefill is booked once.
         """
         from vllm import SamplingParams
 
@@ -395,10 +415,23 @@ class VllmEngine:
                                 skip_reading_prefix_cache=not reuse_cache)
         self._submit(self.oracle, row, params, "judge", book=reuse_cache)
 
-    def _judge_done(self, row: _Row, prompt_logprobs: list[Any]) -> int | None:
+    def _submit_judge_head(self, row: _Row) -> None:
+        """The oracle's probability of the first judged token alone, when a cached block hid its logits.
+
+        The sequence up to that token is wholly cached, so vLLM recomputes only its last position;
+        the request samples one token restricted to the judged one and returns its raw logprob
+        (computed before any restriction). Its prefill was booked with the judge request.
+        """
+        from vllm import SamplingParams
+
+        first = row.first_unjudged
+        params = SamplingParams(max_tokens=1, logprobs=0, allowed_token_ids=[row.tokens[first]],
+                                detokenize=False, skip_clone=True)
+        self._submit(self.oracle, row, params, "judge head", book=False, upto=first)
+
+    def _judge_done(self, row: _Row, scores: list[float]) -> int | None:
         """Roll back to just before the first token the judge rejects, and hand over to the oracle; the cut."""
         row.filled[PROVENANCE_ORACLE] = len(row.tokens)
-        scores = [math.exp(prompt_logprobs[i][row.tokens[i]].logprob) for i in range(row.first_unjudged, len(row.tokens))]
         cut = row.apply_judgement(scores)
         if cut is not None:
             row.filled[PROVENANCE_BASE] = min(row.filled[PROVENANCE_BASE], cut)

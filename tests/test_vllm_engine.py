@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from scipy import stats
 
 from sampling.config import default_experiment, parse_experiment
@@ -150,6 +151,32 @@ def test_judge_speculation_is_kept_when_accepted_and_voided_when_rejected(prompt
     reference = torch_engine.run_block(requests)
     assert aborted and set(aborted) <= set(speculative), "no speculative segment was rejected: the test would not test voiding one"
     assert len(speculative) > len(aborted), "no speculative segment was kept"
+    for want, got in zip(reference, records):
+        for column in RECORD_FIELDS:
+            assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
+
+
+def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, toy_prompts, torch_engine, vllm_engine, monkeypatch) -> None:
+    """When the oracle's cached blocks end exactly at the first judged token, one extra request scores
+    it: with the oracle's own probability (checked against the HF oracle) and the torch engine's records."""
+    heads: list[tuple[tuple[int, ...], float]] = []  # (sequence up to and including the token, its score)
+    real_judged = vllm_engine._judged
+
+    def judged(row, scores):
+        if scores is row.judge_scores:  # the head request's path
+            heads.append((tuple(row.tokens[: row.first_unjudged + 1]), scores[0]))
+        return real_judged(row, scores)
+
+    monkeypatch.setattr(vllm_engine, "_judged", judged)
+    requests = _requests(toy_prompts(40), PolicySpec("judge", alpha=0.3, k=3, every=8, max_c=3), GREEDY)
+    records = vllm_engine.run_block(requests)
+    reference = torch_engine.run_block(requests)
+    assert heads and all((len(seq) - 1) % 32 == 0 for seq, _ in heads)  # the toy's CPU KV blocks are 32 tokens
+    for sequence, score in heads:
+        with torch.no_grad():
+            logits = pair.oracle(torch.tensor([sequence[:-1]])).logits[0, -1].double()
+        exact = float(torch.log_softmax(logits, -1)[sequence[-1]])
+        assert abs(math.log(score) - exact) < 1e-5, (score, math.exp(exact))  # float32 engines agree to ~1e-7
     for want, got in zip(reference, records):
         for column in RECORD_FIELDS:
             assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
