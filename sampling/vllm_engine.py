@@ -266,16 +266,16 @@ class VllmEngine:
                 row.judge_scores = [math.nan] + scores
                 self._submit_judge_head(row)
                 return
-            if not self._judged(row, scores):
+            if not self._apply_verdict(row, scores):
                 return
         else:  # "judge head": the oracle's probability of the first judged token
             token = row.tokens[row.first_unjudged]
             row.judge_scores[0] = math.exp(output.outputs[0].logprobs[0][token].logprob)
-            if not self._judged(row, row.judge_scores):
+            if not self._apply_verdict(row, row.judge_scores):
                 return
         self._advance(row)
 
-    def _judged(self, row: _Row, scores: list[float]) -> bool:
+    def _apply_verdict(self, row: _Row, scores: list[float]) -> bool:
         """Apply a verdict; settle the speculative segment. False when that segment moves the sample on."""
         row.verdict_pending, row.judge_scores = False, []
         cut = self._judge_done(row, scores)

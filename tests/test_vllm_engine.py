@@ -160,14 +160,14 @@ def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, t
     """When the oracle's cached blocks end exactly at the first judged token, one extra request scores
     it: with the oracle's own probability (checked against the HF oracle) and the torch engine's records."""
     heads: list[tuple[tuple[int, ...], float]] = []  # (sequence up to and including the token, its score)
-    real_judged = vllm_engine._judged
+    real_verdict = vllm_engine._apply_verdict
 
-    def judged(row, scores):
+    def verdict(row, scores):
         if scores is row.judge_scores:  # the head request's path
             heads.append((tuple(row.tokens[: row.first_unjudged + 1]), scores[0]))
-        return real_judged(row, scores)
+        return real_verdict(row, scores)
 
-    monkeypatch.setattr(vllm_engine, "_judged", judged)
+    monkeypatch.setattr(vllm_engine, "_apply_verdict", verdict)
     requests = _requests(toy_prompts(40), PolicySpec("judge", alpha=0.3, k=3, every=8, max_c=3), GREEDY)
     records = vllm_engine.run_block(requests)
     reference = torch_engine.run_block(requests)
