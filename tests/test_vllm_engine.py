@@ -131,7 +131,8 @@ def test_greedy_records_do_not_depend_on_when_oracle_requests_are_admitted(name,
 
 
 def test_judge_speculation_is_kept_when_accepted_and_voided_when_rejected(prompts, torch_engine, vllm_engine, monkeypatch) -> None:
-    """While the oracle judges a segment the base writes the next; rejected ones are aborted and not counted."""
+    """While the oracle judges a segment the base writes the next: kept on acceptance; on a rejection aborted
+    (still being written) or dropped (finished), and not counted either way."""
     aborted: list[str] = []
     base_engine = vllm_engine.base.llm_engine
     real_abort = base_engine.abort_request
