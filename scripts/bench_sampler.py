@@ -19,6 +19,7 @@ import time
 import torch
 
 from experiments.toy.generator import held_out_problems
+from experiments.toy.tokenizer import prompt_ids
 from sampling.models import load_pair
 from sampling.policy import PolicySpec
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed
@@ -77,7 +78,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
-    prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(args.problems)]
+    prompts = [prompt_ids(tok, p) for p in held_out_problems(args.problems)]
     max_len = max(map(len, prompts)) + MAX_TOKENS
     engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=args.block, max_len=max_len)
     print(f"toy base {pair.manifest['base']['n_params']:,} params, oracle {pair.manifest['oracle']['n_params']:,}; "

@@ -21,6 +21,7 @@ import time
 os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
 
 from experiments.toy.generator import held_out_problems  # noqa: E402
+from experiments.toy.tokenizer import prompt_ids  # noqa: E402
 from sampling.models import load_pair  # noqa: E402
 from sampling.policy import PolicySpec  # noqa: E402
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed  # noqa: E402
@@ -99,7 +100,7 @@ def main() -> None:
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
     engine = vllm_engine_for(pair, max_model_len=320)
-    prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(args.problems)]
+    prompts = [prompt_ids(tok, p) for p in held_out_problems(args.problems)]
     engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
     oracle_steps = count_steps(engine.oracle)
     print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}, "

@@ -33,6 +33,7 @@ FIELDS = ("token_ids", "provenance", "interventions", "base_decode", "base_prefi
 def greedy_equivalence(problems: int) -> bool:
     """Step 1: toy models, greedy, vLLM engine vs torch engine; True when every sample matches."""
     from experiments.toy.generator import held_out_problems
+    from experiments.toy.tokenizer import prompt_ids
     from sampling.models import load_pair
     from sampling.policy import PolicySpec
     from sampling.records import GuidedConfig, SampleRequest, SamplingParams
@@ -43,7 +44,7 @@ def greedy_equivalence(problems: int) -> bool:
     tok = pair.tokenizer
     vllm_engine = vllm_engine_for(pair, max_model_len=320, options={"dtype": "float32"})
     torch_engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=problems, max_len=320)
-    prompts = [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(problems)]
+    prompts = [prompt_ids(tok, p) for p in held_out_problems(problems)]
     all_equal = True
     greedy = SamplingParams(0.0)
     for name, spec in POLICIES.items():

@@ -6,6 +6,7 @@ from typing import Callable
 import pytest
 
 from experiments.toy.generator import held_out_problems
+from experiments.toy.tokenizer import prompt_ids
 from sampling.models import LoadedPair, load_pair
 
 
@@ -21,6 +22,6 @@ def toy_prompts(pair: LoadedPair) -> Callable[[int], list[tuple[int, ...]]]:
     tok = pair.tokenizer
 
     def encode(count: int) -> list[tuple[int, ...]]:
-        return [tuple([tok.bos_token_id] + tok.encode(p.prompt, add_special_tokens=False)) for p in held_out_problems(count)]
+        return [prompt_ids(tok, p) for p in held_out_problems(count)]
 
     return encode

@@ -6,7 +6,7 @@ from fractions import Fraction
 import torch
 
 from experiments.toy.generator import LEVELS, generate_split, iter_split, reduce_steps, held_out_problems
-from experiments.toy.tokenizer import build_tokenizer
+from experiments.toy.tokenizer import build_tokenizer, prompt_ids
 from experiments.toy.train import toy_answer_value
 from sampling.models import load_pair, resolve_model
 
@@ -65,7 +65,7 @@ def test_shipped_models_load_share_tokenizer_and_generate() -> None:
     assert pair.base.config.model_type == "llama" == pair.oracle.config.model_type
     tokenizer = pair.tokenizer
     problem = held_out_problems(1)[0]
-    ids = torch.tensor([[tokenizer.bos_token_id] + tokenizer.encode(problem.prompt, add_special_tokens=False)])
+    ids = torch.tensor([prompt_ids(tokenizer, problem)])
     for model in (pair.base, pair.oracle):
         out = model.generate(ids, max_new_tokens=100, do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
         text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)

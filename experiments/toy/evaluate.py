@@ -8,6 +8,7 @@ from typing import Callable
 import numpy as np
 
 from experiments.toy.generator import ToyProblem, held_out_problems
+from experiments.toy.tokenizer import prompt_ids
 from experiments.toy.train import toy_answer_value
 from sampling.policy import PolicySpec
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed
@@ -73,7 +74,7 @@ def evaluate_pair(
     pair = load_pair(base_name, oracle_name)
     tokenizer = pair.tokenizer
     chosen = held_out_problems(problems)
-    prompts = {p.id: tuple([tokenizer.bos_token_id] + tokenizer.encode(p.prompt, add_special_tokens=False)) for p in chosen}
+    prompts = {p.id: prompt_ids(tokenizer, p) for p in chosen}
     max_len = max(map(len, prompts.values())) + EVAL_MAX_TOKENS
     results = []
     for role, model, samples in (("base", pair.base, base_samples), ("oracle", pair.oracle, oracle_samples)):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
@@ -26,6 +27,11 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
         unk_token="<unk>",
         clean_up_tokenization_spaces=False,
     )
+
+
+def prompt_ids(tokenizer: PreTrainedTokenizerFast, problem: Any) -> tuple[int, ...]:
+    """Token ids of a toy problem's prompt as the models see it: `<bos>` then the prompt text."""
+    return tuple([tokenizer.bos_token_id] + tokenizer.encode(problem.prompt, add_special_tokens=False))
 
 
 def save_tokenizer(directory: Path) -> PreTrainedTokenizerFast:

@@ -14,7 +14,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from experiments.toy.generator import ToyProblem, iter_split, held_out_problems
-from experiments.toy.tokenizer import build_tokenizer
+from experiments.toy.tokenizer import build_tokenizer, prompt_ids
 
 # Training mix: harder levels dominate (levels 1-2 saturate for both models and squash the gap).
 TRAIN_LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 2.0, 4: 3.0, 5: 3.0}
@@ -68,7 +68,7 @@ def make_model(spec: ModelSpec, tokenizer: PreTrainedTokenizerFast) -> LlamaForC
 
 def encode_example(tokenizer: PreTrainedTokenizerFast, problem: ToyProblem) -> tuple[list[int], int]:
     """Token ids `<bos> prompt solution <eos>` and the prompt length (loss starts after it)."""
-    prompt = [tokenizer.bos_token_id] + tokenizer.encode(problem.prompt, add_special_tokens=False)
+    prompt = list(prompt_ids(tokenizer, problem))
     solution = tokenizer.encode(problem.solution, add_special_tokens=False) + [tokenizer.eos_token_id]
     return prompt + solution, len(prompt)
 
@@ -108,7 +108,7 @@ def quick_pass_at_1(
     """Fraction of problems solved by one sample each (HF generate; a training-time monitor)."""
     model.eval()
     torch.manual_seed(seed)
-    prompts = [[tokenizer.bos_token_id] + tokenizer.encode(p.prompt, add_special_tokens=False) for p in problems]
+    prompts = [list(prompt_ids(tokenizer, p)) for p in problems]
     width = max(map(len, prompts))
     ids = torch.full((len(prompts), width), tokenizer.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
