@@ -43,7 +43,7 @@ from sampling.policy import POLICY_NAMES, PolicySpec
 from sampling.records import GuidedConfig, SamplingParams
 
 GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every", "base_temperature", "oracle_temperature")
-POLICY_KEYS = {"policy", "id", *GRID_KEYS, "base_temperature", "oracle_temperature", "top_p", "head"}
+POLICY_KEYS = {"policy", "id", *GRID_KEYS, "top_p", "head"}
 TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs", "engine_options"}
 
 

@@ -64,7 +64,7 @@ def count_steps(llm) -> list[int]:
 
 def timed(engine, requests):
     """Seconds and records of one engine call (a vLLM engine starts with empty prefix caches)."""
-    if hasattr(engine, "base") and hasattr(engine.base, "reset_prefix_cache"):
+    if engine.name == "vllm":
         cold(*[llm for llm in (engine.base, engine.oracle) if llm is not None])
     start = time.perf_counter()
     records = engine.run_block(requests)
