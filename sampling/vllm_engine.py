@@ -13,13 +13,16 @@ next one, so samples never wait for each other (no round barriers):
    threshold trips, forces a sentinel token that is a stop token. The sentinel is masked out
    everywhere else, so it is never sampled (it is an unused embedding row, or the pad/unk/a
    reserved token). The forced step costs nothing extra: the torch engine runs the same forward.
-2. **Judge.** A `judge` sample whose segment reached a checkpoint is scored by the oracle in one
-   request with `prompt_logprobs=0` (the probability of each judged token), reading the prefix
-   cache (see `_submit_judge`); at the first token below alpha it is truncated and handed to the
-   oracle. Meanwhile the base writes the next segment as if the judge kept this one (the same
-   request it would submit after an acceptance); a rejection aborts it uncounted. The
-   hidden-state judge head needs the oracle's hidden states, which vLLM does not return: it is
-   refused here.
+2. **Judge.** A `judge` sample's base segment is one open-ended request whose tokens stream back
+   every step (`RequestOutputKind.DELTA`) into a buffer ahead of the settled sequence. The
+   oracle scores the buffered tokens in one request with `prompt_logprobs=0` (the probability
+   of each, reading the prefix cache, see `_submit_judge`), covering whatever the base has
+   written by the time the request is admitted; the tokens are then settled window by window
+   (`every` tokens) exactly as the torch engine judges them (`_settle`). At the first token below
+   alpha the sample is truncated and handed to the oracle, and the stream is aborted: what the
+   base wrote past the judged window is dropped uncounted (the torch engine never computes it).
+   The hidden-state judge head needs the oracle's hidden states, which vLLM does not return: it
+   is refused here.
 3. **Oracle segment.** An intervention is one oracle request of `max_tokens = k`.
 
 Oracle requests (segments and judge scoring) are admitted in batches (`_admit`): an oracle step
@@ -121,10 +124,18 @@ class _Row(SampleState):
     """A sample's decoding state plus how far each model has processed its tokens."""
 
     filled: list[int] = field(default_factory=lambda: [0, 0])  # tokens each model (base, oracle) has processed
-    verdict_pending: bool = False  # judge: the oracle is scoring the last segment
-    speculation: str | None = None  # judge: the request id of the base segment being written meanwhile
-    speculated: Any = None  # judge: that segment's output, once it finished before the verdict
-    judge_scores: list[float] = field(default_factory=list)  # judge: scores waiting for the first one's
+    stream: str | None = None  # judge: the open-ended base request writing ahead of the judge
+    stream_done: bool = False  # judge: that request has finished (the buffer holds all it wrote)
+    ahead: list[int] = field(default_factory=list)  # judge: base tokens written but not yet settled
+    ahead_entropy: list[float] = field(default_factory=list)  # judge: their base entropy (NaN: not recorded)
+    scores: list[float] = field(default_factory=list)  # judge: the oracle's probability of ahead[:len(scores)]
+    judging: int | None = None  # judge: ahead tokens the judge request in flight covers (None: no request)
+    wanted: int = 0  # judge: buffered tokens at which to ask for scores
+    head_scores: list[float] = field(default_factory=list)  # judge: scores waiting for the first one's (head request)
+
+    def sequence(self, upto: int | None = None) -> list[int]:
+        """The settled tokens, then those the judge request in flight covers; the first `upto` of them."""
+        return (self.tokens + self.ahead[: self.judging or 0])[:upto]
 
     @property
     def cache_key(self) -> str:
@@ -149,6 +160,8 @@ class VllmEngine:
         # samples wait, or the oldest has waited this many steps
         self.admit_fraction = _option(options, "oracle_admit_fraction", 0.5, float)
         self.max_hold = _option(options, "oracle_max_hold", 8, int)
+        # judge: ask for scores once this many windows of `every` tokens are buffered (see `_settle`)
+        self.judge_windows = _option(options, "judge_windows", 2, int, least=1)
         self.eos_ids, self.sentinel_id = set(eos_ids), sentinel_id
         self.max_model_len = max_model_len
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ("base", "oracle")}
@@ -158,7 +171,7 @@ class VllmEngine:
                        if oracle_path is not None else None)
         self._requests_made, self._tick = 0, 0
         self._pending: dict[str, tuple[_Row, str]] = {}
-        self._held: list[tuple[int, str, Any, Any]] = []  # oracle requests waiting for a burst: (tick, id, prompt, params)
+        self._held: list[tuple[int, str, _Row, str, Any, int | None]] = []  # oracle requests waiting for a burst: (tick, id, row, kind, params, upto)
         self._on_tokens: Callable[[int], None] | None = None
 
     # ------------------------------------------------------------------ the event loop
@@ -190,10 +203,14 @@ class VllmEngine:
         return [row.finish() for row in rows]
 
     def _step(self, engine: Any) -> None:
-        """One scheduler step of one model; finished requests move their samples on."""
+        """One scheduler step of one model; finished requests move their samples on, judge streams report as they go."""
         for output in engine.step():
+            if output.request_id not in self._pending:  # a stream aborted earlier in this step
+                continue
             if output.finished:
                 self._finished(output)
+            else:  # only judge streams report before they finish (RequestOutputKind.DELTA)
+                self._streamed(self._pending[output.request_id][0], output)
 
     def _admit(self, base: Any) -> bool:
         """Start an oracle burst with the held requests if it is worth a step now.
@@ -209,8 +226,8 @@ class VllmEngine:
         if (waiting < self.admit_fraction * base.get_num_unfinished_requests()
                 and self._tick - oldest < self.max_hold and base.has_unfinished_requests()):
             return False
-        for _, request_id, prompt, params in self._held:
-            self.oracle.llm_engine.add_request(request_id, prompt, params)
+        for _, request_id, row, kind, params, upto in self._held:
+            self.oracle.llm_engine.add_request(request_id, self._prompt(row, kind, upto), params)
         self._held = []
         return True
 
@@ -246,116 +263,160 @@ class VllmEngine:
     def _finished(self, output: Any) -> None:
         """Book a finished request and move its sample on."""
         row, kind = self._pending.pop(output.request_id)
-        if kind == "base":
-            if row.verdict_pending:  # a speculative segment finished before the judge: keep it for the verdict
-                row.speculation, row.speculated = None, output.outputs[0]
-                return
-            self._segment_done(row, output.outputs[0])
-            return
-        if kind == "oracle":
+        if kind == "stream":
+            self._streamed(row, output)
+        elif kind == "base":
+            self._base_done(row, output.outputs[0])
+            self._report(len(output.outputs[0].token_ids))
+            self._advance(row)
+        elif kind == "oracle":
             self._oracle_done(row, output.outputs[0])
             self._report(len(output.outputs[0].token_ids))
-        elif kind == "judge":
-            first, cached = row.first_unjudged, output.num_cached_tokens
-            if cached > first:  # cached positions carry no logprobs: recompute (rare, see _submit_judge)
-                self._submit_judge(row, reuse_cache=False)
-                return
-            hidden = cached == first  # the logits that score the first judged token were cached
-            scores = [math.exp(output.prompt_logprobs[i][row.tokens[i]].logprob) for i in range(first + hidden, len(row.tokens))]
-            if hidden:  # ask for that one score alone
-                row.judge_scores = [math.nan] + scores
-                self._submit_judge_head(row)
-                return
-            if not self._apply_verdict(row, scores):
-                return
-        else:  # "judge head": the oracle's probability of the first judged token
-            token = row.tokens[row.first_unjudged]
-            row.judge_scores[0] = math.exp(output.outputs[0].logprobs[0][token].logprob)
-            if not self._apply_verdict(row, row.judge_scores):
-                return
-        self._advance(row)
-
-    def _apply_verdict(self, row: _Row, scores: list[float]) -> bool:
-        """Apply a verdict; settle the speculative segment. False when that segment moves the sample on."""
-        row.verdict_pending, row.judge_scores = False, []
-        cut = self._judge_done(row, scores)
-        speculated, row.speculated = row.speculated, None
-        if cut is None and (speculated is not None or row.speculation is not None):
-            if speculated is not None:  # accepted: the segment written meanwhile is the next one
-                self._segment_done(row, speculated)
-            return False  # (or it is still being written)
-        if row.speculation is not None:  # rejected: what the base is writing meanwhile is void
-            self.base.llm_engine.abort_request([row.speculation])
-            del self._pending[row.speculation]
-            row.speculation = None
-        return True
-
-    def _segment_done(self, row: _Row, output: Any) -> None:
-        """Append a finished base segment; have it judged (writing on meanwhile) or move on."""
-        row.speculation = None
-        self._base_done(row, output)
-        self._report(len(output.token_ids))
-        if not row.judge_due():
             self._advance(row)
+        elif kind == "judge":
+            self._judge_scored(row, output)
+        else:  # "judge head": the oracle's probability of the first token the judge request scored
+            token = row.sequence()[len(row.tokens) + len(row.scores)]
+            row.head_scores[0] = math.exp(output.outputs[0].logprobs[0][token].logprob)
+            row.scores += row.head_scores
+            row.head_scores, row.judging = [], None
+            self._settle(row)
+
+    def _streamed(self, row: _Row, output: Any) -> None:
+        """Buffer the tokens a judge stream wrote this step; settle what the judge has scored."""
+        completion = output.outputs[0]
+        row.ahead += completion.token_ids
+        if completion.logprobs:
+            row.ahead_entropy += [topk_entropy([lp.logprob for lp in step.values()]) for step in completion.logprobs]
+        else:
+            row.ahead_entropy += [float("nan")] * len(completion.token_ids)
+        if output.finished:
+            row.stream, row.stream_done = None, True
+        if row.judging is None and (row.stream_done or len(row.ahead) >= row.wanted):
+            self._settle(row)
+
+    def _judge_scored(self, row: _Row, output: Any) -> None:
+        """Keep the oracle's probability of each buffered token the judge request scored; settle."""
+        start, cached = len(row.tokens) + len(row.scores), output.num_cached_tokens
+        if cached > start:  # cached positions carry no logprobs: recompute (rare, see _submit_judge)
+            self._submit_judge(row, reuse_cache=False)
             return
-        self._submit_judge(row)
-        row.verdict_pending = True
-        if not row.done:
-            # speculate that the judge keeps the segment: the base writes the next one meanwhile,
-            # exactly as it would after an acceptance (same position, same seed); on a rejection
-            # it is aborted and not counted (the torch engine would never have computed it)
-            row.speculation = self._submit_base_segment(row, after_judgement=True)
+        sequence = row.sequence()
+        hidden = cached == start  # the logits that score the first token were cached
+        scores = [math.exp(output.prompt_logprobs[i][sequence[i]].logprob) for i in range(start + hidden, len(sequence))]
+        if hidden:  # ask for that one score alone
+            row.head_scores = [math.nan] + scores
+            self._submit_judge_head(row)
+            return
+        row.scores += scores
+        row.judging = None
+        self._settle(row)
+
+    def _settle(self, row: _Row) -> None:
+        """Settle buffered base tokens window by window as the torch engine judges them; ask for scores or move on.
+
+        Each window (`every` tokens, fewer where the sample ended) is appended and counted, the
+        oracle's prefill booked as in the torch engine (it re-reads the last settled token, then
+        the window), and judged. A rejection rolls back, ends the stream and hands to the oracle.
+        """
+        spec = row.request.config.policy
+        while row.ahead and not row.done:
+            size = spec.every - (row.generated - row.judged)
+            if (len(row.ahead) < size and not row.stream_done) or len(row.scores) < min(size, len(row.ahead)):
+                break
+            size, first = min(size, len(row.ahead)), row.first_unjudged
+            for token, entropy in zip(row.ahead[:size], row.ahead_entropy[:size]):
+                row.append(token, PROVENANCE_BASE, entropy, self.eos_ids)
+            scores = row.scores[:size]
+            del row.ahead[:size], row.ahead_entropy[:size], row.scores[:size]
+            self._report(size)
+            row.filled[PROVENANCE_BASE] = len(row.tokens)
+            row.filled[PROVENANCE_ORACLE] = min(row.filled[PROVENANCE_ORACLE], first - 1)
+            row.book_prefill(PROVENANCE_ORACLE, row.filled[PROVENANCE_ORACLE])
+            if self._judge_done(row, scores) is not None:
+                self._end_stream(row)
+                self._advance(row)
+                return
+        if row.done or (row.stream_done and not row.ahead):  # all the base wrote is settled
+            self._end_stream(row)
+            self._advance(row)
+        else:  # have the buffered tokens scored once they make `judge_windows` windows (or all there will be)
+            row.wanted = max(len(row.scores) + 1, spec.every * self.judge_windows - (row.generated - row.judged))
+            if row.judging is None and (row.stream_done or len(row.ahead) >= row.wanted):
+                self._submit_judge(row)
+
+    def _end_stream(self, row: _Row) -> None:
+        """Abort the sample's judge stream if it still runs and drop what it wrote past the settled tokens."""
+        if row.stream is not None:
+            self.base.llm_engine.abort_request([row.stream])
+            del self._pending[row.stream]
+        row.stream, row.stream_done, row.wanted = None, False, 0
+        row.ahead, row.ahead_entropy, row.scores = [], [], []
 
     def _report(self, tokens: int) -> None:
-        """Tell the progress callback how many tokens a finished request decoded."""
+        """Tell the progress callback how many tokens were settled."""
         if self._on_tokens is not None and tokens > 0:
             self._on_tokens(tokens)
 
     def _submit(self, llm: Any, row: _Row, params: Any, kind: str, book: bool = True, upto: int | None = None) -> str:
-        """Queue one request with the sample's sequence (whole, or its first `upto` tokens); book the model's prefill; its id."""
-        from vllm.inputs import TokensPrompt
+        """Queue one request with the sample's sequence (whole, or its first `upto` tokens); book the model's prefill; its id.
+
+        Oracle requests are held for a burst (`_admit`) and their prompts built when admitted.
+        """
         from vllm.sampling_params import RequestOutputKind
 
-        who = PROVENANCE_BASE if kind == "base" else PROVENANCE_ORACLE
+        who = PROVENANCE_BASE if kind in ("base", "stream") else PROVENANCE_ORACLE
         if book:
             row.book_prefill(who, row.filled[who])
-        params.output_kind = RequestOutputKind.FINAL_ONLY
+        params.output_kind = RequestOutputKind.DELTA if kind == "stream" else RequestOutputKind.FINAL_ONLY
         self._requests_made += 1
         request_id = f"s{self._requests_made}"
         self._pending[request_id] = (row, kind)
-        prompt = TokensPrompt(prompt_token_ids=list(row.tokens[:upto]))
-        if who == PROVENANCE_ORACLE and row.request.config.policy.name == "judge":
+        if who == PROVENANCE_ORACLE:
+            self._held.append((self._tick, request_id, row, kind, params, upto))
+        else:
+            llm.llm_engine.add_request(request_id, self._prompt(row, kind, upto), params)
+        return request_id
+
+    def _prompt(self, row: _Row, kind: str, upto: int | None) -> Any:
+        """A request's prompt as token ids; a judge request covers every token buffered by now."""
+        from vllm.inputs import TokensPrompt
+
+        if kind == "judge":
+            row.judging = len(row.ahead)
+        prompt = TokensPrompt(prompt_token_ids=row.sequence(upto))
+        if kind != "base" and kind != "stream" and row.request.config.policy.name == "judge":
             # the judge's oracle cache is the sample's own: a block cached by another sample would
             # cover judged tokens, whose prompt logprobs vLLM does not return (see _submit_judge)
             prompt["cache_salt"] = row.cache_key
-        if who == PROVENANCE_ORACLE:
-            self._held.append((self._tick, request_id, prompt, params))
-        else:
-            llm.llm_engine.add_request(request_id, prompt, params)
-        return request_id
+        return prompt
 
-    def _submit_base_segment(self, row: _Row, after_judgement: bool = False) -> str:
+    def _submit_base_segment(self, row: _Row) -> str:
         """The base writes until the policy's next decision point (or a stop trips); the request id.
 
-        `after_judgement`: the segment after one the judge is still scoring, as if it were kept.
+        A judge sample that may still be judged gets an open-ended stream instead (see `_settle`).
         """
         from vllm import SamplingParams
 
         spec, config = row.request.config.policy, row.request.config
-        length, extra = row.remaining, None
+        length, extra, kind = row.remaining, None, "base"
         if spec.name == "random" and row.state.positions:
             length = min(length, row.state.positions[0] - row.generated)
         elif spec.name == "judge" and row.state.used < spec.max_c:
-            length = min(length, spec.every - (0 if after_judgement else row.generated - row.judged))
+            kind = "stream"
         elif policies.needs_base_stats(spec) and row.state.used < spec.max_c:
             threshold = spec.tau if spec.name == "entropy" else spec.delta
             extra = {STOP_KEY: (spec.name, float(threshold), self.sentinel_id)}
-        return self._submit(self.base, row, SamplingParams(
+        request_id = self._submit(self.base, row, SamplingParams(
             temperature=config.base.temperature, top_p=config.base.top_p, max_tokens=max(1, length),
             seed=segment_seed(row.request.seed, row.generated, PROVENANCE_BASE),
             stop_token_ids=[self.sentinel_id] if extra else None, extra_args=extra,
             logprobs=self.entropy_logprobs or None, detokenize=False, skip_clone=True,
-        ), "base")
+            stream_interval=spec.every if kind == "stream" else None,
+        ), kind)
+        if kind == "stream":
+            row.stream, row.stream_done = request_id, False
+        return request_id
 
     def _base_done(self, row: _Row, output: Any) -> None:
         """Append a finished base segment; a tripped stop starts an intervention."""
@@ -395,39 +456,37 @@ class VllmEngine:
             row.judged = row.generated  # the judge never re-scores the oracle's own tokens
 
     def _submit_judge(self, row: _Row, reuse_cache: bool = True) -> None:
-        """The oracle scores the unjudged base tokens in one prefill (prompt logprobs).
+        """The oracle scores the buffered base tokens it has not scored, in one prefill (prompt logprobs).
 
         vLLM skips the prefix cache for prompt-logprob requests unless told otherwise; reading it
-        returns valid logprobs only for the uncached positions, which normally score every judged
-        token (the oracle has not seen them, and its cache is salted per sample, so no other
-        sample's block covers them). When the cached blocks end exactly at the first judged token
-        (a block boundary: about one judge request in `block_size`), the logits that score that
-        token were not recomputed, and `_submit_judge_head` asks for them alone. When the cache
-        covers more (the oracle rewrote, after a rollback, the very tokens it had judged), the
-        request is repeated without the cache. Prefill is booked once.
+        returns valid logprobs only for the uncached positions, which normally cover every token to
+        score (the oracle has not seen them, and its cache is salted per sample, so no other
+        sample's block covers them). When the cached blocks end exactly at the first of them (a
+        block boundary: about one judge request in `block_size`), the logits that score it were not
+        recomputed, and `_submit_judge_head` asks for them alone. When the cache covers more (the
+        oracle rewrote, after a rollback, the very tokens it had judged), the request is repeated
+        without the cache. Prefill is booked as windows settle (`_settle`), not here.
         """
         from vllm import SamplingParams
 
-        first = row.first_unjudged
-        if reuse_cache:  # re-read the last settled token so the first unjudged one gets a prediction
-            row.filled[PROVENANCE_ORACLE] = min(row.filled[PROVENANCE_ORACLE], first - 1)
+        row.judging = len(row.ahead)  # in flight (the prompt, built on admission, covers what is buffered then)
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_clone=True,
                                 skip_reading_prefix_cache=not reuse_cache)
-        self._submit(self.oracle, row, params, "judge", book=reuse_cache)
+        self._submit(self.oracle, row, params, "judge", book=False)
 
     def _submit_judge_head(self, row: _Row) -> None:
-        """The oracle's probability of the first judged token alone, when a cached block hid its logits.
+        """The oracle's probability of the first token to score alone, when a cached block hid its logits.
 
         The sequence up to that token is wholly cached, so vLLM recomputes only its last position;
-        the request samples one token restricted to the judged one and returns its raw logprob
-        (computed before any restriction). Its prefill was booked with the judge request.
+        the request samples one token restricted to the scored one and returns its raw logprob
+        (computed before any restriction).
         """
         from vllm import SamplingParams
 
-        first = row.first_unjudged
-        params = SamplingParams(max_tokens=1, logprobs=0, allowed_token_ids=[row.tokens[first]],
+        start = len(row.tokens) + len(row.scores)
+        params = SamplingParams(max_tokens=1, logprobs=0, allowed_token_ids=[row.sequence()[start]],
                                 detokenize=False, skip_clone=True)
-        self._submit(self.oracle, row, params, "judge head", book=False, upto=first)
+        self._submit(self.oracle, row, params, "judge head", book=False, upto=start)
 
     def _judge_done(self, row: _Row, scores: list[float]) -> int | None:
         """Roll back to just before the first token the judge rejects, and hand over to the oracle; the cut."""
@@ -453,12 +512,12 @@ def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | Non
                       max_model_len=max_model_len, options=options, threads=threads)
 
 
-def _option(options: dict[str, Any], name: str, default: Any, kind: type) -> Any:
-    """Pop one of this engine's own options (not vLLM's), checked to be a number >= 0."""
+def _option(options: dict[str, Any], name: str, default: Any, kind: type, least: int = 0) -> Any:
+    """Pop one of this engine's own options (not vLLM's), checked to be a number >= `least`."""
     value = options.pop(name, default)
     number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not number or value < 0 or (kind is int and value != int(value)):
-        raise VllmEngineError(f"engine_options.{name} must be a{'n integer' if kind is int else ' number'} >= 0, got {value!r}")
+    if not number or value < least or (kind is int and value != int(value)):
+        raise VllmEngineError(f"engine_options.{name} must be a{'n integer' if kind is int else ' number'} >= {least}, got {value!r}")
     return kind(value)
 
 

@@ -96,6 +96,8 @@ def main() -> None:
     parser.add_argument("--problems", type=int, default=20)
     parser.add_argument("--n", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", choices=list(GUIDED), default=list(GUIDED), help="guided configs to run")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the vLLM vs torch throughput comparison")
     args = parser.parse_args()
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
@@ -106,7 +108,8 @@ def main() -> None:
     print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}, "
           f"fastest of {args.repeats}")
     print("1. guided vLLM run vs plain vLLM generation of the same base and oracle tokens")
-    for config_id, spec in GUIDED.items():
+    for config_id in args.configs:
+        spec = GUIDED[config_id]
         requests = requests_for(prompts, args.n, spec, config_id)
         sample_prompts = [r.prompt_ids for r in requests]
         guided, plain, processed, at_once = [], [], [], []
@@ -135,6 +138,8 @@ def main() -> None:
         print(f"  {'':22s} plain with the same prefills {processed_s:6.2f} s  ratio {seconds / processed_s:4.2f}")
         print(f"  {'':22s} guided without oracle batching {min(at_once):6.2f} s  ratio {min(at_once) / plain_s:4.2f}  "
               f"(oracle forward passes {batched_steps} batched, {unbatched_steps} without)")
+    if args.no_throughput:
+        return
     print("2. toy oracle throughput (oracle-only sampling), vLLM engine vs torch engine")
     requests = requests_for(prompts, args.n, PolicySpec("oracle"), "oracle")
     torch_engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=len(requests), max_len=320)

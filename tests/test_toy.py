@@ -5,7 +5,7 @@ from fractions import Fraction
 
 import torch
 
-from experiments.toy.generator import LEVELS, generate_split, iter_split, reduce_steps, held_out_problems
+from experiments.toy.generator import LEVELS, generate_split, reduce_steps, held_out_problems
 from experiments.toy.tokenizer import build_tokenizer, prompt_ids
 from experiments.toy.train import toy_answer_value
 from sampling.models import load_pair, resolve_model

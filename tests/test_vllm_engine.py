@@ -112,6 +112,21 @@ def test_greedy_records_are_identical_to_the_torch_engine(name, prompts, torch_e
         assert sum(r.discarded for r in records) > 0
 
 
+@pytest.mark.parametrize("windows", [1, 3])
+def test_greedy_judge_records_do_not_depend_on_how_many_windows_one_judge_request_scores(windows, prompts, torch_engine, vllm_engine) -> None:
+    """The judge may score several buffered windows in one request: the records are still the torch engine's."""
+    requests = _requests(prompts, POLICIES["judge"], GREEDY)
+    reference = torch_engine.run_block(requests)
+    default, vllm_engine.judge_windows = vllm_engine.judge_windows, windows
+    try:
+        records = vllm_engine.run_block(requests)
+    finally:
+        vllm_engine.judge_windows = default
+    for want, got in zip(reference, records):
+        for column in RECORD_FIELDS:
+            assert getattr(got, column) == getattr(want, column), (windows, want.problem_id, column)
+
+
 @pytest.mark.parametrize("name", ["random", "entropy", "judge"])
 def test_greedy_records_do_not_depend_on_when_oracle_requests_are_admitted(name, prompts, torch_engine, vllm_engine) -> None:
     """Holding oracle requests for a batch (the default) and admitting each at once give the same records."""
@@ -130,54 +145,51 @@ def test_greedy_records_do_not_depend_on_when_oracle_requests_are_admitted(name,
             assert getattr(got_now, column) == getattr(want, column) == getattr(got_late, column), (name, want.problem_id, column)
 
 
-def test_judge_speculation_is_kept_when_accepted_and_voided_when_rejected(prompts, torch_engine, vllm_engine, monkeypatch) -> None:
-    """While the oracle judges a segment the base writes the next: kept on acceptance; on a rejection aborted
-    (still being written) or dropped (finished), and not counted either way."""
-    aborted: list[str] = []
-    base_engine = vllm_engine.base.llm_engine
-    real_abort = base_engine.abort_request
-    monkeypatch.setattr(base_engine, "abort_request", lambda ids, *a, **k: (aborted.extend(ids), real_abort(ids, *a, **k))[1])
-    speculative: list[str] = []
-    real_submit = vllm_engine._submit_base_segment
+def test_judge_streams_write_ahead_and_what_follows_a_rejection_is_dropped_uncounted(prompts, torch_engine, vllm_engine, monkeypatch) -> None:
+    """The base writes on while the oracle judges; on a rejection its stream is aborted and what it wrote past
+    the judged window is dropped, uncounted: the records are still the torch engine's."""
+    cuts: list[tuple[bool, int]] = []  # per rejection: (the stream was still running, tokens dropped)
+    real_end = vllm_engine._end_stream
 
-    def submit(row, after_judgement=False):
-        request_id = real_submit(row, after_judgement)
-        if after_judgement:
-            speculative.append(request_id)
-        return request_id
+    def end(row):
+        if not row.done:
+            cuts.append((row.stream is not None, len(row.ahead)))
+        real_end(row)
 
-    monkeypatch.setattr(vllm_engine, "_submit_base_segment", submit)
+    monkeypatch.setattr(vllm_engine, "_end_stream", end)
     requests = _requests(prompts, POLICIES["judge"], GREEDY, n=1)
     records = vllm_engine.run_block(requests)
     reference = torch_engine.run_block(requests)
-    assert aborted and set(aborted) <= set(speculative), "no speculative segment was rejected: the test would not test voiding one"
-    assert len(speculative) > len(aborted), "no speculative segment was kept"
+    assert any(running for running, _ in cuts), "no running stream was aborted: the test would not test aborting one"
+    assert sum(dropped for _, dropped in cuts) > 0, "nothing written ahead was dropped"
     for want, got in zip(reference, records):
         for column in RECORD_FIELDS:
             assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
 
 
 def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, toy_prompts, torch_engine, vllm_engine, monkeypatch) -> None:
-    """When the oracle's cached blocks end exactly at the first judged token, one extra request scores
+    """When the oracle's cached blocks end exactly at the first token to score, one extra request scores
     it: with the oracle's own probability (checked against the HF oracle) and the torch engine's records."""
-    heads: list[tuple[tuple[int, ...], float]] = []  # (sequence up to and including the token, its score)
-    real_verdict = vllm_engine._apply_verdict
+    heads: list[tuple[tuple[int, ...], float]] = []  # (sequence up to and including the token, its logprob)
+    real_finished = vllm_engine._finished
 
-    def verdict(row, scores):
-        if scores is row.judge_scores:  # the head request's path
-            heads.append((tuple(row.tokens[: row.first_unjudged + 1]), scores[0]))
-        return real_verdict(row, scores)
+    def finished(output):
+        row, kind = vllm_engine._pending[output.request_id]
+        if kind == "judge head":
+            sequence = tuple(row.sequence()[: len(row.tokens) + len(row.scores) + 1])
+            heads.append((sequence, output.outputs[0].logprobs[0][sequence[-1]].logprob))
+        real_finished(output)
 
-    monkeypatch.setattr(vllm_engine, "_apply_verdict", verdict)
+    monkeypatch.setattr(vllm_engine, "_finished", finished)
     requests = _requests(toy_prompts(40), PolicySpec("judge", alpha=0.3, k=3, every=8, max_c=3), GREEDY)
     records = vllm_engine.run_block(requests)
     reference = torch_engine.run_block(requests)
     assert heads and all((len(seq) - 1) % 32 == 0 for seq, _ in heads)  # the toy's CPU KV blocks are 32 tokens
-    for sequence, score in heads:
+    for sequence, logprob in heads:
         with torch.no_grad():
             logits = pair.oracle(torch.tensor([sequence[:-1]])).logits[0, -1].double()
         exact = float(torch.log_softmax(logits, -1)[sequence[-1]])
-        assert abs(math.log(score) - exact) < 1e-5, (score, math.exp(exact))  # float32 engines agree to ~1e-7
+        assert abs(logprob - exact) < 1e-5, (logprob, exact)  # float32 engines agree to ~1e-7
     for want, got in zip(reference, records):
         for column in RECORD_FIELDS:
             assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
@@ -274,7 +286,8 @@ def test_engine_options_reach_vllm_and_bad_ones_are_named(pair, tmp_path: Path) 
     }, "test")
     with pytest.raises((VllmEngineError, ValueError), match="no_such_vllm_option"):
         run_experiment(experiment, tmp_path / "run", report=lambda _: None)
-    for name, value in (("oracle_max_hold", -1), ("oracle_max_hold", 2.5), ("oracle_admit_fraction", "half"), ("entropy_logprobs", -3)):
+    for name, value in (("oracle_max_hold", -1), ("oracle_max_hold", 2.5), ("oracle_admit_fraction", "half"), ("entropy_logprobs", -3),
+                        ("judge_windows", 0)):
         with pytest.raises(VllmEngineError, match=f"engine_options.{name} must be"):
             vllm_engine_for(pair, max_model_len=320, options={name: value})
 
