@@ -6,18 +6,18 @@ next one, so samples never wait for each other (no round barriers):
 
 1. **Base segment.** The sample's whole sequence so far as token ids (`TokensPrompt`; prefix
    caching means only the unseen suffix is computed), `max_tokens` up to the policy's next
-   decision point (the next `random` position, the next `judge` checkpoint, or the end). For
-   `entropy`/`margin` the segment is open-ended and a logits processor (`sampling.vllm_stop`)
+   decision point (the next `random` position, or the end). For `entropy`/`margin` the segment is open-ended and a logits processor (`sampling.vllm_stop`)
    stops it at the exact triggering step: it computes the base's full-distribution entropy /
    top-1 − top-2 margin on the raw logits (T = 1, the torch engine's statistic) and, where the
    threshold trips, forces a sentinel token that is a stop token. The sentinel is masked out
    everywhere else, so it is never sampled (it is an unused embedding row, or the pad/unk/a
    reserved token). The forced step costs nothing extra: the torch engine runs the same forward.
 2. **Judge.** A `judge` sample's base segment is one open-ended request whose tokens stream back
-   every step (`RequestOutputKind.DELTA`) into a buffer ahead of the settled sequence. The
-   oracle scores the buffered tokens in one request with `prompt_logprobs=0` (the probability
-   of each, reading the prefix cache, see `_submit_judge`), covering whatever the base has
-   written by the time the request is admitted; the tokens are then settled window by window
+   every `every` steps (`RequestOutputKind.DELTA`) into a buffer ahead of the settled sequence.
+   Once `judge_windows` windows are buffered, the oracle scores them in one request with
+   `prompt_logprobs=0` (the probability of each, reading the prefix cache, see `_submit_judge`),
+   covering whatever the base has written by the time the request is admitted (the scores do not
+   depend on where a request ends); the tokens are then settled window by window
    (`every` tokens) exactly as the torch engine judges them (`_settle`). At the first token below
    alpha the sample is truncated and handed to the oracle, and the stream is aborted: what the
    base wrote past the judged window is dropped uncounted (the torch engine never computes it).
