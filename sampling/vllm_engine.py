@@ -6,10 +6,11 @@ next one, so samples never wait for each other (no round barriers):
 
 1. **Base segment.** The sample's whole sequence so far as token ids (`TokensPrompt`; prefix
    caching means only the unseen suffix is computed), `max_tokens` up to the policy's next
-   decision point (the next `random` position, or the end). For `entropy`/`margin` the segment is open-ended and a logits processor (`sampling.vllm_stop`)
-   stops it at the exact triggering step: it computes the base's full-distribution entropy /
-   top-1 − top-2 margin on the raw logits (T = 1, the torch engine's statistic) and, where the
-   threshold trips, forces a sentinel token that is a stop token. The sentinel is masked out
+   decision point (the next `random` position, or the end). For `entropy`/`margin` the segment
+   is open-ended and a logits processor (`sampling.vllm_stop`) stops it at the exact triggering
+   step: it computes the base's full-distribution entropy / top-1 − top-2 margin on the raw
+   logits (T = 1, the torch engine's statistic) and, where the threshold trips, forces a
+   sentinel token that is a stop token. The sentinel is masked out
    everywhere else, so it is never sampled (it is an unused embedding row, or the pad/unk/a
    reserved token). The forced step costs nothing extra: the torch engine runs the same forward.
 2. **Judge.** A `judge` sample's base segment is one open-ended request whose tokens stream back
