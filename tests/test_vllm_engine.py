@@ -207,10 +207,10 @@ def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, 
 
 def test_sampled_blocks_are_reproducible(prompts, vllm_engine) -> None:
     params = SamplingParams(1.0)
-    requests = _requests(prompts[:6], POLICIES["entropy"], params, n=4) + _requests(prompts[:6], POLICIES["random"], params, n=4)
+    requests = [request for name in ("entropy", "random", "judge") for request in _requests(prompts[:6], POLICIES[name], params, n=4)]
     first, second = vllm_engine.run_block(requests), vllm_engine.run_block(requests)
     assert [r.token_ids for r in first] == [r.token_ids for r in second]
-    assert len({tuple(r.token_ids) for r in first}) > len(first) // 2  # actually sampled
+    assert len({tuple(r.token_ids) for r in first}) > len(first) // 3  # actually sampled (greedy: 18 distinct at most)
 
 
 def test_head_judge_is_refused_with_the_reason(prompts, vllm_engine) -> None:
@@ -225,10 +225,13 @@ N_SAMPLES = 24
 
 @pytest.fixture(scope="module")
 def both_runs(tmp_path_factory, torch_engine, vllm_engine) -> dict[str, pd.DataFrame]:
-    """The default toy experiment (20 problems, all its configs) at n=24 on each engine, graded."""
+    """The default toy experiment (20 problems, all its configs) plus a judge at n=24 on each engine, graded."""
     out = {}
+    default = default_experiment()
+    entropy = next(config for config in default.configs.values() if config.policy.name == "entropy")
+    judge = replace(entropy, policy=PolicySpec("judge", alpha=0.2, k=3, every=8, max_c=4))
     for name, engine in (("torch", torch_engine), ("vllm", vllm_engine)):
-        experiment = replace(default_experiment(), n=N_SAMPLES, engine=name)
+        experiment = replace(default, n=N_SAMPLES, engine=name, configs={**default.configs, "judge-a0.2-k3-e8-m4": judge})
         run_dir = tmp_path_factory.mktemp(f"run-{name}")
         run_experiment(experiment, run_dir, block_size=128, report=lambda _: None, engine=engine)
         grades = grade_run(run_dir, progress=False)
@@ -240,7 +243,7 @@ def both_runs(tmp_path_factory, torch_engine, vllm_engine) -> dict[str, pd.DataF
 def test_pass_at_1_and_coverage_agree_within_their_cis(both_runs) -> None:
     summaries = {name: summarize_grades(grades).set_index("config") for name, (grades, _) in both_runs.items()}
     torch_summary, vllm_summary = summaries["torch"], summaries["vllm"]
-    assert list(torch_summary.index) == list(vllm_summary.index) and len(torch_summary) == 7
+    assert list(torch_summary.index) == list(vllm_summary.index) and len(torch_summary) == 8
     for config in torch_summary.index:
         for metric in ("pass@1", "coverage@n"):
             a, b = torch_summary.loc[config], vllm_summary.loc[config]
@@ -254,7 +257,7 @@ def test_pass_at_1_and_coverage_agree_within_their_cis(both_runs) -> None:
         assert abs(diff.mean()) < 4 * se, (config, diff.mean(), se)
 
 
-@pytest.mark.parametrize("column", ["interventions", "base_decode", "base_prefill", "oracle_decode", "oracle_prefill"])
+@pytest.mark.parametrize("column", ["interventions", "base_decode", "base_prefill", "oracle_decode", "oracle_prefill", "discarded"])
 def test_intervention_and_token_counts_agree_in_distribution(both_runs, column) -> None:
     torch_samples, vllm_samples = both_runs["torch"][1], both_runs["vllm"][1]
     for config, part in torch_samples.groupby("config_id"):
