@@ -478,9 +478,9 @@ class VllmEngine:
     def _submit_judge_head(self, row: _Row) -> None:
         """The oracle's probability of the first token to score alone, when a cached block hid its logits.
 
-        The sequence up to that token is wholly cached, so vLLM recomputes only its last position;
-        the request samples one token restricted to the scored one and returns its raw logprob
-        (computed before any restriction).
+        The sequence up to that token is wholly cached, so vLLM recomputes only its last block
+        (it must compute at least the last position); the request samples one token restricted to
+        the scored one and returns its raw logprob (computed before any restriction).
         """
         from vllm import SamplingParams
 
