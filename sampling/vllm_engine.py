@@ -131,7 +131,6 @@ class _Row(SampleState):
     ahead_entropy: list[float] = field(default_factory=list)  # judge: their base entropy (NaN: not recorded)
     scores: list[float] = field(default_factory=list)  # judge: the oracle's probability of ahead[:len(scores)]
     judging: int | None = None  # judge: ahead tokens the judge request in flight covers (None: no request)
-    wanted: int = 0  # judge: buffered tokens at which to ask for scores
     head_scores: list[float] = field(default_factory=list)  # judge: scores waiting for the first one's (head request)
 
     def sequence(self, upto: int | None = None) -> list[int]:
@@ -293,7 +292,7 @@ class VllmEngine:
             row.ahead_entropy += [float("nan")] * len(completion.token_ids)
         if output.finished:
             row.stream, row.stream_done = None, True
-        if row.judging is None and (row.stream_done or len(row.ahead) >= row.wanted):
+        if row.judging is None and self._scores_wanted(row):
             self._settle(row)
 
     def _judge_scored(self, row: _Row, output: Any) -> None:
@@ -341,17 +340,22 @@ class VllmEngine:
         if row.done or (row.stream_done and not row.ahead):  # all the base wrote is settled
             self._end_stream(row)
             self._advance(row)
-        else:  # have the buffered tokens scored once they make `judge_windows` windows (or all there will be)
-            row.wanted = max(len(row.scores) + 1, spec.every * self.judge_windows - (row.generated - row.judged))
-            if row.judging is None and (row.stream_done or len(row.ahead) >= row.wanted):
-                self._submit_judge(row)
+        elif row.judging is None and self._scores_wanted(row):
+            self._submit_judge(row)
+
+    def _scores_wanted(self, row: _Row) -> bool:
+        """Whether the buffered tokens should be scored now: they make `judge_windows` windows
+        (counting the current one's settled part) and not all are scored, or the stream has ended."""
+        spec = row.request.config.policy
+        wanted = max(len(row.scores) + 1, spec.every * self.judge_windows - (row.generated - row.judged))
+        return row.stream_done or len(row.ahead) >= wanted
 
     def _end_stream(self, row: _Row) -> None:
         """Abort the sample's judge stream if it still runs and drop what it wrote past the settled tokens."""
         if row.stream is not None:
             self.base.llm_engine.abort_request([row.stream])
             del self._pending[row.stream]
-        row.stream, row.stream_done, row.wanted = None, False, 0
+        row.stream, row.stream_done = None, False
         row.ahead, row.ahead_entropy, row.scores = [], [], []
 
     def _report(self, tokens: int) -> None:
