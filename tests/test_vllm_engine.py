@@ -49,6 +49,15 @@ RECORD_FIELDS = ("token_ids", "provenance", "interventions", "finish_reason", "b
                  "oracle_decode", "oracle_prefill", "discarded")
 
 
+
+def assert_same_records(reference: list, records: list, *context: object) -> None:
+    """Sample by sample, every record field the two engines must agree on under greedy decoding."""
+    assert len(records) == len(reference)
+    for want, got in zip(reference, records):
+        for column in RECORD_FIELDS:
+            assert getattr(got, column) == getattr(want, column), (*context, want.problem_id, column)
+
+
 # ---------------------------------------------------------------- pure parts
 
 def test_topk_entropy_is_exact_on_a_full_distribution_and_a_lower_bound_on_a_truncated_one() -> None:
@@ -101,9 +110,7 @@ def test_greedy_records_are_identical_to_the_torch_engine(name, prompts, torch_e
     requests = _requests(prompts, POLICIES[name], GREEDY)
     reference = torch_engine.run_block(requests)
     records = vllm_engine.run_block(requests)
-    for want, got in zip(reference, records):
-        for column in RECORD_FIELDS:
-            assert getattr(got, column) == getattr(want, column), (name, want.problem_id, column)
+    assert_same_records(reference, records, name)
     if name == "oracle":
         assert all(set(r.provenance) == {1} for r in records)
     elif name != "base":
@@ -122,9 +129,7 @@ def test_greedy_judge_records_do_not_depend_on_how_many_windows_one_judge_reques
         records = vllm_engine.run_block(requests)
     finally:
         vllm_engine.judge_windows = default
-    for want, got in zip(reference, records):
-        for column in RECORD_FIELDS:
-            assert getattr(got, column) == getattr(want, column), (windows, want.problem_id, column)
+    assert_same_records(reference, records, windows)
 
 
 @pytest.mark.parametrize("name", ["random", "entropy", "judge"])
@@ -140,9 +145,8 @@ def test_greedy_records_do_not_depend_on_when_oracle_requests_are_admitted(name,
         long_holds = vllm_engine.run_block(requests)
     finally:
         vllm_engine.admit_fraction, vllm_engine.max_hold = held
-    for want, got_now, got_late in zip(reference, immediate, long_holds):
-        for column in RECORD_FIELDS:
-            assert getattr(got_now, column) == getattr(want, column) == getattr(got_late, column), (name, want.problem_id, column)
+    assert_same_records(reference, immediate, name, "admitted at once")
+    assert_same_records(reference, long_holds, name, "long holds")
 
 
 def test_judge_streams_write_ahead_and_what_follows_a_rejection_is_dropped_uncounted(prompts, torch_engine, vllm_engine, monkeypatch) -> None:
@@ -162,9 +166,7 @@ def test_judge_streams_write_ahead_and_what_follows_a_rejection_is_dropped_uncou
     reference = torch_engine.run_block(requests)
     assert any(running for running, _ in cuts), "no running stream was aborted: the test would not test aborting one"
     assert sum(dropped for _, dropped in cuts) > 0, "nothing written ahead was dropped"
-    for want, got in zip(reference, records):
-        for column in RECORD_FIELDS:
-            assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
+    assert_same_records(reference, records)
 
 
 def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, toy_prompts, torch_engine, vllm_engine, monkeypatch) -> None:
@@ -190,9 +192,7 @@ def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, t
             logits = pair.oracle(torch.tensor([sequence[:-1]])).logits[0, -1].double()
         exact = float(torch.log_softmax(logits, -1)[sequence[-1]])
         assert abs(logprob - exact) < 1e-5, (logprob, exact)  # float32 engines agree to ~1e-7
-    for want, got in zip(reference, records):
-        for column in RECORD_FIELDS:
-            assert getattr(got, column) == getattr(want, column), (want.problem_id, column)
+    assert_same_records(reference, records)
 
 
 def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, vllm_engine) -> None:
