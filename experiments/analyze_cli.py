@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from verify.progress import print_error, table_console
+
 console = Console(stderr=True)
 
 
@@ -30,14 +32,14 @@ def analyze(
             table, counts, out = analyze_run(run_dir, config, max_samples, boot, seed,
                                              progress=lambda i: progress.update(task, completed=i + 1), locator=locator)
     except (AnalysisError, RunDirError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
     result = Table(title=f"first wrong token vs earlier base tokens — {config}, {counts['analysed']} wrong samples")
     for column in ("signal", "ROC AUC", "95% CI", "first wrong", "earlier tokens"):
         result.add_column(column, justify="left" if column == "signal" else "right")
     for row in table.itertuples(index=False):
         result.add_row(row.signal, f"{row.auc:.3f}", f"[{row.low:.3f}, {row.high:.3f}]", f"{row.positives:,}", f"{row.negatives:,}")
-    Console().print(result)
+    table_console().print(result)
     console.print(
         f"{counts['wrong']:,} of {counts['samples']:,} samples wrong; analysed {counts['analysed']:,}; "
         f"{counts['no_wrong_token']:,} without a located wrong token (cut off while still recoverable, or unsolved by the oracle); {counts['first_wrong_by_oracle']:,} first went wrong "

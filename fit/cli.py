@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from fit import beta_binomial, power_law
@@ -16,13 +15,14 @@ from fit.compare import DEFAULT_TARGETS
 from fit.cost import COST_MODELS, Prices
 from fit.pipeline import FitRun, fit_counts_file, fit_run_dir, parse_floats
 from sampling.store import FIT_DIR
+from verify.progress import print_error, table_console
 
-console = Console(width=None if sys.stdout.isatty() else 220)  # logs and pipes get the whole table
+console = table_console()
 
 
 def _fail(message: str) -> None:
     """Print a clear error (no traceback) and exit non-zero."""
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(2)
 
 
@@ -44,12 +44,12 @@ def _targets(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
-def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str | None, cost: str,
+def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str | None, cost: str | None,
          prices: str | None, cost_column: str | None, n_params: str | None, base: str | None, oracle: str | None,
          targets: str, budgets: str | None, estimator: str, power_law_method: str, family: str, boot: int,
          seed: int, runs_root: Path) -> FitRun:
     """Parse options and fit a counts file or a run dir (ValueError/OSError on bad input)."""
-    if cost not in COST_MODELS:
+    if cost is not None and cost not in COST_MODELS:
         raise ValueError(f"--cost: choose from {', '.join(COST_MODELS)}, got {cost!r}")
     options = FitOptions(estimator=estimator, power_law_method=power_law_method, family=family, n_boot=boot, seed=seed)
     kw: dict[str, Any] = dict(options=options, predict_ks=parse_floats(predict, "--predict"), cost_model=cost,
@@ -112,8 +112,9 @@ RUN_DIR = typer.Argument(None, help="Run directory (default: the most recent run
 COUNTS = typer.Option(None, "--counts", help="Counts file (.csv/.parquet) with problem, n, correct [+ group column, cost_per_sample].")
 BY = typer.Option(None, "--by", help="Grouping column of --counts (default: 'config' if present, else one group).")
 PREDICT = typer.Option(None, "--predict", help="k values to predict coverage at, e.g. 10000,100000 (default: 10× and 100× n).")
-COST = typer.Option("flops", "--cost", help=f"Cost model: {', '.join(COST_MODELS)}.")
-PRICES = typer.Option(None, "--prices", help="For --cost price: BASE_IN,BASE_OUT,ORACLE_IN,ORACLE_OUT per 1M tokens.")
+COST = typer.Option(None, "--cost", help=f"Cost model: {', '.join(COST_MODELS)} (default: the experiment's [cost] model, else flops).",
+                    show_default=False)
+PRICES = typer.Option(None, "--prices", help="For --cost price: BASE_IN,BASE_OUT,ORACLE_IN,ORACLE_OUT per 1M tokens (default: the experiment's [cost] prices).")
 COST_COLUMN = typer.Option(None, "--cost-column", help="Counts column holding the cost per sample (default: cost_per_sample if present).")
 N_PARAMS = typer.Option(None, "--n-params", help="BASE,ORACLE parameter counts, to cost --counts token sums.")
 BASE = typer.Option(None, "--base", help="Group of --counts that is pure base sampling (reference for multipliers).")
@@ -134,7 +135,7 @@ def fit_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write fit.json here (run dirs: RUN_DIR/_fit/fit.json)."),
     plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/_fit/plots)."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the plots."),
-    cost: str = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
+    cost: Optional[str] = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
     targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
     power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,
@@ -154,7 +155,7 @@ def report_command(
     run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/_fit; counts: FILE stem + _report)."),
-    cost: str = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
+    cost: Optional[str] = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
     targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
     power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,

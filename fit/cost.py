@@ -9,6 +9,10 @@ A sample's cost comes from its four token counts (``base_decode``, ``base_prefil
 - ``decode``: 2·params per *decoded* token only; prefill is treated as free (the latency view on
   GPUs, where prefill is compute-bound and cheap per token next to memory-bound decoding).
 - ``price``: per-model prices per million input (prefill) and output (decode) tokens.
+- ``seconds``: measured, not modelled: each sample's share of the engine's wall-clock time for
+  its block (``study sample`` records it per shard; the counts table sums it per problem). It
+  prices everything the run really did on its hardware and engine, switching overhead included,
+  so it is only comparable between configs sampled on the same machine type and engine.
 
 No attention term: at the toy and 1B–8B scales with ≤1k-token samples the 2·params·tokens term
 dominates; the parameter counts are what the manifest records.
@@ -23,9 +27,10 @@ import pandas as pd
 
 from fit.counts import TOKEN_COLUMNS, CountsError
 
-CostModel = Literal["flops", "decode", "price"]
-COST_MODELS: tuple[str, ...] = ("flops", "decode", "price")
-UNITS: dict[str, str] = {"flops": "FLOPs", "decode": "decode FLOPs", "price": "price units"}
+CostModel = Literal["flops", "decode", "price", "seconds"]
+COST_MODELS: tuple[str, ...] = ("flops", "decode", "price", "seconds")
+UNITS: dict[str, str] = {"flops": "FLOPs", "decode": "decode FLOPs", "price": "price units", "seconds": "engine seconds"}
+SECONDS_COLUMN = "seconds"  # counts: measured engine seconds summed over the row's samples
 MODELS: tuple[str, ...] = ("base", "oracle")
 
 
@@ -53,9 +58,12 @@ class Prices:
     def from_mapping(cls, prices: Mapping[str, Mapping[str, float]]) -> "Prices":
         """From {'base': {'input': .., 'output': ..}, 'oracle': {...}} (a manifest's ``prices``)."""
         try:
-            return cls(*(float(prices[m][io]) for m in MODELS for io in ("input", "output")))
+            values = [float(prices[m][io]) for m in MODELS for io in ("input", "output")]
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError("prices must look like {'base': {'input': x, 'output': y}, 'oracle': {...}}") from exc
+        if any(not np.isfinite(v) or v < 0 for v in values):
+            raise ValueError(f"prices must be non-negative numbers, got {values}")
+        return cls(*values)
 
 
 def per_token_rates(model: CostModel, n_params: Mapping[str, float] | None = None,
@@ -75,6 +83,8 @@ def per_token_rates(model: CostModel, n_params: Mapping[str, float] | None = Non
             raise ValueError("cost model 'price' needs prices (--prices or the manifest's 'prices')")
         return {"base_decode": prices.base_output / 1e6, "base_prefill": prices.base_input / 1e6,
                 "oracle_decode": prices.oracle_output / 1e6, "oracle_prefill": prices.oracle_input / 1e6}
+    if model == "seconds":
+        raise ValueError("cost model 'seconds' is measured per sample, not a per-token rate (use add_seconds_per_sample)")
     raise ValueError(f"unknown cost model {model!r}; choose from {', '.join(COST_MODELS)}")
 
 
@@ -105,3 +115,21 @@ def n_params_from_manifest(manifest: Mapping) -> dict[str, float]:
         return {m: float(manifest["models"][m]["n_params"]) for m in MODELS}
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError("manifest has no models.base.n_params / models.oracle.n_params") from exc
+
+
+def add_seconds_per_sample(counts: pd.DataFrame, source: str) -> pd.DataFrame:
+    """Validated counts with measured ``seconds`` sums -> adds ``cost_per_sample`` = seconds / n (the ``seconds`` model)."""
+    if SECONDS_COLUMN not in counts.columns:
+        raise CountsError(f"{source}: cost model 'seconds' needs a '{SECONDS_COLUMN}' column (measured engine seconds per row)")
+    seconds = pd.to_numeric(counts[SECONDS_COLUMN], errors="coerce").to_numpy(dtype=float)
+    unmeasured = ~np.isfinite(seconds) | (seconds <= 0)
+    if unmeasured.any():
+        names = sorted(set(map(str, counts["group"][unmeasured])))
+        raise CountsError(
+            f"{source}: cost model 'seconds': {int(unmeasured.sum())} row(s) have no measured time "
+            f"(group(s) {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}); samples written before "
+            "`study sample` recorded block times have none. Re-sample them into a new run dir or use another --cost."
+        )
+    out = counts.copy()
+    out["cost_per_sample"] = seconds / counts["n"].to_numpy(dtype=float)
+    return out

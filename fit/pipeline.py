@@ -70,12 +70,15 @@ class FitRun:
 
 
 def _with_costs(counts: pd.DataFrame, cost_column: str | None, cost_model: str,
-                n_params: Mapping[str, float] | None, prices: costmod.Prices | None) -> tuple[pd.DataFrame, str | None, str | None]:
+                n_params: Mapping[str, float] | None, prices: costmod.Prices | None,
+                source: str) -> tuple[pd.DataFrame, str | None, str | None]:
     """Counts with a cost_per_sample column if one can be had: (counts, model, unit)."""
     if cost_column is not None:
         if cost_column != COST_COLUMN:
             counts = counts.assign(**{COST_COLUMN: counts[cost_column]})
         return counts, "column", "cost units" if cost_column == COST_COLUMN else f"{cost_column} units"
+    if cost_model == "seconds":
+        return costmod.add_seconds_per_sample(counts, source), cost_model, costmod.UNITS[cost_model]
     if all(c in counts.columns for c in TOKEN_COLUMNS) and (n_params is not None or cost_model == "price"):
         try:
             return costmod.add_cost_per_sample(counts, cost_model, n_params, prices), cost_model, costmod.UNITS[cost_model]
@@ -100,7 +103,7 @@ def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None
 
 def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions | None = None,
                     predict_ks: list[float] | None = None, cost_column: str | None = None,
-                    n_params: Mapping[str, float] | None = None, cost_model: str = "flops",
+                    n_params: Mapping[str, float] | None = None, cost_model: str | None = None,
                     prices: costmod.Prices | None = None, references: Mapping[str, str] | None = None,
                     targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
     """Fit a counts file (.csv/.parquet): `study fit --counts`."""
@@ -116,27 +119,30 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
     if missing:
         raise CountsError(f"{path}: reference group(s) not found: {missing}; groups are "
                           f"{', '.join(sorted(set(counts['group'])))}")
-    counts, model, unit = _with_costs(counts, cost_column, cost_model, n_params, prices)
+    counts, model, unit = _with_costs(counts, cost_column, cost_model or "flops", n_params, prices, str(path))
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
                  fit_groups(counts, options), options, predict_ks, model, unit, references)
     return _finish(run, targets, budgets)
 
 
 def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_ks: list[float] | None = None,
-                cost_model: str = "flops", prices: costmod.Prices | None = None,
+                cost_model: str | None = None, prices: costmod.Prices | None = None,
                 targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
-    """Fit a graded (or gradable) run dir: `study fit RUN_DIR`."""
+    """Fit a graded (or gradable) run dir: `study fit RUN_DIR`; the cost model defaults to the
+    experiment's [cost] section (recorded in the manifest), else flops."""
     from fit import rundir
 
     options = options or FitOptions()
     run_dir = Path(run_dir)
     manifest = rundir.load_manifest(run_dir)
+    cost = manifest.get("cost") or {}
+    cost_model = cost_model or cost.get("model") or "flops"
+    if prices is None and cost_model == "price" and "prices" in cost:
+        prices = costmod.Prices.from_mapping(cost["prices"])
     raw = rundir.run_counts(run_dir)
     counts = validate_counts(raw, f"{run_dir} counts table", "config")
-    if prices is None and cost_model == "price" and "prices" in manifest:
-        prices = costmod.Prices.from_mapping(manifest["prices"])
-    n_params = costmod.n_params_from_manifest(manifest) if cost_model != "price" else None
-    counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices)
+    n_params = costmod.n_params_from_manifest(manifest) if cost_model in ("flops", "decode") else None
+    counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices, str(run_dir))
     references = rundir.references(manifest)
     run = FitRun({"run_dir": str(run_dir)}, counts, fit_groups(counts, options), options, predict_ks, model, unit,
                  {role: ref for role, ref in references.items() if ref in set(counts["group"])}, manifest=manifest)

@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from verify.progress import print_error, table_console
+
 console = Console(stderr=True)
 
 
@@ -34,20 +36,23 @@ def progress_bar() -> Progress:
 
 
 def summary_table(run_dir: Path) -> Table:
-    """Per config: samples, mean tokens by model and phase, mean interventions, finish reasons."""
-    from sampling.store import read_samples
+    """Per config: samples, mean tokens by model and phase, mean interventions, finish reasons, engine time."""
+    from sampling.store import config_seconds, read_samples
 
     frame = read_samples(run_dir, columns=[
         "config_id", "interventions", "finish_reason", "base_decode", "base_prefill", "oracle_decode", "oracle_prefill",
     ])
     table = Table(title=f"samples in {run_dir}")
-    for column in ("config", "samples", "base decode", "base prefill", "oracle decode", "oracle prefill", "interventions", "hit max_tokens"):
+    seconds = config_seconds(run_dir)
+    for column in ("config", "samples", "base decode", "base prefill", "oracle decode", "oracle prefill", "interventions",
+                   "hit max_tokens", "engine ms/sample"):
         table.add_column(column, justify="left" if column == "config" else "right")
     for config_id, group in frame.groupby("config_id", sort=False):
+        ms = seconds.get(str(config_id))
         table.add_row(
             str(config_id), f"{len(group):,}", f"{group.base_decode.mean():.1f}", f"{group.base_prefill.mean():.1f}",
             f"{group.oracle_decode.mean():.1f}", f"{group.oracle_prefill.mean():.1f}", f"{group.interventions.mean():.2f}",
-            f"{(group.finish_reason == 'length').mean():.1%}",
+            f"{(group.finish_reason == 'length').mean():.1%}", "—" if ms is None else f"{1000 * ms:.2f}",
         )
     return table
 
@@ -92,13 +97,13 @@ def sample(
                 progress=progress, report=console.print, threads=threads,
             )
     except (ConfigError, DatasetError, ModelError, RunDirError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
     console.print(
         f"{result.samples_written:,} samples in {result.blocks_done} block(s) written to {result.run_dir} "
         f"({result.blocks_skipped} block(s) already done) in {result.seconds:.1f} s"
     )
-    Console().print(summary_table(result.run_dir))
+    table_console().print(summary_table(result.run_dir))
 
 
 def register(app: typer.Typer) -> None:

@@ -29,6 +29,10 @@ top_p = 1.0
 policy = "random"
 c = [1, 2, 4]
 k = [2, 5]
+
+[cost]                     # optional: the default cost model of `study fit` / `study report`
+model = "flops"            # flops | decode | price | seconds (measured engine time)
+prices = { base = { input = 0.02, output = 0.04 }, oracle = { input = 0.2, output = 0.6 } }  # per 1M tokens, for "price"
 ```
 """
 from __future__ import annotations
@@ -44,7 +48,8 @@ from sampling.records import GuidedConfig, SamplingParams
 
 GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every", "base_temperature", "oracle_temperature")
 POLICY_KEYS = {"policy", "id", *GRID_KEYS, "top_p", "head"}
-TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs", "engine_options"}
+TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs",
+            "engine_options", "cost"}
 
 
 class ConfigError(ValueError):
@@ -77,6 +82,7 @@ class Experiment:
     engine: str = "torch"
     prompt: PromptFormat = PromptFormat()
     engine_options: dict[str, Any] = field(default_factory=dict)
+    cost: dict[str, Any] | None = None  # the [cost] section, checked (None: not given)
     source: str = "<defaults>"
 
 
@@ -150,6 +156,31 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
     return configs
 
 
+def parse_cost(raw: Any, source: str) -> dict[str, Any]:
+    """The [cost] section: the default cost model for `study fit` and, for "price", the prices."""
+    from fit.cost import COST_MODELS, Prices
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: [cost] must be a table")
+    unknown = set(raw) - {"model", "prices"}
+    if unknown:
+        raise ConfigError(f"{source}: unknown [cost] key(s) {sorted(unknown)}; allowed: model, prices")
+    model = raw.get("model", "flops")
+    if model not in COST_MODELS:
+        raise ConfigError(f"{source}: [cost] model must be one of {', '.join(COST_MODELS)}, got {model!r}")
+    cost: dict[str, Any] = {"model": model}
+    if "prices" in raw:
+        try:
+            prices = Prices.from_mapping(raw["prices"])
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [cost] prices: {exc}") from None
+        cost["prices"] = {m: {"input": getattr(prices, f"{m}_input"), "output": getattr(prices, f"{m}_output")}
+                          for m in ("base", "oracle")}
+    elif model == "price":
+        raise ConfigError(f"{source}: [cost] model 'price' needs prices = {{ base = {{ input = .., output = .. }}, oracle = {{ .. }} }}")
+    return cost
+
+
 def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     """Validate a config mapping (as read from TOML) into an Experiment."""
     unknown = set(data) - TOP_KEYS
@@ -182,7 +213,8 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
         configs=configs, n=n, seed=int(data.get("seed", 0)), max_tokens=max_tokens,
         problems=data.get("problems"), levels=data.get("levels"), engine=engine,
         prompt=PromptFormat(template, bool(prompt.get("chat", False)), str(prompt.get("system", "")), bool(prompt.get("add_bos", True))),
-        engine_options=dict(data.get("engine_options") or {}), source=source,
+        engine_options=dict(data.get("engine_options") or {}),
+        cost=parse_cost(data["cost"], source) if "cost" in data else None, source=source,
     )
 
 

@@ -187,6 +187,8 @@ def run_experiment(
         "blocking": blocking, "models": pair.manifest, "configs": config_manifest(experiment),
         "versions": package_versions(), "source": experiment.source,
     }
+    if experiment.cost is not None:
+        manifest["cost"] = experiment.cost
     manifest = store.open_run(run_dir, manifest, problems)
     prompts = {p.id: encode_prompt(pair.tokenizer, p, experiment.prompt) for p in problems}
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
@@ -216,10 +218,12 @@ def run_experiment(
             if progress is not None:
                 progress.update(task, tokens=tokens)
 
+        block_start = time.perf_counter()
         records = engine.run_block(requests, on_tokens=on_tokens)
+        block_seconds = time.perf_counter() - block_start
         for record in records:
             record.text = pair.tokenizer.decode(record.token_ids, skip_special_tokens=True)
-        store.write_shard(run_dir, block.config_id, block.key, records)
+        store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name)
         written += len(records)
         if progress is not None:
             progress.update(task, advance=len(records))

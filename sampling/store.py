@@ -5,7 +5,8 @@ Layout (everything that is not a samples shard starts with `_`, or `.` for temp 
 
     RUN_DIR/_manifest.json      run-wide identity: models, dataset, seed, n, prompt, blocking, configs
     RUN_DIR/_problems.parquet   the problems sampled (id, problem, answer, level, subject)
-    RUN_DIR/samples/CONFIG/BLOCK.parquet   one shard per finished block of samples
+    RUN_DIR/samples/CONFIG/BLOCK.parquet   one shard per finished block of samples (its Parquet
+                                metadata records the engine and its wall-clock seconds for the block)
 
 A shard is written to a dot-prefixed temp name and renamed into place, so a crash never leaves a
 half shard; a block either has its shard or is redone whole on resume.
@@ -103,8 +104,9 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
 def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
     """Create a run directory or check that an existing one matches; returns the manifest in force.
 
-    New config ids are added to an existing run; a config id whose definition changed, or any
-    change of models, dataset, problems, seed, n, prompt or blocking, is refused.
+    New config ids are added to an existing run, and a given cost section replaces the recorded one;
+    a config id whose definition changed, or any change of models, dataset, problems, seed, n,
+    prompt or blocking, is refused.
     """
     run_dir = Path(run_dir)
     for config_id in manifest["configs"]:
@@ -128,8 +130,12 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
                     "Give the changed config a new id or use a new --out directory."
                 )
         added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
-        if added:
+        # the cost model only says how `study fit` reads the run: a config that gives one updates it
+        new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
+        if added or new_cost:
             existing["configs"] = {**existing["configs"], **added}
+            if new_cost:
+                existing["cost"] = manifest["cost"]
             write_manifest(run_dir, existing)
         return existing
     try:
@@ -220,11 +226,50 @@ def records_table(records: Iterable[SampleRecord]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA)
 
 
-def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord]) -> Path:
-    """Write one finished block atomically (zstd Parquet)."""
+# Parquet key-value metadata of a samples shard: the engine's wall-clock seconds for the block and
+# the engine's name (the `seconds` cost model of `study fit`); measurements, not part of the samples.
+SECONDS_KEY = b"study.seconds"
+ENGINE_KEY = b"study.engine"
+
+
+def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord],
+                seconds: float | None = None, engine: str | None = None) -> Path:
+    """Write one finished block atomically (zstd Parquet), with its measured engine seconds if given."""
     path = shard_path(run_dir, config_id, block_key)
-    write_table_atomic(records_table(records), path, compression="zstd")
+    table = records_table(records)
+    extra = {ENGINE_KEY: engine.encode()} if engine else {}
+    if seconds is not None:
+        extra[SECONDS_KEY] = repr(float(seconds)).encode()
+    if extra:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    write_table_atomic(table, path, compression="zstd")
     return path
+
+
+def config_seconds(run_dir: Path) -> dict[str, float]:
+    """Measured engine seconds per sample of each config, over its timed shards (configs with none left out)."""
+    seconds: dict[str, float] = {}
+    rows: dict[str, int] = {}
+    for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
+        measured = None if path.name.startswith(".") else shard_seconds(path)
+        if measured is not None:
+            config = path.parent.name
+            seconds[config] = seconds.get(config, 0.0) + measured
+            rows[config] = rows.get(config, 0) + pq.read_metadata(path).num_rows
+    return {config: seconds[config] / rows[config] for config in seconds if rows[config]}
+
+
+def shard_seconds(path: Path) -> float | None:
+    """The engine's wall-clock seconds for a shard's block (None for shards written without timing)."""
+    metadata = pq.read_schema(path).metadata or {}
+    value = metadata.get(SECONDS_KEY)
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise RunDirError(f"{path}: unreadable {SECONDS_KEY.decode()} metadata {value!r}") from None
+    return seconds if seconds >= 0 and seconds == seconds else None
 
 
 def read_samples(run_dir: Path, columns: list[str] | None = None):

@@ -31,6 +31,9 @@ def test_sample_rejects_bad_input_without_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sample", "--config", str(bad), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "random" in result.output and "k >= 1" in result.output
     assert "Traceback" not in result.output
+    bad.write_text('dataset = "toy"\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "base"\n[cost]\nmodel = "wall"\n')
+    result = runner.invoke(app, ["sample", "--config", str(bad), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "[cost] model must be one of" in result.output  # brackets are text, not markup
     assert runner.invoke(app, ["sample", "--shard", "3/2", "--out", str(tmp_path / "s")]).exit_code == 2
     assert runner.invoke(app, ["sample", "--dataset", "nosuch", "--out", str(tmp_path / "t")]).exit_code == 2
 

@@ -46,10 +46,25 @@ def test_bad_inputs() -> None:
         cost.add_cost_per_sample(COUNTS, "price")
     with pytest.raises(ValueError, match="four non-negative numbers"):
         cost.Prices.parse("1,2,3")
+    with pytest.raises(ValueError, match="non-negative numbers"):
+        cost.Prices.from_mapping({"base": {"input": 1, "output": 2}, "oracle": {"input": -1, "output": 2}})
     with pytest.raises(ValueError, match="unknown cost model"):
         cost.per_token_rates("watts", PARAMS)  # type: ignore[arg-type]
     with pytest.raises(CountsError, match="oracle_prefill"):
         cost.components(COUNTS.drop(columns="oracle_prefill"), "flops", PARAMS)
+
+
+def test_seconds_model_is_measured_time_per_sample() -> None:
+    """cost 'seconds': the row's measured engine seconds over its n; unmeasured rows are named."""
+    counts = pd.DataFrame({"group": ["a", "b"], "n": [4, 8], "seconds": [2.0, 2.0]})
+    out = cost.add_seconds_per_sample(counts, "run")
+    assert out["cost_per_sample"].tolist() == [0.5, 0.25]
+    with pytest.raises(CountsError, match=r"1 row\(s\) have no measured time \(group\(s\) b\)"):
+        cost.add_seconds_per_sample(counts.assign(seconds=[2.0, float("nan")]), "run")
+    with pytest.raises(CountsError, match="needs a 'seconds' column"):
+        cost.add_seconds_per_sample(counts.drop(columns="seconds"), "run")
+    with pytest.raises(ValueError, match="not a per-token rate"):
+        cost.per_token_rates("seconds", PARAMS)
 
 
 def test_manifest_parameters() -> None:

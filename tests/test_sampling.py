@@ -297,6 +297,60 @@ def test_changed_config_is_refused_and_new_config_is_added(reference_run: Path, 
     pd.testing.assert_frame_equal(_sorted(before), _sorted(after[after.config_id != "random-c1-k2"]))
 
 
+def test_blocks_record_engine_seconds_for_the_seconds_cost_model(reference_run: Path) -> None:
+    """Every shard records the engine and its wall-clock seconds; `--cost seconds` divides them over the samples."""
+    import pyarrow.parquet as pq
+
+    from rich.console import Console
+
+    from fit.pipeline import fit_run_dir
+    from sampling.cli import summary_table
+    from sampling.store import ENGINE_KEY, config_seconds, shard_seconds
+
+    totals: dict[str, float] = {}
+    for shard in (reference_run / "samples").glob("*/*.parquet"):
+        seconds = shard_seconds(shard)
+        assert seconds is not None and seconds > 0
+        assert pq.read_schema(shard).metadata[ENGINE_KEY] == b"torch"
+        totals[shard.parent.name] = totals.get(shard.parent.name, 0.0) + seconds
+    run = fit_run_dir(reference_run, cost_model="seconds")
+    assert run.cost_model == "seconds" and run.cost_unit == "engine seconds"
+    per_sample = config_seconds(reference_run)
+    for config, total in totals.items():
+        assert run.curves[config].cost * 5 * 4 == pytest.approx(total)  # 5 problems x n=4 per config
+        assert per_sample[config] * 5 * 4 == pytest.approx(total)
+    console = Console(width=200, record=True)
+    console.print(summary_table(reference_run))
+    text = console.export_text()
+    assert "engine ms/sample" in text and f"{1000 * per_sample['oracle']:.2f}" in text
+
+
+def test_cost_section_is_recorded_and_is_fits_default(reference_run: Path, tmp_path: Path) -> None:
+    """[cost] goes into the manifest (a later config may change it: no samples are touched) and sets `study fit`'s model."""
+    import shutil
+
+    from fit.pipeline import fit_run_dir
+
+    run_dir = tmp_path / "costed"
+    shutil.copytree(reference_run, run_dir)
+    assert "cost" not in json.loads((run_dir / "_manifest.json").read_text())
+    assert fit_run_dir(run_dir).cost_model == "flops"
+    before = read_samples(run_dir)
+    result = run_experiment(_experiment(cost={"model": "decode"}), run_dir, block_size=8, report=lambda _: None)
+    assert result.samples_written == 0
+    assert json.loads((run_dir / "_manifest.json").read_text())["cost"] == {"model": "decode"}
+    pd.testing.assert_frame_equal(before, read_samples(run_dir))
+    assert fit_run_dir(run_dir).cost_model == "decode"
+    prices = {"base": {"input": 0.1, "output": 0.2}, "oracle": {"input": 1, "output": 2}}
+    run_experiment(_experiment(cost={"model": "price", "prices": prices}), run_dir, block_size=8, report=lambda _: None)
+    priced = fit_run_dir(run_dir)
+    assert priced.cost_model == "price"
+    oracle = before[before.config_id == "oracle"]
+    expected = (oracle.oracle_prefill.sum() * 1 + oracle.oracle_decode.sum() * 2) / 1e6 / len(oracle)
+    assert priced.curves["oracle"].cost == pytest.approx(expected)
+    assert fit_run_dir(run_dir, cost_model="flops").cost_model == "flops"  # --cost overrides
+
+
 def test_bad_experiment_configs_name_the_problem() -> None:
     with pytest.raises(ConfigError, match="unknown key"):
         parse_experiment({**SMALL_EXPERIMENT, "nn": 3}, "x.toml")
@@ -304,6 +358,14 @@ def test_bad_experiment_configs_name_the_problem() -> None:
         parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "random", "c": 0, "k": 2}]}, "x.toml")
     with pytest.raises(ConfigError, match="duplicate config id"):
         parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "base"}, {"policy": "base"}]}, "x.toml")
+    with pytest.raises(ConfigError, match=r"x.toml: \[cost\] model must be one of flops, decode, price, seconds, got 'wall'"):
+        parse_experiment({**SMALL_EXPERIMENT, "cost": {"model": "wall"}}, "x.toml")
+    with pytest.raises(ConfigError, match=r"\[cost\] model 'price' needs prices"):
+        parse_experiment({**SMALL_EXPERIMENT, "cost": {"model": "price"}}, "x.toml")
+    with pytest.raises(ConfigError, match=r"\[cost\] prices: prices must look like"):
+        parse_experiment({**SMALL_EXPERIMENT, "cost": {"model": "price", "prices": {"base": {"input": 1}}}}, "x.toml")
+    with pytest.raises(ConfigError, match=r"unknown \[cost\] key\(s\) \['unit'\]"):
+        parse_experiment({**SMALL_EXPERIMENT, "cost": {"unit": "s"}}, "x.toml")
 
 
 def _small_toml(path: Path) -> Path:

@@ -202,8 +202,9 @@ def test_counts_table(run_dir: Path) -> None:
     counts = verify.counts_table(run_dir)
     assert list(counts.columns) == [
         "config", "problem", "n", "correct", "no_answer", "level", "subject",
-        "base_decode", "base_prefill", "oracle_decode", "oracle_prefill",
+        "base_decode", "base_prefill", "oracle_decode", "oracle_prefill", "seconds",
     ]
+    assert counts["seconds"].isna().all()  # these shards were written without the engine's timing
     row = counts.set_index(["config", "problem"]).loc[("base", "p-half")]
     assert (row["n"], row["correct"], row["no_answer"]) == (8, 3, 1)
     assert (row["level"], row["subject"]) == (1, "Algebra")
@@ -212,6 +213,31 @@ def test_counts_table(run_dir: Path) -> None:
     assert row["base_decode"] == expected.loc[("base", "p-half")]
     assert counts["n"].sum() == 2 * len(TEXTS)
     assert counts["correct"].sum() == 2 * sum(t[2] for t in TEXTS)
+
+
+def _time_shard(path: Path, seconds: float) -> None:
+    """Rewrite a shard with the engine seconds `study sample` records in its metadata."""
+    from sampling.store import SECONDS_KEY
+
+    table = pq.read_table(path)
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), SECONDS_KEY: repr(seconds).encode()}), path)
+
+
+def test_counts_table_sums_measured_seconds(run_dir: Path) -> None:
+    """Each sample carries its shard's seconds / rows; a (config, problem) with any untimed sample is NaN."""
+    expected: dict[str, float] = {}
+    for i, shard in enumerate(sorted((run_dir / "samples" / "base").glob("*.parquet"))):
+        _time_shard(shard, 1.0 + i)
+        problems = pq.read_table(shard, columns=["problem_id"]).column("problem_id").to_pylist()
+        for problem in problems:
+            expected[problem] = expected.get(problem, 0.0) + (1.0 + i) / len(problems)
+    counts = verify.counts_table(run_dir).set_index(["config", "problem"])
+    assert counts.loc["base"]["seconds"].to_dict() == pytest.approx(expected)
+    assert counts.loc["guided"]["seconds"].isna().all()
+    write_run_dir(run_dir, PROBLEMS, _samples("base", TEXTS[:2], first_index=50))  # an untimed shard joins
+    again = verify.counts_table(run_dir).set_index(["config", "problem"]).loc["base"]["seconds"]
+    assert np.isnan(again["p-half"]) and again.drop(index="p-half").to_dict() == pytest.approx(
+        {k: v for k, v in expected.items() if k != "p-half"})
 
 
 def test_summarize_run(run_dir: Path) -> None:

@@ -13,9 +13,9 @@ _GRADER_HELP = "math-verify (default: math-verify behind an exact fast path) or 
 
 def _fail(message: str, code: int = 2) -> None:
     """Print an error (no traceback) and exit with a non-zero code."""
-    from rich.console import Console
+    from verify.progress import print_error
 
-    Console(stderr=True).print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
+    print_error(message)
     raise typer.Exit(code)
 
 
@@ -79,12 +79,11 @@ def _verify_run(
     run_dir: Path, grader: str, timeout: float, workers: int | None, progress: bool, by: str | None
 ) -> None:
     """Grade a run dir and print the per-config summary."""
-    from rich.console import Console
-
+    from verify.progress import table_console
     from verify.run_grades import RunDirError, grade_run_with_stats, grades_dir
     from verify.tables import summarize_grades
 
-    console = Console()
+    console = table_console()
     try:
         grades, stats = grade_run_with_stats(run_dir, grader, progress, timeout, workers)
     except RunDirError as exc:
@@ -109,11 +108,10 @@ def _verify_jsonl(
     workers: int | None, progress: bool,
 ) -> None:
     """Grade a JSONL file and print a one-table summary."""
-    from rich.console import Console
     from rich.table import Table
 
     from verify.jsonl import InputError, grade_jsonl
-    from verify.progress import rich_progress
+    from verify.progress import rich_progress, table_console
 
     try:
         with rich_progress(progress) as sink:
@@ -130,7 +128,7 @@ def _verify_jsonl(
         f"{result.rows:,}", f"{result.correct:,}", f"{accuracy:.3f}", f"{no_answer:.1%}",
         f"{result.stats.pairs:,}", f"{result.stats.verified:,}", f"{result.stats.timeouts:,}",
     )
-    Console().print(table)
+    table_console().print(table)
 
 
 def verify_command(

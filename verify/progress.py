@@ -1,11 +1,13 @@
-"""Progress reporting for long grading jobs: a no-op sink and rich progress bars (rate + ETA)."""
+"""Progress reporting for long jobs (a no-op sink, rich progress bars with rate + ETA) and the CLIs' table console."""
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -17,6 +19,16 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+
+def print_error(message: str) -> None:
+    """'error: MESSAGE' on stderr; the message is printed as is (a '[cost]' in it is text, not markup)."""
+    Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def table_console() -> Console:
+    """A stdout console for result tables: the terminal's width, or 220 columns in logs and pipes (no cut names)."""
+    return Console(width=None if sys.stdout.isatty() else 220)
 
 __all__ = ["ProgressSink", "NullProgress", "rich_progress"]
 

@@ -2,21 +2,24 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
+from sampling.store import shard_seconds
 from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample_columns, sample_files
 from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
 
-__all__ = ["TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "summarize_grades", "summarize_run"]
+__all__ = ["SECONDS_COLUMN", "TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "summarize_grades", "summarize_run"]
 
 TOKEN_COLUMNS = ["base_decode", "base_prefill", "oracle_decode", "oracle_prefill"]
+SECONDS_COLUMN = "seconds"  # counts: the engine's measured seconds for the group's samples (NaN if unmeasured)
 
 
 def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Counts table (config, problem, n, correct, no_answer, level, subject, token sums) from grades."""
+    """Counts table (config, problem, n, correct, no_answer, level, subject, token sums, seconds) from grades."""
     frame = grades.assign(no_answer=grades["extracted"].isna())
     grouped = frame.groupby(["config_id", "problem_id"], sort=True)
     counts = pd.DataFrame(
@@ -27,17 +30,21 @@ def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.
         }
     ).reset_index()
     if tokens is not None and len(tokens):
-        present = [c for c in TOKEN_COLUMNS if c in tokens.columns]
+        present = [c for c in (*TOKEN_COLUMNS, SECONDS_COLUMN) if c in tokens.columns]
         merged = frame[KEY_COLUMNS].merge(tokens[[*KEY_COLUMNS, *present]], on=KEY_COLUMNS, how="left")
-        sums = merged.groupby(["config_id", "problem_id"], sort=True)[present].sum().reset_index()
-        counts = counts.merge(sums, on=["config_id", "problem_id"], how="left")
+        # a group with any sample of unknown time has an unknown total (NaN), not a partial sum
+        sums = merged.groupby(["config_id", "problem_id"], sort=True)[present].sum(min_count=1)
+        if SECONDS_COLUMN in present:
+            unknown = merged[SECONDS_COLUMN].isna().groupby([merged["config_id"], merged["problem_id"]]).any()
+            sums.loc[unknown[unknown].index, SECONDS_COLUMN] = np.nan
+        counts = counts.merge(sums.reset_index(), on=["config_id", "problem_id"], how="left")
     meta = problems[["id", "level", "subject"]].rename(columns={"id": "problem_id"})
     counts = counts.merge(meta, on="problem_id", how="left")
     counts = counts.rename(columns={"config_id": "config", "problem_id": "problem"})
     for column in ("n", "correct", "no_answer", *[c for c in TOKEN_COLUMNS if c in counts.columns]):
         counts[column] = counts[column].astype(np.int64)
     order = ["config", "problem", "n", "correct", "no_answer", "level", "subject"]
-    order += [c for c in TOKEN_COLUMNS if c in counts.columns]
+    order += [c for c in (*TOKEN_COLUMNS, SECONDS_COLUMN) if c in counts.columns]
     return counts[order]
 
 
@@ -47,10 +54,19 @@ def counts_table(run_dir: str | os.PathLike[str], grader: str = "math-verify", p
     files = sample_files(run_dir)
     available = set.intersection(*(set(pq.read_schema(f).names) for f in files)) if files else set()
     token_cols = [c for c in TOKEN_COLUMNS if c in available]
-    tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols]).drop(columns="_shard") if token_cols else None
+    tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols]) if token_cols else None
     if tokens is not None:
-        tokens = tokens.drop_duplicates(KEY_COLUMNS, keep="first")
+        tokens[SECONDS_COLUMN] = _seconds_per_sample(files, tokens["_shard"].to_numpy())
+        tokens = tokens.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
     return counts_from_grades(grades, read_problems(run_dir), tokens)
+
+
+def _seconds_per_sample(files: list[Path], shard: np.ndarray) -> np.ndarray:
+    """Each sample's share of its block's measured engine seconds (NaN for shards written without timing)."""
+    sizes = np.bincount(shard, minlength=len(files)).astype(float)
+    measured = np.array([np.nan if (t := shard_seconds(f)) is None else t for f in files], dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (measured / sizes)[shard]
 
 
 def class_votes(grades: pd.DataFrame) -> pd.DataFrame:

@@ -9,8 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from verify.progress import print_error, table_console
+
 toy_app = typer.Typer(help="The toy world: synthetic MATH-format arithmetic and a tiny base/oracle pair.", no_args_is_help=True)
-console = Console()
+console = table_console()
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 
@@ -24,7 +26,7 @@ def problems(
     from experiments.toy.generator import generate_split, held_out_problems
 
     if split not in ("test", "train"):
-        console.print(f"[red]error:[/red] --split must be test or train, got {split!r}")
+        print_error(f"--split must be test or train, got {split!r}")
         raise typer.Exit(2)
     chosen = held_out_problems(count) if split == "test" else generate_split("train", count)
     table = Table(title=f"toy {split} problems")
@@ -58,7 +60,7 @@ def train(
 
     names = ["base", "oracle"] if model == "both" else [model]
     if any(name not in SPECS for name in names):
-        console.print(f"[red]error:[/red] --model must be base, oracle or both, got {model!r}")
+        print_error(f"--model must be base, oracle or both, got {model!r}")
         raise typer.Exit(2)
     for name in names:
         spec = SPECS[name] if steps is None else replace(SPECS[name], steps=steps)
@@ -87,7 +89,7 @@ def train_judge(
         tokens, counts = collect_tokens(run_dir, config, max_samples, with_hidden=True)
         fit = train_judge_head(tokens)
     except ValueError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        print_error(str(exc))
         raise typer.Exit(2) from None
     save_head(out, fit.weight, fit.bias)
     console.print(
