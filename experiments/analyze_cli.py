@@ -16,8 +16,8 @@ console = Console(stderr=True)
 def analyze(
     run_dir: Path = typer.Argument(..., help="A run directory sampled on the toy world."),
     config: str = typer.Option("base", "--config", help="Which config's wrong samples to analyse."),
-    max_samples: int = typer.Option(1000, "--max-samples", help="Analyse at most this many wrong samples (random subset)."),
-    boot: int = typer.Option(500, "--boot", help="Bootstrap replicates (over samples) for the AUC CIs."),
+    max_samples: int = typer.Option(1000, "--max-samples", min=1, help="Analyse at most this many wrong samples (random subset)."),
+    boot: int = typer.Option(500, "--boot", min=2, help="Bootstrap replicates (over samples) for the AUC CIs."),
     seed: int = typer.Option(0, "--seed"),
     locator: str = typer.Option("auto", "--locator", help="exact (toy world), rollout (greedy oracle rollouts, any dataset), or auto."),
 ) -> None:

@@ -170,6 +170,10 @@ def run_experiment(
 
     from sampling.models import load_pair
 
+    if block_size < 1:
+        raise ValueError(f"--block-size must be >= 1, got {block_size}")
+    if threads is not None and threads < 1:
+        raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
     problems = load_experiment_problems(experiment, skip_bad_rows, report)

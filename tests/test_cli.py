@@ -35,6 +35,10 @@ def test_sample_rejects_bad_input_without_traceback(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sample", "--config", str(bad), "--out", str(tmp_path / "r")])
     assert result.exit_code == 2 and "[cost] model must be one of" in result.output  # brackets are text, not markup
     assert runner.invoke(app, ["sample", "--shard", "3/2", "--out", str(tmp_path / "s")]).exit_code == 2
+    for option, value in (("--block-size", "0"), ("--threads", "0")):
+        result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", option, value, "--out", str(tmp_path / "b")])
+        assert result.exit_code == 2 and f"{option} must be >= 1, got 0" in result.output
+        assert not (tmp_path / "b").exists()  # refused before a run directory is created
     assert runner.invoke(app, ["sample", "--dataset", "nosuch", "--out", str(tmp_path / "t")]).exit_code == 2
 
 
@@ -43,3 +47,12 @@ def test_sample_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_counts_below_their_minimum_are_usage_errors(tmp_path: Path) -> None:
+    """Counts that make no sense (0 problems, 0 bootstrap replicates) are refused before any work."""
+    for args, option in ((["toy", "problems", "--count", "-1"], "--count"), (["toy", "eval", "--problems", "0"], "--problems"),
+                         (["analyze", str(tmp_path), "--boot", "0"], "--boot"),
+                         (["analyze", str(tmp_path), "--max-samples", "0"], "--max-samples")):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output

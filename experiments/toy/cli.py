@@ -18,7 +18,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 @toy_app.command("problems")
 def problems(
-    count: int = typer.Option(10, "--count", help="How many problems to show."),
+    count: int = typer.Option(10, "--count", min=1, help="How many problems to show."),
     split: str = typer.Option("test", "--split", help="test (held out, balanced by level) or train."),
     solutions: bool = typer.Option(False, "--solutions", help="Also print the canonical solutions."),
 ) -> None:
@@ -43,9 +43,9 @@ def train(
     model: str = typer.Option("both", "--model", help="base, oracle or both."),
     out: Path = typer.Option(MODELS_DIR, "--out", help="Folder that receives base/ and oracle/."),
     seed: int = typer.Option(0, "--seed"),
-    threads: int = typer.Option(1, "--threads", help="torch CPU threads; the shipped weights used 1 (float results depend on it)."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Override the schedule's step count (for quick tries)."),
-    eval_every: int = typer.Option(0, "--eval-every", help="Every N steps: log pass@1 of one sample on 100 held-out problems."),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads; the shipped weights used 1 (float results depend on it)."),
+    steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the schedule's step count (for quick tries)."),
+    eval_every: int = typer.Option(0, "--eval-every", min=0, help="Every N steps: log pass@1 of one sample on 100 held-out problems."),
     checkpoints: bool = typer.Option(False, "--checkpoints", help="With --eval-every: also save the weights at each evaluation."),
 ) -> None:
     """Train the toy models deterministically; the defaults reproduce the shipped weights bit for bit.
@@ -74,7 +74,7 @@ def train(
 def train_judge(
     run_dir: Path = typer.Argument(..., help="A run over the toy training split with a base config (experiments/toy-judge-train.toml)."),
     config: str = typer.Option("base", "--config"),
-    max_samples: int = typer.Option(2000, "--max-samples", help="Wrong samples to learn from."),
+    max_samples: int = typer.Option(2000, "--max-samples", min=1, help="Wrong samples to learn from."),
     out: Path = typer.Option(MODELS_DIR / "judge_head.safetensors", "--out"),
 ) -> None:
     """Train the learned judge (a linear mistake head on the oracle's hidden states) on exact toy labels."""
@@ -102,9 +102,9 @@ def train_judge(
 def evaluate(
     base: str = typer.Option("toy:base", "--base"),
     oracle: str = typer.Option("toy:oracle", "--oracle"),
-    problems: int = typer.Option(50, "--problems", help="Held-out test problems (balanced over levels)."),
-    base_samples: int = typer.Option(1000, "--base-samples", help="Samples per problem for the base (coverage@N)."),
-    oracle_samples: int = typer.Option(100, "--oracle-samples"),
+    problems: int = typer.Option(50, "--problems", min=1, help="Held-out test problems (balanced over levels)."),
+    base_samples: int = typer.Option(1000, "--base-samples", min=1, help="Samples per problem for the base (coverage@N)."),
+    oracle_samples: int = typer.Option(100, "--oracle-samples", min=1),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the numbers as JSON."),
 ) -> None:
     """pass@1 at temperature 1, greedy accuracy and coverage for the toy base and oracle."""
