@@ -175,7 +175,14 @@ def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or path.exists():
         rows, source = read_local_rows(path), str(path)
     elif name_or_path in DATASET_NAMES:
-        rows, source = _hub_rows(name_or_path), name_or_path
+        try:
+            rows, source = _hub_rows(name_or_path), name_or_path
+        except (OSError, ValueError) as exc:  # offline, not found, a failed download
+            hub = MATH_HUB_NAME if name_or_path == "math" else HUB_DATASETS[name_or_path][0]
+            raise DatasetError(
+                f"could not load dataset {name_or_path!r} ({hub}) from the Hugging Face hub: {type(exc).__name__}: {exc}. "
+                "Without network access, pass a local .jsonl/.parquet file with MATH, MATH-500 or GSM8K fields instead."
+            ) from None
     else:
         raise DatasetError(
             f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)} or a .jsonl/.parquet path"

@@ -90,3 +90,19 @@ def test_selection_by_level_and_count() -> None:
         select_problems(problems, levels=[9])
     with pytest.raises(DatasetError, match="comma-separated"):
         parse_levels("a,b")
+
+
+def test_hub_dataset_unreachable_is_a_clear_error(tmp_path: Path) -> None:
+    """Offline (as here and in CI), a hub dataset name fails with a DatasetError that names the hub repo and the way out."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("from sampling.datasets import DatasetError, load_problems\n"
+            "try:\n    load_problems('gsm8k')\nexcept DatasetError as exc:\n    print(exc)\n")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120,
+                         cwd=Path(__file__).resolve().parent.parent)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "could not load dataset 'gsm8k' (openai/gsm8k) from the Hugging Face hub" in out.stdout
+    assert "pass a local .jsonl/.parquet file" in out.stdout
