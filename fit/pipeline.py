@@ -148,6 +148,8 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
                  {role: ref for role, ref in references.items() if ref in set(counts["group"])}, manifest=manifest)
     run.notes += [f"reference config {ref!r} ({role}) has no graded samples: no multipliers against it"
                   for role, ref in references.items() if role not in run.references]
+    if model == "seconds":
+        run.notes.append(rundir.timing_note(run_dir))
     run.summary = rundir.run_summary(run_dir)
     run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
     return _finish(run, targets, budgets)

@@ -13,7 +13,7 @@ from typing import Any
 import pandas as pd
 
 from fit.counts import CountsError
-from sampling.store import MANIFEST, RunDirError, read_manifest
+from sampling.store import MANIFEST, RunDirError, read_manifest, timing_devices
 
 POLICY_REFERENCES: dict[str, str] = {"base": "base", "oracle": "oracle"}
 
@@ -58,6 +58,17 @@ def run_counts(run_dir: str | Path) -> pd.DataFrame:
     import verify  # lazy: only the run-dir path needs the verifier
 
     return verify.counts_table(Path(run_dir))
+
+
+def timing_note(run_dir: str | Path) -> str:
+    """Where the `seconds` cost model's times were measured, and a warning when configs ran on different devices."""
+    devices = timing_devices(Path(run_dir))
+    found = sorted(set().union(*devices.values())) if devices else []
+    if len(found) <= 1:
+        return f"engine seconds measured on {found[0] if found and found[0] != 'unrecorded' else 'an unrecorded device'}"
+    where = "; ".join(f"{config}: {', '.join(sorted(d))}" for config, d in sorted(devices.items()))
+    return (f"engine seconds were measured on {len(found)} different devices ({where}): "
+            "configs compare fairly only where their blocks ran on the same kind of device")
 
 
 def run_summary(run_dir: str | Path) -> pd.DataFrame:

@@ -89,6 +89,21 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def device_name() -> str:
+    """What the engine runs on, for the block timings: the GPU model(s), else the CPU model and torch's thread count."""
+    import torch
+
+    if torch.cuda.is_available():
+        count = torch.cuda.device_count()
+        return f"{count}x {torch.cuda.get_device_name(0)}" if count > 1 else torch.cuda.get_device_name(0)
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")]
+        model = names[0] if names else model
+    return f"{model}, {torch.get_num_threads()} threads"
+
+
 def config_manifest(experiment: Experiment) -> dict[str, dict[str, Any]]:
     """JSON-able config definitions (what makes a config id mean one thing)."""
     out = {}
@@ -206,6 +221,7 @@ def run_experiment(
         engine = make_engine(experiment, pair, blocking["block_size"], max_len, threads, report)
     elif engine is not None and engine.name != experiment.engine:
         raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
+    device = device_name()
     total_samples = sum(len(b.items) for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
     start, tokens, written = time.time(), 0, 0
@@ -227,7 +243,7 @@ def run_experiment(
         block_seconds = time.perf_counter() - block_start
         for record in records:
             record.text = pair.tokenizer.decode(record.token_ids, skip_special_tokens=True)
-        store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name)
+        store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name, device=device)
         written += len(records)
         if progress is not None:
             progress.update(task, advance=len(records))

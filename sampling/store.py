@@ -6,7 +6,8 @@ Layout (everything that is not a samples shard starts with `_`, or `.` for temp 
     RUN_DIR/_manifest.json      run-wide identity: models, dataset, seed, n, prompt, blocking, configs
     RUN_DIR/_problems.parquet   the problems sampled (id, problem, answer, level, subject)
     RUN_DIR/samples/CONFIG/BLOCK.parquet   one shard per finished block of samples (its Parquet
-                                metadata records the engine and its wall-clock seconds for the block)
+                                metadata records the engine, its device and its wall-clock seconds
+                                for the block)
 
 A shard is written to a dot-prefixed temp name and renamed into place, so a crash never leaves a
 half shard; a block either has its shard or is redone whole on resume.
@@ -226,18 +227,20 @@ def records_table(records: Iterable[SampleRecord]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=SAMPLES_SCHEMA)
 
 
-# Parquet key-value metadata of a samples shard: the engine's wall-clock seconds for the block and
-# the engine's name (the `seconds` cost model of `study fit`); measurements, not part of the samples.
+# Parquet key-value metadata of a samples shard: the engine's wall-clock seconds for the block, the
+# engine's name and the device it ran on (the `seconds` cost model of `study fit`); measurements
+# about the run, not part of the samples.
 SECONDS_KEY = b"study.seconds"
 ENGINE_KEY = b"study.engine"
+DEVICE_KEY = b"study.device"
 
 
 def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord],
-                seconds: float | None = None, engine: str | None = None) -> Path:
+                seconds: float | None = None, engine: str | None = None, device: str | None = None) -> Path:
     """Write one finished block atomically (zstd Parquet), with its measured engine seconds if given."""
     path = shard_path(run_dir, config_id, block_key)
     table = records_table(records)
-    extra = {ENGINE_KEY: engine.encode()} if engine else {}
+    extra = {key: value.encode() for key, value in ((ENGINE_KEY, engine), (DEVICE_KEY, device)) if value}
     if seconds is not None:
         extra[SECONDS_KEY] = repr(float(seconds)).encode()
     if extra:
@@ -257,6 +260,17 @@ def config_seconds(run_dir: Path) -> dict[str, float]:
             seconds[config] = seconds.get(config, 0.0) + measured
             rows[config] = rows.get(config, 0) + pq.read_metadata(path).num_rows
     return {config: seconds[config] / rows[config] for config in seconds if rows[config]}
+
+
+def timing_devices(run_dir: Path) -> dict[str, set[str]]:
+    """Per config, the devices its timed shards ran on ("unrecorded" for timed shards without one)."""
+    devices: dict[str, set[str]] = {}
+    for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
+        metadata = {} if path.name.startswith(".") else (pq.read_schema(path).metadata or {})
+        if SECONDS_KEY in metadata:
+            device = metadata.get(DEVICE_KEY, b"unrecorded").decode(errors="replace")
+            devices.setdefault(path.parent.name, set()).add(device)
+    return devices
 
 
 def shard_seconds(path: Path) -> float | None:

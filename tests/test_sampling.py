@@ -305,6 +305,7 @@ def test_blocks_record_engine_seconds_for_the_seconds_cost_model(reference_run: 
 
     from fit.pipeline import fit_run_dir
     from sampling.cli import summary_table
+    from sampling.runner import device_name
     from sampling.store import ENGINE_KEY, config_seconds, shard_seconds
 
     totals: dict[str, float] = {}
@@ -323,6 +324,27 @@ def test_blocks_record_engine_seconds_for_the_seconds_cost_model(reference_run: 
     console.print(summary_table(reference_run))
     text = console.export_text()
     assert "engine ms/sample" in text and f"{1000 * per_sample['oracle']:.2f}" in text
+    device = device_name()
+    assert run.notes[-1] == f"engine seconds measured on {device}" and "threads" in device
+
+
+def test_seconds_from_different_devices_are_flagged(reference_run: Path, tmp_path: Path) -> None:
+    """A run whose blocks were timed on different devices (a heterogeneous Slurm array) says so in the fit's notes."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from fit.pipeline import fit_run_dir
+    from sampling.store import DEVICE_KEY
+
+    run_dir = tmp_path / "mixed"
+    shutil.copytree(reference_run, run_dir)
+    shard = sorted((run_dir / "samples" / "oracle").glob("*.parquet"))[0]
+    table = pq.read_table(shard)
+    pq.write_table(table.replace_schema_metadata({**table.schema.metadata, DEVICE_KEY: b"NVIDIA H100 80GB HBM3"}), shard)
+    notes = fit_run_dir(run_dir, cost_model="seconds").notes
+    assert any("measured on 2 different devices" in note and "oracle: " in note and "NVIDIA H100 80GB HBM3" in note
+               for note in notes), notes
 
 
 def test_cost_section_is_recorded_and_is_fits_default(reference_run: Path, tmp_path: Path) -> None:
