@@ -98,6 +98,10 @@ def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=1, allow_nan=False))
         console.print(f"wrote {json_out}")
+        if "run_dir" in run.source:  # the run's counts table, for `study fit --counts` and other tools
+            counts_out = json_out.parent / "counts.csv"
+            run.counts_table().to_csv(counts_out, index=False)
+            console.print(f"wrote {counts_out}")
     plots: dict[str, list[Path]] = {}
     plots_dir = plots_dir or (default_dir / "plots" if default_dir else None)
     if plots_dir is not None and not no_plots:

@@ -45,6 +45,14 @@ class FitRun:
         total = float(parts.sum())
         return {c: float(parts[f"cost_{c}"] / total) if total > 0 else 0.0 for c in TOKEN_COLUMNS}
 
+    def counts_table(self) -> pd.DataFrame:
+        """The counts as read (the counts-table columns, token sums as integers), without any cost model's columns."""
+        frame = self.counts.drop(columns=[c for c in self.counts.columns
+                                          if c == "group" or c.startswith("cost_") or c == COST_COLUMN])
+        for col in [c for c in TOKEN_COLUMNS if c in frame.columns]:
+            frame[col] = frame[col].round().astype(np.int64)
+        return frame
+
     def to_json(self) -> dict[str, Any]:
         """The fit.json document (shape documented in README: groups → power_law, beta_binomial, predict)."""
         groups = {}

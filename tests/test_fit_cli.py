@@ -215,3 +215,18 @@ def test_default_is_most_recent_run(app: typer.Typer, run_dir: Path, tmp_path: P
     assert (new / "_fit" / "fit.json").exists() and not (old / "_fit").exists()
     res = _invoke(app, "fit", "--runs", tmp_path / "empty")
     assert res.exit_code == 2 and "no run directory" in res.output
+
+
+def test_run_counts_csv_round_trips_through_counts_mode(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
+    """`study fit RUN_DIR` writes the counts table beside fit.json; fitting that file gives the same fit and comparison."""
+    res = _invoke(app, "fit", run_dir, "--json", tmp_path / "fit.json", "--no-plots", "--boot", 30)
+    assert res.exit_code == 0, res.output
+    counts = pd.read_csv(tmp_path / "counts.csv")
+    assert list(counts.columns)[:7] == ["config", "problem", "n", "correct", "no_answer", "level", "subject"]
+    assert len(counts) == len(CONFIGS) * 12 and counts["base_decode"].dtype == np.int64
+    again = _invoke(app, "fit", "--counts", tmp_path / "counts.csv", "--by", "config", "--base", "base", "--oracle", "oracle",
+                    "--n-params", "310000,2450000", "--json", tmp_path / "again.json", "--no-plots", "--boot", 30)
+    assert again.exit_code == 0, again.output
+    first, second = (json.loads((tmp_path / f).read_text()) for f in ("fit.json", "again.json"))
+    assert second["groups"]["random_c2_k4"]["power_law"] == first["groups"]["random_c2_k4"]["power_law"]
+    assert second["comparison"]["configs"] == first["comparison"]["configs"]
