@@ -78,6 +78,7 @@ def sample(
     from sampling.runner import parse_shard, run_experiment
     from sampling.store import RunDirError
 
+    run_dir: Path | None = None
     try:
         experiment = load_experiment(config) if config else default_experiment()
         overrides = {key: value for key, value in {
@@ -99,6 +100,10 @@ def sample(
     except (ConfigError, DatasetError, ModelError, RunDirError, ValueError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        if run_dir is not None:
+            console.print(f"interrupted: the finished blocks are saved in {run_dir}; run the same command again to continue")
+        raise typer.Exit(130) from None
     console.print(
         f"{result.samples_written:,} samples in {result.blocks_done} block(s) written to {result.run_dir} "
         f"({result.blocks_skipped} block(s) already done) in {result.seconds:.1f} s"

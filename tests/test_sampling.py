@@ -435,6 +435,28 @@ def test_kill_nine_then_resume_equals_uninterrupted(reference_run: Path, tmp_pat
     pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
 
 
+def test_ctrl_c_says_how_to_continue_and_resume_equals_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
+    """SIGINT mid-run: exit 130 with a one-line hint (no traceback), no temp files; re-running completes the same samples."""
+    config = _small_toml(tmp_path / "small.toml")
+    run_dir = tmp_path / "interrupted"
+    command = _sample_command(config, run_dir)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run_dir / "samples").glob("*/*.parquet"))) < 3:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    text = err.decode()
+    assert process.returncode == 130, text[-2000:]
+    assert "interrupted: the finished blocks are saved in" in text and "Traceback" not in text
+    assert not list((run_dir / "samples").glob("*/.*"))
+    assert len(list((run_dir / "samples").glob("*/*.parquet"))) < 15, "the run should have been interrupted midway"
+    subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
+
+
 def test_shipped_experiment_configs_parse() -> None:
     from sampling.config import load_experiment
 
