@@ -33,7 +33,7 @@ def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.
         present = [c for c in (*TOKEN_COLUMNS, SECONDS_COLUMN) if c in tokens.columns]
         merged = frame[KEY_COLUMNS].merge(tokens[[*KEY_COLUMNS, *present]], on=KEY_COLUMNS, how="left")
         # a group with any sample of unknown time has an unknown total (NaN), not a partial sum
-        sums = merged.groupby(["config_id", "problem_id"], sort=True)[present].sum(min_count=1)
+        sums = merged.groupby(["config_id", "problem_id"], sort=True)[present].sum()
         if SECONDS_COLUMN in present:
             unknown = merged[SECONDS_COLUMN].isna().groupby([merged["config_id"], merged["problem_id"]]).any()
             sums.loc[unknown[unknown].index, SECONDS_COLUMN] = np.nan
