@@ -89,13 +89,19 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def device_name() -> str:
-    """What the engine runs on, for the block timings: the GPU model(s), else the CPU model and torch's thread count."""
+def device_name(engine: str = "torch") -> str:
+    """What the engine runs on, for the block timings: vLLM's GPU model(s), else the CPU model and thread count."""
     import torch
 
-    if torch.cuda.is_available():
-        count = torch.cuda.device_count()
-        return f"{count}x {torch.cuda.get_device_name(0)}" if count > 1 else torch.cuda.get_device_name(0)
+    if engine == "vllm":
+        from vllm.platforms import current_platform
+
+        if not current_platform.is_cpu():  # asked through NVML: no CUDA context in this process
+            try:
+                name, count = current_platform.get_device_name(0), current_platform.device_count()
+            except (AttributeError, NotImplementedError, RuntimeError):  # a platform without these: only a label
+                return f"{current_platform.device_name} (model unknown)"
+            return f"{count}x {name}" if count > 1 else name
     model = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.exists():
@@ -221,7 +227,7 @@ def run_experiment(
         engine = make_engine(experiment, pair, blocking["block_size"], max_len, threads, report)
     elif engine is not None and engine.name != experiment.engine:
         raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
-    device = device_name()
+    device = device_name(experiment.engine)
     total_samples = sum(len(b.items) for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
     start, tokens, written = time.time(), 0, 0

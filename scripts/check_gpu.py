@@ -69,6 +69,10 @@ def real_run(config: Path, out: Path) -> None:
     print(f"  {result.samples_written} samples, {result.tokens:,} tokens in {time.time() - started:.0f} s -> {out}")
     summary = summarize_run(out, progress=False)
     print(summary[["config", "pass@1", "coverage@n", "no_answer"]].to_string(index=False))
+    from sampling.store import config_seconds, timing_devices
+
+    print(f"  engine ms/sample (the `seconds` cost model), measured on {sorted(set().union(*timing_devices(out).values()))}:")
+    print("  " + ", ".join(f"{config} {1000 * seconds:.1f}" for config, seconds in sorted(config_seconds(out).items())))
 
 
 def main() -> None:
