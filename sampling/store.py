@@ -18,7 +18,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -249,33 +249,43 @@ def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[Sam
     return path
 
 
+def _shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
+    """(config, seconds, rows, device) of every timed shard of a run."""
+    for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
+        if path.name.startswith("."):
+            continue
+        metadata = pq.read_metadata(path)
+        seconds = _seconds_from(metadata.metadata or {}, path)
+        if seconds is not None:
+            device = (metadata.metadata or {}).get(DEVICE_KEY, b"unrecorded").decode(errors="replace")
+            yield path.parent.name, seconds, metadata.num_rows, device
+
+
 def config_seconds(run_dir: Path) -> dict[str, float]:
     """Measured engine seconds per sample of each config, over its timed shards (configs with none left out)."""
     seconds: dict[str, float] = {}
     rows: dict[str, int] = {}
-    for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
-        measured = None if path.name.startswith(".") else shard_seconds(path)
-        if measured is not None:
-            config = path.parent.name
-            seconds[config] = seconds.get(config, 0.0) + measured
-            rows[config] = rows.get(config, 0) + pq.read_metadata(path).num_rows
+    for config, measured, count, _ in _shard_timings(run_dir):
+        seconds[config] = seconds.get(config, 0.0) + measured
+        rows[config] = rows.get(config, 0) + count
     return {config: seconds[config] / rows[config] for config in seconds if rows[config]}
 
 
 def timing_devices(run_dir: Path) -> dict[str, set[str]]:
     """Per config, the devices its timed shards ran on ("unrecorded" for timed shards without one)."""
     devices: dict[str, set[str]] = {}
-    for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
-        metadata = {} if path.name.startswith(".") else (pq.read_schema(path).metadata or {})
-        if SECONDS_KEY in metadata:
-            device = metadata.get(DEVICE_KEY, b"unrecorded").decode(errors="replace")
-            devices.setdefault(path.parent.name, set()).add(device)
+    for config, _, _, device in _shard_timings(run_dir):
+        devices.setdefault(config, set()).add(device)
     return devices
 
 
 def shard_seconds(path: Path) -> float | None:
     """The engine's wall-clock seconds for a shard's block (None for shards written without timing)."""
-    metadata = pq.read_schema(path).metadata or {}
+    return _seconds_from(pq.read_metadata(path).metadata or {}, path)
+
+
+def _seconds_from(metadata: dict[bytes, bytes], path: Path) -> float | None:
+    """The block seconds in a shard's key-value metadata, checked."""
     value = metadata.get(SECONDS_KEY)
     if value is None:
         return None
