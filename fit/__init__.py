@@ -27,7 +27,7 @@ fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/_f
          "beta_binomial": {"family", "status", "alpha", "beta", "alpha_ci", "beta_ci", "power_law_a",
                            "power_law_b", "power_law_b_ci", "loglik", "rmse", "at_bound", "predict": {...}},
          "predict": {"10000": {"coverage", "low", "high", "method", "extrapolated"}},
-         "cost_per_sample", "cost_shares": {"base_decode", ...},   (when costs are known)
+         "cost_per_sample", "cost_shares": {"base_decode", ...},   (when costs are known; shares: token cost models)
          "warnings": [...]}},
      "comparison": {"references", "targets", "budgets", "configs": {NAME: {"cost_per_sample",
          "compute_to_target", "vs_base": {"targets": {"0.5": {"multiplier", "low", "high",
