@@ -111,6 +111,69 @@ def sample(
     table_console().print(summary_table(result.run_dir))
 
 
+def duration(seconds: float) -> str:
+    """12.3 s, 4 min 10 s, 2 h 05 min."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min {int(seconds % 60):02d} s"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
+
+
+def status_table(run_dir: Path) -> tuple[Table, str]:
+    """Per config: samples and blocks done, engine time and rate, engine time left; and a summary line.
+
+    A config without a timed block yet is estimated at the mean rate of the timed samples (marked ≈).
+    """
+    from sampling.status import run_status
+
+    rows = run_status(run_dir)
+    timed = sum(r.timed_samples for r in rows)
+    mean_rate = sum(r.engine_seconds for r in rows) / timed if timed else None
+    table = Table(title=f"progress of {run_dir}", title_justify="left")
+    for column in ("config", "samples", "blocks", "engine time", "engine ms/sample", "engine time left"):
+        table.add_column(column, justify="left" if column == "config" else "right")
+    left_total, guessed = 0.0, []
+    for row in rows:
+        rate, left = row.seconds_per_sample, row.seconds_left
+        if left is None and row.samples_done < row.samples_total:
+            guessed.append(row.config)
+            left = None if mean_rate is None else mean_rate * (row.samples_total - row.samples_done)
+            left_text = "—" if left is None else f"≈ {duration(left)}"
+        else:
+            left_text = duration(left or 0.0)
+        left_total += left or 0.0
+        table.add_row(row.config, f"{row.samples_done:,} / {row.samples_total:,}", f"{row.blocks_done} / {row.blocks_total}",
+                      "—" if rate is None else duration(row.engine_seconds), "—" if rate is None else f"{1000 * rate:.2f}",
+                      left_text)
+    done, total = sum(r.samples_done for r in rows), sum(r.samples_total for r in rows)
+    line = f"{done:,} of {total:,} samples ({done / total:.0%})"
+    if timed:
+        line += f"; engine time so far {duration(sum(r.engine_seconds for r in rows))}"
+    if done < total:
+        if mean_rate is None:
+            line += "; engine time left unknown (no timed block yet)"
+        else:
+            line += f"; engine time left {'≈ ' if guessed else ''}{duration(left_total)}, summed over workers (divide by the number of --shard workers)"
+            if guessed:
+                line += f"; ≈: no timed block yet, estimated at the mean rate ({', '.join(guessed)})"
+    return table, line
+
+
+def status(run_dir: Path = typer.Argument(..., help="A run directory of `study sample`.")) -> None:
+    """How far a run is (all shards): samples and blocks done per config, engine time spent and left."""
+    from sampling.store import RunDirError
+
+    try:
+        table, line = status_table(run_dir)
+    except RunDirError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
+    table_console().print(table)
+    table_console().print(line, highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `study sample` to the CLI."""
+    """Add `study sample` and `study status` to the CLI."""
     app.command("sample")(sample)
+    app.command("status")(status)

@@ -249,7 +249,7 @@ def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[Sam
     return path
 
 
-def _shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
+def shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
     """(config, seconds, rows, device) of every timed shard of a run."""
     for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
         if path.name.startswith("."):
@@ -265,7 +265,7 @@ def config_seconds(run_dir: Path) -> dict[str, float]:
     """Measured engine seconds per sample of each config, over its timed shards (configs with none left out)."""
     seconds: dict[str, float] = {}
     rows: dict[str, int] = {}
-    for config, measured, count, _ in _shard_timings(run_dir):
+    for config, measured, count, _ in shard_timings(run_dir):
         seconds[config] = seconds.get(config, 0.0) + measured
         rows[config] = rows.get(config, 0) + count
     return {config: seconds[config] / rows[config] for config in seconds if rows[config]}
@@ -274,7 +274,7 @@ def config_seconds(run_dir: Path) -> dict[str, float]:
 def timing_devices(run_dir: Path) -> dict[str, set[str]]:
     """Per config, the devices its timed shards ran on ("unrecorded" for timed shards without one)."""
     devices: dict[str, set[str]] = {}
-    for config, _, _, device in _shard_timings(run_dir):
+    for config, _, _, device in shard_timings(run_dir):
         devices.setdefault(config, set()).add(device)
     return devices
 

@@ -347,6 +347,36 @@ def test_seconds_from_different_devices_are_flagged(reference_run: Path, tmp_pat
                for note in notes), notes
 
 
+def test_status_counts_blocks_and_estimates_the_time_left(reference_run: Path, tmp_path: Path) -> None:
+    """`study status`: samples/blocks done per config from the plan and the shards, time left at the measured rate."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+    from sampling.status import run_status
+
+    complete = {row.config: row for row in run_status(reference_run)}
+    assert all(r.samples_done == r.samples_total == 20 and r.blocks_done == r.blocks_total for r in complete.values())
+    assert all(r.seconds_left == 0 for r in complete.values())
+    run_dir = tmp_path / "partial"
+    shutil.copytree(reference_run, run_dir)
+    oracle_shards = sorted((run_dir / "samples" / "oracle").glob("*.parquet"))
+    oracle_shards[0].unlink()
+    for shard in (run_dir / "samples" / "base").glob("*.parquet"):
+        shard.unlink()
+    partial = {row.config: row for row in run_status(run_dir)}
+    oracle = partial["oracle"]
+    assert oracle.blocks_done == oracle.blocks_total - 1 and oracle.samples_done < 20
+    assert oracle.seconds_left == pytest.approx(oracle.seconds_per_sample * (20 - oracle.samples_done))
+    assert partial["base"].samples_done == 0 and partial["base"].seconds_left is None
+    result = CliRunner().invoke(app, ["status", str(run_dir)])
+    assert result.exit_code == 0, result.output
+    done = sum(r.samples_done for r in partial.values())
+    assert f"{done:,} of 100 samples" in result.output and "no timed block yet, estimated at the mean rate (base)" in result.output
+    assert CliRunner().invoke(app, ["status", str(tmp_path / "nothing")]).exit_code == 2
+
+
 def test_cost_section_is_recorded_and_is_fits_default(reference_run: Path, tmp_path: Path) -> None:
     """[cost] goes into the manifest (a later config may change it: no samples are touched) and sets `study fit`'s model."""
     import shutil

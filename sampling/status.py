@@ -1,0 +1,57 @@
+"""How far a run directory is: per config, the samples and blocks done, the engine time they took,
+and the engine time the rest should take at the measured rate (read from the manifest and the
+shards' footers; nothing is loaded or sampled)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from sampling import store
+from sampling.runner import plan_blocks
+
+
+@dataclass(frozen=True)
+class ConfigStatus:
+    """One config's progress in a run directory."""
+
+    config: str
+    samples_done: int
+    samples_total: int
+    blocks_done: int
+    blocks_total: int
+    timed_samples: int  # done samples whose shard records the engine's time
+    engine_seconds: float  # the engine time of those samples
+
+    @property
+    def seconds_per_sample(self) -> float | None:
+        """Measured engine seconds per sample (None before any timed block)."""
+        return self.engine_seconds / self.timed_samples if self.timed_samples else None
+
+    @property
+    def seconds_left(self) -> float | None:
+        """Engine seconds the samples still to draw should take at the measured rate (None: no rate yet)."""
+        rate = self.seconds_per_sample
+        return None if rate is None else rate * (self.samples_total - self.samples_done)
+
+
+def run_status(run_dir: Path) -> list[ConfigStatus]:
+    """Per config of the manifest (in its order): planned vs finished blocks and samples, measured engine time."""
+    run_dir = Path(run_dir)
+    manifest = store.read_manifest(run_dir)
+    problem_ids = [p.id for p in store.read_problems(run_dir)]
+    blocking = manifest["blocking"]
+    configs = list(manifest["configs"])
+    blocks = plan_blocks(problem_ids, configs, manifest["n"], blocking["block_size"], blocking["group_size"])
+    finished = store.finished_blocks(run_dir)
+    timed: dict[str, tuple[int, float]] = {}
+    for config, seconds, rows, _ in store.shard_timings(run_dir):
+        count, total = timed.get(config, (0, 0.0))
+        timed[config] = (count + rows, total + seconds)
+    out = []
+    for config in configs:
+        mine = [b for b in blocks if b.config_id == config]
+        done = [b for b in mine if (config, b.key) in finished]
+        count, seconds = timed.get(config, (0, 0.0))
+        out.append(ConfigStatus(config, sum(len(b.items) for b in done), sum(len(b.items) for b in mine),
+                                len(done), len(mine), count, seconds))
+    return out
