@@ -13,7 +13,7 @@ runner = CliRunner()
 def test_help_lists_the_stages() -> None:
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("sample", "verify", "fit", "report", "toy"):
+    for command in ("sample", "status", "verify", "fit", "report", "analyze", "toy"):
         assert command in result.output
 
 
