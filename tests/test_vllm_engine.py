@@ -19,8 +19,8 @@ from scipy import stats
 from sampling.config import default_experiment, parse_experiment
 from sampling.policy import PolicySpec
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed
-from sampling.runner import run_experiment
-from sampling.store import read_samples
+from sampling.runner import device_name, run_experiment
+from sampling.store import ENGINE_KEY, config_seconds, read_samples, timing_devices
 from sampling.torch_engine import TorchEngine
 from sampling.vllm_engine import (
     VllmEngineError, choose_sentinel, segment_seed, topk_entropy, vllm_available, vllm_engine_for,
@@ -296,7 +296,8 @@ def test_engine_options_reach_vllm_and_bad_ones_are_named(pair, tmp_path: Path) 
 
 
 def test_cli_samples_with_the_vllm_engine(tmp_path: Path) -> None:
-    """`study sample --engine vllm` builds the engine from the experiment and writes a run dir."""
+    """`study sample --engine vllm` builds the engine from the experiment and writes a run dir (timed per block)."""
+    import pyarrow.parquet as pq
     from typer.testing import CliRunner
 
     from experiments.cli import app
@@ -306,6 +307,9 @@ def test_cli_samples_with_the_vllm_engine(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     samples = read_samples(out)
     assert len(samples) == 2 * 2 * 7 and samples["text"].str.len().gt(0).all()
+    assert {pq.read_metadata(f).metadata[ENGINE_KEY] for f in (out / "samples").glob("*/*.parquet")} == {b"vllm"}
+    assert len(config_seconds(out)) == 7 and all(seconds > 0 for seconds in config_seconds(out).values())
+    assert {d for devices in timing_devices(out).values() for d in devices} == {device_name("vllm")}
     result = CliRunner().invoke(app, ["sample", "--engine", "torch", "--problems", "2", "--n", "2", "--out", str(out)])
     assert result.exit_code == 2 and "engine" in result.output
 
