@@ -305,5 +305,8 @@ def fit_groups(counts: pd.DataFrame, options: FitOptions | None = None) -> dict[
     for name, frame in counts.groupby("group", sort=True):
         frame = frame.reset_index(drop=True)
         idx = problems.get_indexer(frame["problem"])
-        out[str(name)] = GroupFit(str(name), frame, options, weights[:, idx])
+        group = out[str(name)] = GroupFit(str(name), frame, options, weights[:, idx])
+        if len(frame) < len(problems):  # e.g. a run still sampling: its coverage is over other problems
+            group.warnings.append(f"covers {len(frame)} of the {len(problems)} problems in this fit: its curves and "
+                                  "multipliers average over a different set of problems than groups that cover all")
     return out

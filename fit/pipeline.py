@@ -158,6 +158,9 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
                   for role, ref in references.items() if role not in run.references]
     if model == "seconds":
         run.notes.append(rundir.timing_note(run_dir))
+    incomplete = rundir.incomplete_note(run_dir)
+    if incomplete:
+        run.notes.append(incomplete)
     run.summary = rundir.run_summary(run_dir)
     run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
     return _finish(run, targets, budgets)

@@ -71,6 +71,21 @@ def timing_note(run_dir: str | Path) -> str:
             "configs compare fairly only where their blocks ran on the same kind of device")
 
 
+def incomplete_note(run_dir: str | Path) -> str | None:
+    """A note naming the configs whose sampling is unfinished (None when every planned block is done)."""
+    from sampling.status import run_status
+
+    try:
+        status = run_status(Path(run_dir))
+    except RunDirError:  # a run dir written by another tool: no plan to compare with
+        return None
+    unfinished = [f"{r.config} ({r.samples_done:,}/{r.samples_total:,})" for r in status if r.samples_done < r.samples_total]
+    if not unfinished:
+        return None
+    return (f"the run is still incomplete: {', '.join(unfinished)} samples drawn; fits and comparisons use what is "
+            f"there (see `study status {run_dir}`)")
+
+
 def run_summary(run_dir: str | Path) -> pd.DataFrame:
     """verify.summarize_run indexed by config (pass@1, coverage@n, maj@n and their _lo/_hi)."""
     import verify

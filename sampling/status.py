@@ -38,6 +38,8 @@ def run_status(run_dir: Path) -> list[ConfigStatus]:
     """Per config of the manifest (in its order): planned vs finished blocks and samples, measured engine time."""
     run_dir = Path(run_dir)
     manifest = store.read_manifest(run_dir)
+    if not all(key in manifest for key in ("blocking", "configs", "n")):
+        raise store.RunDirError(f"{run_dir}: the manifest has no sampling plan (blocking, configs, n): not written by `study sample`")
     problem_ids = [p.id for p in store.read_problems(run_dir)]
     blocking = manifest["blocking"]
     configs = list(manifest["configs"])

@@ -96,3 +96,12 @@ def test_fallback_names_the_estimator_used(groups) -> None:
     method = g.predict([100])["100"]["method"]
     statuses = {g.power_law().law.status, g.beta.status}
     assert method == "ensemble" if statuses == {"ok"} else method in ("beta_binomial", "power_law")
+
+
+def test_a_group_missing_problems_is_warned_about() -> None:
+    """Groups over different problem sets (a run still sampling) compare unlike with unlike: the short one says so."""
+    rows = [{"config": config, "problem": f"p{i}", "n": 8, "correct": i % 5}
+            for config, count in (("full", 12), ("short", 7)) for i in range(count)]
+    groups = fit_groups(validate_counts(pd.DataFrame(rows), "t", "config"), FitOptions(n_boot=20))
+    assert any("covers 7 of the 12 problems" in w for w in groups["short"].warnings)
+    assert not any("covers" in w for w in groups["full"].warnings)

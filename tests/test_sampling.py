@@ -375,6 +375,11 @@ def test_status_counts_blocks_and_estimates_the_time_left(reference_run: Path, t
     done = sum(r.samples_done for r in partial.values())
     assert f"{done:,} of 100 samples" in result.output and "no timed block yet, estimated at the mean rate (base)" in result.output
     assert CliRunner().invoke(app, ["status", str(tmp_path / "nothing")]).exit_code == 2
+    from fit.pipeline import fit_run_dir
+
+    notes = fit_run_dir(run_dir).notes
+    assert any(n.startswith("the run is still incomplete: base (0/20), oracle (") for n in notes), notes
+    assert not any("incomplete" in n for n in fit_run_dir(reference_run).notes)
 
 
 def test_cost_section_is_recorded_and_is_fits_default(reference_run: Path, tmp_path: Path) -> None:
