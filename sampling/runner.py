@@ -69,13 +69,17 @@ def encode_prompt(tokenizer: Any, problem: Problem, prompt: PromptFormat) -> tup
     """Prompt token ids (chat template or plain template with optional BOS)."""
     text = prompt.template.format(problem=problem.problem)
     if prompt.chat:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(f"[prompt] chat = true, but the tokenizer of {getattr(tokenizer, 'name_or_path', 'the base')!r} "
+                             "has no chat template; set chat = false and give a plain template")
         messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [{"role": "user", "content": text}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        return tuple(int(i) for i in (ids["input_ids"] if isinstance(ids, dict) else ids))
+        # render, then encode without special tokens: what the template writes (its BOS included) is the prompt
+        # (apply_chat_template(tokenize=True) returns a list or a BatchEncoding depending on the transformers version)
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     ids = tokenizer.encode(text, add_special_tokens=False)
-    if prompt.add_bos and tokenizer.bos_token_id is not None:
+    if prompt.add_bos and tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]:
         ids = [tokenizer.bos_token_id] + ids
-    return tuple(ids)
+    return tuple(int(i) for i in ids)
 
 
 def package_versions() -> dict[str, str]:

@@ -1,6 +1,7 @@
 """The sampler: policies, exact switching, token accounting, determinism, resume, sharding."""
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -490,6 +491,32 @@ def test_ctrl_c_says_how_to_continue_and_resume_equals_uninterrupted(reference_r
     assert len(list((run_dir / "samples").glob("*/*.parquet"))) < 15, "the run should have been interrupted midway"
     subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
+
+
+CHAT_TEMPLATE = ("{{ bos_token }}{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+                 "{% if add_generation_prompt %}<a>{% endif %}")
+
+
+def test_chat_prompts_are_the_templates_tokens_with_one_bos(pair) -> None:
+    """chat = true (every real config): the ids transformers' own apply_chat_template gives, system message
+    included, one BOS whatever add_bos says; a tokenizer without a chat template is a clear error."""
+    from sampling.config import PromptFormat
+    from sampling.datasets import Problem
+    from sampling.runner import encode_prompt
+
+    tokenizer = copy.deepcopy(pair.tokenizer)
+    problem = Problem(id="x", problem="Compute 1+2.", answer="3", level=1, subject="arithmetic")
+    with pytest.raises(ValueError, match="has no chat template"):
+        encode_prompt(tokenizer, problem, PromptFormat(chat=True))
+    tokenizer.chat_template = CHAT_TEMPLATE
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Compute 1+2.\nBox it."}]
+    expected = list(tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False))
+    for add_bos in (False, True):
+        ids = encode_prompt(tokenizer, problem, PromptFormat("{problem}\nBox it.", chat=True, system="Be brief.", add_bos=add_bos))
+        assert list(ids) == expected and ids.count(tokenizer.bos_token_id) == 1
+    assert tokenizer.decode(ids) == "<bos><system>Be brief.\n<user>Compute 1+2.\nBox it.\n<a>"
+    plain = encode_prompt(tokenizer, problem, PromptFormat("{problem}\n", add_bos=True))
+    assert list(plain) == [tokenizer.bos_token_id] + tokenizer.encode("Compute 1+2.\n", add_special_tokens=False)
 
 
 def test_shipped_experiment_configs_parse() -> None:
