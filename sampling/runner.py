@@ -23,6 +23,7 @@ from sampling.datasets import Problem, load_problems, select_problems
 from sampling.records import SampleRequest, derive_seed
 
 DEFAULT_BLOCK_SIZE = 512
+CHAT_DATE_STRING = "26 Jul 2024"  # the date Llama 3.x chat templates fall back to without strftime_now
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,11 @@ def encode_prompt(tokenizer: Any, problem: Problem, prompt: PromptFormat) -> tup
                              "has no chat template; set chat = false and give a plain template")
         messages = ([{"role": "system", "content": prompt.system}] if prompt.system else []) + [{"role": "user", "content": text}]
         # render, then encode without special tokens: what the template writes (its BOS included) is the prompt
-        # (apply_chat_template(tokenize=True) returns a list or a BatchEncoding depending on the transformers version)
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        # (apply_chat_template(tokenize=True) returns a list or a BatchEncoding depending on the transformers
+        # version). Templates that print today's date (Llama 3.2) get a fixed one, their own fallback, so
+        # a prompt does not depend on the day a block is sampled.
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                             date_string=CHAT_DATE_STRING)
     ids = tokenizer.encode(text, add_special_tokens=False)
     if prompt.add_bos and tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]:
         ids = [tokenizer.bos_token_id] + ids
@@ -138,6 +142,14 @@ def problems_digest(problems: list[Problem]) -> str:
     digest = hashlib.sha256()
     for problem in problems:
         digest.update(f"{problem.id}\x00{problem.answer}\x00{problem.problem}\x01".encode())
+    return digest.hexdigest()
+
+
+def prompts_digest(prompts: dict[str, tuple[int, ...]]) -> str:
+    """sha256 over every problem's prompt token ids: what the models are actually conditioned on."""
+    digest = hashlib.sha256()
+    for problem_id, ids in prompts.items():
+        digest.update(f"{problem_id}\x00{','.join(map(str, ids))}\x01".encode())
     return digest.hexdigest()
 
 
@@ -218,8 +230,9 @@ def run_experiment(
     }
     if experiment.cost is not None:
         manifest["cost"] = experiment.cost
-    manifest = store.open_run(run_dir, manifest, problems)
     prompts = {p.id: encode_prompt(pair.tokenizer, p, experiment.prompt) for p in problems}
+    manifest["prompts_sha256"] = prompts_digest(prompts)
+    manifest = store.open_run(run_dir, manifest, problems)
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
                          blocking["block_size"], blocking["group_size"])
     index, count = shard

@@ -54,8 +54,10 @@ SAMPLES_SCHEMA = pa.schema(
     ]
 )
 
-# Keys of the manifest that must match for a run directory to be continued.
-RUN_IDENTITY_KEYS = ("models", "dataset", "problems_sha256", "seed", "n", "prompt", "blocking", "engine")
+# Keys of the manifest that must match for a run directory to be continued (prompts_sha256 only
+# where the existing manifest has it: run directories from before it was recorded continue).
+RUN_IDENTITY_KEYS = ("models", "dataset", "problems_sha256", "seed", "n", "prompt", "prompts_sha256", "blocking", "engine")
+OPTIONAL_IDENTITY_KEYS = ("prompts_sha256",)
 
 
 class RunDirError(ValueError):
@@ -107,7 +109,7 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
 
     New config ids are added to an existing run, and a given cost section replaces the recorded one;
     a config id whose definition changed, or any change of models, dataset, problems, seed, n,
-    prompt or blocking, is refused.
+    prompt settings or the prompts' token ids, or blocking, is refused.
     """
     run_dir = Path(run_dir)
     for config_id in manifest["configs"]:
@@ -118,9 +120,13 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
     if (run_dir / MANIFEST).exists():
         existing = read_manifest(run_dir)
         for key in RUN_IDENTITY_KEYS:
+            if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
+                continue
             if existing.get(key) != manifest.get(key):
+                why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
+                       "changed)" if key == "prompts_sha256" else "")
                 raise RunDirError(
-                    f"{run_dir} was sampled with a different {key!r}:\n  existing: {json.dumps(existing.get(key))}\n"
+                    f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(existing.get(key))}\n"
                     f"  now:      {json.dumps(manifest.get(key))}\nUse a new --out directory."
                 )
         for config_id, config in manifest["configs"].items():

@@ -519,6 +519,41 @@ def test_chat_prompts_are_the_templates_tokens_with_one_bos(pair) -> None:
     assert list(plain) == [tokenizer.bos_token_id] + tokenizer.encode("Compute 1+2.\n", add_special_tokens=False)
 
 
+def test_chat_templates_that_print_todays_date_get_a_fixed_one(pair) -> None:
+    """Llama 3.2's template prints strftime_now() unless given date_string: prompts must not depend on the day."""
+    from sampling.config import PromptFormat
+    from sampling.datasets import Problem
+    from sampling.runner import CHAT_DATE_STRING, encode_prompt
+
+    tokenizer = copy.deepcopy(pair.tokenizer)
+    tokenizer.chat_template = (
+        "{%- if not date_string is defined %}{%- if strftime_now is defined %}{%- set date_string = strftime_now('%d %b %Y') %}"
+        "{%- else %}{%- set date_string = '1 Jan 1999' %}{%- endif %}{%- endif %}"
+        "{{ bos_token }}Today: {{ date_string }}\n{{ messages[-1]['content'] }}\n")
+    problem = Problem(id="x", problem="Compute 1+2.", answer="3", level=1, subject="arithmetic")
+    text = tokenizer.decode(encode_prompt(tokenizer, problem, PromptFormat(chat=True)))
+    assert text == f"<bos>Today: {CHAT_DATE_STRING}\nCompute 1+2.\n"  # (jinja drops the template's final newline)
+
+
+def test_prompts_that_encode_differently_are_refused_on_resume(reference_run: Path, tmp_path: Path) -> None:
+    """The manifest records a digest of every prompt's token ids; a resume whose prompts encode otherwise is
+    refused (a changed tokenizer or chat template), and run dirs from before the digest still continue."""
+    import shutil
+
+    run_dir = tmp_path / "prompts"
+    shutil.copytree(reference_run, run_dir)
+    manifest_path = run_dir / "_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    assert len(manifest["prompts_sha256"]) == 64
+    manifest["prompts_sha256"] = "0" * 64
+    manifest_path.write_text(json.dumps(manifest))
+    with pytest.raises(RunDirError, match="different 'prompts_sha256' .the same prompt settings now give other token ids"):
+        run_experiment(_experiment(), run_dir, block_size=8, report=lambda _: None)
+    del manifest["prompts_sha256"]
+    manifest_path.write_text(json.dumps(manifest))
+    assert run_experiment(_experiment(), run_dir, block_size=8, report=lambda _: None).samples_written == 0
+
+
 def test_shipped_experiment_configs_parse() -> None:
     from sampling.config import load_experiment
 
