@@ -167,7 +167,9 @@ class VllmEngine:
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ("base", "oracle")}
         self.base = _make_llm(base_path, "base", {**options, **per_model["base"]}, max_model_len,
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
-        self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, max_model_len, 1, threads)
+        # the oracle gets one position more: a judge request scores a full-length sample and, like every
+        # vLLM request, asks for at least one output token
+        self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, max_model_len + 1, 1, threads)
                        if oracle_path is not None else None)
         self._requests_made, self._tick = 0, 0
         self._pending: dict[str, tuple[_Row, str]] = {}

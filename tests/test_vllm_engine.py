@@ -330,3 +330,36 @@ def test_greedy_records_are_identical_with_vllms_multiprocessing_engine_core(tmp
     assert "(EngineCore pid=" in out.stdout + out.stderr  # the engine cores really ran as separate processes
     for name in ("base", "oracle", "random", "entropy", "margin", "judge"):
         assert f"{name:8s} identical samples: 4/4" in out.stdout
+
+
+
+def test_the_llama_experiment_runs_end_to_end_on_stand_in_models(tmp_path: Path) -> None:
+    """experiments/llama-1b-8b-math500.toml as shipped (chat prompts, engine options, every policy of its
+    grid), with the toy pair standing in for the hub models (given a chat template) and toy problems:
+    every config samples, including judge samples that reach max_tokens (the oracle scores a
+    full-length sequence and must still be allowed its one output token)."""
+    import json
+    import shutil
+    import tomllib
+
+    from sampling.models import TOY_MODELS_DIR
+
+    template = ("{{ bos_token }}{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}"
+                "{% if add_generation_prompt %}a: {% endif %}")
+    for role in ("base", "oracle"):
+        shutil.copytree(TOY_MODELS_DIR / role, tmp_path / role)
+        config_file = tmp_path / role / "tokenizer_config.json"
+        config_file.write_text(json.dumps({**json.loads(config_file.read_text()), "chat_template": template}))
+    source = Path(__file__).resolve().parent.parent / "experiments" / "llama-1b-8b-math500.toml"
+    data = tomllib.loads(source.read_text())
+    data.update(dataset="toy", problems=1, n=2, max_tokens=24,
+                models={"base": str(tmp_path / "base"), "oracle": str(tmp_path / "oracle")})
+    experiment = parse_experiment(data, str(source))
+    assert experiment.prompt.chat and experiment.engine == "vllm" and len(experiment.configs) == 35
+    run_dir = tmp_path / "run"
+    run_experiment(experiment, run_dir, report=lambda _: None)
+    samples = read_samples(run_dir)
+    assert len(samples) == 35 * 2 and set(samples.config_id) == set(experiment.configs)
+    judged = samples[samples.config_id.str.startswith("judge")]
+    assert (judged.finish_reason == "length").any()  # full-length judge samples were scored
+    assert (samples.token_ids.map(len) <= 24).all()
