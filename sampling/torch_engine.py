@@ -77,12 +77,16 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, base: torch.nn.Module, oracle: torch.nn.Module | None, eos_id: int, slots: int, max_len: int):
+    def __init__(self, base: torch.nn.Module, oracle: torch.nn.Module | None, eos_id: int, slots: int, max_len: int,
+                 vocab_limit: int | None = None):
         self.base = KVModel(base, slots, max_len)
         self.oracle = KVModel(oracle, slots, max_len) if oracle is not None else None
         self.eos_ids = {eos_id}
         self.slots = slots
         self.max_len = max_len
+        # ids >= vocab_limit (embedding padding rows past the tokenizer) are never sampled: the other
+        # model of the pair may not be able to read them (None: every row of the model is a token)
+        self.vocab_limit = vocab_limit
 
     def run_block(
         self, requests: list[SampleRequest], on_tokens: Callable[[int], None] | None = None
@@ -252,6 +256,9 @@ class TorchEngine:
         params = [getattr(rows[i].request.config, which) for i in indices]
         seeds = np.array([rows[i].request.seed for i in indices], dtype=np.uint64)
         positions = np.array([rows[i].generated for i in indices], dtype=np.uint64)
+        if self.vocab_limit is not None and self.vocab_limit < logits.shape[-1]:
+            logits = logits.clone()
+            logits[:, self.vocab_limit:] = float("-inf")
         return sample_tokens(
             logits,
             np.array([p.temperature for p in params], dtype=np.float64),

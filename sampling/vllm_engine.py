@@ -152,6 +152,7 @@ class VllmEngine:
     def __init__(
         self, base_path: str, oracle_path: str | None, eos_ids: set[int], sentinel_id: int, vocab_size: int,
         max_model_len: int, options: dict[str, Any] | None = None, threads: int | None = None,
+        oracle_positions: int | None = None,
     ) -> None:
         options = dict(options or {})
         # recording base_entropy needs per-token logprobs from vLLM (~20% wall time on the toy pair)
@@ -167,9 +168,10 @@ class VllmEngine:
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ("base", "oracle")}
         self.base = _make_llm(base_path, "base", {**options, **per_model["base"]}, max_model_len,
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
-        # the oracle gets one position more: a judge request scores a full-length sample and, like every
-        # vLLM request, asks for at least one output token
-        self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, max_model_len + 1, 1, threads)
+        # the oracle gets one position more where its model has it: a judge request scores a full-length
+        # sample and, like every vLLM request, asks for at least one output token (see `_check`)
+        self.oracle_len = max_model_len + 1 if oracle_positions is None else min(max_model_len + 1, oracle_positions)
+        self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, self.oracle_len, 1, threads)
                        if oracle_path is not None else None)
         self._requests_made, self._tick = 0, 0
         self._pending: dict[str, tuple[_Row, str]] = {}
@@ -247,6 +249,11 @@ class VllmEngine:
         need = len(request.prompt_ids) + request.config.max_tokens
         if need > self.max_model_len:
             raise VllmEngineError(f"prompt + max_tokens = {need} exceeds the engine's max_model_len {self.max_model_len}")
+        if spec.name == "judge" and need + 1 > self.oracle_len:
+            raise VllmEngineError(
+                f"config {request.config_id!r}: the judge scores a full-length sample in a request for one more token, "
+                f"so prompt + max_tokens + 1 = {need + 1} must fit the oracle's {self.oracle_len} positions; lower max_tokens"
+            )
 
     def _advance(self, row: _Row) -> None:
         """Submit the sample's next request: an oracle segment, a base segment, or nothing (done)."""
@@ -515,8 +522,9 @@ def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | Non
     sentinel = options.pop("sentinel_token_id", None)
     if sentinel is None:
         sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)
+    positions = getattr(pair.oracle.config, "max_position_embeddings", None) if pair.oracle is not None else None
     return VllmEngine(base, oracle, eos_ids, int(sentinel), pair.base.config.vocab_size,
-                      max_model_len=max_model_len, options=options, threads=threads)
+                      max_model_len=max_model_len, options=options, threads=threads, oracle_positions=positions)
 
 
 def _option(options: dict[str, Any], name: str, default: Any, kind: type, least: int = 0) -> Any:

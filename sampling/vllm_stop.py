@@ -1,4 +1,5 @@
-"""The vLLM logits processor that stops a base segment at the exact step where entropy/margin trips.
+"""The vLLM logits processor that stops a base segment at the exact step where entropy/margin trips
+(and keeps both models from sampling ids past the shared tokenizer).
 
 Imports vLLM, so only the vLLM engine loads it (`sampling.vllm_engine._make_llm`).
 """
@@ -11,6 +12,15 @@ from vllm.v1.sample.logits_processor import LogitsProcessor
 
 from sampling.torch_engine import step_statistics_tensor
 from sampling.vllm_engine import STOP_KEY
+
+
+def tokenizer_size(model_config: Any) -> int:
+    """How many ids the model's tokenizer can produce (its vocabulary with added tokens)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_config.tokenizer, revision=getattr(model_config, "tokenizer_revision", None),
+                                              trust_remote_code=getattr(model_config, "trust_remote_code", False))
+    return len(tokenizer)
 
 
 class PolicyStopProcessor(LogitsProcessor):
@@ -26,6 +36,7 @@ class PolicyStopProcessor(LogitsProcessor):
         self.rows: dict[int, tuple[str, float, int]] = {}
         self.device = device
         self._tensors: tuple[torch.Tensor, ...] | None = None  # rebuilt only when the batch changes
+        self.vocab_limit = tokenizer_size(vllm_config.model_config)
 
     @classmethod
     def validate_params(cls, sampling_params: Any) -> None:
@@ -71,11 +82,19 @@ class PolicyStopProcessor(LogitsProcessor):
         return self._tensors
 
     def apply(self, logits: torch.Tensor) -> torch.Tensor:
-        """Force the sentinel where the statistic trips; mask it elsewhere."""
+        """Mask ids past the tokenizer; force the sentinel where the statistic trips, mask it elsewhere.
+
+        The statistics are those of the raw distribution (as in the torch engine); the ids past the
+        tokenizer (embedding padding rows, e.g. Qwen2.5's) are never sampled, since the other model
+        of the pair may not be able to read them.
+        """
+        if self.rows:
+            index, thresholds, sentinels, is_entropy = self._batch_tensors()
+            entropy, margin = step_statistics_tensor(logits[index])
+        if self.vocab_limit < logits.shape[-1]:
+            logits[:, self.vocab_limit:] = float("-inf")
         if not self.rows:
             return logits
-        index, thresholds, sentinels, is_entropy = self._batch_tensors()
-        entropy, margin = step_statistics_tensor(logits[index])
         trips = torch.where(is_entropy, entropy > thresholds, margin < thresholds)
         logits[index, sentinels] = float("-inf")
         if bool(trips.any()):

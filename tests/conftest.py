@@ -25,3 +25,35 @@ def toy_prompts(pair: LoadedPair) -> Callable[[int], list[tuple[int, ...]]]:
         return [prompt_ids(tok, p) for p in held_out_problems(count)]
 
     return encode
+
+
+
+PADDED_VOCAB = 128  # the toy tokenizer has 100 ids
+
+
+@pytest.fixture(scope="session")
+def padded_pair_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The toy pair with its (tied) embedding tables padded past the tokenizer, as Qwen2.5's are; the
+    padding rows copy the newline token's, so that unmasked they take most of its probability.
+    Returns the folder holding base/ and oracle/."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from sampling.models import TOY_MODELS_DIR
+
+    root = tmp_path_factory.mktemp("padded")
+    for role in ("base", "oracle"):
+        source = TOY_MODELS_DIR / role
+        newline = AutoTokenizer.from_pretrained(source).convert_tokens_to_ids("\n")
+        model = AutoModelForCausalLM.from_pretrained(source)
+        rows = model.get_input_embeddings().weight.shape[0]
+        model.resize_token_embeddings(PADDED_VOCAB, mean_resizing=False)
+        with torch.no_grad():
+            model.get_input_embeddings().weight[rows:] = model.get_input_embeddings().weight[newline]
+        model.save_pretrained(root / role)
+        for name in ("tokenizer.json", "tokenizer_config.json", "generation_config.json"):
+            if (source / name).exists():
+                shutil.copy(source / name, root / role / name)
+    return root

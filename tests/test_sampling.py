@@ -190,6 +190,22 @@ def test_random_policy_provenance_and_accounting(pair, prompts) -> None:
         assert all(math.isnan(e) == (who == 1) for e, who in zip(record.base_entropy, prov))
 
 
+def test_ids_past_the_tokenizer_are_never_sampled(padded_pair_dir, prompts, tmp_path: Path) -> None:
+    """A pair whose embedding tables are padded past the tokenizer (Qwen2.5): unmasked, the padding ids
+    get sampled; the engine that `study sample` builds never samples them."""
+    from sampling.runner import make_engine
+
+    padded = load_pair(str(padded_pair_dir / "base"), str(padded_pair_dir / "oracle"))
+    assert padded.base.config.vocab_size == 128 and len(padded.tokenizer) == 100
+    config = GuidedConfig(PolicySpec("random", c=3, k=4, ref_length=30), SamplingParams(1.0), SamplingParams(1.0), MAX_TOKENS)
+    requests = _requests(prompts[:4], config, 8)
+    unmasked = TorchEngine(padded.base, padded.oracle, padded.tokenizer.eos_token_id, slots=32, max_len=200)
+    assert any(t >= 100 for r in unmasked.run_block(requests) for t in r.token_ids)  # the setup bites
+    engine = make_engine(_experiment(), padded, block_size=32, max_len=200, threads=None)
+    records = engine.run_block(requests)
+    assert all(t < 100 for r in records for t in r.token_ids) and sum(r.interventions for r in records) > 0
+
+
 def _run_start(prov: list[int], i: int) -> int:
     while i > 0 and prov[i - 1] == 1:
         i -= 1

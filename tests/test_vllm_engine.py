@@ -218,6 +218,18 @@ def test_head_judge_is_refused_with_the_reason(prompts, vllm_engine) -> None:
         vllm_engine.run_block(_requests(prompts[:1], PolicySpec("judge", alpha=0.5, k=2, max_c=2, head="toy"), GREEDY))
 
 
+def test_a_judge_without_room_for_its_scoring_token_is_refused(prompts, vllm_engine) -> None:
+    """Where the oracle model has no position past prompt + max_tokens, a judge config is refused up front
+    (its scoring request for a full-length sample would fail mid-run); other policies may fill the context."""
+    assert vllm_engine.oracle_len == 320  # the toy models' max_position_embeddings
+    fill = 320 - len(prompts[0])
+    judge = GuidedConfig(PolicySpec("judge", alpha=0.2, k=2, every=8, max_c=2), GREEDY, GREEDY, fill)
+    with pytest.raises(VllmEngineError, match="prompt \\+ max_tokens \\+ 1 = 321 must fit the oracle's 320 positions"):
+        vllm_engine.run_block([SampleRequest("j", "p0", 0, 0, prompts[0], judge)])
+    record, = vllm_engine.run_block([SampleRequest("r", "p0", 0, 0, prompts[0], replace(judge, policy=POLICIES["random"]))])
+    assert len(record.token_ids) <= fill
+
+
 # ---------------------------------------------------------------- sampling: the default toy experiment on both engines
 
 N_SAMPLES = 24
@@ -363,3 +375,21 @@ def test_the_llama_experiment_runs_end_to_end_on_stand_in_models(tmp_path: Path)
     judged = samples[samples.config_id.str.startswith("judge")]
     assert (judged.finish_reason == "length").any()  # full-length judge samples were scored
     assert (samples.token_ids.map(len) <= 24).all()
+
+
+def test_ids_past_the_tokenizer_are_never_sampled(padded_pair_dir, prompts) -> None:
+    """Embedding tables padded past the tokenizer (Qwen2.5): the stop processor masks those ids for every
+    request of both models (the torch test shows that unmasked they are sampled)."""
+    from sampling.models import load_pair
+
+    padded = load_pair(str(padded_pair_dir / "base"), str(padded_pair_dir / "oracle"), weights=False)
+    engine = vllm_engine_for(padded, max_model_len=320)
+    assert engine.sentinel_id == 127  # a padding row: forced only where entropy trips, stripped before the oracle
+    sampled = SamplingParams(1.0)
+    records = []
+    for name in ("base", "oracle", "random", "entropy", "judge"):
+        config = GuidedConfig(POLICIES[name], sampled, sampled, MAX_TOKENS)
+        records += engine.run_block([SampleRequest(name, f"p{j}", i, derive_seed(3, f"p{j}", name, i), prompt, config)
+                                     for j, prompt in enumerate(prompts[:4]) for i in range(6)])
+    assert all(t < 100 for r in records for t in r.token_ids)
+    assert sum(r.interventions for r in records if r.config_id == "entropy") > 0
