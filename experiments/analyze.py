@@ -50,7 +50,8 @@ def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict,
 
     tokenizer = pair.tokenizer
     longest = max(len(prompts[pid]) + len(ids) for pid, ids in zip(wrong.problem_id, wrong.token_ids))
-    engine = TorchEngine(pair.base, pair.oracle, tokenizer.eos_token_id, slots=256, max_len=longest + max_tokens)
+    engine = TorchEngine(pair.base, pair.oracle, tokenizer.eos_token_id, slots=256, max_len=longest + max_tokens,
+                         vocab_limit=len(tokenizer))
     samples = [(prompts[pid], [int(t) for t in ids], problems[pid].answer) for pid, ids in zip(wrong.problem_id, wrong.token_ids)]
     return locate_by_rollouts(
         engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref),
