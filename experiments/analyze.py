@@ -46,12 +46,13 @@ def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict,
     """First wrong token of each sample by greedy oracle rollouts (experiments.rollout_locator)."""
     import verify
     from experiments.rollout_locator import locate_by_rollouts
+    from sampling.models import stop_ids
     from sampling.torch_engine import TorchEngine
 
     tokenizer = pair.tokenizer
     longest = max(len(prompts[pid]) + len(ids) for pid, ids in zip(wrong.problem_id, wrong.token_ids))
-    engine = TorchEngine(pair.base, pair.oracle, tokenizer.eos_token_id, slots=256, max_len=longest + max_tokens,
-                         vocab_limit=len(tokenizer))
+    engine = TorchEngine(pair.base, pair.oracle, stop_ids(pair.manifest["base"]["path"], tokenizer), slots=256,
+                         max_len=longest + max_tokens, vocab_limit=len(tokenizer))
     samples = [(prompts[pid], [int(t) for t in ids], problems[pid].answer) for pid, ids in zip(wrong.problem_id, wrong.token_ids)]
     return locate_by_rollouts(
         engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref),

@@ -56,6 +56,20 @@ def check_same_tokenizer(base_tokenizer: Any, oracle_tokenizer: Any, base_name: 
         )
 
 
+def stop_ids(model_path: str, tokenizer: Any) -> set[int]:
+    """End-of-sequence ids: the tokenizer's plus the model's generation_config (Llama 3 Instruct lists three)."""
+    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    try:
+        from transformers import GenerationConfig
+
+        configured = GenerationConfig.from_pretrained(model_path).eos_token_id
+    except (OSError, ValueError):
+        configured = None
+    if configured is not None:
+        ids |= set(configured) if isinstance(configured, (list, tuple)) else {configured}
+    return {int(i) for i in ids}
+
+
 @dataclass
 class LoadedPair:
     """Base (and optional oracle) HF models with their shared tokenizer and manifest entries."""

@@ -163,8 +163,10 @@ def make_engine(
 
         if experiment.engine_options:
             report(f"note: engine_options {sorted(experiment.engine_options)} are vLLM settings; the torch engine ignores them")
-        return TorchEngine(pair.base, pair.oracle, pair.tokenizer.eos_token_id, slots=block_size, max_len=max_len,
-                           vocab_limit=len(pair.tokenizer))
+        from sampling.models import stop_ids
+
+        return TorchEngine(pair.base, pair.oracle, stop_ids(pair.manifest["base"]["path"], pair.tokenizer), slots=block_size,
+                           max_len=max_len, vocab_limit=len(pair.tokenizer))
     from sampling.vllm_engine import vllm_available, vllm_engine_for
 
     missing = vllm_available()

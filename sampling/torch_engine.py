@@ -13,7 +13,7 @@ floating-point effects; the run store fixes block composition so reruns are bit-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -77,11 +77,11 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, base: torch.nn.Module, oracle: torch.nn.Module | None, eos_id: int, slots: int, max_len: int,
-                 vocab_limit: int | None = None):
+    def __init__(self, base: torch.nn.Module, oracle: torch.nn.Module | None, eos_id: int | Iterable[int], slots: int,
+                 max_len: int, vocab_limit: int | None = None):
         self.base = KVModel(base, slots, max_len)
         self.oracle = KVModel(oracle, slots, max_len) if oracle is not None else None
-        self.eos_ids = {eos_id}
+        self.eos_ids = {int(eos_id)} if isinstance(eos_id, int) else {int(i) for i in eos_id}  # any of them ends a sample
         self.slots = slots
         self.max_len = max_len
         # ids >= vocab_limit (embedding padding rows past the tokenizer) are never sampled: the other

@@ -50,6 +50,7 @@ from typing import Any, Callable
 import torch
 
 from sampling import policy as policies
+from sampling.models import stop_ids
 from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest
 from sampling.sample_state import SampleState
 
@@ -83,20 +84,6 @@ def topk_entropy(logprobs: list[float]) -> float:
     if rest > 1e-12 and probs:
         entropy -= rest * min(logprobs)
     return entropy
-
-
-def stop_ids(model_path: str, tokenizer: Any) -> set[int]:
-    """End-of-sequence ids: the tokenizer's plus the model's generation_config (vLLM stops on all)."""
-    ids = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    try:
-        from transformers import GenerationConfig
-
-        configured = GenerationConfig.from_pretrained(model_path).eos_token_id
-    except (OSError, ValueError):
-        configured = None
-    if configured is not None:
-        ids |= set(configured) if isinstance(configured, (list, tuple)) else {configured}
-    return {int(i) for i in ids}
 
 
 def choose_sentinel(model_vocab_size: int, tokenizer: Any, eos_ids: set[int]) -> int:
@@ -518,7 +505,7 @@ def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | Non
     options = dict(options or {})
     base = pair.manifest["base"]["path"]
     oracle = pair.manifest["oracle"]["path"] if "oracle" in pair.manifest else None
-    eos_ids = stop_ids(base, pair.tokenizer)
+    eos_ids = stop_ids(base, pair.tokenizer)  # the base's; the torch engine stops on the same ids
     sentinel = options.pop("sentinel_token_id", None)
     if sentinel is None:
         sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)

@@ -57,3 +57,21 @@ def padded_pair_dir(tmp_path_factory: pytest.TempPathFactory):
             if (source / name).exists():
                 shutil.copy(source / name, root / role / name)
     return root
+
+
+@pytest.fixture(scope="session")
+def two_eos_pair_dir(tmp_path_factory: pytest.TempPathFactory):
+    """The toy pair whose generation_config lists a second end-of-sequence id, the newline (as Llama 3
+    Instruct lists <|eot_id|> and <|eom_id|> besides the tokenizer's): every sample ends at its first line."""
+    import json
+    import shutil
+
+    from sampling.models import TOY_MODELS_DIR
+
+    root = tmp_path_factory.mktemp("two_eos")
+    for role in ("base", "oracle"):
+        shutil.copytree(TOY_MODELS_DIR / role, root / role)
+        path = root / role / "generation_config.json"
+        config = json.loads(path.read_text())
+        path.write_text(json.dumps({**config, "eos_token_id": [config["eos_token_id"], 4]}))  # 4: "\n"
+    return root

@@ -393,3 +393,20 @@ def test_ids_past_the_tokenizer_are_never_sampled(padded_pair_dir, prompts) -> N
                                      for j, prompt in enumerate(prompts[:4]) for i in range(6)])
     assert all(t < 100 for r in records for t in r.token_ids)
     assert sum(r.interventions for r in records if r.config_id == "entropy") > 0
+
+
+def test_every_end_of_sequence_id_of_the_generation_config_ends_a_sample_in_both_engines(two_eos_pair_dir, prompts) -> None:
+    """Both engines stop on the tokenizer's EOS and on every id the model's generation_config lists
+    (Llama 3 Instruct ends turns with <|eot_id|>): greedy records identical, each ending at its first newline."""
+    from sampling.models import load_pair
+    from sampling.runner import make_engine
+
+    stand_in = load_pair(str(two_eos_pair_dir / "base"), str(two_eos_pair_dir / "oracle"))
+    experiment = replace(default_experiment(), engine="torch")
+    torch_engine = make_engine(experiment, stand_in, block_size=16, max_len=320, threads=None)
+    vllm_engine = vllm_engine_for(stand_in, max_model_len=320)
+    config = GuidedConfig(POLICIES["random"], GREEDY, GREEDY, MAX_TOKENS)
+    requests = [SampleRequest("r", f"p{j}", 0, j, prompt, config) for j, prompt in enumerate(prompts[:8])]
+    reference = torch_engine.run_block(requests)
+    assert_same_records(reference, vllm_engine.run_block(requests), "two eos ids")
+    assert all(r.finish_reason == "eos" and r.token_ids[-1] == 4 and 4 not in r.token_ids[:-1] for r in reference)
