@@ -540,13 +540,14 @@ def _make_llm(path: str, role: str, options: dict[str, Any], max_model_len: int,
     kwargs: dict[str, Any] = {
         "model": path, "tokenizer": path, "enable_prefix_caching": True, "max_model_len": max_model_len,
         "seed": 0, "logits_processors": [PolicyStopProcessor], "max_logprobs": max_logprobs,
-        # per-request seeds need whole prefills (chunked prefill with seeded requests crashes on CPU)
-        "enable_chunked_prefill": False, "max_num_batched_tokens": max(8192, max_model_len),
     }
     if on_cpu:
         # block_size 32 (CPU default 128): prefix caching reuses whole blocks only, and samples
-        # are resubmitted after every segment
-        kwargs.update(dtype="float32", kv_cache_memory_bytes=DEFAULT_CPU_KV_CACHE_BYTES, block_size=32)
+        # are resubmitted after every segment; per-request seeds need whole prefills on CPU
+        # (chunked prefill with seeded requests crashes there). GPUs keep vLLM's defaults (chunked
+        # prefill on: vLLM warns that turning it off is unsupported for generative models).
+        kwargs.update(dtype="float32", kv_cache_memory_bytes=DEFAULT_CPU_KV_CACHE_BYTES, block_size=32,
+                      enable_chunked_prefill=False, max_num_batched_tokens=max(8192, max_model_len))
     else:
         kwargs.update(gpu_memory_utilization=DEFAULT_GPU_MEMORY[role])
     kwargs.update(options)
