@@ -15,6 +15,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -82,13 +84,20 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/gpu-check"))
     parser.add_argument("--problems", type=int, default=20)
     parser.add_argument("--skip-real", action="store_true")
+    parser.add_argument("--real-only", action="store_true", help="step 2 alone (how step 1 runs it)")
     args = parser.parse_args()
+    if args.real_only:
+        real_run(args.config, args.out)
+        return
     print("1. greedy equivalence, toy models: vLLM engine vs torch engine")
     ok = greedy_equivalence(args.problems)
     print("   all identical" if ok else "   NOT all identical: see the counts above")
     if not args.skip_real:
-        print(f"2. a 5-problem run of {args.config}")
-        real_run(args.config, args.out)
+        # a fresh process: step 1's two vLLM engines still hold their share of GPU memory here
+        print(f"2. a 5-problem run of {args.config}", flush=True)
+        step = subprocess.run([sys.executable, __file__, "--real-only", "--config", str(args.config), "--out", str(args.out)])
+        if step.returncode != 0:
+            sys.exit(step.returncode)
 
 
 if __name__ == "__main__":
