@@ -28,17 +28,30 @@ CHAT_DATE_STRING = "26 Jul 2024"  # the date Llama 3.x chat templates fall back 
 
 @dataclass(frozen=True)
 class Block:
-    """One unit of work: a config's sample indices for a group of problems."""
+    """One unit of work: a config's sample indices for a group of problems (items made on demand)."""
 
     config_id: str
     group: int
     chunk: int
-    items: tuple[tuple[str, int], ...]  # (problem_id, sample_index)
+    members: tuple[str, ...]  # the group's problem ids (one tuple shared by the group's blocks)
+    n: int  # samples per problem
+    start: int  # this block's slice of the group's (problem, index) pairs, problem-major
+    stop: int
 
     @property
     def key(self) -> str:
         """File stem of the block's shard."""
         return f"g{self.group:05d}-c{self.chunk:03d}"
+
+    @property
+    def size(self) -> int:
+        """Samples in the block."""
+        return self.stop - self.start
+
+    @property
+    def items(self) -> list[tuple[str, int]]:
+        """(problem_id, sample_index) of each sample in the block."""
+        return [(self.members[k // self.n], k % self.n) for k in range(self.start, self.stop)]
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
@@ -58,11 +71,11 @@ def plan_blocks(problem_ids: list[str], config_ids: list[str], n: int, block_siz
     """All blocks of a run, in execution order (groups outer, configs inner)."""
     blocks: list[Block] = []
     for group, start in enumerate(range(0, len(problem_ids), group_size)):
-        members = problem_ids[start : start + group_size]
-        items = [(pid, index) for pid in members for index in range(n)]
+        members = tuple(problem_ids[start : start + group_size])
+        total = len(members) * n
         for config_id in config_ids:
-            for chunk, offset in enumerate(range(0, len(items), block_size)):
-                blocks.append(Block(config_id, group, chunk, tuple(items[offset : offset + block_size])))
+            for chunk, offset in enumerate(range(0, total, block_size)):
+                blocks.append(Block(config_id, group, chunk, members, n, offset, min(offset + block_size, total)))
     return blocks
 
 
@@ -248,7 +261,7 @@ def run_experiment(
     elif engine is not None and engine.name != experiment.engine:
         raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
     device = device_name(experiment.engine)
-    total_samples = sum(len(b.items) for b in todo)
+    total_samples = sum(b.size for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
     start, tokens, written = time.time(), 0, 0
     for block in todo:

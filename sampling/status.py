@@ -54,6 +54,6 @@ def run_status(run_dir: Path) -> list[ConfigStatus]:
         mine = [b for b in blocks if b.config_id == config]
         done = [b for b in mine if (config, b.key) in finished]
         count, seconds = timed.get(config, (0, 0.0))
-        out.append(ConfigStatus(config, sum(len(b.items) for b in done), sum(len(b.items) for b in mine),
+        out.append(ConfigStatus(config, sum(b.size for b in done), sum(b.size for b in mine),
                                 len(done), len(mine), count, seconds))
     return out

@@ -289,6 +289,23 @@ def test_same_seed_same_samples_and_rerun_is_a_no_op(reference_run: Path, tmp_pa
     assert not base_ref.text.equals(_sorted(read_samples(other_seed)).text)
 
 
+def test_block_plan_is_fixed_and_problem_major() -> None:
+    """The plan decides which samples are drawn together, so it must never change (old run dirs resume
+    with it): groups of problems, each config's (problem, index) pairs problem-major, cut every block_size."""
+    from sampling.runner import plan_blocks
+
+    blocks = plan_blocks(["p0", "p1", "p2"], ["a", "b"], n=3, block_size=4, group_size=2)
+    assert [(b.config_id, b.key, b.items) for b in blocks] == [
+        ("a", "g00000-c000", [("p0", 0), ("p0", 1), ("p0", 2), ("p1", 0)]),
+        ("a", "g00000-c001", [("p1", 1), ("p1", 2)]),
+        ("b", "g00000-c000", [("p0", 0), ("p0", 1), ("p0", 2), ("p1", 0)]),
+        ("b", "g00000-c001", [("p1", 1), ("p1", 2)]),
+        ("a", "g00001-c000", [("p2", 0), ("p2", 1), ("p2", 2)]),
+        ("b", "g00001-c000", [("p2", 0), ("p2", 1), ("p2", 2)]),
+    ]
+    assert [b.size for b in blocks] == [4, 2, 4, 2, 3, 3]
+
+
 def test_sharded_union_equals_unsharded(reference_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "sharded"
     for index in range(3):
