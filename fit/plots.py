@@ -14,7 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
-from matplotlib.colors import LogNorm  # noqa: E402
+from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
 
@@ -212,7 +212,16 @@ def maj_vs_coverage(run: FitRun, out_dir: Path) -> list[Path]:
 def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, label: str, norm=None,
           marks: pd.DataFrame | None = None, ticks: list[float] | None = None) -> None:
     """One annotated heatmap of a (c × k) table."""
+    if table.empty:  # e.g. no multiplier exists (no coverage reaches the target)
+        ax.set_axis_off()
+        ax.set_title(title, fontsize=10)
+        ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+        return
     vals = table.to_numpy(dtype=float)
+    finite = vals[np.isfinite(vals)]
+    if norm is None and (finite.size == 0 or finite.min() == finite.max()):  # one value (or none): a scale around it
+        centre = float(finite[0]) if finite.size else 0.0
+        norm = Normalize(vmin=centre - 0.5, vmax=centre + 0.5)
     im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, norm=norm, aspect="auto", origin="lower")
     ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
     ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
@@ -230,7 +239,8 @@ def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, la
 
 
 def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
-    """pass@1 and compute multiplier vs base over the random(c, k) grid."""
+    """pass@1 and compute multiplier vs base over the random(c, k) grid: one row per variant of the grid
+    (e.g. sampled and greedy oracle), never averaging variants into one cell."""
     from fit.rundir import random_grid
 
     if run.manifest is None:
@@ -239,31 +249,31 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
     grid = grid[grid["config"].isin(list(run.groups))]
     if grid.empty:
         return []
-    target = None
     grid = grid.assign(pass1=[float((run.groups[c].c / run.groups[c].n).mean()) for c in grid["config"]])
-    mult, extra = [], []
     comp = (run.comparison or {}).get("configs", {})
-    if "base" in run.references and comp:
-        target = str(comp and run.comparison["targets"][0])
-        for cid in grid["config"]:
-            cell = comp[cid]["vs_base"]["targets"][target]
-            mult.append(np.nan if cell["multiplier"] is None else cell["multiplier"])
-            extra.append(cell["extrapolated"])
-    ncols = 2 if target is not None else 1
-    fig, axes = plt.subplots(1, ncols, figsize=(5.8 * ncols, 4.4), layout="constrained")
-    axes = np.atleast_1d(axes)
-    p1 = grid.pivot_table(index="c", columns="k", values="pass1", aggfunc="mean")
-    _heat(axes[0], p1, ".3f", "pass@1 of random(c, k)", "viridis", "pass@1")
+    target = str(run.comparison["targets"][0]) if "base" in run.references and comp else None
     if target is not None:
-        grid = grid.assign(mult=mult, extra=extra)
-        m = grid.pivot_table(index="c", columns="k", values="mult", aggfunc="mean")
-        ex = grid.pivot_table(index="c", columns="k", values="extra", aggfunc="max").reindex_like(m).fillna(False)
-        finite = m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))]
-        span = int(np.ceil(max(1.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)))
-        norm = LogNorm(vmin=2.0 ** -span, vmax=2.0 ** span)  # symmetric around 1 (white)
-        _heat(axes[1], m, ".2f", f"compute multiplier vs base at coverage {float(target):.0%}\n"
-              f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×, log scale)", norm, ex,
-              ticks=[2.0 ** j for j in range(-span, span + 1)])
+        cells = [comp[cid]["vs_base"]["targets"][target] for cid in grid["config"]]
+        grid = grid.assign(mult=[np.nan if cell["multiplier"] is None else cell["multiplier"] for cell in cells],
+                           extra=[cell["extrapolated"] for cell in cells])
+    variants = list(dict.fromkeys(grid["variant"]))
+    ncols = 2 if target is not None else 1
+    fig, axes = plt.subplots(len(variants), ncols, figsize=(5.8 * ncols, 4.4 * len(variants)), layout="constrained",
+                             squeeze=False)
+    for row, variant in zip(axes, variants):
+        part = grid[grid["variant"] == variant]
+        label = f" ({variant})" if variant else ""
+        p1 = part.pivot_table(index="c", columns="k", values="pass1", aggfunc="mean")
+        _heat(row[0], p1, ".3f", f"pass@1 of random(c, k){label}", "viridis", "pass@1")
+        if target is not None:
+            m = part.pivot_table(index="c", columns="k", values="mult", aggfunc="mean", dropna=False)  # n/a cells stay
+            ex = part.pivot_table(index="c", columns="k", values="extra", aggfunc="max").reindex_like(m).fillna(False)
+            finite = m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))]
+            span = int(np.ceil(max(1.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)))
+            norm = LogNorm(vmin=2.0 ** -span, vmax=2.0 ** span)  # symmetric around 1 (white)
+            _heat(row[1], m, ".2f", f"compute multiplier vs base at coverage {float(target):.0%}{label}\n"
+                  f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×, log scale)", norm, ex,
+                  ticks=[2.0 ** j for j in range(-span, span + 1)])
     return _save(fig, out_dir, "ck_heatmap")
 
 

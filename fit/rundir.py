@@ -7,6 +7,7 @@ needs the verifier.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -47,10 +48,14 @@ def references(manifest: dict[str, Any]) -> dict[str, str]:
 
 
 def random_grid(manifest: dict[str, Any]) -> pd.DataFrame:
-    """Configs with policy 'random' and their c and k (columns config, c, k)."""
-    rows = [{"config": str(cid), "c": cfg.get("c"), "k": cfg.get("k")}
-            for cid, cfg in manifest.get("configs", {}).items() if cfg.get("policy") == "random"]
-    return pd.DataFrame(rows, columns=["config", "c", "k"]).dropna()
+    """Configs with policy 'random', their c and k, and their variant: the other settings that differ among
+    them (e.g. "oracle_temperature=0"; "" when all share them), so that one c×k grid never mixes variants."""
+    configs = {str(cid): cfg for cid, cfg in manifest.get("configs", {}).items() if cfg.get("policy") == "random"}
+    keys = sorted({key for cfg in configs.values() for key in cfg} - {"policy", "c", "k", "id"})
+    varying = [key for key in keys if len({json.dumps(cfg.get(key), sort_keys=True) for cfg in configs.values()}) > 1]
+    rows = [{"config": cid, "c": cfg.get("c"), "k": cfg.get("k"),
+             "variant": ", ".join(f"{key}={cfg.get(key)}" for key in varying)} for cid, cfg in configs.items()]
+    return pd.DataFrame(rows, columns=["config", "c", "k", "variant"]).dropna()
 
 
 def run_counts(run_dir: str | Path) -> pd.DataFrame:

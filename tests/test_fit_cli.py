@@ -230,3 +230,18 @@ def test_run_counts_csv_round_trips_through_counts_mode(app: typer.Typer, run_di
     first, second = (json.loads((tmp_path / f).read_text()) for f in ("fit.json", "again.json"))
     assert second["groups"]["random_c2_k4"]["power_law"] == first["groups"]["random_c2_k4"]["power_law"]
     assert second["comparison"]["configs"] == first["comparison"]["configs"]
+
+
+def test_random_grid_keeps_variants_apart() -> None:
+    """Random configs that differ in more than c and k (the shipped real configs' sampled and greedy oracles)
+    are labelled by what differs, so the c×k heatmaps draw one grid per variant instead of averaging them."""
+    from fit.rundir import random_grid
+
+    configs = {f"random-c{c}-k{k}{suffix}": {"policy": "random", "c": c, "k": k, "ref_length": 512, "oracle_temperature": t}
+               for c in (10, 20) for k in (2, 5) for suffix, t in (("", 0.6), ("-ot0", 0.0))}
+    configs["base"] = {"policy": "base"}
+    grid = random_grid({"configs": configs})
+    assert len(grid) == 8 and set(grid["variant"]) == {"oracle_temperature=0.6", "oracle_temperature=0.0"}
+    assert set(grid[grid["variant"] == "oracle_temperature=0.0"]["config"]) == {c for c in configs if c.endswith("-ot0")}
+    same = random_grid({"configs": {k: v for k, v in configs.items() if not k.endswith("-ot0")}})
+    assert set(same["variant"]) == {""}
