@@ -75,7 +75,7 @@ def collect_tokens(
     from sampling.models import load_pair
     from sampling.config import PromptFormat
     from sampling.rescore import token_statistics
-    from sampling.runner import encode_prompt
+    from sampling.runner import encode_prompt, prompts_digest
 
     manifest = read_manifest(run_dir)
     if locator not in LOCATORS:
@@ -98,7 +98,10 @@ def collect_tokens(
         wrong = wrong.sample(max_samples, random_state=seed)
     pair = load_pair(manifest["models"]["base"]["path"], manifest["models"]["oracle"]["path"])
     tokenizer, prompt_format = pair.tokenizer, PromptFormat(**manifest["prompt"])
-    prompts = {pid: encode_prompt(tokenizer, problems[pid], prompt_format) for pid in set(wrong.problem_id)}
+    prompts = {pid: encode_prompt(tokenizer, problem, prompt_format) for pid, problem in problems.items()}
+    if "prompts_sha256" in manifest and prompts_digest(prompts) != manifest["prompts_sha256"]:
+        raise AnalysisError(f"{run_dir}: the prompts now encode differently from when the run was sampled (the "
+                            "tokenizer or its chat template changed): rescoring would read other prompts")
     if locator == "exact":
         positions = _exact_positions(wrong, problems, tokenizer)
     else:

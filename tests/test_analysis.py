@@ -111,6 +111,19 @@ def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
         analyze_run(toy_run, "nope")
 
 
+def test_analysis_refuses_prompts_that_encode_differently_from_the_run(toy_run: Path, tmp_path: Path) -> None:
+    """Rescoring must read the prompts the samples were drawn after: a changed tokenizer or template is an error."""
+    import json
+    import shutil
+
+    run_dir = tmp_path / "changed"
+    shutil.copytree(toy_run, run_dir)
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    (run_dir / "_manifest.json").write_text(json.dumps({**manifest, "prompts_sha256": "0" * 64}))
+    with pytest.raises(AnalysisError, match="the prompts now encode differently"):
+        analyze_run(run_dir, "base", max_samples=5, n_boot=5)
+
+
 def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -> None:
     from experiments.analyze import collect_tokens
     from experiments.toy.judge_train import fit_logistic, train_judge_head
