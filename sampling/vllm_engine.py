@@ -10,9 +10,10 @@ next one, so samples never wait for each other (no round barriers):
    is open-ended and a logits processor (`sampling.vllm_stop`) stops it at the exact triggering
    step: it computes the base's full-distribution entropy / top-1 − top-2 margin on the raw
    logits (T = 1, the torch engine's statistic) and, where the threshold trips, forces a
-   sentinel token that is a stop token. The sentinel is masked out
-   everywhere else, so it is never sampled (it is an unused embedding row, or the pad/unk/a
-   reserved token). The forced step costs nothing extra: the torch engine runs the same forward.
+   sentinel token that is a stop token. In those requests the sentinel is masked at every other
+   step, so it is never sampled (it is an unused embedding row, which the processor masks in every
+   request as an id past the tokenizer, or else the pad/unk/a reserved token, which no trained
+   model writes). The forced step costs nothing extra: the torch engine runs the same forward.
 2. **Judge.** A `judge` sample's base segment is one open-ended request whose tokens stream back
    every `every` steps (`RequestOutputKind.DELTA`) into a buffer ahead of the settled sequence.
    Once `judge_windows` windows are buffered, the oracle scores them in one request with
