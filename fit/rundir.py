@@ -78,13 +78,13 @@ def timing_note(run_dir: str | Path) -> str:
 
 def incomplete_note(run_dir: str | Path) -> str | None:
     """A note naming the configs whose sampling is unfinished (None when every planned block is done)."""
-    from sampling.status import run_status
+    from sampling.status import block_progress
 
     try:
-        status = run_status(Path(run_dir))
+        progress = block_progress(Path(run_dir))
     except RunDirError:  # a run dir written by another tool: no plan to compare with
         return None
-    unfinished = [f"{r.config} ({r.samples_done:,}/{r.samples_total:,})" for r in status if r.samples_done < r.samples_total]
+    unfinished = [f"{config} ({done:,}/{total:,})" for config, (done, total, _, _) in progress.items() if done < total]
     if not unfinished:
         return None
     return (f"the run is still incomplete: {', '.join(unfinished)} samples drawn; fits and comparisons use what is "

@@ -34,8 +34,8 @@ class ConfigStatus:
         return None if rate is None else rate * (self.samples_total - self.samples_done)
 
 
-def run_status(run_dir: Path) -> list[ConfigStatus]:
-    """Per config of the manifest (in its order): planned vs finished blocks and samples, measured engine time."""
+def block_progress(run_dir: Path) -> dict[str, tuple[int, int, int, int]]:
+    """Per config of the manifest (in its order): samples done, planned, blocks done, planned (no shard is read)."""
     run_dir = Path(run_dir)
     manifest = store.read_manifest(run_dir)
     if not all(key in manifest for key in ("blocking", "configs", "n")):
@@ -45,15 +45,16 @@ def run_status(run_dir: Path) -> list[ConfigStatus]:
     configs = list(manifest["configs"])
     blocks = plan_blocks(problem_ids, configs, manifest["n"], blocking["block_size"], blocking["group_size"])
     finished = store.finished_blocks(run_dir)
-    timed: dict[str, tuple[int, float]] = {}
-    for config, seconds, rows, _ in store.shard_timings(run_dir):
-        count, total = timed.get(config, (0, 0.0))
-        timed[config] = (count + rows, total + seconds)
-    out = []
+    out = {}
     for config in configs:
         mine = [b for b in blocks if b.config_id == config]
         done = [b for b in mine if (config, b.key) in finished]
-        count, seconds = timed.get(config, (0, 0.0))
-        out.append(ConfigStatus(config, sum(b.size for b in done), sum(b.size for b in mine),
-                                len(done), len(mine), count, seconds))
+        out[config] = (sum(b.size for b in done), sum(b.size for b in mine), len(done), len(mine))
     return out
+
+
+def run_status(run_dir: Path) -> list[ConfigStatus]:
+    """Per config of the manifest (in its order): planned vs finished blocks and samples, measured engine time."""
+    timings = store.config_timings(Path(run_dir))
+    return [ConfigStatus(config, *progress, *timings.get(config, (0, 0.0)))
+            for config, progress in block_progress(run_dir).items()]

@@ -267,14 +267,18 @@ def shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
             yield path.parent.name, seconds, metadata.num_rows, device
 
 
+def config_timings(run_dir: Path) -> dict[str, tuple[int, float]]:
+    """Per config with timed shards: (samples in them, their engine seconds)."""
+    timings: dict[str, tuple[int, float]] = {}
+    for config, measured, count, _ in shard_timings(run_dir):
+        rows, seconds = timings.get(config, (0, 0.0))
+        timings[config] = (rows + count, seconds + measured)
+    return timings
+
+
 def config_seconds(run_dir: Path) -> dict[str, float]:
     """Measured engine seconds per sample of each config, over its timed shards (configs with none left out)."""
-    seconds: dict[str, float] = {}
-    rows: dict[str, int] = {}
-    for config, measured, count, _ in shard_timings(run_dir):
-        seconds[config] = seconds.get(config, 0.0) + measured
-        rows[config] = rows.get(config, 0) + count
-    return {config: seconds[config] / rows[config] for config in seconds if rows[config]}
+    return {config: seconds / rows for config, (rows, seconds) in config_timings(run_dir).items() if rows}
 
 
 def timing_devices(run_dir: Path) -> dict[str, set[str]]:
