@@ -410,3 +410,37 @@ def test_every_end_of_sequence_id_of_the_generation_config_ends_a_sample_in_both
     reference = torch_engine.run_block(requests)
     assert_same_records(reference, vllm_engine.run_block(requests), "two eos ids")
     assert all(r.finish_reason == "eos" and r.token_ids[-1] == 4 and 4 not in r.token_ids[:-1] for r in reference)
+
+
+def test_block_timings_name_the_gpu_through_vllms_platform(monkeypatch) -> None:
+    """On a GPU the device label comes from vLLM's platform (NVML: no CUDA context in the sampling process),
+    with the count of visible GPUs; a platform that cannot name its device gives its kind, marked unknown.
+    (A stand-in platform: this machine has no GPU.)"""
+    import vllm.platforms
+
+    from sampling.runner import device_name
+
+    class Gpus:
+        device_name = "cuda"
+
+        def __init__(self, count: int, named: bool) -> None:
+            self.count, self.named = count, named
+
+        def is_cpu(self) -> bool:
+            return False
+
+        def device_count(self) -> int:
+            return self.count
+
+        def get_device_name(self, device_id: int = 0) -> str:
+            if not self.named:
+                raise NotImplementedError
+            return "NVIDIA H100 80GB HBM3"
+
+    monkeypatch.setattr(vllm.platforms, "current_platform", Gpus(1, True))
+    assert device_name("vllm") == "NVIDIA H100 80GB HBM3"
+    monkeypatch.setattr(vllm.platforms, "current_platform", Gpus(8, True))
+    assert device_name("vllm") == "8x NVIDIA H100 80GB HBM3"
+    monkeypatch.setattr(vllm.platforms, "current_platform", Gpus(1, False))
+    assert device_name("vllm") == "cuda (model unknown)"
+    assert device_name("torch").endswith(" threads")  # the torch engine runs on CPU whatever vLLM sees
