@@ -52,6 +52,7 @@ import torch
 
 from sampling import policy as policies
 from sampling.models import stop_ids
+from sampling.prefix_scores import PrefixScores
 from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest
 from sampling.sample_state import SampleState
 
@@ -125,12 +126,6 @@ class _Row(SampleState):
         """The settled tokens, then those the judge request in flight covers; the first `upto` of them."""
         return (self.tokens + self.ahead[: self.judging or 0])[:upto]
 
-    @property
-    def cache_key(self) -> str:
-        """A prefix-cache salt unique to this sample."""
-        request = self.request
-        return f"{request.config_id}\x00{request.problem_id}\x00{request.sample_index}\x00{request.seed}"
-
 
 class VllmEngine:
     """Runs blocks of sample requests on a base/oracle pair of vLLM `LLM`s, one request per sample in flight."""
@@ -161,10 +156,12 @@ class VllmEngine:
         self.oracle_len = max_model_len + 1 if oracle_positions is None else min(max_model_len + 1, oracle_positions)
         self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, self.oracle_len, 1, threads)
                        if oracle_path is not None else None)
-        self._requests_made, self._tick = 0, 0
+        self._requests_made, self._tick, self._blocks_run = 0, 0, 0
         self._pending: dict[str, tuple[_Row, str]] = {}
         self._held: list[tuple[int, str, _Row, str, Any, int | None]] = []  # oracle requests waiting for a burst: (tick, id, row, kind, params, upto)
         self._on_tokens: Callable[[int], None] | None = None
+        self._scores = PrefixScores()  # judge: oracle scores by prefix, shared by the block's samples
+        self.judge_recomputes = self.scores_reused = 0  # this block's: judge requests repeated without the cache, scores remembered
 
     # ------------------------------------------------------------------ the event loop
     def run_block(
@@ -175,7 +172,9 @@ class VllmEngine:
         for row in rows:
             self._check(row)
         self._pending, self._held, self._tick = {}, [], 0
-        self._on_tokens = on_tokens
+        self._on_tokens, self._scores = on_tokens, PrefixScores()
+        self._blocks_run += 1  # a new namespace for the judge's oracle cache: it holds what _scores knows
+        self.judge_recomputes = self.scores_reused = 0
         base, oracle = self.base.llm_engine, self.oracle.llm_engine if self.oracle is not None else None
         try:
             for row in rows:
@@ -273,8 +272,9 @@ class VllmEngine:
         elif kind == "judge":
             self._judge_scored(row, output)
         else:  # "judge head": the oracle's probability of the first token the judge request scored
-            token = row.sequence()[len(row.tokens) + len(row.scores)]
-            row.head_scores[0] = math.exp(output.outputs[0].logprobs[0][token].logprob)
+            start = len(row.tokens) + len(row.scores)
+            row.head_scores[0] = math.exp(output.outputs[0].logprobs[0][row.sequence()[start]].logprob)
+            self._scores.remember(row.sequence(), start, row.head_scores[:1])
             row.scores += row.head_scores
             row.head_scores, row.judging = [], None
             self._settle(row)
@@ -293,18 +293,31 @@ class VllmEngine:
             self._settle(row)
 
     def _judge_scored(self, row: _Row, output: Any) -> None:
-        """Keep the oracle's probability of each buffered token the judge request scored; settle."""
+        """Keep the oracle's probability of each buffered token the judge request scored; settle.
+
+        vLLM returns logprobs only for the positions it computed; the tokens whose scoring logits
+        were in cached blocks (written by this or another sample with the same prefix) take the
+        scores remembered when those blocks were computed. Where none is remembered: the first
+        token past the cached blocks alone is asked for (`_submit_judge_head`); anything earlier
+        is recomputed without the cache (rare: blocks the oracle wrote itself in another sample).
+        """
         start, cached = len(row.tokens) + len(row.scores), output.num_cached_tokens
-        if cached > start:  # cached positions carry no logprobs: recompute (rare, see _submit_judge)
-            self._submit_judge(row, reuse_cache=False)
-            return
         sequence = row.sequence()
-        hidden = cached == start  # the logits that score the first token were cached
-        scores = [math.exp(output.prompt_logprobs[i][sequence[i]].logprob) for i in range(start + hidden, len(sequence))]
-        if hidden:  # ask for that one score alone
-            row.head_scores = [math.nan] + scores
-            self._submit_judge_head(row)
-            return
+        first = max(start, cached + 1)  # the first token whose scoring logits were computed
+        scores = [math.exp(output.prompt_logprobs[i][sequence[i]].logprob) for i in range(first, len(sequence))]
+        self._scores.remember(sequence, first, scores)
+        if first > start:
+            known = self._scores.known(sequence, start, first)
+            row.scores += known
+            self.scores_reused += len(known)
+            if start + len(known) == cached:
+                row.head_scores = [math.nan] + scores
+                self._submit_judge_head(row)
+                return
+            if start + len(known) < cached:
+                self.judge_recomputes += 1
+                self._submit_judge(row, reuse_cache=False)
+                return
         row.scores += scores
         row.judging = None
         self._settle(row)
@@ -388,9 +401,9 @@ class VllmEngine:
             row.judging = len(row.ahead)
         prompt = TokensPrompt(prompt_token_ids=row.sequence(upto))
         if kind != "base" and kind != "stream" and row.request.config.policy.name == "judge":
-            # the judge's oracle cache is the sample's own: a block cached by another sample would
-            # cover judged tokens, whose prompt logprobs vLLM does not return (see _submit_judge)
-            prompt["cache_salt"] = row.cache_key
+            # the judge's oracle blocks are this block's judge samples' alone: whatever they cover
+            # was computed by a request whose scores `_scores` remembers (see _judge_scored)
+            prompt["cache_salt"] = f"judge block {self._blocks_run}"
         return prompt
 
     def _submit_base_segment(self, row: _Row) -> str:
@@ -439,14 +452,18 @@ class VllmEngine:
         from vllm import SamplingParams
 
         config = row.request.config
+        judge = config.policy.name == "judge"  # its own tokens' raw logprobs are scores another sample may need
         self._submit(self.oracle, row, SamplingParams(
             temperature=config.oracle.temperature, top_p=config.oracle.top_p,
             max_tokens=min(row.oracle_left, row.remaining), detokenize=False, skip_clone=True,
-            seed=segment_seed(row.request.seed, row.generated, PROVENANCE_ORACLE),
+            seed=segment_seed(row.request.seed, row.generated, PROVENANCE_ORACLE), logprobs=0 if judge else None,
         ), "oracle")
 
     def _oracle_done(self, row: _Row, output: Any) -> None:
-        """Append a finished oracle segment."""
+        """Append a finished oracle segment (a judge sample's: remember the oracle's score of each token)."""
+        if output.logprobs:
+            scores = [math.exp(step[token].logprob) for token, step in zip(output.token_ids, output.logprobs)]
+            self._scores.remember(row.tokens + list(output.token_ids), len(row.tokens), scores)
         for token in output.token_ids:
             row.append(int(token), PROVENANCE_ORACLE, float("nan"), self.eos_ids)
             row.oracle_left -= 1
@@ -460,17 +477,21 @@ class VllmEngine:
     def _submit_judge(self, row: _Row, reuse_cache: bool = True) -> None:
         """The oracle scores the buffered base tokens it has not scored, in one prefill (prompt logprobs).
 
-        vLLM skips the prefix cache for prompt-logprob requests unless told otherwise; reading it
-        returns valid logprobs only for the uncached positions, which normally cover every token to
-        score (the oracle has not seen them, and its cache is salted per sample, so no other
-        sample's block covers them). When the cached blocks end exactly at the first of them (a
-        block boundary: about one judge request in `block_size`), the logits that score it were not
-        recomputed, and `_submit_judge_head` asks for them alone. When the cache covers more (the
-        oracle rewrote, after a rollback, the very tokens it had judged), the request is repeated
-        without the cache. Prefill is booked as windows settle (`_settle`), not here.
+        Scores already computed for the same prefix (another sample of the block wrote the same
+        tokens) are taken as they are, and a request is made only for the rest. vLLM skips the
+        prefix cache for prompt-logprob requests unless told otherwise; reading it returns
+        logprobs only for the uncached positions, and `_judge_scored` fills in the cached ones.
+        Prefill is booked as windows settle (`_settle`), not here.
         """
         from vllm import SamplingParams
 
+        if reuse_cache:
+            known = self._scores.known(row.tokens + row.ahead, len(row.tokens) + len(row.scores))
+            if known:
+                row.scores += known
+                self.scores_reused += len(known)
+                self._settle(row)  # settles, asks again for what follows, or waits for the stream
+                return
         row.judging = len(row.ahead)  # in flight (the prompt, built on admission, covers what is buffered then)
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_clone=True,
                                 skip_reading_prefix_cache=not reuse_cache)
