@@ -19,7 +19,10 @@ next one, so samples never wait for each other (no round barriers):
    Once `judge_windows` windows are buffered, the oracle scores them in one request with
    `prompt_logprobs=0` (the probability of each, reading the prefix cache, see `_submit_judge`),
    covering whatever the base has written by the time the request is admitted (the scores do not
-   depend on where a request ends); the tokens are then settled window by window
+   depend on where a request ends). Scores are remembered by exact prefix (`PrefixTrie`) and
+   shared by the block's samples: tokens already scored after the same prefix need no request,
+   and a sample whose next token another sample's request in flight is scoring waits for it
+   (`_wait_for_promised`). The tokens are then settled window by window
    (`every` tokens) exactly as the torch engine judges them (`_settle`). At the first token below
    alpha the sample is truncated and handed to the oracle, and the stream is aborted: what the
    base wrote past the judged window is dropped uncounted (the torch engine never computes it).
@@ -52,7 +55,7 @@ import torch
 
 from sampling import policy as policies
 from sampling.models import stop_ids
-from sampling.prefix_scores import PrefixScores
+from sampling.prefix_trie import PrefixTrie
 from sampling.records import PROVENANCE_BASE, PROVENANCE_ORACLE, SampleRecord, SampleRequest
 from sampling.sample_state import SampleState
 
@@ -160,8 +163,12 @@ class VllmEngine:
         self._pending: dict[str, tuple[_Row, str]] = {}
         self._held: list[tuple[int, str, _Row, str, Any, int | None]] = []  # oracle requests waiting for a burst: (tick, id, row, kind, params, upto)
         self._on_tokens: Callable[[int], None] | None = None
-        self._scores = PrefixScores()  # judge: oracle scores by prefix, shared by the block's samples
-        self.judge_recomputes = self.scores_reused = 0  # this block's: judge requests repeated without the cache, scores remembered
+        self._scores = PrefixTrie()  # judge: the oracle's score of each token by its prefix, shared by the block's samples
+        self._promised = PrefixTrie()  # judge: which judge request in flight scores each token, by its prefix
+        self._waiting: dict[str, list[_Row]] = {}  # judge: samples waiting for another sample's judge request
+        # this block's judge requests repeated without the cache, scores taken from `_scores`, and judge
+        # requests not sent because another sample's request in flight was scoring the same tokens
+        self.judge_recomputes = self.scores_reused = self.judge_waits = 0
 
     # ------------------------------------------------------------------ the event loop
     def run_block(
@@ -172,9 +179,9 @@ class VllmEngine:
         for row in rows:
             self._check(row)
         self._pending, self._held, self._tick = {}, [], 0
-        self._on_tokens, self._scores = on_tokens, PrefixScores()
+        self._on_tokens, self._scores, self._promised, self._waiting = on_tokens, PrefixTrie(), PrefixTrie(), {}
         self._blocks_run += 1  # a new namespace for the judge's oracle cache: it holds what _scores knows
-        self.judge_recomputes = self.scores_reused = 0
+        self.judge_recomputes = self.scores_reused = self.judge_waits = 0
         base, oracle = self.base.llm_engine, self.oracle.llm_engine if self.oracle is not None else None
         try:
             for row in rows:
@@ -190,7 +197,7 @@ class VllmEngine:
                 for engine in (base, oracle):
                     if engine is not None:
                         engine.abort_request(list(self._pending))
-                self._pending, self._held = {}, []
+                self._pending, self._held, self._waiting = {}, [], {}
         return [row.finish() for row in rows]
 
     def _step(self, engine: Any) -> None:
@@ -217,10 +224,34 @@ class VllmEngine:
         if (waiting < self.admit_fraction * base.get_num_unfinished_requests()
                 and self._tick - oldest < self.max_hold and base.has_unfinished_requests()):
             return False
-        for _, request_id, row, kind, params, upto in self._held:
-            self.oracle.llm_engine.add_request(request_id, self._prompt(row, kind, upto), params)
-        self._held = []
+        held, self._held = self._held, []
+        for _, request_id, row, kind, params, upto in held:
+            if kind == "judge" and self._wait_for_promised(row, request_id):
+                continue
+            prompt = self._prompt(row, kind, upto)
+            self.oracle.llm_engine.add_request(request_id, prompt, params)
+            if kind == "judge":  # the tokens it will score, for `_wait_for_promised`
+                sequence, start = row.sequence(), len(row.tokens) + len(row.scores)
+                self._promised.put(sequence, start, [request_id] * (len(sequence) - start))
         return True
+
+    def _wait_for_promised(self, row: _Row, request_id: str) -> bool:
+        """Whether the judge request in flight of another sample with the same prefix already scores this
+        sample's next token: then this sample waits for it (`_wake`) instead of sending its own."""
+        start = len(row.tokens) + len(row.scores)
+        owner = self._promised.run(row.tokens + row.ahead, start, start + 1)
+        if not owner or owner[0] not in self._pending:
+            return False
+        del self._pending[request_id]
+        self._waiting.setdefault(owner[0], []).append(row)
+        self.judge_waits += 1
+        return True
+
+    def _wake(self, request_id: str) -> None:
+        """Samples that waited for this judge request take its scores (and ask for the rest themselves)."""
+        for row in self._waiting.pop(request_id, []):
+            row.judging = None
+            self._submit_judge(row)
 
     def _check(self, row: _Row) -> None:
         """Refuse what this engine cannot run, naming the config."""
@@ -271,10 +302,11 @@ class VllmEngine:
             self._advance(row)
         elif kind == "judge":
             self._judge_scored(row, output)
+            self._wake(output.request_id)
         else:  # "judge head": the oracle's probability of the first token the judge request scored
             start = len(row.tokens) + len(row.scores)
             row.head_scores[0] = math.exp(output.outputs[0].logprobs[0][row.sequence()[start]].logprob)
-            self._scores.remember(row.sequence(), start, row.head_scores[:1])
+            self._scores.put(row.sequence(), start, row.head_scores[:1])
             row.scores += row.head_scores
             row.head_scores, row.judging = [], None
             self._settle(row)
@@ -305,9 +337,9 @@ class VllmEngine:
         sequence = row.sequence()
         first = max(start, cached + 1)  # the first token whose scoring logits were computed
         scores = [math.exp(output.prompt_logprobs[i][sequence[i]].logprob) for i in range(first, len(sequence))]
-        self._scores.remember(sequence, first, scores)
+        self._scores.put(sequence, first, scores)
         if first > start:
-            known = self._scores.known(sequence, start, first)
+            known = self._scores.run(sequence, start, first)
             row.scores += known
             self.scores_reused += len(known)
             if start + len(known) == cached:
@@ -463,7 +495,7 @@ class VllmEngine:
         """Append a finished oracle segment (a judge sample's: remember the oracle's score of each token)."""
         if output.logprobs:
             scores = [math.exp(step[token].logprob) for token, step in zip(output.token_ids, output.logprobs)]
-            self._scores.remember(row.tokens + list(output.token_ids), len(row.tokens), scores)
+            self._scores.put(row.tokens + list(output.token_ids), len(row.tokens), scores)
         for token in output.token_ids:
             row.append(int(token), PROVENANCE_ORACLE, float("nan"), self.eos_ids)
             row.oracle_left -= 1
@@ -486,7 +518,7 @@ class VllmEngine:
         from vllm import SamplingParams
 
         if reuse_cache:
-            known = self._scores.known(row.tokens + row.ahead, len(row.tokens) + len(row.scores))
+            known = self._scores.run(row.tokens + row.ahead, len(row.tokens) + len(row.scores))
             if known:
                 row.scores += known
                 self.scores_reused += len(known)

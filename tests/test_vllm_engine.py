@@ -198,13 +198,15 @@ def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, t
 def test_judge_samples_that_share_a_prefix_share_its_scores(prompts, torch_engine, vllm_engine) -> None:
     """Judges that read the same greedy text on different schedules (every 6 and every 8 tokens, one
     block): the oracle's cached blocks cover tokens other samples scored, their remembered scores are
-    used (none is recomputed), and every record is still the torch engine's."""
+    used (none is recomputed), a sample whose next token another sample's request is scoring waits
+    for it, and every record is still the torch engine's."""
     requests = [request for spec in (POLICIES["judge"], PolicySpec("judge", alpha=0.3, k=3, every=8, max_c=3))
                 for request in _requests(prompts, spec, GREEDY)]
     requests = [replace(r, config_id=f"{r.config_id}-e{r.config.policy.every}") for r in requests]
     reference = torch_engine.run_block(requests)
     records = vllm_engine.run_block(requests)
     assert vllm_engine.scores_reused > 0, "no score was shared: the test would not test sharing"
+    assert vllm_engine.judge_waits > 0, "no sample waited for another's judge request: the test would not test waiting"
     assert vllm_engine.judge_recomputes == 0
     assert_same_records(reference, records)
 
