@@ -331,7 +331,8 @@ class VllmEngine:
         were in cached blocks (written by this or another sample with the same prefix) take the
         scores remembered when those blocks were computed. Where none is remembered: the first
         token past the cached blocks alone is asked for (`_submit_judge_head`); anything earlier
-        is recomputed without the cache (rare: blocks the oracle wrote itself in another sample).
+        is recomputed without the cache (rare: the oracle computes little it does not score, such
+        as a prompt that another problem's prompt begins with).
         """
         start, cached = len(row.tokens) + len(row.scores), output.num_cached_tokens
         sequence = row.sequence()
