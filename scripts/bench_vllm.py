@@ -11,6 +11,7 @@
 Each measurement is repeated (`--repeats`, interleaved) and the fastest kept: noise only adds time.
 
     OMP_NUM_THREADS=2 python scripts/bench_vllm.py [--problems 20] [--n 25] [--repeats 3]
+    OMP_NUM_THREADS=2 python scripts/bench_vllm.py --configs judge-a0.2-k3-e8-m4 --no-throughput --judge-windows 1
 """
 from __future__ import annotations
 
@@ -98,10 +99,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--configs", nargs="+", choices=list(GUIDED), default=list(GUIDED), help="guided configs to run")
     parser.add_argument("--no-throughput", action="store_true", help="skip the vLLM vs torch throughput comparison")
+    parser.add_argument("--judge-windows", type=int, default=None, help="the engine's judge_windows option (default: the engine's)")
     args = parser.parse_args()
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
-    engine = vllm_engine_for(pair, max_model_len=320)
+    options = {} if args.judge_windows is None else {"judge_windows": args.judge_windows}
+    engine = vllm_engine_for(pair, max_model_len=320, options=options)
     prompts = [prompt_ids(tok, p) for p in held_out_problems(args.problems)]
     engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
     oracle_steps = count_steps(engine.oracle)
