@@ -518,17 +518,20 @@ class VllmEngine:
         """
         from vllm import SamplingParams
 
-        if reuse_cache:
-            known = self._scores.run(row.tokens + row.ahead, len(row.tokens) + len(row.scores))
-            if known:
-                row.scores += known
-                self.scores_reused += len(known)
-                self._settle(row)  # settles, asks again for what follows, or waits for the stream
-                return
+        if reuse_cache and self._take_remembered(row):
+            self._settle(row)  # settles, asks again for what follows, or waits for the stream
+            return
         row.judging = len(row.ahead)  # in flight (the prompt, built on admission, covers what is buffered then)
         params = SamplingParams(max_tokens=1, prompt_logprobs=0, detokenize=False, skip_clone=True,
                                 skip_reading_prefix_cache=not reuse_cache)
         self._submit(self.oracle, row, params, "judge", book=False)
+
+    def _take_remembered(self, row: _Row) -> bool:
+        """Take the remembered scores of the buffered tokens that follow the scored ones; whether there were any."""
+        known = self._scores.run(row.tokens + row.ahead, len(row.tokens) + len(row.scores))
+        row.scores += known
+        self.scores_reused += len(known)
+        return bool(known)
 
     def _submit_judge_head(self, row: _Row) -> None:
         """The oracle's probability of the first token to score alone, when a cached block hid its logits.

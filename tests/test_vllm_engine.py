@@ -195,20 +195,49 @@ def test_a_judged_token_whose_scoring_logits_were_cached_is_scored_alone(pair, t
     assert_same_records(reference, records)
 
 
-def test_judge_samples_that_share_a_prefix_share_its_scores(prompts, torch_engine, vllm_engine) -> None:
+@pytest.mark.parametrize("mode", ["shared", "cached positions only", "nothing remembered"])
+def test_judge_samples_that_share_a_prefix_share_its_scores(mode, pair, prompts, torch_engine, vllm_engine, monkeypatch) -> None:
     """Judges that read the same greedy text on different schedules (every 6 and every 8 tokens, one
-    block): the oracle's cached blocks cover tokens other samples scored, their remembered scores are
-    used (none is recomputed), a sample whose next token another sample's request is scoring waits
-    for it, and every record is still the torch engine's."""
+    block) share the oracle's scores, and every record is still the torch engine's:
+    - shared (the engine as it runs): tokens already scored after the same prefix need no request,
+      and a sample whose next token another sample's request is scoring waits for it;
+    - cached positions only (no lookups before a request, no waiting): a request finds tokens in
+      blocks another sample's request computed, and takes their remembered scores;
+    - nothing remembered: those tokens are scored by a request without the cache.
+    Every score a window was judged by is checked against the HF oracle's probability."""
+    from sampling.prefix_trie import PrefixTrie
+
+    judged: list[tuple[tuple[int, ...], list[float]]] = []  # (sequence ending with the window, its scores)
+    real_judge_done = vllm_engine._judge_done
+
+    def judge_done(row, scores):
+        judged.append((tuple(row.tokens), list(scores)))
+        return real_judge_done(row, scores)
+
+    monkeypatch.setattr(vllm_engine, "_judge_done", judge_done)
+
+    if mode != "shared":
+        monkeypatch.setattr(vllm_engine, "_take_remembered", lambda row: False)
+        monkeypatch.setattr(vllm_engine, "_wait_for_promised", lambda row, request_id: False)
+    if mode == "nothing remembered":
+        monkeypatch.setattr(PrefixTrie, "run", lambda self, sequence, start, stop=None: [])
     requests = [request for spec in (POLICIES["judge"], PolicySpec("judge", alpha=0.3, k=3, every=8, max_c=3))
                 for request in _requests(prompts, spec, GREEDY)]
     requests = [replace(r, config_id=f"{r.config_id}-e{r.config.policy.every}") for r in requests]
     reference = torch_engine.run_block(requests)
     records = vllm_engine.run_block(requests)
-    assert vllm_engine.scores_reused > 0, "no score was shared: the test would not test sharing"
-    assert vllm_engine.judge_waits > 0, "no sample waited for another's judge request: the test would not test waiting"
-    assert vllm_engine.judge_recomputes == 0
-    assert_same_records(reference, records)
+    if mode == "nothing remembered":
+        assert vllm_engine.judge_recomputes > 0, "no request found another sample's blocks: the test would not test them"
+    else:
+        assert vllm_engine.scores_reused > 0, "no score was shared: the test would not test sharing"
+        assert vllm_engine.judge_recomputes == 0
+    assert (vllm_engine.judge_waits > 0) == (mode == "shared")
+    assert_same_records(reference, records, mode)
+    for sequence, scores in judged:
+        with torch.no_grad():
+            logits = pair.oracle(torch.tensor([sequence[:-1]])).logits[0].double()
+        exact = torch.softmax(logits[-len(scores):], -1).gather(1, torch.tensor(sequence[-len(scores):])[:, None])[:, 0]
+        assert max(abs(a - float(b)) for a, b in zip(scores, exact)) < 1e-4, (mode, sequence)
 
 
 def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, vllm_engine) -> None:
