@@ -2,7 +2,8 @@
 
 Each sample is a small state machine that submits one request at a time to the base or the
 oracle; both engines are stepped in turn, and a finished request immediately queues the sample's
-next one, so samples never wait for each other (no round barriers):
+next one, so samples do not wait for each other (no round barriers; a judge sample may wait for
+another sample's request that scores the same tokens, see 2.):
 
 1. **Base segment.** The sample's whole sequence so far as token ids (`TokensPrompt`; prefix
    caching means only the unseen suffix is computed), `max_tokens` up to the policy's next
