@@ -25,12 +25,11 @@ from typing import Literal, Mapping
 import numpy as np
 import pandas as pd
 
-from fit.counts import TOKEN_COLUMNS, CountsError
+from fit.counts import SECONDS_COLUMN, TOKEN_COLUMNS, CountsError
 
 CostModel = Literal["flops", "decode", "price", "seconds"]
 COST_MODELS: tuple[str, ...] = ("flops", "decode", "price", "seconds")
 UNITS: dict[str, str] = {"flops": "FLOPs", "decode": "decode FLOPs", "price": "price units", "seconds": "engine seconds"}
-SECONDS_COLUMN = "seconds"  # counts: measured engine seconds summed over the row's samples
 MODELS: tuple[str, ...] = ("base", "oracle")
 
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 REQUIRED: tuple[str, ...] = ("problem", "n", "correct")
 TOKEN_COLUMNS: tuple[str, ...] = ("base_decode", "base_prefill", "oracle_decode", "oracle_prefill")
+SECONDS_COLUMN = "seconds"  # measured engine seconds summed over the row's samples (the `seconds` cost model)
 COST_COLUMN = "cost_per_sample"
 ALL_GROUP = "all"
 

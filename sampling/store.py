@@ -261,7 +261,7 @@ def shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
         if path.name.startswith("."):
             continue
         metadata = pq.read_metadata(path)
-        seconds = _seconds_from(metadata.metadata or {}, path)
+        seconds = footer_seconds(metadata, path)
         if seconds is not None:
             device = (metadata.metadata or {}).get(DEVICE_KEY, b"unrecorded").decode(errors="replace")
             yield path.parent.name, seconds, metadata.num_rows, device
@@ -291,12 +291,12 @@ def timing_devices(run_dir: Path) -> dict[str, set[str]]:
 
 def shard_seconds(path: Path) -> float | None:
     """The engine's wall-clock seconds for a shard's block (None for shards written without timing)."""
-    return _seconds_from(pq.read_metadata(path).metadata or {}, path)
+    return footer_seconds(pq.read_metadata(path), path)
 
 
-def _seconds_from(metadata: dict[bytes, bytes], path: Path) -> float | None:
-    """The block seconds in a shard's key-value metadata, checked."""
-    value = metadata.get(SECONDS_KEY)
+def footer_seconds(footer: pq.FileMetaData, path: Path) -> float | None:
+    """The block seconds in a shard's footer (read by the caller, `pq.read_metadata(path)`), checked."""
+    value = (footer.metadata or {}).get(SECONDS_KEY)
     if value is None:
         return None
     try:

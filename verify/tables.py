@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from sampling.store import shard_seconds
+from sampling.store import footer_seconds
 from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample_columns, sample_files
 from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
 
@@ -52,19 +52,20 @@ def counts_table(run_dir: str | os.PathLike[str], grader: str = "math-verify", p
     """The counts table of a run dir (one row per config × problem), grading ungraded samples first."""
     grades = grade_run(run_dir, grader, progress=progress)
     files = sample_files(run_dir)
-    available = set.intersection(*(set(pq.read_schema(f).names) for f in files)) if files else set()
+    footers = [pq.read_metadata(f) for f in files]  # each shard's columns and block seconds, one read
+    available = set.intersection(*(set(f.schema.to_arrow_schema().names) for f in footers)) if files else set()
     token_cols = [c for c in TOKEN_COLUMNS if c in available]
     tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols]) if token_cols else None
     if tokens is not None:
-        tokens[SECONDS_COLUMN] = _seconds_per_sample(files, tokens["_shard"].to_numpy())
+        tokens[SECONDS_COLUMN] = _seconds_per_sample(files, footers, tokens["_shard"].to_numpy())
         tokens = tokens.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
     return counts_from_grades(grades, read_problems(run_dir), tokens)
 
 
-def _seconds_per_sample(files: list[Path], shard: np.ndarray) -> np.ndarray:
+def _seconds_per_sample(files: list[Path], footers: list[pq.FileMetaData], shard: np.ndarray) -> np.ndarray:
     """Each sample's share of its block's measured engine seconds (NaN for shards written without timing)."""
     sizes = np.bincount(shard, minlength=len(files)).astype(float)
-    measured = np.array([np.nan if (t := shard_seconds(f)) is None else t for f in files], dtype=float)
+    measured = np.array([np.nan if (t := footer_seconds(m, f)) is None else t for f, m in zip(files, footers)], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return (measured / sizes)[shard]
 
