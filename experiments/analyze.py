@@ -46,13 +46,11 @@ def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict,
     """First wrong token of each sample by greedy oracle rollouts (experiments.rollout_locator)."""
     import verify
     from experiments.rollout_locator import locate_by_rollouts
-    from sampling.models import stop_ids
-    from sampling.torch_engine import TorchEngine
+    from sampling.torch_engine import torch_engine_for
 
     tokenizer = pair.tokenizer
     longest = max(len(prompts[pid]) + len(ids) for pid, ids in zip(wrong.problem_id, wrong.token_ids))
-    engine = TorchEngine(pair.base, pair.oracle, stop_ids(pair.manifest["base"]["path"], tokenizer), slots=256,
-                         max_len=longest + max_tokens, vocab_limit=len(tokenizer))
+    engine = torch_engine_for(pair, slots=256, max_len=longest + max_tokens)
     samples = [(prompts[pid], [int(t) for t in ids], problems[pid].answer) for pid, ids in zip(wrong.problem_id, wrong.token_ids)]
     return locate_by_rollouts(
         engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref),

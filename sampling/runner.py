@@ -172,14 +172,11 @@ def make_engine(
 ) -> Any:
     """The experiment's engine (torch or vllm) on the loaded pair."""
     if experiment.engine == "torch":
-        from sampling.torch_engine import TorchEngine
+        from sampling.torch_engine import torch_engine_for
 
         if experiment.engine_options:
             report(f"note: engine_options {sorted(experiment.engine_options)} are vLLM settings; the torch engine ignores them")
-        from sampling.models import stop_ids
-
-        return TorchEngine(pair.base, pair.oracle, stop_ids(pair.manifest["base"]["path"], pair.tokenizer), slots=block_size,
-                           max_len=max_len, vocab_limit=len(pair.tokenizer))
+        return torch_engine_for(pair, slots=block_size, max_len=max_len)
     from sampling.vllm_engine import vllm_available, vllm_engine_for
 
     missing = vllm_available()

@@ -13,7 +13,7 @@ floating-point effects; the run store fixes block composition so reruns are bit-
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
@@ -270,3 +270,12 @@ class TorchEngine:
         """Add a generated token with the base entropy of its step (NaN if the base did not run)."""
         row.append(token, who, row.step_entropy, self.eos_ids)
         row.step_entropy = float("nan")
+
+
+def torch_engine_for(pair: Any, slots: int, max_len: int) -> TorchEngine:
+    """A TorchEngine for a loaded pair (`sampling.models.load_pair`): stopping on the base's end-of-sequence
+    ids (tokenizer and generation_config, as the vLLM engine does) and never sampling ids past the tokenizer."""
+    from sampling.models import stop_ids
+
+    return TorchEngine(pair.base, pair.oracle, stop_ids(pair.manifest["base"]["path"], pair.tokenizer), slots=slots,
+                       max_len=max_len, vocab_limit=len(pair.tokenizer))
