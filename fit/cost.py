@@ -64,6 +64,10 @@ class Prices:
             raise ValueError(f"prices must be non-negative numbers, got {values}")
         return cls(*values)
 
+    def to_mapping(self) -> dict[str, dict[str, float]]:
+        """{'base': {'input': .., 'output': ..}, 'oracle': {...}}: what `from_mapping` reads."""
+        return {m: {"input": getattr(self, f"{m}_input"), "output": getattr(self, f"{m}_output")} for m in MODELS}
+
 
 def per_token_rates(model: CostModel, n_params: Mapping[str, float] | None = None,
                     prices: Prices | None = None) -> dict[str, float]:

@@ -174,8 +174,7 @@ def parse_cost(raw: Any, source: str) -> dict[str, Any]:
             prices = Prices.from_mapping(raw["prices"])
         except ValueError as exc:
             raise ConfigError(f"{source}: [cost] prices: {exc}") from None
-        cost["prices"] = {m: {"input": getattr(prices, f"{m}_input"), "output": getattr(prices, f"{m}_output")}
-                          for m in ("base", "oracle")}
+        cost["prices"] = prices.to_mapping()
     elif model == "price":
         raise ConfigError(f"{source}: [cost] model 'price' needs prices = {{ base = {{ input = .., output = .. }}, oracle = {{ .. }} }}")
     return cost

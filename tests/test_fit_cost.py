@@ -36,6 +36,7 @@ def test_price_model() -> None:
     assert out["cost_per_sample"].iloc[0] == pytest.approx((50 * 0.1 + 100 * 0.4 + 400 * 1 + 10 * 4) / 1e6)
     same = cost.Prices.from_mapping({"base": {"input": 0.1, "output": 0.4}, "oracle": {"input": 1, "output": 4}})
     assert same == prices
+    assert same.to_mapping() == {"base": {"input": 0.1, "output": 0.4}, "oracle": {"input": 1, "output": 4}}
 
 
 def test_bad_inputs() -> None:
