@@ -80,6 +80,8 @@ def compute_curve(group: GroupFit, cost_per_problem: np.ndarray, estimator: str 
     point, boot, _, method = group.curve(ks, estimator)
     point, boot = _monotone(point[None, :])[0], _monotone(boot)
     cost, cost_boot = group.stat(np.asarray(cost_per_problem, float))
+    if len(group.n) < 2:  # resampling a single problem changes nothing: no CIs (as GroupFit.ci)
+        boot, cost_boot = np.full_like(boot, np.nan), np.full_like(cost_boot, np.nan)
     return ComputeCurve(group.name, ks, point, boot, group.n_min, cost, cost_boot, method)
 
 

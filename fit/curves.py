@@ -16,7 +16,8 @@ from verify.metrics import unbiased_pass_at_k as pass_at_k  # the one pass@k imp
 
 
 def k_grid(k_max: int, dense: int = 64, per_decade: int = 64) -> np.ndarray:
-    """Integer k from 1 to k_max: every integer up to `dense`, then about `per_decade` per decade."""
+    """Integer k from 1 to k_max: every integer up to `dense`, then about `per_decade` per decade,
+    and every point of `fit_grid(k_max)` (fits read the empirical curve at their own k)."""
     k_max = int(k_max)
     if k_max < 1:
         raise ValueError(f"k_max must be >= 1, got {k_max}")
@@ -25,7 +26,7 @@ def k_grid(k_max: int, dense: int = 64, per_decade: int = 64) -> np.ndarray:
         return head
     decades = np.log10(k_max / dense)
     tail = np.geomspace(dense, k_max, max(2, int(np.ceil(decades * per_decade)) + 1))
-    return np.unique(np.concatenate([head, np.round(tail).astype(int), [k_max]]))
+    return np.unique(np.concatenate([head, np.round(tail).astype(int), fit_grid(k_max), [k_max]]))
 
 
 def fit_grid(k_max: int, points: int = 32) -> np.ndarray:

@@ -116,10 +116,16 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
                     targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
     """Fit a counts file (.csv/.parquet): `study fit --counts`."""
     options = options or FitOptions()
+    asked = cost_model is not None or n_params is not None or prices is not None  # a cost model to apply to the tokens
     if cost_column is None:
         raw = read_counts(path)
-        cost_column = COST_COLUMN if COST_COLUMN in raw.columns else None
+        cost_column = COST_COLUMN if COST_COLUMN in raw.columns and not asked else None
         counts = validate_counts(raw, str(path), by, cost_column)
+        if cost_column is None and COST_COLUMN in counts.columns:  # replaced by the cost model asked for
+            counts = counts.drop(columns=COST_COLUMN)
+    elif asked:
+        raise CountsError(f"--cost-column {cost_column} gives the cost per sample: it cannot be combined with "
+                          "--cost, --n-params or --prices")
     else:
         counts = load_counts(path, by, cost_column)
     references = dict(references or {})
@@ -128,6 +134,11 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
         raise CountsError(f"{path}: reference group(s) not found: {missing}; groups are "
                           f"{', '.join(sorted(set(counts['group'])))}")
     counts, model, unit = _with_costs(counts, cost_column, cost_model or "flops", n_params, prices, str(path))
+    if asked and model is None:
+        raise CountsError(f"{path}: the {cost_model or 'flops'} cost model needs the token columns "
+                          f"{', '.join(TOKEN_COLUMNS)}"
+                          + ("" if cost_model in ("price", "seconds") else " and --n-params BASE,ORACLE")
+                          + "; without a cost model the table's own cost_per_sample column (if any) is used")
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
                  fit_groups(counts, options), options, predict_ks, model, unit, references)
     return _finish(run, targets, budgets)

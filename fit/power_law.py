@@ -32,6 +32,7 @@ from scipy.optimize import least_squares
 Method = Literal["loglog", "nonlinear"]
 METHODS: tuple[str, ...] = ("loglog", "nonlinear")
 DEFAULT_METHOD: Method = "nonlinear"
+B_MIN = -10.0  # lower bound of the nonlinear fit's exponent b (coverage is flat beyond k = 1 far before)
 
 
 @dataclass(frozen=True)
@@ -107,9 +108,14 @@ def _fit_one_nonlinear(ks: np.ndarray, cov: np.ndarray, a0: float, b0: float) ->
         f = np.exp(p[0] * kb)
         return np.column_stack([f * kb, f * p[0] * kb * lk])
 
-    start = np.array([min(a0, -1e-9), min(b0, 0.0)])
-    res = least_squares(resid, start, jac=jac, bounds=([-np.inf, -10.0], [0.0, 0.0]), method="trf",
-                        x_scale="jac", xtol=1e-10, ftol=1e-12)
+    # the start must lie within the bounds: a steep curve (coverage near 1 from k = 1) has a
+    # log-log slope below B_MIN
+    start = np.array([min(a0, -1e-9), float(np.clip(b0, B_MIN, 0.0))])
+    try:
+        res = least_squares(resid, start, jac=jac, bounds=([-np.inf, B_MIN], [0.0, 0.0]), method="trf",
+                            x_scale="jac", xtol=1e-10, ftol=1e-12)
+    except ValueError:  # non-finite residuals or start: the fit fails, the caller marks it
+        return np.nan, np.nan
     return (float(res.x[0]), float(res.x[1])) if res.success else (np.nan, np.nan)
 
 

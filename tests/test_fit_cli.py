@@ -106,6 +106,49 @@ def test_counts_report_with_references(app: typer.Typer, tmp_path: Path) -> None
     assert doc["comparison"]["configs"]["b"]["vs_base"]["targets"]["0.5"]["multiplier"] == 1.0
 
 
+def test_a_cost_model_asked_for_replaces_the_cost_column(app: typer.Typer, tmp_path: Path) -> None:
+    """--cost/--n-params cost the token sums even where the table has a cost_per_sample column; asked
+    for without what it needs, or together with --cost-column, it is an error, not a silent fallback."""
+    rng = np.random.default_rng(1)
+    rows = [pd.DataFrame({"config": name, "problem": np.arange(30), "n": 20, "correct": rng.binomial(20, p, 30),
+                          "base_decode": 20 * base, "base_prefill": 0, "oracle_decode": 20 * oracle,
+                          "oracle_prefill": 0, "cost_per_sample": 123.0})
+            for name, p, base, oracle in (("base", 0.2, 100, 0), ("guided", 0.4, 90, 10))]
+    path = tmp_path / "tok.csv"
+    pd.concat(rows).to_csv(path, index=False)
+    out = tmp_path / "tok.json"
+    res = _invoke(app, "fit", "--counts", path, "--cost", "decode", "--n-params", "1e9,8e9", "--base", "base",
+                  "--json", out, "--no-plots", "--boot", 20)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["cost_model"] == "decode"
+    assert doc["groups"]["base"]["cost_per_sample"] == pytest.approx(2e9 * 100)
+    assert doc["groups"]["guided"]["cost_per_sample"] == pytest.approx(2e9 * 90 + 2 * 8e9 * 10)
+    res = _invoke(app, "fit", "--counts", path, "--json", out, "--no-plots", "--boot", 20)  # nothing asked: the column
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["groups"]["guided"]["cost_per_sample"] == 123.0
+    res = _invoke(app, "fit", "--counts", path, "--cost", "decode", "--no-plots")
+    assert res.exit_code == 2 and "--n-params" in res.output
+    res = _invoke(app, "fit", "--counts", path, "--cost-column", "cost_per_sample", "--n-params", "1e9,8e9", "--no-plots")
+    assert res.exit_code == 2 and "cannot be combined" in res.output
+
+
+def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer, tmp_path: Path) -> None:
+    """Resampling one problem changes nothing: the comparison reports no CIs (as pass@1 does), not [x, x]."""
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"config": ["base", "guided"], "problem": [1, 1], "n": [50, 50], "correct": [5, 20],
+                  "cost_per_sample": [1.0, 3.0]}).to_csv(path, index=False)
+    out = tmp_path / "one.json"
+    res = _invoke(app, "fit", "--counts", path, "--base", "base", "--json", out, "--no-plots", "--boot", 20)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert doc["groups"]["guided"]["pass@1"]["low"] is None
+    entry = doc["comparison"]["configs"]["guided"]
+    assert entry["cost_per_sample"]["low"] is None and entry["cost_per_sample"]["high"] is None
+    target = entry["vs_base"]["targets"]["0.5"]
+    assert target["multiplier"] is not None and target["low"] is None and target["high"] is None
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--counts", "missing.csv"], "no such file"),
     (["--counts", "{bad}"], "column 'correct', row 2 (line 3): correct must be <= n"),

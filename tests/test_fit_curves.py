@@ -58,6 +58,12 @@ def test_grids() -> None:
     assert curves.k_grid(1).tolist() == [1]
 
 
+def test_fit_points_are_on_the_empirical_grid() -> None:
+    """Every fit_grid k is in k_grid, so a fit reads the empirical coverage at its own k (not the next grid point)."""
+    for k_max in (1, 64, 65, 75, 128, 1000, 4099, 10_000, 100_096):
+        assert set(curves.fit_grid(k_max).tolist()) <= set(curves.k_grid(k_max).tolist()), k_max
+
+
 def test_bootstrap_weights_and_weighted_mean() -> None:
     """Each replicate draws P problems; the weighted mean of constant values is that constant."""
     w = curves.bootstrap_weights(50, 30, seed=1)

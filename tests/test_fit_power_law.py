@@ -32,6 +32,17 @@ def test_degenerate_curves() -> None:
         assert pred[0, 0] == 0.0 and pred[1, 0] == 1.0 and np.isnan(pred[2, 0])
 
 
+def test_steep_curve_starts_inside_the_bounds() -> None:
+    """A problem solved 99% of the time has a log-log slope below B_MIN: the nonlinear fit still succeeds."""
+    ks = curves.fit_grid(1000)
+    cov = curves.coverage_matrix(np.array([1000]), np.array([990]), ks)
+    a0, b0, _ = power_law.fit_loglog(ks, cov)
+    assert b0[0] < power_law.B_MIN  # the case the start clipping is for
+    a, b, status = power_law.fit_nonlinear(ks, cov)
+    assert status[0] == "ok" and power_law.B_MIN <= b[0] < 0 and a[0] < 0
+    assert power_law.rmse(ks, cov[0], power_law.PowerLaw(float(a[0]), float(b[0]))) < 1e-3
+
+
 def _ci_hits(method: str, seeds: int, n_boot: int) -> np.ndarray:
     """Per seed: whether the bootstrap CIs of a and b contain the population-curve parameters."""
     alpha, beta, problems, n = 0.4, 2.0, 400, 200
