@@ -147,6 +147,47 @@ def test_run_dir_summary_and_rerun(tmp_path: Path) -> None:
     assert code != 0 and "--by must be" in text
 
 
+def test_timed_out_pairs_are_not_cached_and_regrade_retries_them(tmp_path: Path) -> None:
+    """A comparison that times out is graded wrong but never cached; --regrade with a larger --timeout
+    grades it again (and only it: decided pairs come from the cache), replacing the old grades."""
+    from verify.run_grades import grades_dir, read_grades
+
+    problems = [ProblemSpec("a", "3\\sqrt{13}", "", 1, "Algebra"), ProblemSpec("b", "5", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": "base", "problem_id": ["a", "a", "b"], "sample_index": [0, 1, 0],
+                            "text": ["\\boxed{\\sqrt{117}}", "\\boxed{\\sqrt{117}}", "\\boxed{5}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    code, text = _invoke("verify", str(run), "--no-progress", "--timeout", "0.001")  # no worker starts that fast
+    assert code == 0, text
+    assert "1 timed out" in text and "--regrade" in text
+    assert read_grades(run)["correct"].tolist() == [False, False, True]
+    code, text = _invoke("verify", str(run), "--no-progress", "--regrade", "--timeout", "30")
+    assert code == 0, text
+    assert "3 samples graded now" in text and "1 cached" in text and "1 math-verify" in text and "0 timed out" in text
+    assert read_grades(run)["correct"].tolist() == [True, True, True]
+    assert len(list(grades_dir(run, "math-verify").glob("*.parquet"))) == 1  # the old part is gone
+    code, text = _invoke("verify", str(run), "--no-progress", "--regrade")
+    assert code == 0 and "2 cached" in text and "0 math-verify" in text  # now decided: from the cache
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e10"])
+def test_timeout_out_of_range_is_refused(tmp_path: Path, value: str) -> None:
+    """--timeout must be finite seconds in (0, a day]."""
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"reference": "1", "completion": "\\boxed{1}"}])
+    code, text = _invoke("verify", "--input", str(source), "--output", str(tmp_path / "o.jsonl"), "--timeout", value)
+    assert code == 2 and "--timeout must be" in text and "Traceback" not in text
+
+
+def test_lone_surrogate_is_written_escaped(tmp_path: Path) -> None:
+    """A completion with a lone UTF-16 surrogate (a truncated emoji) is graded and written, escaped."""
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"reference": "5", "completion": "\\\\boxed{5} \\ud83d"}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    row = json.loads(out.read_text(encoding="utf-8"))
+    assert row["correct"] is True and row["completion"] == "\\boxed{5} \ud83d"
+
+
 def test_bad_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     """Not a run dir: exit non-zero with the path in the message, no traceback."""
     code, text = _invoke("verify", str(tmp_path / "missing"))

@@ -103,6 +103,8 @@ def test_unknown_grader_rejected() -> None:
         ("\\text{Evelyn}", "Evelyn", False),  # classic behaviour, unlike math-verify
         ("10{,}000", "10000", False),
         ("(2,1)", "(1,2)", False),
+        ("\\left( \\pi/2, 1 \\right)", "(\\pi/2,1)", True),  # a non-integer a/b is left as it is, not an error
+        ("\\pi / 2", "\\pi/2", True),
         (None, "5", False),
     ],
 )
@@ -118,6 +120,7 @@ def test_strict_normalisation_details() -> None:
     assert strip_string("\\frac12") == "\\frac{1}{2}"
     assert strip_string("\\sqrt3") == "\\sqrt{3}"
     assert strip_string(".5") == "\\frac{1}{2}"
+    assert strip_string("\\pi/2") == "\\pi/2"
     assert is_equiv("\\sqrt", "\\sqrt")  # normalisation raises; raw strings compared
     assert not is_equiv("\\sqrt", "\\sqrt{}")
 

@@ -62,3 +62,6 @@ def test_rejects_bad_timeouts() -> None:
         TaskPool(timeout=0)
     with TaskPool(workers=1) as pool, pytest.raises(ValueError):
         pool.map(abs, [(1,)], timeout=-1)
+    for bad in (float("nan"), float("inf"), 1e10):  # NaN slipped through `<= 0`; huge waits overflow select()
+        with pytest.raises(ValueError, match="timeout must be"):
+            TaskPool(timeout=bad)

@@ -3,7 +3,7 @@
 Most of a problem's samples repeat a few answers, so each distinct (reference, extracted answer)
 pair is graded once; a cache dict (persisted by `verify.grade_run`) skips pairs graded before.
 Pairs the fast path cannot decide go to math-verify in a `TaskPool` with a hard per-task time
-limit; a pair that times out or crashes its worker is graded wrong.
+limit; a pair that times out or crashes its worker is graded wrong, and not cached.
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ __all__ = [
     "is_equivalent",
 ]
 
+UNDECIDED = ("timeout", "error")  # outcomes graded wrong but never cached: the pair is graded again next time
 PairCache = MutableMapping[tuple[str, str], tuple[bool, str, str]]  # -> (correct, key, how)
 _EXTRACT_CHUNK = 20_000
 _MAX_KEY_CHARS = 512
@@ -196,7 +197,7 @@ def grade_batch(
     )
     for j, result in zip(todo, grades):
         correct[j], keys[j] = result.correct, result.key
-        if cache is not None:
+        if cache is not None and result.how not in UNDECIDED:  # a timeout may pass with a larger --timeout
             cache[pairs[j]] = (result.correct, result.key, result.how)
         if result.how == "fast" or result.how == "strict":
             stats.fast += 1

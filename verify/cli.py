@@ -76,7 +76,7 @@ def _batch_line(stats: Any) -> str:
 
 
 def _verify_run(
-    run_dir: Path, grader: str, timeout: float, workers: int | None, progress: bool, by: str | None
+    run_dir: Path, grader: str, timeout: float, workers: int | None, progress: bool, by: str | None, regrade: bool
 ) -> None:
     """Grade a run dir and print the per-config summary."""
     from verify.progress import table_console
@@ -85,7 +85,7 @@ def _verify_run(
 
     console = table_console()
     try:
-        grades, stats = grade_run_with_stats(run_dir, grader, progress, timeout, workers)
+        grades, stats = grade_run_with_stats(run_dir, grader, progress, timeout, workers, regrade)
     except RunDirError as exc:
         _fail(str(exc))
         return
@@ -95,6 +95,10 @@ def _verify_run(
     )
     if stats.batch is not None:
         console.print(_batch_line(stats.batch))
+        undecided = stats.batch.timeouts + stats.batch.errors
+        if undecided:
+            console.print(f"{undecided:,} pair(s) timed out or failed and are graded wrong; "
+                          f"`study verify {run_dir} --regrade --timeout {max(2 * timeout, 30):g}` tries them again")
     if grades.empty:
         console.print("no samples to summarise")
         return
@@ -120,13 +124,13 @@ def _verify_jsonl(
         _fail(str(exc))
         return
     table = Table(title=f"verify ({grader}): {source} -> {output}", title_justify="left")
-    for name in ("rows", "correct", "accuracy", "no answer", "distinct pairs", "math-verify calls", "timed out"):
+    for name in ("rows", "correct", "accuracy", "no answer", "distinct pairs", "math-verify calls", "timed out", "errors"):
         table.add_column(name, justify="right")
     accuracy = result.correct / result.rows if result.rows else float("nan")
     no_answer = result.no_answer / result.rows if result.rows else float("nan")
     table.add_row(
         f"{result.rows:,}", f"{result.correct:,}", f"{accuracy:.3f}", f"{no_answer:.1%}",
-        f"{result.stats.pairs:,}", f"{result.stats.verified:,}", f"{result.stats.timeouts:,}",
+        f"{result.stats.pairs:,}", f"{result.stats.verified:,}", f"{result.stats.timeouts:,}", f"{result.stats.errors:,}",
     )
     table_console().print(table)
 
@@ -142,14 +146,17 @@ def verify_command(
     workers: Optional[int] = typer.Option(None, "--workers", help="Worker processes (default: all CPUs)."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
     by: Optional[str] = typer.Option(None, "--by", help="Also print pass@1 per config and 'level' or 'subject'."),
+    regrade: bool = typer.Option(False, "--regrade", help="Grade every sample of RUN_DIR again; decided pairs come from "
+                                 "the cache, so this re-tries the comparisons that timed out (e.g. with a larger --timeout)."),
 ) -> None:
     """Grade samples: every ungraded sample of RUN_DIR, or a JSONL file with --input/--output."""
     from verify.equivalence import GRADERS
+    from verify.pool import MAX_TIMEOUT
 
     if grader not in GRADERS:
         _fail(f"unknown grader {grader!r}; choose one of: {', '.join(GRADERS)}")
-    if timeout <= 0:
-        _fail("--timeout must be positive")
+    if not 0 < timeout <= MAX_TIMEOUT:  # also refuses NaN
+        _fail(f"--timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
     if workers is not None and workers < 1:
         _fail("--workers must be at least 1")
     if by is not None and by not in ("level", "subject"):
@@ -159,15 +166,15 @@ def verify_command(
             _fail("give either RUN_DIR or --input FILE, not both")
         if output is None:
             _fail("--input needs --output OUT.jsonl")
-        if by is not None:
-            _fail("--by is only used with RUN_DIR")
+        if by is not None or regrade:
+            _fail("--by and --regrade are only used with RUN_DIR")
         _verify_jsonl(input, output, reference_field, completion_field, grader, timeout, workers, progress)  # type: ignore[arg-type]
         return
     if output is not None:
         _fail("--output is only used with --input")
     if run_dir is None:
         _fail("give a RUN_DIR, or --input FILE.jsonl --output OUT.jsonl")
-    _verify_run(run_dir, grader, timeout, workers, progress, by)  # type: ignore[arg-type]
+    _verify_run(run_dir, grader, timeout, workers, progress, by, regrade)  # type: ignore[arg-type]
 
 
 def register(app: typer.Typer) -> None:

@@ -106,7 +106,10 @@ def grade_jsonl(
         with tmp.open("w", encoding="utf-8") as handle:
             for row, answer, ok in zip(rows, extracted, correct):
                 out = {**row, "extracted": answer, "correct": bool(ok)}
-                handle.write(json.dumps(out, ensure_ascii=False) + "\n")
+                try:
+                    handle.write(json.dumps(out, ensure_ascii=False) + "\n")
+                except UnicodeEncodeError:  # a lone surrogate (a truncated emoji) has no UTF-8: write it escaped
+                    handle.write(json.dumps(out) + "\n")
         os.replace(tmp, target)
     except OSError as exc:
         raise InputError(f"{target}: cannot write ({exc.strerror})") from None

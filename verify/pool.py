@@ -111,6 +111,16 @@ class _Worker:
         self.kill()
 
 
+MAX_TIMEOUT = 86_400.0  # seconds (a day): the most a task may be given; larger waits overflow select()
+
+
+def _check_timeout(timeout: float) -> float:
+    """The per-task limit as a float, refused unless 0 < timeout <= MAX_TIMEOUT (NaN and inf included)."""
+    if not 0 < float(timeout) <= MAX_TIMEOUT:
+        raise ValueError(f"timeout must be a number of seconds in (0, {MAX_TIMEOUT:g}], got {timeout!r}")
+    return float(timeout)
+
+
 class TaskPool:
     """Run picklable module-level functions in worker processes with a hard per-task time limit."""
 
@@ -118,8 +128,7 @@ class TaskPool:
         self, workers: int | None = None, timeout: float = 5.0, memory_limit_mb: int | None = 4096
     ) -> None:
         """Configure the pool; workers start lazily on the first map()."""
-        if timeout <= 0:
-            raise ValueError("timeout must be positive")
+        _check_timeout(timeout)
         self.n_workers = workers or default_workers()
         self.timeout = float(timeout)
         self.memory_limit_mb = memory_limit_mb
@@ -142,9 +151,7 @@ class TaskPool:
 
         timeout overrides the pool's per-task limit for this call.
         """
-        limit = float(timeout) if timeout is not None else self.timeout
-        if limit <= 0:
-            raise ValueError("timeout must be positive")
+        limit = _check_timeout(timeout if timeout is not None else self.timeout)
         results: list[Outcome | None] = [None] * len(tasks)
         queue = deque(range(len(tasks)))
         busy: dict[Connection, tuple[_Worker, int, float]] = {}

@@ -15,6 +15,8 @@ Parquet dataset gives a `grader` column from the hive-style folder name, and ski
 vote key (`verify.equivalence.answer_key`), numbered in order of first grading; -1 is no answer.
 Every file is written under a temporary name and renamed, and grades are written last, so an
 interrupted run leaves only complete files; re-running grades only samples without a grade.
+Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
+(`study verify --regrade`) grades every sample again, which re-tries just those.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, write_table_atomic
-from verify.batch import BatchStats, grade_batch
+from verify.batch import UNDECIDED, BatchStats, grade_batch
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
 from verify.progress import rich_progress
 
@@ -173,7 +175,7 @@ def _load_pairs(run_dir: Path, grader: str) -> dict[tuple[str, str], tuple[bool,
         return {}
     table = pq.read_table(path, schema=PAIR_SCHEMA).to_pydict()
     columns = (table["reference"], table["extracted"], table["correct"], table["key"], table["how"])
-    return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns)}
+    return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns) if h not in UNDECIDED}  # older runs cached them
 
 
 def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[bool, str, str]]) -> None:
@@ -235,8 +237,14 @@ def grade_run_with_stats(
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
+    regrade: bool = False,
 ) -> tuple[pd.DataFrame, RunGradeStats]:
-    """grade_run, also returning what was done (counts, timings, timeouts)."""
+    """grade_run, also returning what was done (counts, timings, timeouts).
+
+    `regrade` grades every sample again: decided pairs come from the pair cache, so what is
+    graded anew is the pairs that timed out or crashed before (e.g. with a larger timeout); the
+    old grade parts are removed once the new one is written.
+    """
     check_grader(grader)
     started = time.perf_counter()
     run = Path(run_dir)
@@ -248,7 +256,8 @@ def grade_run_with_stats(
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
     keys = read_sample_columns(files, KEY_COLUMNS)
     keys = keys.drop_duplicates(KEY_COLUMNS, keep="first")
-    existing = read_grades(run, grader)
+    replaced = _parquet_files(grades_dir(run, grader)) if regrade else []
+    existing = _empty_grades() if regrade else read_grades(run, grader)
     if len(existing):
         marker = existing[KEY_COLUMNS].assign(_graded=True)
         keys = keys.merge(marker, on=KEY_COLUMNS, how="left")
@@ -286,6 +295,8 @@ def grade_run_with_stats(
     new = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
     name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
     write_table_atomic(new, grades_dir(run, grader) / name)
+    for old in replaced:  # after the new part is complete: an interruption leaves the old grades in force
+        old.unlink(missing_ok=True)
 
     grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
     stats = RunGradeStats(len(keys), already, len(todo), result.stats, time.perf_counter() - started)
@@ -298,6 +309,7 @@ def grade_run(
     progress: bool = True,
     timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
+    regrade: bool = False,
 ) -> pd.DataFrame:
-    """Grade every ungraded sample of a run dir, store grades in RUN_DIR/_grades/; return all its grades."""
-    return grade_run_with_stats(run_dir, grader, progress, timeout, workers)[0]
+    """Grade every ungraded sample of a run dir (every sample with `regrade`), store grades in RUN_DIR/_grades/; return all its grades."""
+    return grade_run_with_stats(run_dir, grader, progress, timeout, workers, regrade)[0]

@@ -33,7 +33,10 @@ def _fix_a_slash_b(string: str) -> str:
     parts = string.split("/")
     if len(parts) != 2:
         return string
-    a, b = int(parts[0]), int(parts[1])  # ValueError for non-integers, as in the original
+    try:
+        a, b = int(parts[0]), int(parts[1])
+    except ValueError:  # not two integers (`\\pi/2`): left as it is, as in the original (its try/except)
+        return string
     if string != f"{a}/{b}":
         return string
     return "\\frac{" + str(a) + "}{" + str(b) + "}"
