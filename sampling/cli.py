@@ -100,6 +100,12 @@ def sample(
     except (ConfigError, DatasetError, ModelError, RunDirError, ValueError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
+    except OSError as exc:  # a read-only or full disk, --out naming a file: what was written stays valid
+        where = f" {exc.filename}" if exc.filename else ""
+        started = run_dir is not None and (Path(run_dir) / "_manifest.json").is_file()
+        saved = f"; the finished blocks are saved in {run_dir}, run the same command again to continue" if started else ""
+        print_error(f"cannot write{where}: {exc.strerror or exc}{saved}")
+        raise typer.Exit(2) from None
     except KeyboardInterrupt:
         if run_dir is not None:
             console.print(f"interrupted: the finished blocks are saved in {run_dir}; run the same command again to continue")

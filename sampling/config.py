@@ -52,8 +52,53 @@ TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", 
             "engine_options", "cost"}
 
 
+SAMPLING_KEYS = {"base_temperature", "oracle_temperature", "top_p"}
+INTEGER_KEYS = {"c", "k", "max_c", "ref_length", "every"}
+NUMBER_KEYS = {"tau", "delta", "alpha", "base_temperature", "oracle_temperature", "top_p"}
+
+
 class ConfigError(ValueError):
     """An experiment config that cannot be used (names the file and the key)."""
+
+
+def _integer(value: Any, where: str, least: int | None = None) -> int:
+    """An integer setting (an integral float is allowed; 2.7, "3" and true are not)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfigError(f"{where} must be an integer, got {value!r}")
+    if least is not None and value < least:
+        raise ConfigError(f"{where} must be >= {least}, got {value!r}")
+    return int(value)
+
+
+def _number(value: Any, where: str) -> float:
+    """A numeric setting (not a string or a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} must be a number, got {value!r}")
+    return float(value)
+
+
+def _boolean(value: Any, where: str) -> bool:
+    """A true/false setting (not the string "false")."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    return value
+
+
+def _string(value: Any, where: str) -> str:
+    """A text setting."""
+    if not isinstance(value, str):
+        raise ConfigError(f"{where} must be a string, got {value!r}")
+    return value
+
+
+def _table(value: Any, where: str, allowed: set[str] | None = None) -> dict[str, Any]:
+    """A TOML table, optionally with only the allowed keys."""
+    if not isinstance(value, dict):
+        raise ConfigError(f"{where} must be a table ([section] or {{ key = value }}), got {value!r}")
+    unknown = set(value) - allowed if allowed is not None else set()
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {', '.join(sorted(allowed or ()))}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -111,13 +156,19 @@ def temperature_suffix(entry: dict[str, Any]) -> str:
 
 
 def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    """Cartesian product over list-valued grid keys."""
+    """Cartesian product over list-valued grid keys, each value type-checked."""
     unknown = set(entry) - POLICY_KEYS
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(POLICY_KEYS)}")
     grid = {key: value if isinstance(value, list) else [value] for key, value in entry.items() if key in GRID_KEYS}
     if "id" in entry and any(len(v) > 1 for v in grid.values()):
         raise ConfigError(f"{where}: an explicit id cannot be used with a grid of values")
+    for key, values in [*grid.items(), *((k, [entry[k]]) for k in ("top_p",) if k in entry)]:
+        for value in values:
+            (_integer if key in INTEGER_KEYS else _number)(value, f"{where}: {key}")
+    for key in ("policy", "id", "head"):
+        if key in entry:
+            _string(entry[key], f"{where}: {key}")
     keys = list(grid)
     return [{**entry, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -125,8 +176,11 @@ def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
 def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_tokens: int, where: str) -> dict[str, GuidedConfig]:
     """GuidedConfigs keyed by id from the [[configs]] entries."""
     configs: dict[str, GuidedConfig] = {}
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: configs must be a list of tables ([[configs]] sections), got {entries!r}")
     for number, raw in enumerate(entries, start=1):
         place = f"{where}, [[configs]] #{number}"
+        _table(raw, place)
         if "policy" not in raw:
             raise ConfigError(f"{place}: missing 'policy' (one of {', '.join(POLICY_NAMES)})")
         for entry in _expand(raw, place):
@@ -185,34 +239,46 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     unknown = set(data) - TOP_KEYS
     if unknown:
         raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}")
-    models = data.get("models") or {}
+    models = _table(data.get("models", {}), f"{source}: [models]", {"base", "oracle"})
+    for role, name in models.items():
+        _string(name, f"{source}: [models] {role}")
     if "base" not in models:
         raise ConfigError(f"{source}: [models] needs 'base' (and 'oracle' unless every config is policy 'base')")
-    max_tokens = int(data.get("max_tokens", 256))
-    if max_tokens < 1:
-        raise ConfigError(f"{source}: max_tokens must be >= 1")
-    n = int(data.get("n", 100))
-    if n < 1:
-        raise ConfigError(f"{source}: n must be >= 1")
-    configs = build_configs(data.get("configs") or [], data.get("sampling") or {}, max_tokens, source)
+    max_tokens = _integer(data.get("max_tokens", 256), f"{source}: max_tokens", least=1)
+    n = _integer(data.get("n", 100), f"{source}: n", least=1)
+    seed = _integer(data.get("seed", 0), f"{source}: seed")
+    problems = _integer(data["problems"], f"{source}: problems", least=1) if "problems" in data else None
+    levels = data.get("levels")
+    if levels is not None:
+        if not isinstance(levels, list) or not levels:
+            raise ConfigError(f"{source}: levels must be a list of integers, e.g. levels = [1, 2], got {levels!r}")
+        levels = [_integer(level, f"{source}: levels") for level in levels]
+    sampling = _table(data.get("sampling", {}), f"{source}: [sampling]", SAMPLING_KEYS)
+    for key, value in sampling.items():
+        _number(value, f"{source}: [sampling] {key}")
+    configs = build_configs(data.get("configs", []), sampling, max_tokens, source)
     if "oracle" not in models and any(c.policy.name != "base" for c in configs.values()):
         raise ConfigError(f"{source}: [models] needs 'oracle' for non-base policies")
-    prompt = data.get("prompt") or {}
-    unknown_prompt = set(prompt) - {"template", "chat", "system", "add_bos"}
-    if unknown_prompt:
-        raise ConfigError(f"{source}: unknown [prompt] key(s) {sorted(unknown_prompt)}")
-    template = prompt.get("template", "{problem}\n")
+    prompt = _table(data.get("prompt", {}), f"{source}: [prompt]", {"template", "chat", "system", "add_bos"})
+    template = _string(prompt.get("template", "{problem}\n"), f"{source}: [prompt] template")
     if "{problem}" not in template:
         raise ConfigError(f"{source}: [prompt] template must contain {{problem}}")
+    try:
+        template.format(problem="")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConfigError(f"{source}: [prompt] template may use only {{problem}} (write a literal brace as {{{{ or }}}}): "
+                          f"{type(exc).__name__}: {exc}") from None
     engine = data.get("engine", "torch")
     if engine not in ("torch", "vllm"):
         raise ConfigError(f"{source}: engine must be 'torch' or 'vllm', got {engine!r}")
     return Experiment(
-        name=str(data.get("name", Path(source).stem)), dataset=str(data.get("dataset", "toy")), models=dict(models),
-        configs=configs, n=n, seed=int(data.get("seed", 0)), max_tokens=max_tokens,
-        problems=data.get("problems"), levels=data.get("levels"), engine=engine,
-        prompt=PromptFormat(template, bool(prompt.get("chat", False)), str(prompt.get("system", "")), bool(prompt.get("add_bos", True))),
-        engine_options=dict(data.get("engine_options") or {}),
+        name=_string(data.get("name", Path(source).stem), f"{source}: name"),
+        dataset=_string(data.get("dataset", "toy"), f"{source}: dataset"), models=dict(models),
+        configs=configs, n=n, seed=seed, max_tokens=max_tokens, problems=problems, levels=levels, engine=engine,
+        prompt=PromptFormat(template, _boolean(prompt.get("chat", False), f"{source}: [prompt] chat"),
+                            _string(prompt.get("system", ""), f"{source}: [prompt] system"),
+                            _boolean(prompt.get("add_bos", True), f"{source}: [prompt] add_bos")),
+        engine_options=dict(_table(data.get("engine_options", {}), f"{source}: engine_options")),
         cost=parse_cost(data["cost"], source) if "cost" in data else None, source=source,
     )
 

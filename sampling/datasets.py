@@ -39,11 +39,13 @@ class Problem:
 
 
 def parse_level(value: Any) -> int | None:
-    """MATH's "Level 3" / 3 / "3" -> 3; missing or "Level ?" -> None."""
-    if value is None:
+    """MATH's "Level 3" / 3 / 3.0 / "3" -> 3; missing, NaN or "Level ?" -> None."""
+    if value is None or isinstance(value, bool):
         return None
     if isinstance(value, int):
         return value
+    if isinstance(value, float):  # a Parquet level column with a missing value is float64
+        return int(value) if value.is_integer() else None
     text = str(value).strip().removeprefix("Level").strip()
     return int(text) if text.isdigit() else None
 
@@ -60,6 +62,8 @@ def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
     from verify import extract_answer  # the one balanced-brace \boxed{} extractor
 
     where = f"{source}, row {index}"
+    if not isinstance(row, dict):
+        raise DatasetError(f"{where}: expected an object with problem and answer fields, got {type(row).__name__}")
     text = row.get("problem") or row.get("question")
     if not isinstance(text, str) or not text.strip():
         raise DatasetError(f"{where}: missing 'problem' (or 'question') text")
@@ -71,14 +75,15 @@ def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
         answer = extract_answer(solution) if isinstance(solution, str) else None
     if answer is None or not str(answer).strip():
         raise DatasetError(f"{where}: no reference answer ('answer' field or \\boxed{{}} in 'solution')")
-    identifier = row.get("id") or row.get("unique_id") or row.get("idx")
+    identifier = next((row[key] for key in ("id", "unique_id", "idx") if row.get(key) not in (None, "")), None)
     identifier = str(identifier) if identifier is not None else f"{Path(source).stem}-{index}"
+    subject = row.get("subject") or row.get("type")
     return Problem(
         id=identifier,
         problem=text,
         answer=str(answer).strip(),
         level=parse_level(row.get("level")),
-        subject=row.get("subject") or row.get("type"),
+        subject=str(subject) if subject is not None else None,
     )
 
 
@@ -111,19 +116,25 @@ def read_local_rows(path: Path) -> list[dict[str, Any]]:
         import pyarrow.parquet as pq
 
         return pq.read_table(path).to_pylist()
-    if suffix == ".jsonl":
-        rows = []
-        with path.open() as handle:
-            for line_number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{path}, line {line_number}: invalid JSON ({exc.msg})") from None
-        return rows
+    try:
+        if suffix == ".jsonl":
+            rows = []
+            with path.open(encoding="utf-8") as handle:
+                for line_number, line in enumerate(handle, start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        rows.append(json.loads(line))
+                    except json.JSONDecodeError as exc:
+                        raise DatasetError(f"{path}, line {line_number}: invalid JSON ({exc.msg})") from None
+            return rows
+        if suffix == ".json":
+            data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     if suffix == ".json":
-        data = json.loads(path.read_text())
         if not isinstance(data, list):
             raise DatasetError(f"{path}: expected a JSON list of rows")
         return data

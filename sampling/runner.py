@@ -245,7 +245,7 @@ def run_experiment(
         manifest["cost"] = experiment.cost
     prompts = {p.id: encode_prompt(pair.tokenizer, p, experiment.prompt) for p in problems}
     manifest["prompts_sha256"] = prompts_digest(prompts)
-    manifest = store.open_run(run_dir, manifest, problems)
+    manifest = store.open_run(run_dir, manifest, problems, on_wait=report)
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
                          blocking["block_size"], blocking["group_size"])
     index, count = shard

@@ -18,7 +18,8 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -104,48 +105,22 @@ def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:
     _atomic_write_bytes(Path(run_dir) / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True).encode())
 
 
-def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -> dict[str, Any]:
+def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem],
+             on_wait: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Create a run directory or check that an existing one matches; returns the manifest in force.
 
     New config ids are added to an existing run, and a given cost section replaces the recorded one;
     a config id whose definition changed, or any change of models, dataset, problems, seed, n,
-    prompt settings or the prompts' token ids, or blocking, is refused.
+    prompt settings or the prompts' token ids, or blocking, is refused. Concurrent shard workers
+    take turns (`_manifest_lock`): one creates the run, and no worker's additions are lost.
     """
     run_dir = Path(run_dir)
     for config_id in manifest["configs"]:
         if not CONFIG_ID_PATTERN.match(config_id):
             raise RunDirError(f"config id {config_id!r} must be letters, digits and _.+- (no spaces or slashes)")
-    if not (run_dir / MANIFEST).exists() and not _claim_creation(run_dir):
-        _wait_for_manifest(run_dir)  # another shard worker is creating this run directory
-    if (run_dir / MANIFEST).exists():
-        existing = read_manifest(run_dir)
-        for key in RUN_IDENTITY_KEYS:
-            if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
-                continue
-            if existing.get(key) != manifest.get(key):
-                why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
-                       "changed)" if key == "prompts_sha256" else "")
-                raise RunDirError(
-                    f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(existing.get(key))}\n"
-                    f"  now:      {json.dumps(manifest.get(key))}\nUse a new --out directory."
-                )
-        for config_id, config in manifest["configs"].items():
-            old = existing["configs"].get(config_id)
-            if old is not None and old != config:
-                raise RunDirError(
-                    f"config {config_id!r} in {run_dir} was sampled as {json.dumps(old)}; now {json.dumps(config)}. "
-                    "Give the changed config a new id or use a new --out directory."
-                )
-        added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
-        # the cost model only says how `study fit` reads the run: a config that gives one updates it
-        new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
-        if added or new_cost:
-            existing["configs"] = {**existing["configs"], **added}
-            if new_cost:
-                existing["cost"] = manifest["cost"]
-            write_manifest(run_dir, existing)
-        return existing
-    try:
+    with _manifest_lock(run_dir, on_wait):
+        if (run_dir / MANIFEST).exists():
+            return _join_run(run_dir, manifest)
         # an empty folder, or one left by a creation that died before its manifest
         leftovers = [p for p in run_dir.iterdir() if not p.name.startswith(".") and p.name != PROBLEMS]
         if any(p.name != SAMPLES_DIR or any(p.iterdir()) for p in leftovers):
@@ -154,36 +129,81 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem]) -
         table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
         write_table_atomic(table, run_dir / PROBLEMS)
         write_manifest(run_dir, manifest)
-    finally:
-        (run_dir / CREATION_LOCK).rmdir()
     return manifest
 
 
-CREATION_LOCK = ".creating"
+def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Check a new manifest against the run's and add its new configs (and cost); the manifest in force."""
+    existing = read_manifest(run_dir)
+    for key in RUN_IDENTITY_KEYS:
+        if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
+            continue
+        old, new = _identity(key, existing.get(key)), _identity(key, manifest.get(key))
+        if old != new:
+            why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
+                   "changed)" if key == "prompts_sha256" else "")
+            raise RunDirError(
+                f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"
+                f"  now:      {json.dumps(new, sort_keys=True)}\nUse a new --out directory."
+            )
+    for config_id, config in manifest["configs"].items():
+        old = existing["configs"].get(config_id)
+        if old is not None and old != config:
+            raise RunDirError(
+                f"config {config_id!r} in {run_dir} was sampled as {json.dumps(old)}; now {json.dumps(config)}. "
+                "Give the changed config a new id or use a new --out directory."
+            )
+    added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
+    # the cost model only says how `study fit` reads the run: a config that gives one updates it
+    new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
+    if added or new_cost:
+        existing["configs"] = {**existing["configs"], **added}
+        if new_cost:
+            existing["cost"] = manifest["cost"]
+        write_manifest(run_dir, existing)
+    return existing
 
 
-def _claim_creation(run_dir: Path) -> bool:
-    """Whether this process may create the run directory (first of concurrent shard workers wins)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        (run_dir / CREATION_LOCK).mkdir()
-    except FileExistsError:
-        return False
-    return True
+def _identity(key: str, value: Any) -> Any:
+    """What must match for a run to be continued: the models by content (sha256 of config and weights,
+    sizes), not by the name or path they were loaded from (node-local copies, other mount points)."""
+    if key != "models" or not isinstance(value, dict):
+        return value
+    return {role: {k: v for k, v in model.items() if k not in ("name", "path")} if isinstance(model, dict) else model
+            for role, model in value.items()}
 
 
-def _wait_for_manifest(run_dir: Path, timeout: float = 120.0) -> None:
-    """Wait until the worker that claimed creation has written the manifest."""
+MANIFEST_LOCK = ".creating"  # held while a worker creates the run dir or updates its manifest
+LOCK_TIMEOUT = 120.0  # seconds: the lock is held for well under a second; longer means its holder died
+
+
+@contextmanager
+def _manifest_lock(run_dir: Path, on_wait: Callable[[str], None] | None = None, timeout: float | None = None) -> Iterator[None]:
+    """Hold the run dir's manifest lock (a directory: mkdir is atomic on every file system), waiting for another holder."""
     import time
 
-    deadline = time.time() + timeout
-    while not (run_dir / MANIFEST).exists():
-        if time.time() > deadline:
-            raise RunDirError(
-                f"{run_dir}: another process claimed its creation ({CREATION_LOCK}) but wrote no manifest; "
-                f"if that process died, remove {run_dir / CREATION_LOCK} and retry"
-            )
-        time.sleep(0.2)
+    timeout = LOCK_TIMEOUT if timeout is None else timeout
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = run_dir / MANIFEST_LOCK
+    deadline, told = time.time() + timeout, False
+    while True:
+        try:
+            lock.mkdir()
+            break
+        except FileExistsError:
+            if time.time() > deadline:
+                raise RunDirError(
+                    f"{run_dir}: another process has held {lock} for over {timeout:g} s (creating the run or updating "
+                    f"its manifest); if no `study sample` is writing there, it died: remove {lock} and retry"
+                ) from None
+            if not told and on_wait is not None:
+                on_wait(f"waiting for another process creating or updating {run_dir} ({lock})")
+                told = True
+            time.sleep(0.2)
+    try:
+        yield
+    finally:
+        lock.rmdir()
 
 
 def problems_schema() -> pa.Schema:

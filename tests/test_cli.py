@@ -1,6 +1,7 @@
 """The `study` command line: commands exist, bad input is a clear error."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -47,6 +48,23 @@ def test_sample_refuses_a_folder_that_is_not_a_run(tmp_path: Path) -> None:
     result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--out", str(tmp_path)])
     assert result.exit_code == 2 and "not a run directory" in result.output
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_sample_into_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> None:
+    """--out naming a file, or inside a read-only folder: one line naming the path, exit 2, no traceback."""
+    (tmp_path / "file").write_text("mine")
+    result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--out", str(tmp_path / "file")])
+    assert result.exit_code == 2 and "cannot write" in result.output and "file" in result.output, result.output
+    assert "Traceback" not in result.output and (tmp_path / "file").read_text() == "mine"
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--out", str(locked / "run")])
+        if os.geteuid() != 0:  # root writes anyway
+            assert result.exit_code == 2 and "cannot write" in result.output and "Permission denied" in result.output, result.output
+    finally:
+        locked.chmod(0o700)
 
 
 def test_counts_below_their_minimum_are_usage_errors(tmp_path: Path) -> None:

@@ -81,6 +81,38 @@ def test_missing_problem_text_and_bad_json(tmp_path: Path) -> None:
         load_problems("mathh")
 
 
+def test_odd_but_valid_fields(tmp_path: Path) -> None:
+    """Float levels (a Parquet level column with a gap is float64), id 0, and a numeric subject are kept."""
+    import pandas as pd
+
+    path = tmp_path / "levels.parquet"
+    pd.DataFrame({"problem": ["a?", "b?", "c?"], "answer": ["1", "2", "3"], "level": [1, 3, None],
+                  "id": [0, 1, 2], "subject": ["x", "y", "z"]}).to_parquet(path)
+    problems = load_problems(str(path))
+    assert [(p.id, p.level) for p in problems] == [("0", 1), ("1", 3), ("2", None)]
+    assert [p.id for p in select_problems(problems, levels=[3])] == ["1"]
+    path = tmp_path / "subject.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2", "subject": 5, "id": 0}) + "\n")
+    assert [(p.id, p.subject) for p in load_problems(str(path))] == [("0", "5")]
+
+
+def test_rows_that_are_not_objects_and_unreadable_files(tmp_path: Path) -> None:
+    """A row that is not an object is a bad row (skippable); unreadable JSON or non-UTF-8 names the file."""
+    path = tmp_path / "list_row.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n[1, 2]\nnull\n")
+    with pytest.raises(DatasetError, match=r"list_row.jsonl, row 1: expected an object .* got list"):
+        load_problems(str(path))
+    assert len(load_problems(str(path), skip_bad_rows=True, report=lambda _: None)) == 1
+    path = tmp_path / "trailing.json"
+    path.write_text('[{"problem": "1+1?", "answer": "2"},]')
+    with pytest.raises(DatasetError, match=r"trailing.json: invalid JSON"):
+        load_problems(str(path))
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"problem": "caf\xe9?", "answer": "2"}\n')
+    with pytest.raises(DatasetError, match=r"latin1.jsonl: not UTF-8"):
+        load_problems(str(path))
+
+
 def test_selection_by_level_and_count() -> None:
     problems = load_problems(str(DATA / "math_test_head40.jsonl"))
     chosen = select_problems(problems, limit=3, levels=parse_levels("2,3"))

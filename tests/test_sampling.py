@@ -459,6 +459,33 @@ def test_bad_experiment_configs_name_the_problem() -> None:
         parse_experiment({**SMALL_EXPERIMENT, "cost": {"unit": "s"}}, "x.toml")
 
 
+@pytest.mark.parametrize("change,message", [
+    ({"sampling": {"base_temprature": 0.6}}, r"\[sampling\]: unknown key\(s\) \['base_temprature'\]"),
+    ({"sampling": 1}, r"\[sampling\] must be a table"),
+    ({"sampling": {"top_p": "0.9"}}, r"\[sampling\] top_p must be a number, got '0.9'"),
+    ({"n": 2.7}, r"x.toml: n must be an integer, got 2.7"),
+    ({"n": "ten"}, r"x.toml: n must be an integer, got 'ten'"),
+    ({"seed": "x"}, r"x.toml: seed must be an integer"),
+    ({"problems": -2}, r"x.toml: problems must be >= 1"),
+    ({"problems": "2"}, r"x.toml: problems must be an integer"),
+    ({"levels": 3}, r"x.toml: levels must be a list of integers"),
+    ({"levels": [1, "2"]}, r"x.toml: levels must be an integer, got '2'"),
+    ({"prompt": {"chat": "false"}}, r"\[prompt\] chat must be true or false, got 'false'"),
+    ({"prompt": {"template": "{problem} {x}"}}, r"\[prompt\] template may use only \{problem\}.*KeyError"),
+    ({"engine_options": 5}, r"engine_options must be a table"),
+    ({"models": {"base": "toy:base", "oracle": "toy:oracle", "judge": "x"}}, r"\[models\]: unknown key"),
+    ({"configs": {"policy": "base"}}, r"configs must be a list of tables"),
+    ({"configs": [{"policy": "random", "c": 1, "k": 2.9}]}, r"\[\[configs\]\] #1: k must be an integer, got 2.9"),
+    ({"configs": [{"policy": "random", "c": [1, 1.5], "k": 2}]}, r"#1: c must be an integer, got 1.5"),
+    ({"configs": [{"policy": "entropy", "tau": "0.5", "k": 2, "max_c": 1}]}, r"#1: tau must be a number, got '0.5'"),
+    ({"configs": [{"policy": "entropy", "tau": 0.5, "k": 2, "max_c": 1.5}]}, r"#1: max_c must be an integer"),
+])
+def test_config_values_are_type_checked(change: dict, message: str) -> None:
+    """Every TOML value has its type checked, naming the file and key: no silent truncation, coercion or ignored key."""
+    with pytest.raises(ConfigError, match=message):
+        parse_experiment({**SMALL_EXPERIMENT, **change}, "x.toml")
+
+
 def _small_toml(path: Path) -> Path:
     lines = [f'{key} = {json.dumps(value)}' for key, value in SMALL_EXPERIMENT.items() if key not in ("models", "configs")]
     lines += ["[models]", 'base = "toy:base"', 'oracle = "toy:oracle"']
