@@ -48,6 +48,7 @@ class FitOptions:
     n_boot: int = 200
     level: float = 0.95
     seed: int = 0
+    anchor: bool = True  # extrapolations pass through the last empirical point (see GroupFit.curve)
 
     def __post_init__(self) -> None:
         """Reject unknown names early."""
@@ -111,6 +112,15 @@ def ci_list(boot: np.ndarray | None, level: float) -> list[float | None]:
         return [None, None]
     lo, hi = curves.percentile_ci(np.asarray(boot, float)[:, None], level)
     return [json_float(lo[0]), json_float(hi[0])]
+
+
+def anchored(model: np.ndarray, model_end: np.ndarray, empirical_end: np.ndarray) -> np.ndarray:
+    """A fitted coverage curve scaled in −log space to pass through the empirical endpoint: model^r with
+    r = log(empirical_end) / log(model_end); where r is undefined (a saturated fit) the model is kept."""
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        ratio = np.log(empirical_end) / np.log(model_end)
+        out = np.exp(np.log(model) * ratio)
+    return np.where(np.isfinite(ratio) & np.isfinite(out), out, model)
 
 
 @dataclass
@@ -202,7 +212,13 @@ class GroupFit:
 
     def curve(self, k: np.ndarray, estimator: str | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """Coverage at k: empirical for k <= min(n), the fit beyond. (point, boot, extrapolated, method)."""
+        """Coverage at k: empirical for k <= min(n), the fit beyond. (point, boot, extrapolated, method).
+
+        Beyond min(n) the fit is anchored (`FitOptions.anchor`): its −log coverage is scaled to equal
+        the empirical curve's at min(n) (for a power law: a rescaled, b kept), so the curve is
+        continuous and non-decreasing at the seam; each bootstrap replicate is anchored to its own
+        empirical endpoint.
+        """
         k = np.asarray(k, float)
         grid = np.concatenate([[0.0], self.ks])
         emp = np.concatenate([[0.0], self.cov])
@@ -212,9 +228,13 @@ class GroupFit:
         boot = curves.interp_rows(np.broadcast_to(k, (len(emp_boot), k.size)), grid, emp_boot)
         method = "empirical"
         if not within.all():
-            method, mp, mb = self.model_coverage(k[~within], estimator)
-            point[~within] = mp
-            boot[:, ~within] = np.nan if mb is None else mb
+            # the fit is also read at n_min, where the extrapolation is anchored to the empirical curve
+            method, mp, mb = self.model_coverage(np.concatenate([[self.n_min], k[~within]]), estimator)
+            point[~within] = anchored(mp[1:], mp[:1], self.cov[-1:]) if self.options.anchor else mp[1:]
+            if mb is None:
+                boot[:, ~within] = np.nan
+            else:
+                boot[:, ~within] = anchored(mb[:, 1:], mb[:, :1], self.cov_boot[:, -1:]) if self.options.anchor else mb[:, 1:]
         return point, boot, ~within, method
 
     def predict(self, ks: list[float], estimator: str | None = None) -> dict[str, dict[str, Any]]:

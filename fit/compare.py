@@ -2,8 +2,8 @@
 
 Compute per problem for k samples is k × the config's mean cost per sample (the mean over its
 problems of each problem's mean cost per sample, from fit.cost or the counts' cost column). The
-coverage curve is empirical up to k = min(n) and the group's default fit beyond (marked
-``extrapolated``), made non-decreasing before it is inverted.
+coverage curve is empirical up to k = min(n) and the group's default fit beyond, anchored to the
+empirical endpoint (marked ``extrapolated``), made non-decreasing before it is inverted.
 
 Compute multiplier of a config g against a reference r (pure base or pure oracle sampling):
 

@@ -4,7 +4,8 @@ For every model in the Pythia GSM8K counts (Schaeffer et al. 2025): K = the smal
 model's problems, the target is the empirical coverage@K from the full counts (unbiased pass@K,
 every problem has n >= K). Each problem's samples are then subsampled to m = K / ratio without
 replacement — the subsampled successes are hypergeometric(n, correct, m) — and each estimator,
-fitted on the subsample only, predicts coverage@K (a ratio× extrapolation). Reported: mean absolute
+fitted on the subsample only, predicts coverage@K (a ratio× extrapolation), anchored to the
+subsample's empirical coverage@m (the default) and, for comparison, not anchored. Reported: mean absolute
 error, bias, RMSE and how often the 95% CI contains the target, per ratio and estimator.
 
     python scripts/eval_extrapolation.py [--counts ../shared/data/pythia_gsm8k_counts.csv]
@@ -16,6 +17,7 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +27,8 @@ from fit.analysis import FitOptions, GroupFit
 from fit.counts import load_counts
 
 ESTIMATORS = ("power_law/loglog", "power_law/nonlinear", "beta_binomial/beta", "beta_binomial/zi_beta",
-              "ensemble", "no extrapolation")
+              "ensemble", "ensemble/unanchored", "power_law/nonlinear/unanchored", "beta_binomial/beta/unanchored",
+              "no extrapolation")
 MIN_SUBSAMPLE = 8
 
 
@@ -33,7 +36,7 @@ def predict_all(frame: pd.DataFrame, k: float, n_boot: int, seed: int) -> dict[s
     """(coverage, low, high, method) at k from every estimator, each fitted on `frame` by the real code path."""
     weights = curves.bootstrap_weights(len(frame), n_boot, seed)
 
-    def one(estimator: str, **opts: str) -> tuple:
+    def one(estimator: str, **opts: Any) -> tuple:
         """Fit with these options and predict at k."""
         g = GroupFit("g", frame, FitOptions(estimator=estimator, n_boot=n_boot, seed=seed, **opts), weights)
         p = next(iter(g.predict([k]).values()))
@@ -48,6 +51,9 @@ def predict_all(frame: pd.DataFrame, k: float, n_boot: int, seed: int) -> dict[s
         "beta_binomial/beta": one("beta_binomial", family="beta"),
         "beta_binomial/zi_beta": one("beta_binomial", family="zi_beta"),
         "ensemble": one("ensemble", power_law_method="nonlinear", family="beta"),
+        "ensemble/unanchored": one("ensemble", power_law_method="nonlinear", family="beta", anchor=False),
+        "power_law/nonlinear/unanchored": one("power_law", power_law_method="nonlinear", anchor=False),
+        "beta_binomial/beta/unanchored": one("beta_binomial", family="beta", anchor=False),
         "no extrapolation": (p["coverage"], p["low"], p["high"], p["method"]),
     }
 

@@ -2,14 +2,18 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from fit import curves
-from fit.analysis import FitOptions, fit_groups
-from fit.counts import validate_counts
+from fit.analysis import FitOptions, GroupFit, fit_groups
+from fit.counts import load_counts, validate_counts
+
+PYTHIA = Path(__file__).parent / "fixtures" / "pythia_gsm8k_counts.csv"
 
 
 def _frame(group: str, n, c) -> pd.DataFrame:
@@ -51,10 +55,33 @@ def test_within_range_is_empirical_beyond_is_fit(groups) -> None:
     assert pred["50"]["coverage"] == pytest.approx(expected, rel=1e-12)
     assert pred["50"]["low"] < expected < pred["50"]["high"]
     assert pred["1000"]["method"] == "ensemble" and pred["1000"]["extrapolated"]
-    _, beta_pt, _ = g.model_coverage(np.array([1000.0]), "beta_binomial")
-    _, pl_pt, _ = g.model_coverage(np.array([1000.0]), "power_law")
-    assert pred["1000"]["coverage"] == pytest.approx((beta_pt[0] + pl_pt[0]) / 2, rel=1e-12)
+    ks = np.array([float(g.n_min), 1000.0])
+    _, beta_pt, _ = g.model_coverage(ks, "beta_binomial")
+    _, pl_pt, _ = g.model_coverage(ks, "power_law")
+    ensemble = (beta_pt + pl_pt) / 2  # anchored: −log coverage scaled to the empirical curve's at n_min
+    anchored = np.exp(np.log(ensemble[1]) * np.log(g.cov[-1]) / np.log(ensemble[0]))
+    assert pred["1000"]["coverage"] == pytest.approx(anchored, rel=1e-12)
     assert pred["1000"]["low"] <= pred["1000"]["coverage"] <= pred["1000"]["high"]
+    unanchored = GroupFit(g.name, g.frame, replace(g.options, anchor=False), g.weights).predict([1000])
+    assert unanchored["1000"]["coverage"] == pytest.approx(ensemble[1], rel=1e-12)
+
+
+def test_extrapolation_continues_the_empirical_curve() -> None:
+    """Past the sampled range the anchored curve starts at the empirical endpoint and never steps down,
+    where the raw fit can start below it (a real Pythia group where it does)."""
+    frame = load_counts(PYTHIA, by="model")
+    frame = frame[frame["group"] == "Pythia_410M_300B"]
+    weights = curves.bootstrap_weights(len(frame), 40, 0)
+    for anchor in (True, False):
+        g = GroupFit("g", frame, FitOptions(n_boot=40, anchor=anchor), weights)
+        k = np.array([g.n_min, g.n_min + 1, 1.5 * g.n_min, 10 * g.n_min], float)
+        point, boot, extrapolated, _ = g.curve(k)
+        assert extrapolated.tolist() == [False, True, True, True]
+        if anchor:
+            assert 0 <= point[1] - point[0] < 2e-3 and np.all(np.diff(point) >= 0)
+            assert np.all(np.diff(boot, axis=1)[np.isfinite(np.diff(boot, axis=1))] >= -1e-12)
+        else:
+            assert point[1] < point[0] - 0.005  # the seam this fixes
 
 
 def test_differing_n(groups) -> None:
