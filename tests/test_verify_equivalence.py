@@ -174,6 +174,10 @@ def test_fast_path_agrees_with_math_verify() -> None:
         ("(1,2)", "(2,1)", False),
         ("\\frac{4}{15}", "\\frac{15}{4}", False),
         ("7", "-7", False),
+        ("Monday", "\\text{Monday}", True),  # bare words parse as products of letters, \\text{} as one name
+        ("\\textbf{no solution}", "no  solution", True),
+        ("Monday", "Tuesday", False),
+        ("\\text{Monday}", "\\text{Tuesday}", False),
     ],
 )
 def test_vote_keys_group_equivalent_answers(a: str, b: str, same: bool) -> None:

@@ -159,6 +159,30 @@ def test_cache_alone_regrades_without_math_verify(run_dir: Path, monkeypatch: py
     pd.testing.assert_frame_equal(first, second)
 
 
+def test_deleted_class_registry_regrades_so_vote_classes_stay_consistent(tmp_path: Path) -> None:
+    """With _grades/_cache deleted, new wrong answers must not reuse the class numbers of old ones: the
+    run is graded again whole (maj@n of 5,5,7 then 8,8 is a 2-2 tie between 5 and 8, not 8 merged with 7)."""
+    from verify.tables import summarize_grades
+
+    problems = [ProblemSpec("p", "5", "", 1, "Algebra")]
+    first = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1, 2],
+                          "text": ["\\boxed{5}", "\\boxed{5}", "\\boxed{7}"]})
+    run = write_run_dir(tmp_path / "run", problems, first)
+    verify.grade_run(run, progress=False)
+    import shutil
+
+    shutil.rmtree(run / "_grades" / "_cache")
+    more = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [3, 4],
+                         "text": ["\\boxed{8}", "\\boxed{8}"]})
+    more.to_parquet(run / "samples" / "more.parquet")
+    grades, stats = grade_run_with_stats(run, progress=False)
+    assert stats.newly_graded == 5 and len(_parts(run)) == 1
+    classes = dict(zip(grades["sample_index"], grades["answer_class"]))
+    assert classes[0] == classes[1] == 0 and classes[3] == classes[4] != classes[2] != 0
+    summary = summarize_grades(grades)
+    assert summary.loc[summary["config"] == "c", "maj@n"].iloc[0] == pytest.approx(0.5)
+
+
 def test_interrupted_write_never_corrupts(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash while writing grades leaves earlier grades intact and no visible partial file."""
     verify.grade_run(run_dir, progress=False)

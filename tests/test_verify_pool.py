@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
 from verify.pool import Outcome, TaskPool
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def test_results_in_order_and_reused_workers() -> None:
@@ -65,3 +70,17 @@ def test_rejects_bad_timeouts() -> None:
     for bad in (float("nan"), float("inf"), 1e10):  # NaN slipped through `<= 0`; huge waits overflow select()
         with pytest.raises(ValueError, match="timeout must be"):
             TaskPool(timeout=bad)
+
+
+def test_a_script_without_main_guard_gets_an_error_not_a_wrong_grade(tmp_path: Path) -> None:
+    """Workers re-import the main module: without `if __name__ == "__main__":` they die on start-up, which
+    is a clear RuntimeError (it used to be graded False silently); with the guard the same call works."""
+    script = tmp_path / "grade.py"
+    script.write_text('import verify\nprint("RESULT", verify.is_equivalent("0.5", "\\\\frac{1}{2}"))\n')
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode != 0 and "RESULT" not in run.stdout
+    assert 'if __name__ == "__main__":' in run.stderr
+    script.write_text('import verify\nif __name__ == "__main__":\n    print("RESULT", verify.is_equivalent("0.5", "\\\\frac{1}{2}"))\n')
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 0 and "RESULT True" in run.stdout, run.stderr[-2000:]

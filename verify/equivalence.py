@@ -12,8 +12,9 @@ because math-verify's own timeouts use `signal.alarm` (main thread only) and can
 code such as a huge integer power.
 
 `answer_key` maps an answer to the key that majority voting groups by: the exact value for numbers
-(`\\frac12`, `0.5` and `1/2` all become `q:1/2`), sympy's printed form of math-verify's parse for
-other expressions, and the MATH-normalised string when nothing parses.
+(`\\frac12`, `0.5` and `1/2` all become `q:1/2`), the lower-cased words for answers that are only
+words (`Monday` and `\\text{Monday}` both `w:monday`), sympy's printed form of math-verify's parse
+for other expressions, and the MATH-normalised string when nothing parses.
 """
 from __future__ import annotations
 
@@ -90,6 +91,26 @@ def fast_verdict(reference: str, answer: str) -> bool | None:
     if ref_value is not None and ans_value is not None:
         return ref_value == ans_value
     return None
+
+
+_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
+_WORDS = re.compile(r"[A-Za-z]{2,}(?: [A-Za-z]+)*")
+
+
+def word_key(answer: str) -> str | None:
+    """Vote key of an answer that is only words (`Monday`, `\\text{Monday}`, `no solution`), else None.
+
+    math-verify parses bare words as products of single-letter symbols but `\\text{}` as one name,
+    so the two spellings of one word would vote apart; the lower-cased words are the key instead.
+    """
+    text = answer.replace("$", "")
+    while True:
+        unwrapped = _TEXT_WRAPPER.sub(r"\1", text)
+        if unwrapped == text:
+            break
+        text = unwrapped
+    text = " ".join(text.replace("~", " ").replace("\\ ", " ").split())
+    return "w:" + text.lower() if _WORDS.fullmatch(text) else None
 
 
 def fast_key(answer: str) -> str | None:
@@ -169,7 +190,7 @@ def answer_key(parsed: list[Any], answer: str, seconds: int = 1) -> str:
     import sympy
     from math_verify.grader import is_assignment_relation, take_last_relation
 
-    fast = fast_key(answer)
+    fast = fast_key(answer) or word_key(answer)
     if fast is not None:
         return fast
     expr = next((p for p in parsed if not isinstance(p, str)), None)

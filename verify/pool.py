@@ -5,7 +5,8 @@ timeouts work there too). The parent owns the hard limit: it waits on the worker
 deadline, SIGKILLs a worker whose task is past its deadline and starts a fresh one, so C code that
 never returns to the interpreter (a huge integer power, a regex gone exponential) costs at most
 `timeout` seconds. A worker that dies (segfault, out-of-memory kill) is reported as an error and
-replaced too. Workers also get an address-space limit, so a runaway allocation fails fast with
+replaced too; a worker that dies on start-up (a script without an `if __name__ == "__main__":`
+guard) is a RuntimeError. Workers also get an address-space limit, so a runaway allocation fails fast with
 MemoryError instead of swapping the machine.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any
 __all__ = ["Outcome", "TaskPool", "default_workers"]
 
 _PRELOAD = ["math_verify", "verify.equivalence"]
+READY = "ready"  # a worker's first message
+START_TIMEOUT = 120.0  # seconds a worker may take to start (imports math-verify and sympy)
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):
             pass
+    conn.send(READY)  # started: task deadlines count from here, not from the process start
     while True:
         try:
             message = conn.recv()
@@ -93,6 +97,19 @@ class _Worker:
         self.process = ctx.Process(target=_worker_main, args=(child, memory_limit_mb), daemon=True)
         self.process.start()
         child.close()
+
+    def wait_ready(self, seconds: float) -> None:
+        """Wait for the worker's READY message; a worker that dies or hangs on start-up is an error, not a grade."""
+        try:
+            if self.conn.poll(seconds) and self.conn.recv() == READY:
+                return
+        except (EOFError, OSError):
+            pass
+        self.kill()
+        raise RuntimeError(
+            f"a verify worker process failed to start (exit code {self.process.exitcode}). Workers re-import the "
+            "main module, so a script that grades must call verify under `if __name__ == \"__main__\":`"
+        )
 
     def kill(self) -> None:
         """SIGKILL the process and release its pipe."""
@@ -136,9 +153,17 @@ class TaskPool:
         self._idle: list[_Worker] = []
         self.killed = 0  # workers killed for overrunning, over the pool's life
 
-    def _start(self) -> _Worker:
-        """A fresh worker."""
-        return _Worker(self._ctx, self.memory_limit_mb)
+    def _start(self, count: int) -> list[_Worker]:
+        """`count` fresh workers, started together and each ready for a task."""
+        workers = [_Worker(self._ctx, self.memory_limit_mb) for _ in range(count)]
+        try:
+            for worker in workers:
+                worker.wait_ready(START_TIMEOUT)
+        except BaseException:
+            for worker in workers:
+                worker.kill()
+            raise
+        return workers
 
     def map(
         self,
@@ -164,8 +189,13 @@ class TaskPool:
 
         try:
             while queue or busy:
+                missing = min(self.n_workers - len(busy), len(queue)) - len(self._idle)
+                if missing > 0:
+                    self._idle.extend(self._start(missing))
                 while queue and len(busy) < self.n_workers:
-                    worker = self._idle.pop() if self._idle else self._start()
+                    if not self._idle:
+                        self._idle.extend(self._start(1))
+                    worker = self._idle.pop()
                     index = queue[0]
                     try:
                         worker.conn.send((index, fn, tasks[index]))

@@ -16,7 +16,9 @@ vote key (`verify.equivalence.answer_key`), numbered in order of first grading; 
 Every file is written under a temporary name and renamed, and grades are written last, so an
 interrupted run leaves only complete files; re-running grades only samples without a grade.
 Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
-(`study verify --regrade`) grades every sample again, which re-tries just those.
+(`study verify --regrade`) grades every sample again, which re-tries just those. A run whose
+class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
+consistent.
 """
 from __future__ import annotations
 
@@ -256,6 +258,10 @@ def grade_run_with_stats(
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
     keys = read_sample_columns(files, KEY_COLUMNS)
     keys = keys.drop_duplicates(KEY_COLUMNS, keep="first")
+    if not regrade and _parquet_files(grades_dir(run, grader)) and not _cache_path(run, grader, "classes").is_file():
+        # the answer-class registry is gone (deleted by hand): numbering only the new samples' answers
+        # could give one answer two classes, or two answers one, so every sample is graded again
+        regrade = True
     replaced = _parquet_files(grades_dir(run, grader)) if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
     if len(existing):
