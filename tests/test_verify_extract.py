@@ -27,6 +27,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
         # several boxes: the last one
         (r"first \boxed{1}, then \boxed{2}, finally $\boxed{3}$.", "3"),
         (r"\fbox{7} and later \boxed{8}", "8"),
+        # a list of boxes joined only by "and", commas and $ is one answer (MATH's "the answers are ...")
+        (r"the answers are $\boxed{-2}$ and $\boxed{1}$.", "-2, 1"),
+        (r"$x = \boxed{2}$, $\boxed{3}$, and $\boxed{\frac{1}{2}}$", r"2, 3, \frac{1}{2}"),
+        (r"$\boxed{4}$ $\boxed{4}$", "4"),  # a box repeated is one answer
+        (r"$\boxed{x+11}$ or $\boxed{11+x}$", "11+x"),  # "or" gives two spellings of one answer: the last
+        (r"$a=\boxed{53}$ and $b=\boxed{2}$", "2"),  # text between the boxes: not a list
         (r"\boxed{8} and later \fbox{7}", "7"),
         # unbraced argument
         (r"The answer is $\boxed 5$.", "5"),

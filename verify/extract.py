@@ -5,6 +5,8 @@ Rules, in order (the first rule that yields a non-empty answer wins):
 1. The last `\\boxed{...}` or `\\fbox{...}` whose braces balance (escaped `\\{`/`\\}` do not count).
    A box left open (a truncated completion) or an empty box is skipped and the one before it is
    tried. `\\boxed 5` (argument without braces) takes the text up to the next `$` or line end.
+   Boxes right before it joined only by "and", commas and `$` (`$\\boxed{-2}$ and
+   $\\boxed{1}$`) are one list answer, `-2, 1`.
 2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X" (X runs to the line
    end; surrounding `$...$`, `**`, a trailing period and Minerva's "I hope it is correct." are
    stripped).
@@ -79,33 +81,53 @@ def _unbraced_argument(text: str, arg_start: int) -> str:
 
 
 def extract_boxed(text: str) -> str | None:
-    """Content of the last balanced, non-empty `\\boxed{}`/`\\fbox{}` in text, or None."""
+    """Content of the last balanced, non-empty `\\boxed{}`/`\\fbox{}` in text, or None; boxes just before
+    it that are joined to it only by "and", commas and `$` are part of the answer ("a, b")."""
     boxes = _box_starts(text)
     if not boxes:
         return None
-    pairs: dict[int, int] | None = None
-    for _, arg_start in reversed(boxes):
-        pos = arg_start
-        while pos < len(text) and text[pos] in " \t":
-            pos += 1
-        if pos >= len(text):
+    state: dict[str, dict[int, int] | None] = {"pairs": None}
+    for i in range(len(boxes) - 1, -1, -1):
+        found = _box_content(text, boxes[i][1], state, boxes[0][1])
+        if found is None:
             continue
-        if text[pos] != "{":
-            content = _unbraced_argument(text, pos)
-        else:
-            if pairs is None:
-                close = _matching_brace(text, pos)
-                if close == -1:
-                    # An unclosed box: match every brace once, so earlier boxes cost O(1) each.
-                    pairs = _all_matches(text, boxes[0][1])
-            else:
-                close = pairs.get(pos, -1)
-            if close == -1:
-                continue
-            content = text[pos + 1 : close].strip()
-        if content:
-            return content
+        parts = [found[0]]
+        while i > 0:  # "the answers are $\boxed{-2}$ and $\boxed{1}$": a list of boxes is one answer
+            before = _box_content(text, boxes[i - 1][1], state, boxes[0][1])
+            if before is None or before[1] is None or not _LIST_GLUE_RE.fullmatch(text, before[1], boxes[i][0]):
+                break
+            parts.insert(0, before[0])
+            i -= 1
+        return ", ".join(dict.fromkeys(parts))  # a box repeated is one answer
     return None
+
+
+_LIST_GLUE_RE = re.compile(r"[\s$]*(?:,|,?\s*and)?[\s$]*")  # not "or": "x+11 or 11+x" are two spellings
+
+
+def _box_content(text: str, arg_start: int, state: dict[str, dict[int, int] | None], first_arg: int
+                 ) -> tuple[str, int | None] | None:
+    """(content, end after the closing brace; None for an unbraced box) of one box, or None when open or empty."""
+    pos = arg_start
+    while pos < len(text) and text[pos] in " \t":
+        pos += 1
+    if pos >= len(text):
+        return None
+    if text[pos] != "{":
+        content = _unbraced_argument(text, pos)
+        return (content, None) if content else None
+    pairs = state["pairs"]
+    if pairs is None:
+        close = _matching_brace(text, pos)
+        if close == -1:
+            # An unclosed box: match every brace once, so earlier boxes cost O(1) each.
+            state["pairs"] = _all_matches(text, first_arg)
+    else:
+        close = pairs.get(pos, -1)
+    if close == -1:
+        return None
+    content = text[pos + 1 : close].strip()
+    return (content, close + 1) if content else None
 
 
 def _strip_delimiters(answer: str) -> str:
