@@ -26,6 +26,7 @@ class SampleState:
     entropy: list[float] = field(default_factory=list)  # base entropy per generated position (NaN: not computed)
     called: set[int] = field(default_factory=set)  # models (0 base, 1 oracle) that have run on this sample
     judged: int = 0  # judge policy: generated tokens before this position are settled
+    seen: list[int] = field(default_factory=lambda: [0, 0])  # per model: tokens[:seen] it has read (never booked again)
 
     @classmethod
     def start(cls, request: SampleRequest) -> "SampleState":
@@ -67,10 +68,14 @@ class SampleState:
             self.done, self.record.finish_reason = True, "length"
 
     def book_prefill(self, who: int, start: int) -> None:
-        """Model `who` reads tokens[start:]: book those it did not write (the whole prompt at its first call)."""
+        """Model `who` reads tokens[start:]: book those it did not write and has not read before (the whole
+        prompt at its first call). An engine may re-read a token it has seen (the judge's oracle re-reads
+        the last settled token to predict the next); that is not prefill of a token it had not seen."""
         first_call = who not in self.called
         self.called.add(who)
-        foreign = sum(1 for owner in self.owner[0 if first_call else start :] if owner != who)
+        begin = 0 if first_call else max(start, self.seen[who])
+        foreign = sum(1 for owner in self.owner[begin:] if owner != who)
+        self.seen[who] = len(self.tokens)
         if who == PROVENANCE_BASE:
             self.record.base_prefill += foreign
         else:
@@ -103,6 +108,7 @@ class SampleState:
         cut = self.first_unjudged + flagged
         self.record.discarded += len(self.tokens) - cut
         del self.tokens[cut:], self.owner[cut:], self.entropy[self.judged + flagged :]
+        self.seen = [min(seen, cut) for seen in self.seen]  # what follows the cut will be new tokens
         self.done, self.record.finish_reason = False, ""
         self.judged = self.generated
         self.hand_to_oracle()

@@ -198,7 +198,7 @@ class TorchEngine:
 
     def _judge(self, rows: list[_Row], indices: list[int]) -> None:
         """The oracle scores each row's unjudged base tokens in one prefill; roll back at the first it rejects."""
-        for i in indices:  # re-read the last settled token so the first unjudged one gets a prediction
+        for i in indices:  # re-read the last settled token so the first unjudged one gets a prediction (not booked again)
             row = rows[i]
             first = row.first_unjudged
             if self.oracle.filled[row.slot] >= first:
@@ -218,7 +218,7 @@ class TorchEngine:
             cut = row.apply_judgement(scores)
             if cut is not None:  # rolled back to just before the rejected token
                 self.base.filled[row.slot] = min(self.base.filled[row.slot], cut)
-                self.oracle.filled[row.slot] = cut - 1  # the oracle re-reads the last kept token to predict the next
+                self.oracle.filled[row.slot] = cut - 1  # the oracle re-reads the last kept token (seen: not booked) to predict the next
 
     def _call(
         self, model: KVModel, rows: list[_Row], indices: list[int], who: int, every_position: bool = False

@@ -360,7 +360,7 @@ class VllmEngine:
         """Settle buffered base tokens window by window as the torch engine judges them; ask for scores or move on.
 
         Each window (`every` tokens, fewer where the sample ended) is appended and counted, the
-        oracle's prefill booked as in the torch engine (it re-reads the last settled token, then
+        oracle's prefill booked as in the torch engine (it re-reads the last settled token, not booked again, then
         the window), and judged. A rejection rolls back, ends the stream and hands to the oracle.
         """
         spec = row.request.config.policy

@@ -650,6 +650,21 @@ def test_judge_rollback_keeps_accounting_consistent(pair, prompts) -> None:
         assert sum(math.ceil(len(r) / spec.k) for r in runs if len(r)) <= record.interventions
 
 
+@pytest.mark.parametrize("every", [1, 8])
+def test_judge_books_each_token_the_oracle_reads_once(pair, prompts, every: int) -> None:
+    """With unlimited checks the oracle reads the prompt once and every base token once (kept or rolled back):
+    oracle_prefill is exactly that, though the engine re-reads the last settled token before each window."""
+    tok = pair.tokenizer
+    engine = TorchEngine(pair.base, pair.oracle, tok.eos_token_id, slots=64, max_len=200)
+    spec = PolicySpec("judge", k=2, alpha=0.2, every=every, max_c=MAX_TOKENS)
+    config = GuidedConfig(spec, SamplingParams(1.0), SamplingParams(1.0), MAX_TOKENS)
+    requests = _requests(prompts[:5], config, 4)
+    records = engine.run_block(requests)
+    assert sum(r.interventions for r in records) > 0 and sum(r.discarded for r in records) > 0
+    for record, request in zip(records, requests):
+        assert record.oracle_prefill == len(request.prompt_ids) + record.base_decode
+
+
 def test_judge_is_deterministic_and_stored(tmp_path: Path) -> None:
     experiment = _experiment(configs=[{"policy": "judge", "k": 3, "alpha": 0.1, "every": 8, "max_c": 4}])
     first, second = tmp_path / "a", tmp_path / "b"
