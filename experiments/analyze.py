@@ -46,21 +46,40 @@ def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict,
     """First wrong token of each sample by greedy oracle rollouts (experiments.rollout_locator)."""
     import verify
     from experiments.rollout_locator import locate_by_rollouts
+    from sampling.models import stop_ids
     from sampling.torch_engine import torch_engine_for
 
+    if wrong.empty:
+        return []
     tokenizer = pair.tokenizer
     longest = max(len(prompts[pid]) + len(ids) for pid, ids in zip(wrong.problem_id, wrong.token_ids))
     engine = torch_engine_for(pair, slots=256, max_len=longest + max_tokens)
     samples = [(prompts[pid], [int(t) for t in ids], problems[pid].answer) for pid, ids in zip(wrong.problem_id, wrong.token_ids)]
     return locate_by_rollouts(
         engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref),
-        samples, max_tokens, tokenizer.eos_token_id,
+        samples, max_tokens, stop_ids(pair.manifest["base"]["path"], tokenizer),  # the ids the sampler stopped on
     )
+
+
+def resolve_locator(manifest: dict, locator: str, run_dir: Path) -> str:
+    """The locator to use: `auto` is exact on the toy world, rollouts elsewhere."""
+    if locator not in LOCATORS:
+        raise AnalysisError(f"locator must be one of {', '.join(LOCATORS)}, got {locator!r}")
+    if locator == "auto":
+        return default_locator(manifest)
+    if locator == "exact" and manifest.get("dataset") not in TOY_DATASETS:
+        raise AnalysisError(f"{run_dir} samples dataset {manifest.get('dataset')!r}: the exact locator needs the toy world; use rollouts")
+    return locator
+
+
+def default_locator(manifest: dict) -> str:
+    """exact on the toy world (a canonical solution), rollout elsewhere."""
+    return "exact" if manifest.get("dataset") in TOY_DATASETS else "rollout"
 
 
 def collect_tokens(
     run_dir: Path, config: str = "base", max_samples: int = 1000, seed: int = 0,
-    progress: Callable[[int], None] | None = None, with_hidden: bool = False, locator: str = "auto",
+    progress: Callable[[int, int], None] | None = None, with_hidden: bool = False, locator: str = "auto",
 ) -> tuple[pd.DataFrame, dict[str, int]]:
     """Per-token signal rows (sample, position, label, entropy, top1, margin, oracle_token_prob) and counts.
 
@@ -76,12 +95,7 @@ def collect_tokens(
     from sampling.runner import encode_prompt, prompts_digest
 
     manifest = read_manifest(run_dir)
-    if locator not in LOCATORS:
-        raise AnalysisError(f"locator must be one of {', '.join(LOCATORS)}, got {locator!r}")
-    if locator == "auto":
-        locator = "exact" if manifest.get("dataset") in TOY_DATASETS else "rollout"
-    if locator == "exact" and manifest.get("dataset") not in TOY_DATASETS:
-        raise AnalysisError(f"{run_dir} samples dataset {manifest.get('dataset')!r}: the exact locator needs the toy world; use rollouts")
+    locator = resolve_locator(manifest, locator, run_dir)
     if config not in manifest["configs"]:
         raise AnalysisError(f"{run_dir} has no config {config!r}; it has {', '.join(manifest['configs'])}")
     if "oracle" not in manifest["models"]:
@@ -109,7 +123,7 @@ def collect_tokens(
     rows = []
     for number, (sample, position) in enumerate(zip(wrong.itertuples(index=False), positions)):
         if progress is not None:
-            progress(number)
+            progress(number, len(wrong))
         ids = [int(t) for t in sample.token_ids]
         if position is None:
             counts["no_wrong_token"] += 1
@@ -136,18 +150,25 @@ def collect_tokens(
 
 
 def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_boot: int = 500, seed: int = 0,
-                progress: Callable[[int], None] | None = None, locator: str = "auto") -> tuple[pd.DataFrame, dict[str, int], Path]:
-    """Collect tokens, compute AUCs, write tokens.parquet, auc.csv and plots under RUN_DIR/_fit/analysis/."""
+                progress: Callable[[int, int], None] | None = None, locator: str = "auto") -> tuple[pd.DataFrame, dict[str, int], Path]:
+    """Collect tokens, compute AUCs, write tokens.parquet, auc.csv and plots under RUN_DIR/_fit/analysis/.
+
+    Files are named by the config (`first_wrong_auc_base.csv`), with the locator added where it is not
+    the dataset's default (`first_wrong_auc_base.rollout.csv` on the toy world), so neither overwrites the other.
+    """
     from fit.signal_plots import plot_signals
     from fit.signals import auc_table
 
+    manifest = read_manifest(run_dir)
+    locator = resolve_locator(manifest, locator, run_dir)
     tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress, locator=locator)
     if counts["analysed"] == 0:
         raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir}")
     table = auc_table(tokens, n_boot=n_boot, seed=seed)
     out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    tokens.to_parquet(out / f"first_wrong_tokens_{config}.parquet")
-    table.to_csv(out / f"first_wrong_auc_{config}.csv", index=False)
-    plot_signals(tokens, table, out, config)
+    name = config if locator == default_locator(manifest) else f"{config}.{locator}"
+    tokens.to_parquet(out / f"first_wrong_tokens_{name}.parquet")
+    table.to_csv(out / f"first_wrong_auc_{name}.csv", index=False)
+    plot_signals(tokens, table, out, name)
     return table, counts, out

@@ -17,7 +17,7 @@ def analyze(
     run_dir: Path = typer.Argument(..., help="A run directory sampled on the toy world."),
     config: str = typer.Option("base", "--config", help="Which config's wrong samples to analyse."),
     max_samples: int = typer.Option(1000, "--max-samples", min=1, help="Analyse at most this many wrong samples (random subset)."),
-    boot: int = typer.Option(500, "--boot", min=2, help="Bootstrap replicates (over samples) for the AUC CIs."),
+    boot: int = typer.Option(500, "--boot", min=2, help="Bootstrap replicates (over problems) for the AUC CIs."),
     seed: int = typer.Option(0, "--seed"),
     locator: str = typer.Option("auto", "--locator", help="exact (toy world), rollout (greedy oracle rollouts, any dataset), or auto."),
 ) -> None:
@@ -28,9 +28,10 @@ def analyze(
     try:
         with Progress(TextColumn("rescoring wrong samples"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("rescore", total=max_samples)
+            task = progress.add_task("rescore", total=None)
             table, counts, out = analyze_run(run_dir, config, max_samples, boot, seed,
-                                             progress=lambda i: progress.update(task, completed=i + 1), locator=locator)
+                                             progress=lambda i, total: progress.update(task, completed=i + 1, total=total),
+                                             locator=locator)
     except (AnalysisError, RunDirError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None

@@ -193,11 +193,15 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
         return []
     out = ["\n## Where samples first go wrong (`study analyze`)\n",
            "ROC AUC of each signal for \"this base token is the sample's first wrong token\" among the base tokens "
-           "of wrong samples up to that token (95% bootstrap CI over samples).\n"]
+           "of wrong samples up to that token (95% bootstrap CI over problems).\n"]
     for table in tables:
-        config = table.stem.removeprefix("first_wrong_auc_")
+        config = table.stem.removeprefix("first_wrong_auc_")  # CONFIG, or CONFIG.LOCATOR for a non-default locator
+        name, _, locator = config.rpartition(".")
+        if locator not in ("exact", "rollout"):  # config ids have dots too (entropy-t0.5-k5-m4)
+            name, locator = config, ""
         frame = pd.read_csv(table)
-        out += [f"\nConfig `{config}`:\n", _md_table([
+        located = f" (first wrong token located by {locator})" if locator else ""
+        out += [f"\nConfig `{name}`{located}:\n", _md_table([
             {"signal": r.signal, "ROC AUC": f"{r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]",
              "first wrong tokens": f"{r.positives:,}", "earlier tokens": f"{r.negatives:,}"} for r in frame.itertuples()])]
         roc = folder / f"first_wrong_roc_{config}.png"

@@ -1,9 +1,11 @@
-"""Does a per-token signal flag the first wrong token? ROC AUC with bootstrap CIs over samples.
+"""Does a per-token signal flag the first wrong token? ROC AUC with bootstrap CIs over problems.
 
 Each row is one base-written token of a wrong sample; `label` is 1 for the sample's first wrong
 token, 0 for its other tokens before it. AUC is the probability that the first wrong token scores
 higher than another token (Mann–Whitney U / (n_pos · n_neg), ties count one half). CIs resample
-whole samples (a sample's tokens are not independent).
+whole problems with all their samples' tokens (a sample's tokens are not independent, and the wrong
+samples of one problem often fail alike), as every other CI of the toolkit does; tables without a
+`problem_id` column resample samples.
 """
 from __future__ import annotations
 
@@ -40,9 +42,9 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def auc_table(tokens: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
-    """AUC and 95% CI per signal; `tokens` has columns sample, label and the signal columns."""
+    """AUC and 95% CI per signal; `tokens` has columns sample (and problem_id), label and the signal columns."""
     rng = np.random.default_rng(seed)
-    groups = tokens.groupby("sample").indices
+    groups = tokens.groupby("problem_id" if "problem_id" in tokens else "sample").indices
     samples = list(groups)
     rows = []
     for name, (column, sign) in SIGNALS.items():

@@ -95,9 +95,13 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     if not path.exists():
         raise RunDirError(f"{run_dir} is not a run directory (no {MANIFEST})")
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise RunDirError(f"{path}: corrupt manifest ({exc.msg})") from None
+    missing = [key for key in ("models", "configs") if not isinstance(manifest, dict) or not isinstance(manifest.get(key), dict)]
+    if missing:
+        raise RunDirError(f"{path}: corrupt manifest (no {' or '.join(repr(k) for k in missing)} table)")
+    return manifest
 
 
 def write_manifest(run_dir: Path, manifest: dict[str, Any]) -> None:

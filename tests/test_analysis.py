@@ -73,6 +73,24 @@ def test_auc_table_orients_signals_and_bootstraps_over_samples() -> None:
     assert (table.auc == 1.0).all() and (table.low == 1.0).all()
 
 
+def test_auc_intervals_resample_problems() -> None:
+    """Wrong samples of one problem fail alike, so the CI resamples problems (all their samples' tokens):
+    with 8 identical samples per problem it is about sqrt(8) times wider than resampling samples."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for problem in range(12):
+        entropies = rng.normal(0.5, 0.4, 6)  # one problem's token pattern, repeated by each of its samples
+        for s in range(8):
+            for position in range(6):
+                rows.append({"sample": f"p{problem}/{s}", "problem_id": f"p{problem}", "label": position == 5,
+                             "entropy": entropies[position], "top1": 0.5, "margin": 0.5, "oracle_token_prob": 0.5})
+    tokens = pd.DataFrame(rows)
+    by_problem = auc_table(tokens, n_boot=300).set_index("signal").loc["base entropy"]
+    by_sample = auc_table(tokens.drop(columns="problem_id"), n_boot=300).set_index("signal").loc["base entropy"]
+    assert by_problem.auc == by_sample.auc
+    assert (by_problem.high - by_problem.low) > 2 * (by_sample.high - by_sample.low)
+
+
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory) -> Path:
     run_dir = tmp_path_factory.mktemp("analysis") / "run"
@@ -182,3 +200,57 @@ def test_rollout_locator_agrees_with_the_exact_one_on_the_toy_world(toy_run: Pat
     assert agreement >= 0.6, agreement  # the oracle mostly cannot recover once the canonical text breaks
     with pytest.raises(AnalysisError, match="locator must be"):
         collect_tokens(toy_run, "base", locator="psychic")
+
+
+def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples_is_an_error(toy_run: Path, tmp_path: Path) -> None:
+    """A rollout analysis of a toy run is written beside the exact one (base.rollout), labelled in the report;
+    a config with no wrong sample is a clear error under either locator, not a crash."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(toy_run, run_dir)
+    analyze_run(run_dir, "base", max_samples=10, n_boot=10)
+    analyze_run(run_dir, "base", max_samples=10, n_boot=10, locator="rollout")
+    out = run_dir / "_fit" / "analysis"
+    assert (out / "first_wrong_auc_base.csv").exists() and (out / "first_wrong_auc_base.rollout.csv").exists()
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10"])
+    assert result.exit_code == 0, result.output
+    report = (run_dir / "_fit" / "report.md").read_text()
+    assert "Config `base`:" in report and "Config `base` (first wrong token located by rollout):" in report
+    grades = pd.concat([pd.read_parquet(f) for f in (run_dir / "_grades" / "grader=math-verify").glob("*.parquet")])
+    grades["correct"] = True  # as if every sample were right
+    shutil.rmtree(run_dir / "_grades" / "grader=math-verify")
+    (run_dir / "_grades" / "grader=math-verify").mkdir()
+    grades.to_parquet(run_dir / "_grades" / "grader=math-verify" / "part-all.parquet")
+    for locator in ("exact", "rollout"):
+        result = CliRunner().invoke(app, ["analyze", str(run_dir), "--locator", locator, "--boot", "10"])
+        assert result.exit_code == 2 and "no wrong 'base' sample" in result.output, result.output
+
+
+def test_rollout_locator_stops_on_every_stop_id() -> None:
+    """A sample that ended on any of the engine's stop ids (Llama 3 has three) ended there: a premature stop
+    is its first wrong token, whichever stop id it wrote."""
+    from experiments.rollout_locator import locate_by_rollouts
+
+    class Oracle:  # greedy continuation from any prefix: writes "42" and stops
+        name = "torch"
+
+        def run_block(self, requests):
+            from sampling.records import SampleRecord
+
+            records = []
+            for request in requests:
+                record = SampleRecord(request.config_id, request.problem_id, request.sample_index, request.seed)
+                record.token_ids = [4, 2, 98]
+                records.append(record)
+            return records
+
+    decode = lambda ids: "".join(str(i) for i in ids if i < 10)  # noqa: E731
+    grade = lambda text, ref: text.endswith(ref)  # noqa: E731
+    for stop in (98, 99):  # the sample writes "4" then stops early with one of two stop ids
+        positions = locate_by_rollouts(Oracle(), decode, grade, [((1,), [4, stop], "42")], 8, {98, 99})
+        assert positions == [1], (stop, positions)

@@ -17,6 +17,22 @@ def test_generator_is_deterministic() -> None:
     assert generate_split("train", 50, seed=1) != generate_split("train", 50, seed=2)
 
 
+def test_held_out_counts_are_prefixes_of_the_sampled_test_set() -> None:
+    """`toy eval --problems n` and `toy problems --count n` show the problems a run with --problems n samples."""
+    import pytest
+
+    from experiments.toy.generator import HELD_OUT_SIZE
+    from sampling.datasets import TOY_TEST_SIZE, load_problems
+
+    full = held_out_problems(HELD_OUT_SIZE)
+    assert TOY_TEST_SIZE == HELD_OUT_SIZE
+    for n in (1, 7, 50, 200):
+        assert held_out_problems(n) == full[:n]
+    assert [p.id for p in load_problems("toy")] == [p.id for p in full]
+    with pytest.raises(ValueError, match="has 500 problems"):
+        held_out_problems(HELD_OUT_SIZE + 1)
+
+
 def test_train_and_test_splits_are_disjoint() -> None:
     test = {p.expression for p in held_out_problems(500)}
     train = {p.expression for p in generate_split("train", 20000)}

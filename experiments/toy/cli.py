@@ -28,7 +28,11 @@ def problems(
     if split not in ("test", "train"):
         print_error(f"--split must be test or train, got {split!r}")
         raise typer.Exit(2)
-    chosen = held_out_problems(count) if split == "test" else generate_split("train", count)
+    try:
+        chosen = held_out_problems(count) if split == "test" else generate_split("train", count)
+    except ValueError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
     table = Table(title=f"toy {split} problems")
     for column in ("id", "level", "problem", "answer") + (("solution",) if solutions else ()):
         table.add_column(column)
@@ -114,8 +118,12 @@ def evaluate(
 
     from experiments.toy.evaluate import evaluate_pair
 
-    with Progress(console=Console(stderr=True)) as progress:
-        results = evaluate_pair(base, oracle, problems, base_samples, oracle_samples, progress=progress)
+    try:
+        with Progress(console=Console(stderr=True)) as progress:
+            results = evaluate_pair(base, oracle, problems, base_samples, oracle_samples, progress=progress)
+    except ValueError as exc:  # ModelError (a model that does not load), too many problems
+        print_error(str(exc))
+        raise typer.Exit(2) from None
     table = Table(title=f"toy test set, {problems} problems (temperature 1 unless greedy)")
     for column in ("model", "samples/problem", "pass@1", "greedy acc", "coverage@N", "pass@1 by level"):
         table.add_column(column)

@@ -7,6 +7,7 @@ determined, the canonical solution tells exactly where a sample first goes wrong
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import random
@@ -150,9 +151,22 @@ def generate_split(
     return list(itertools.islice(iter_split(split, seed, level_weights), count))
 
 
+HELD_OUT_SIZE = 500  # the held-out test set (the `toy` dataset); smaller counts are its first problems
+
+
 def held_out_problems(count: int = 200, seed: int = 0) -> list[ToyProblem]:
-    """The held-out evaluation set: equal numbers per level, deterministic."""
-    per_level = {level: [] for level in LEVELS}
+    """The first `count` problems of the held-out test set (HELD_OUT_SIZE problems, levels interleaved
+    1..5, deterministic): the same problems `study sample --dataset toy --problems count` draws."""
+    if not 0 <= count <= HELD_OUT_SIZE:
+        raise ValueError(f"the toy held-out set has {HELD_OUT_SIZE} problems; asked for {count}")
+    return list(_held_out_set(seed)[:count])
+
+
+@functools.lru_cache(maxsize=4)
+def _held_out_set(seed: int) -> tuple[ToyProblem, ...]:
+    """The whole held-out set: equal numbers per level, distinct test expressions."""
+    count = HELD_OUT_SIZE
+    per_level: dict[int, list[ToyProblem]] = {level: [] for level in LEVELS}
     rng = random.Random(f"toy-test-balanced-{seed}")
     seen: set[str] = set()
     target = -(-count // len(LEVELS))
@@ -170,4 +184,4 @@ def held_out_problems(count: int = 200, seed: int = 0) -> list[ToyProblem]:
             seen.add(problem.expression)
             per_level[level].append(problem)
     interleaved = [p for group in zip(*per_level.values()) for p in group]
-    return interleaved[:count]
+    return tuple(interleaved[:count])
