@@ -53,8 +53,7 @@ TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", 
 
 
 SAMPLING_KEYS = {"base_temperature", "oracle_temperature", "top_p"}
-INTEGER_KEYS = {"c", "k", "max_c", "ref_length", "every"}
-NUMBER_KEYS = {"tau", "delta", "alpha", "base_temperature", "oracle_temperature", "top_p"}
+INTEGER_KEYS = {"c", "k", "max_c", "ref_length", "every"}  # the other grid keys and top_p are numbers
 
 
 class ConfigError(ValueError):

@@ -17,8 +17,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import pyarrow as pa
