@@ -151,7 +151,7 @@ def collect_tokens(
 
 def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_boot: int = 500, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None, locator: str = "auto") -> tuple[pd.DataFrame, dict[str, int], Path]:
-    """Collect tokens, compute AUCs, write tokens.parquet, auc.csv and plots under RUN_DIR/_fit/analysis/.
+    """Collect tokens, compute AUCs, write first_wrong_tokens_NAME.parquet, first_wrong_auc_NAME.csv and plots under RUN_DIR/_fit/analysis/.
 
     Files are named by the config (`first_wrong_auc_base.csv`), with the locator added where it is not
     the dataset's default (`first_wrong_auc_base.rollout.csv` on the toy world), so neither overwrites the other.

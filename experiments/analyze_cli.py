@@ -14,7 +14,7 @@ console = Console(stderr=True)
 
 
 def analyze(
-    run_dir: Path = typer.Argument(..., help="A run directory sampled on the toy world."),
+    run_dir: Path = typer.Argument(..., help="A graded (or gradable) run directory: the toy world (exact locator) or any dataset (rollouts)."),
     config: str = typer.Option("base", "--config", help="Which config's wrong samples to analyse."),
     max_samples: int = typer.Option(1000, "--max-samples", min=1, help="Analyse at most this many wrong samples (random subset)."),
     boot: int = typer.Option(500, "--boot", min=2, help="Bootstrap replicates (over problems) for the AUC CIs."),

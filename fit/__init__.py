@@ -14,23 +14,25 @@ Modules (pure cores, I/O at the edges)
 
 Estimators (``--estimator``): ``ensemble`` (default: the mean of the two below, and of their paired
 bootstrap replicates), ``beta_binomial``, ``power_law`` (``--power-law-method nonlinear`` by default).
-The default was chosen on held-out real data (scripts/eval_extrapolation.py, benchmarks/fit.md).
+The default was chosen on held-out real data (scripts/eval_extrapolation.py; BENCHMARKS.md, "Which extrapolation is the default?").
 
 fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/_fit/fit.json)::
 
-    {"version": 1, "source": {...}, "estimator": "ensemble", "cost_model": ..., "cost_unit": ...,
+    {"version": 1, "source": {...}, "estimator": "ensemble", "power_law_method", "family", "n_boot",
+     "level", "cost_model": ..., "cost_unit": ..., "notes": [...] (when any),
      "groups": {NAME: {
          "problems", "n_min", "n_max", "samples", "successes", "zero_success_problems",
          "pass@1": {"value", "low", "high"}, "coverage@n": {"value", "low", "high"},
-         "power_law": {"method", "status", "a", "b", "a_ci", "b_ci", "rmse", "k_range", "points",
+         "default_estimator",
+         "power_law": {"method", "status", "a", "b", "a_ci", "b_ci", "rmse", "k_range", "points", "boot_failed",
                        "alternative": {... the other method ...}, "predict": {...}},
          "beta_binomial": {"family", "status", "alpha", "beta", "alpha_ci", "beta_ci", "power_law_a",
                            "power_law_b", "power_law_b_ci", "loglik", "rmse", "at_bound", "predict": {...}},
          "predict": {"10000": {"coverage", "low", "high", "method", "extrapolated"}},
          "cost_per_sample", "cost_shares": {"base_decode", ...},   (when costs are known; shares: token cost models)
          "warnings": [...]}},
-     "comparison": {"references", "targets", "budgets", "configs": {NAME: {"cost_per_sample",
-         "compute_to_target", "vs_base": {"targets": {"0.5": {"multiplier", "low", "high",
+     "comparison": {"references", "targets", "budgets", "cost_model", "cost_unit", "configs": {NAME: {"cost_per_sample",
+         "compute_to_target", "vs_base": {"reference", "targets": {"0.5": {"multiplier", "low", "high",
          "extrapolated"}}, "budgets": {...}, "crossovers": [...]}, "vs_oracle": {...}}}}}
 
 ``method`` of a prediction is ``empirical`` (k <= min n), the estimator that produced it

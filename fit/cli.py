@@ -116,9 +116,9 @@ RUN_DIR = typer.Argument(None, help="Run directory (default: the most recent run
 COUNTS = typer.Option(None, "--counts", help="Counts file (.csv/.parquet) with problem, n, correct [+ group column, cost_per_sample].")
 BY = typer.Option(None, "--by", help="Grouping column of --counts (default: 'config' if present, else one group).")
 PREDICT = typer.Option(None, "--predict", help="k values to predict coverage at, e.g. 10000,100000 (default: 10× and 100× n).")
-COST = typer.Option(None, "--cost", help=f"Cost model: {', '.join(COST_MODELS)} (default: the experiment's [cost] model, else flops).",
+COST = typer.Option(None, "--cost", help=f"Cost model: {', '.join(COST_MODELS)} (default: the experiment's \\[cost] model, else flops).",
                     show_default=False)
-PRICES = typer.Option(None, "--prices", help="For --cost price: BASE_IN,BASE_OUT,ORACLE_IN,ORACLE_OUT per 1M tokens (default: the experiment's [cost] prices).")
+PRICES = typer.Option(None, "--prices", help="For --cost price: BASE_IN,BASE_OUT,ORACLE_IN,ORACLE_OUT per 1M tokens (default: the experiment's \\[cost] prices).")
 COST_COLUMN = typer.Option(None, "--cost-column", help="Counts column holding the cost per sample (default: cost_per_sample if present).")
 N_PARAMS = typer.Option(None, "--n-params", help="BASE,ORACLE parameter counts, to cost --counts token sums.")
 BASE = typer.Option(None, "--base", help="Group of --counts that is pure base sampling (reference for multipliers).")

@@ -54,8 +54,8 @@ def train(
 ) -> None:
     """Train the toy models deterministically; the defaults reproduce the shipped weights bit for bit.
 
-    About 8 minutes for the base and 35 for the oracle on a 2-core laptop (run `--model base` and
-    `--model oracle` in two shells to train both at once). The shipped step counts were chosen from a
+    About 10 minutes for the base and 50–60 for the oracle on a 2-core laptop (run `--model base` and
+    `--model oracle` in two shells to train both at once; `both` trains them one after the other). The shipped step counts were chosen from a
     longer run with `--steps 8000 --eval-every 250 --checkpoints` (a checkpoint equals a shorter run).
     """
     from dataclasses import replace
