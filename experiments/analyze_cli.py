@@ -23,6 +23,7 @@ def analyze(
 ) -> None:
     """Where do wrong samples first go wrong, and do entropy, top-1, margin or the oracle flag it (ROC AUC)?"""
     from experiments.analyze import AnalysisError, analyze_run
+    from fit.report import auc_cell
     from sampling.store import RunDirError
 
     try:
@@ -39,7 +40,8 @@ def analyze(
     for column in ("signal", "ROC AUC", "95% CI", "first wrong", "earlier tokens"):
         result.add_column(column, justify="left" if column == "signal" else "right")
     for row in table.itertuples(index=False):
-        result.add_row(row.signal, f"{row.auc:.3f}", f"[{row.low:.3f}, {row.high:.3f}]", f"{row.positives:,}", f"{row.negatives:,}")
+        auc, _, ci = auc_cell(row.auc, row.low, row.high).partition(" ")
+        result.add_row(row.signal, auc, ci, f"{row.positives:,}", f"{row.negatives:,}")
     table_console().print(result)
     console.print(
         f"{counts['wrong']:,} of {counts['samples']:,} samples wrong; analysed {counts['analysed']:,}; "

@@ -10,8 +10,8 @@ Compute multiplier of a config g against a reference r (pure base or pure oracle
 - at a target coverage T: M(T) = C_r(T) / C_g(T), the compute the reference needs to reach T over
   the compute g needs. M > 1 means g reaches T with M× less compute; M = 1 for a config against
   itself; scaling g's costs by s divides M by s.
-- at a budget B: M(B) = C_r(cov_g(B)) / B, what the reference would spend to match the coverage g
-  reaches with B.
+- at a budget B: M(B) = C_r(cov_g(B)) / C_g(cov_g(B)), what the reference would spend to match the
+  coverage g reaches with B, over what g needs for it (B itself wherever g's curve still rises).
 
 CIs come from the paired bootstrap over problems (the same resampled problems for both configs,
 costs resampled too), so shared problem difficulty cancels. A crossover is a budget where
@@ -102,14 +102,20 @@ def multipliers_at_targets(g: ComputeCurve, r: ComputeCurve, targets: np.ndarray
 
 def multipliers_at_budgets(g: ComputeCurve, r: ComputeCurve, budgets: np.ndarray
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """M(B) = C_r(cov_g(B)) / B: point (T,), replicates (B, T), extrapolated, cov_g(B)."""
+    """M(B) = C_r(cov_g(B)) / C_g(cov_g(B)): point (T,), replicates (B, T), extrapolated, cov_g(B).
+
+    C_g(cov_g(B)) is B wherever g's curve still rises at B; where it is flat, g reached that coverage
+    with less than B, and dividing by B would make a config less than 1× itself.
+    """
     budgets = np.asarray(budgets, float)
     cov, cov_boot, eg = g.coverage_at(budgets)
     k_r = curves.invert_rows(cov[None, :], r.ks, r.point[None, :])[0]
     k_rb = curves.invert_rows(cov_boot, r.ks, r.boot)
+    k_g = curves.invert_rows(cov[None, :], g.ks, g.point[None, :])[0]
+    k_gb = curves.invert_rows(cov_boot, g.ks, g.boot)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = np.where(cov > 0, k_r * r.cost / budgets, np.nan)
-        mb = np.where(cov_boot > 0, k_rb * r.cost_boot[:, None] / budgets[None, :], np.nan)
+        m = np.where(cov > 0, k_r * r.cost / (k_g * g.cost), np.nan)
+        mb = np.where(cov_boot > 0, k_rb * r.cost_boot[:, None] / (k_gb * g.cost_boot[:, None]), np.nan)
     return m, mb, eg | (k_r > r.k_empirical), cov
 
 

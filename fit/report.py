@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import datetime as _dt
+import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ from fit.pipeline import FitRun
 DASH = "—"
 PLOT_CAPTIONS: dict[str, str] = {
     "coverage_vs_k": "Coverage vs samples per problem (log k). Solid: empirical with 95% bootstrap band; "
-                     "dashed: the default fit, extrapolated to 100× n.",
+                     "dashed: the fit (the run's estimator), extrapolated to 100× n.",
     "coverage_vs_compute": "Coverage vs compute per problem. Dashed: extrapolated beyond the sampled range.",
     "neglog_coverage": "−log coverage vs k on log-log axes; a power law is a straight line. "
                        "Solid: power-law fit, dashed: beta-binomial.",
@@ -23,6 +25,23 @@ PLOT_CAPTIONS: dict[str, str] = {
     "cost_breakdown": "Share of each model × phase in the cost per sample (oracle prefill = re-reading what "
                       "the base wrote since the oracle's last call).",
 }
+
+
+def _link(path: Path, base_dir: Path) -> str:
+    """A Markdown link target for `path` from a report in `base_dir` (relative, also across folders)."""
+    return Path(os.path.relpath(Path(path).resolve(), Path(base_dir).resolve())).as_posix()
+
+
+def pct(t: float | str) -> str:
+    """A target coverage as a percentage with the precision it needs (50%, 99.5%, 99.9%)."""
+    return f"{100 * float(t):.6g}%"
+
+
+def auc_cell(auc: float, low: float, high: float) -> str:
+    """'0.979 [0.967, 0.987]', or a dash and why where the AUC is undefined (no earlier tokens, or no first wrong ones)."""
+    if not math.isfinite(auc):
+        return f"{DASH} (needs both first wrong and earlier tokens)"
+    return f"{auc:.3f} [{low:.3f}, {high:.3f}]" if math.isfinite(low) and math.isfinite(high) else f"{auc:.3f}"
 
 
 def fmt(x: float | None, digits: int = 3) -> str:
@@ -87,7 +106,7 @@ def table_rows(run: FitRun, doc: dict[str, Any]) -> list[dict[str, str]]:
             for role in ("base", "oracle"):
                 block = comp.get(name, {}).get(f"vs_{role}")
                 if block is not None:
-                    row[f"×{role} @{targets[0]:.0%}"] = fmt_mult(block["targets"].get(str(targets[0])))
+                    row[f"×{role} @{pct(targets[0])}"] = fmt_mult(block["targets"].get(str(targets[0])))
         rows.append(row)
     return rows
 
@@ -117,8 +136,8 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
         for name, entry in comp["configs"].items():
             block = entry[f"vs_{role}"]
             row = {"config": name}
-            row.update({f"@{float(t):.0%} coverage": fmt_mult(c) for t, c in block["targets"].items()})
-            row.update({f"@{float(b):.3g}": fmt_mult(c) for b, c in block["budgets"].items()})
+            row.update({f"@{pct(t)} coverage": fmt_mult(c) for t, c in block["targets"].items()})
+            row.update({f"@{b}": fmt_mult(c) for b, c in block["budgets"].items()})  # fit.json's keys: distinct
             rows.append(row)
         out.append(_md_table(rows) + "\n")
         cross = [f"- `{name}`: " + "; ".join(
@@ -176,10 +195,11 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
         parts.append("\n## Plots\n")
         for name, paths in plots.items():
             for p in (q for q in paths if q.suffix == ".png"):
-                rel = p.relative_to(base_dir) if p.is_relative_to(base_dir) else p
-                parts.append(f"![{name}]({rel.as_posix()})\n\n*{PLOT_CAPTIONS.get(name, name)}*\n")
+                parts.append(f"![{name}]({_link(p, base_dir)})\n\n*{PLOT_CAPTIONS.get(name, name)}*\n")
     warn = [f"- `{n}`: {w}" for n, g in doc["groups"].items() for w in g["warnings"]] + [f"- {x}" for x in doc.get("notes", [])]
-    parts += ["\n## Notes\n", METHOD_NOTE, *(["\nWarnings:\n", "\n".join(warn)] if warn else [])]
+    cost_note = COST_NOTES.get(doc.get("cost_model") or "", "")
+    parts += ["\n## Notes\n", METHOD_NOTE + (f"- {cost_note}\n" if cost_note else ""),
+              *(["\nWarnings:\n", "\n".join(warn)] if warn else [])]
     return "\n".join(parts) + "\n"
 
 
@@ -202,12 +222,11 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
         frame = pd.read_csv(table)
         located = f" (first wrong token located by {locator})" if locator else ""
         out += [f"\nConfig `{name}`{located}:\n", _md_table([
-            {"signal": r.signal, "ROC AUC": f"{r.auc:.3f} [{r.low:.3f}, {r.high:.3f}]",
+            {"signal": r.signal, "ROC AUC": auc_cell(r.auc, r.low, r.high),
              "first wrong tokens": f"{r.positives:,}", "earlier tokens": f"{r.negatives:,}"} for r in frame.itertuples()])]
         roc = folder / f"first_wrong_roc_{config}.png"
         if roc.exists():
-            rel = roc.relative_to(base_dir) if roc.is_relative_to(base_dir) else roc
-            out.append(f"\n![first wrong token ROC, {config}]({rel.as_posix()})\n")
+            out.append(f"\n![first wrong token ROC, {config}]({_link(roc, base_dir)})\n")
     return out
 
 
@@ -218,11 +237,20 @@ METHOD_NOTE = """\
   Beta-binomial: per-problem success rates p ~ Beta(α, β) fitted to the (correct, n) counts by
   maximum likelihood; coverage(k) = 1 − B(α, β+k)/B(α, β); its power-law exponent is −α.
 - The default extrapolation (`ensemble`) averages the two; it had the smallest error predicting
-  held-out 10× and 100× coverage on the real Pythia GSM8K counts (BENCHMARKS.md).
+  held-out 10× and 100× coverage on the real Pythia GSM8K counts (BENCHMARKS.md). Beyond the
+  sampled n it is anchored to the empirical coverage@n (its −log coverage scaled to match there).
 - Compute multiplier = compute the reference needs / compute the config needs for the same
-  coverage (paired bootstrap over problems for the CI). FLOPs count 2·params per prefilled or
-  decoded token of each model, including the oracle's prefill of the base's tokens.
+  coverage (paired bootstrap over problems for the CI).
 """
+
+COST_NOTES = {
+    "flops": "FLOPs count 2·params per prefilled or decoded token of each model, including the oracle's "
+             "prefill of the base's tokens.",
+    "decode": "Decode FLOPs count 2·params per decoded token of each model; prefill is free.",
+    "price": "Price: each model's input (prefill) and output (decode) tokens at its price per 1M tokens.",
+    "seconds": "Seconds: each sample's share of the engine's measured wall-clock time for its block.",
+    "column": "Cost per sample: the counts table's own cost column.",
+}
 
 
 def write_report(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], path: str | Path) -> Path:

@@ -49,9 +49,13 @@ def check_same_tokenizer(base_tokenizer: Any, oracle_tokenizer: Any, base_name: 
     if tokenizer_signature(base_tokenizer) != tokenizer_signature(oracle_tokenizer):
         base_vocab, oracle_vocab = base_tokenizer.get_vocab(), oracle_tokenizer.get_vocab()
         differing = sorted(set(base_vocab.items()) ^ set(oracle_vocab.items()))[:5]
+        base_special, oracle_special = (dict(t.special_tokens_map) for t in (base_tokenizer, oracle_tokenizer))
+        specials = {k: (base_special.get(k), oracle_special.get(k)) for k in sorted(set(base_special) | set(oracle_special))
+                    if base_special.get(k) != oracle_special.get(k)}
+        what = (f"vocab sizes {len(base_vocab)} vs {len(oracle_vocab)}; e.g. {differing}" if differing
+                else f"special tokens (base, oracle): {specials}")
         raise ModelError(
-            f"base {base_name!r} and oracle {oracle_name!r} have different tokenizers "
-            f"(vocab sizes {len(base_vocab)} vs {len(oracle_vocab)}; e.g. {differing}); "
+            f"base {base_name!r} and oracle {oracle_name!r} have different tokenizers ({what}); "
             "guided decoding passes token ids between them, so they must share one tokenizer"
         )
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from itertools import product
+import re
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +222,11 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     assert result.exit_code == 0, result.output
     report = (run_dir / "_fit" / "report.md").read_text()
     assert "Config `base`:" in report and "Config `base` (first wrong token located by rollout):" in report
+    elsewhere = tmp_path / "elsewhere" / "report"  # a report outside the run dir links its images relative to itself
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10", "--out", str(elsewhere)])
+    assert result.exit_code == 0, result.output
+    links = re.findall(r"\]\(([^)]+\.png)\)", (elsewhere / "report.md").read_text())
+    assert any("first_wrong_roc_base" in link for link in links) and all((elsewhere / link).exists() for link in links)
     grades = pd.concat([pd.read_parquet(f) for f in (run_dir / "_grades" / "grader=math-verify").glob("*.parquet")])
     grades["correct"] = True  # as if every sample were right
     shutil.rmtree(run_dir / "_grades" / "grader=math-verify")

@@ -133,6 +133,26 @@ def test_a_cost_model_asked_for_replaces_the_cost_column(app: typer.Typer, tmp_p
     assert res.exit_code == 2 and "cannot be combined" in res.output
 
 
+def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app: typer.Typer, tmp_path: Path) -> None:
+    """Targets 99.5% and 99.9% get their own columns (both printed as 100% before, one lost); an AUC
+    without earlier tokens is a dash with the reason, not 'nan [nan, nan]'."""
+    from fit.report import auc_cell
+
+    rng = np.random.default_rng(0)
+    frames = [pd.DataFrame({"config": name, "problem": np.arange(60), "n": 50,
+                            "correct": rng.binomial(50, rng.beta(a, 2, 60)), "cost_per_sample": cost})
+              for name, a, cost in (("b", 0.4, 1.0), ("g", 0.8, 2.0))]
+    path = tmp_path / "c.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    res = _invoke(app, "report", "--counts", path, "--base", "b", "--targets", "0.5,0.995,0.999", "--boot", 20,
+                  "--out", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "@99.5% coverage" in text and "@99.9% coverage" in text and "@100% coverage" not in text
+    assert auc_cell(float("nan"), float("nan"), float("nan")).startswith("— (needs both")
+    assert auc_cell(0.98, 0.97, 0.99) == "0.980 [0.970, 0.990]"
+
+
 def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer, tmp_path: Path) -> None:
     """Resampling one problem changes nothing: the comparison reports no CIs (as pass@1 does), not [x, x]."""
     path = tmp_path / "one.csv"

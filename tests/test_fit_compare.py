@@ -52,6 +52,17 @@ def test_multiplier_against_itself_is_exactly_one(scaled: dict[str, compare.Comp
     assert cells["crossovers"] == []
 
 
+def test_multiplier_against_itself_is_one_where_its_curve_is_flat() -> None:
+    """A curve with flat stretches (few problems, a step-like empirical curve): at every budget, including
+    budgets inside a flat stretch, the reference against itself is 1, not less."""
+    counts = _counts({"flat": (np.array([0.0, 0.0, 1.0, 0.5]), 1.0)}, n=64)  # coverage 0.75 from k ≈ 10 on
+    curve = _curves(counts)["flat"]
+    budgets = np.geomspace(1, 64, 40)
+    m, mb, _, cov = compare.multipliers_at_budgets(curve, curve, budgets)
+    assert np.ptp(cov[budgets > 20]) < 1e-4  # the flat stretch the test is about
+    assert np.allclose(m[cov > 0], 1.0) and np.allclose(mb[np.isfinite(mb)], 1.0)
+
+
 def test_multipliers_scale_with_costs(scaled: dict[str, compare.ComputeCurve]) -> None:
     """3× the config's cost divides its multiplier by 3; 2× the reference's cost multiplies it by 2."""
     budgets = [5.0, 50.0, 500.0]

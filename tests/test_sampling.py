@@ -244,6 +244,18 @@ def test_refuses_tokenizer_mismatch(tmp_path: Path, pair) -> None:
         load_pair("toy:base", str(other))
 
 
+def test_tokenizer_mismatch_in_special_tokens_only_says_which(pair) -> None:
+    """Same vocabulary, different special tokens: the message names them (it showed an empty vocab diff)."""
+    import copy
+
+    from sampling.models import check_same_tokenizer
+
+    other = copy.deepcopy(pair.tokenizer)
+    other.pad_token = "<unk>"
+    with pytest.raises(ModelError, match=r"special tokens \(base, oracle\): \{'pad_token': \("):
+        check_same_tokenizer(pair.tokenizer, other, "a", "b")
+
+
 # ---------------------------------------------------------------- run store: determinism, shards, resume
 
 def _experiment(**changes):
