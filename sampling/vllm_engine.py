@@ -125,6 +125,7 @@ class _Row(SampleState):
     scores: list[float] = field(default_factory=list)  # judge: the oracle's probability of ahead[:len(scores)]
     judging: int | None = None  # judge: ahead tokens the judge request in flight covers (None: no request)
     head_scores: list[float] = field(default_factory=list)  # judge: scores waiting for the first one's (head request)
+    trip_entropy: float = math.nan  # entropy/margin: the base's entropy at the step that tripped (the oracle writes that token)
 
     def sequence(self, upto: int | None = None) -> list[int]:
         """The settled tokens, then those the judge request in flight covers; the first `upto` of them."""
@@ -473,6 +474,10 @@ class VllmEngine:
         logprobs = output.logprobs or [None] * len(tokens)
         tripped = bool(tokens) and tokens[-1] == self.sentinel_id and output.stop_reason == self.sentinel_id
         if tripped:
+            # the base ran at the tripping step (raw logprobs: before the processor forced the sentinel);
+            # the torch engine records that entropy on the oracle's first token, so this one does too
+            step = logprobs[-1]
+            row.trip_entropy = topk_entropy([lp.logprob for lp in step.values()]) if step else math.nan
             tokens, logprobs = tokens[:-1], logprobs[:-1]
         for token, step in zip(tokens, logprobs):
             entropy = topk_entropy([lp.logprob for lp in step.values()]) if step else float("nan")
@@ -499,7 +504,8 @@ class VllmEngine:
             scores = [math.exp(step[token].logprob) for token, step in zip(output.token_ids, output.logprobs)]
             self._scores.put(row.tokens + list(output.token_ids), len(row.tokens), scores)
         for token in output.token_ids:
-            row.append(int(token), PROVENANCE_ORACLE, float("nan"), self.eos_ids)
+            row.append(int(token), PROVENANCE_ORACLE, row.trip_entropy, self.eos_ids)
+            row.trip_entropy = math.nan
             row.oracle_left -= 1
             if row.done:
                 break

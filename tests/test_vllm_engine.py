@@ -240,13 +240,19 @@ def test_judge_samples_that_share_a_prefix_share_its_scores(mode, pair, prompts,
         assert max(abs(a - float(b)) for a, b in zip(scores, exact)) < 1e-4, (mode, sequence)
 
 
-def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, vllm_engine) -> None:
-    """vLLM records entropy from the top-20 logprobs (a lower bound); measured error on the toy base."""
-    requests = _requests(prompts, POLICIES["base"], GREEDY)
+@pytest.mark.parametrize("policy", ["base", "entropy", "margin"])
+def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, vllm_engine, policy: str) -> None:
+    """vLLM records entropy from the top-20 logprobs (a lower bound); measured error on the toy base. Where the
+    base tripped an entropy/margin intervention, both engines record the entropy of that step (on the oracle's token)."""
+    requests = _requests(prompts, POLICIES[policy], GREEDY)
     exact = np.concatenate([r.base_entropy for r in torch_engine.run_block(requests)])
     approx = np.concatenate([r.base_entropy for r in vllm_engine.run_block(requests)])
+    assert np.array_equal(np.isnan(exact), np.isnan(approx))
+    exact, approx = exact[~np.isnan(exact)], approx[~np.isnan(approx)]
     error = exact - approx
-    assert error.min() > -1e-3  # a lower bound, up to float error
+    # a lower bound, up to float error: the engines' float32 logits differ by ~1e-4, which moves the entropy
+    # of the uncertain steps that trip an intervention by up to ~3e-3
+    assert error.min() > -5e-3
     assert np.abs(error).max() < 0.05
 
 
