@@ -137,7 +137,9 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
             block = entry[f"vs_{role}"]
             row = {"config": name}
             row.update({f"@{pct(t)} coverage": fmt_mult(c) for t, c in block["targets"].items()})
-            row.update({f"@{b}": fmt_mult(c) for b, c in block["budgets"].items()})  # fit.json's keys: distinct
+            short = [f"{float(b):.3g}" for b in block["budgets"]]
+            labels = short if len(set(short)) == len(short) else list(block["budgets"])  # fit.json's keys are distinct
+            row.update({f"@{label}": fmt_mult(c) for label, c in zip(labels, block["budgets"].values())})
             rows.append(row)
         out.append(_md_table(rows) + "\n")
         cross = [f"- `{name}`: " + "; ".join(
