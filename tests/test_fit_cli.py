@@ -150,6 +150,13 @@ def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app:
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "@99.5% coverage" in text and "@99.9% coverage" in text and "@100% coverage" not in text
     assert auc_cell(float("nan"), float("nan"), float("nan")).startswith("— (needs both")
+    from fit.report import _multiplier_tables
+
+    cell = {"multiplier": 1.0, "low": 1.0, "high": 1.0, "extrapolated": False}
+    block = {"targets": {}, "budgets": {"1e+08": cell, "1.004e+08": cell}, "crossovers": []}
+    doc = {"comparison": {"references": {"base": "b"}, "configs": {"b": {"vs_base": block}}}}
+    table = "".join(_multiplier_tables(doc))
+    assert "@1e+08 |" in table and "@1.004e+08 |" in table  # 3 digits would print both as 1e+08
     assert auc_cell(0.98, 0.97, 0.99) == "0.980 [0.970, 0.990]"
 
 
