@@ -38,13 +38,12 @@ class _Search:
 
 def locate_by_rollouts(
     engine, decode: Callable[[list[int]], str], grade: Callable[[str, str], bool],
-    samples: list[tuple[tuple[int, ...], list[int], str]], max_tokens: int, stop_ids: set[int] | int, block: int = 256,
+    samples: list[tuple[tuple[int, ...], list[int], str]], max_tokens: int, stop_ids: set[int], block: int = 256,
 ) -> list[int | None]:
     """For each (prompt ids, generated ids, reference answer): the first wrong token index, or None
     when the oracle cannot solve the problem from scratch or the sample was cut off while still
     recoverable. A final stop token (any of `stop_ids`, the ids the engine stops on) counts as a token:
     stopping too early is a wrong token."""
-    stop_ids = {stop_ids} if isinstance(stop_ids, int) else set(stop_ids)
     searches = []
     for prompt, tokens, answer in samples:
         stopped = bool(tokens) and tokens[-1] in stop_ids

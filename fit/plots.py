@@ -21,6 +21,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from fit import curves  # noqa: E402
 from fit.counts import TOKEN_COLUMNS  # noqa: E402
 from fit.pipeline import FitRun  # noqa: E402
+from fit.report import pct  # noqa: E402
 
 PER_FIGURE = 8
 EXTEND = 100.0  # fitted curves are drawn out to 100× the largest n
@@ -271,7 +272,7 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
             finite = m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))]
             span = int(np.ceil(max(1.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)))
             norm = LogNorm(vmin=2.0 ** -span, vmax=2.0 ** span)  # symmetric around 1 (white)
-            _heat(row[1], m, ".2f", f"compute multiplier vs base at coverage {100 * float(target):.6g}%{label}\n"
+            _heat(row[1], m, ".2f", f"compute multiplier vs base at coverage {pct(target)}{label}\n"
                   f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×, log scale)", norm, ex,
                   ticks=[2.0 ** j for j in range(-span, span + 1)])
     return _save(fig, out_dir, "ck_heatmap")

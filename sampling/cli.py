@@ -76,7 +76,7 @@ def sample(
     from sampling.datasets import DatasetError, parse_levels
     from sampling.models import ModelError
     from sampling.runner import parse_shard, run_experiment
-    from sampling.store import RunDirError
+    from sampling.store import MANIFEST, RunDirError
 
     run_dir: Path | None = None
     try:
@@ -102,7 +102,7 @@ def sample(
         raise typer.Exit(2) from None
     except OSError as exc:  # a read-only or full disk, --out naming a file: what was written stays valid
         where = f" {exc.filename}" if exc.filename else ""
-        started = run_dir is not None and (Path(run_dir) / "_manifest.json").is_file()
+        started = run_dir is not None and (Path(run_dir) / MANIFEST).is_file()
         saved = f"; the finished blocks are saved in {run_dir}, run the same command again to continue" if started else ""
         print_error(f"cannot write{where}: {exc.strerror or exc}{saved}")
         raise typer.Exit(2) from None

@@ -162,9 +162,11 @@ def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     grid = {key: value if isinstance(value, list) else [value] for key, value in entry.items() if key in GRID_KEYS}
     if "id" in entry and any(len(v) > 1 for v in grid.values()):
         raise ConfigError(f"{where}: an explicit id cannot be used with a grid of values")
-    for key, values in [*grid.items(), *((k, [entry[k]]) for k in ("top_p",) if k in entry)]:
+    for key, values in grid.items():
         for value in values:
             (_integer if key in INTEGER_KEYS else _number)(value, f"{where}: {key}")
+    if "top_p" in entry:
+        _number(entry["top_p"], f"{where}: top_p")
     for key in ("policy", "id", "head"):
         if key in entry:
             _string(entry[key], f"{where}: {key}")

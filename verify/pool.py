@@ -145,9 +145,8 @@ class TaskPool:
         self, workers: int | None = None, timeout: float = 5.0, memory_limit_mb: int | None = 4096
     ) -> None:
         """Configure the pool; workers start lazily on the first map()."""
-        _check_timeout(timeout)
+        self.timeout = _check_timeout(timeout)
         self.n_workers = workers or default_workers()
-        self.timeout = float(timeout)
         self.memory_limit_mb = memory_limit_mb
         self._ctx = _context()
         self._idle: list[_Worker] = []

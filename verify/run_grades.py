@@ -258,11 +258,12 @@ def grade_run_with_stats(
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
     keys = read_sample_columns(files, KEY_COLUMNS)
     keys = keys.drop_duplicates(KEY_COLUMNS, keep="first")
-    if not regrade and _parquet_files(grades_dir(run, grader)) and not _cache_path(run, grader, "classes").is_file():
+    parts = _parquet_files(grades_dir(run, grader))
+    if not regrade and parts and not _cache_path(run, grader, "classes").is_file():
         # the answer-class registry is gone (deleted by hand): numbering only the new samples' answers
         # could give one answer two classes, or two answers one, so every sample is graded again
         regrade = True
-    replaced = _parquet_files(grades_dir(run, grader)) if regrade else []
+    replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
     if len(existing):
         marker = existing[KEY_COLUMNS].assign(_graded=True)
