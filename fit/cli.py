@@ -44,6 +44,16 @@ def _targets(text: str) -> tuple[float, ...]:
     return tuple(values)
 
 
+def _predict_ks(text: str | None) -> list[float] | None:
+    """--predict: whole numbers of samples k (pass@k is defined for integers only)."""
+    if text is not None and not text.strip():
+        raise ValueError("--predict: expected comma-separated numbers of samples, got ''")
+    values = parse_floats(text, "--predict")
+    if values is not None and any(v != round(v) for v in values):
+        raise ValueError(f"--predict: numbers of samples must be whole, got {text!r}")
+    return values
+
+
 def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str | None, cost: str | None,
          prices: str | None, cost_column: str | None, n_params: str | None, base: str | None, oracle: str | None,
          targets: str, budgets: str | None, estimator: str, power_law_method: str, family: str, boot: int,
@@ -51,8 +61,18 @@ def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str
     """Parse options and fit a counts file or a run dir (ValueError/OSError on bad input)."""
     if cost is not None and cost not in COST_MODELS:
         raise ValueError(f"--cost: choose from {', '.join(COST_MODELS)}, got {cost!r}")
+    if cost is None and prices and not n_params:
+        cost = "price"  # prices alone ask for the price model
+    if prices and cost != "price":
+        raise ValueError(f"--prices applies to --cost price, not --cost {cost}")
+    if n_params and cost in ("price", "seconds"):
+        raise ValueError(f"--n-params applies to the flops and decode cost models, not --cost {cost}")
+    if base and base == oracle:
+        raise ValueError(f"--base and --oracle name the same group {base!r}")
+    if boot < 2:
+        raise ValueError(f"--boot: expected at least 2 bootstrap replicates, got {boot}")
     options = FitOptions(estimator=estimator, power_law_method=power_law_method, family=family, n_boot=boot, seed=seed)
-    kw: dict[str, Any] = dict(options=options, predict_ks=parse_floats(predict, "--predict"), cost_model=cost,
+    kw: dict[str, Any] = dict(options=options, predict_ks=_predict_ks(predict), cost_model=cost,
                               prices=Prices.parse(prices) if prices else None, targets=_targets(targets),
                               budgets=parse_floats(budgets, "--budgets"))
     if counts is not None:
@@ -69,7 +89,7 @@ def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str
 
 def print_table(run: FitRun, doc: dict[str, Any]) -> None:
     """The per-config table on the console."""
-    from fit.report import table_rows
+    from fit.report import group_list, grouped_warnings, table_rows
 
     rows = table_rows(run, doc)
     title = "study fit" + (f" — cost: {doc['cost_model']} ({doc['cost_unit']})" if doc.get("cost_unit") else "")
@@ -82,9 +102,8 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
     console.print(table)
     console.print("[dim]\\[lo, hi]: 95% bootstrap CI over problems; †: extrapolated beyond the sampled n "
                   f"({doc['estimator']} fit); a, b: coverage(k) = exp(a·k^b).[/]")
-    for name, g in doc["groups"].items():
-        for w in g["warnings"]:
-            console.print(f"[yellow]warning[/] {name}: {w}", highlight=False)
+    for w, names in grouped_warnings(doc):
+        console.print(f"[yellow]warning[/] {group_list(names)}: {w}", highlight=False)
     for note in doc.get("notes", []):
         console.print(f"[dim]note: {note}[/]", highlight=False)
 
@@ -94,6 +113,11 @@ def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default
     """Write fit.json and plots where asked (run dirs: RUN_DIR/_fit/ by default)."""
     doc = run.to_json()
     json_out = json_out or (default_dir / "fit.json" if default_dir else None)
+    counts = run.source.get("counts")
+    if json_out is not None and counts is not None and json_out.resolve() == Path(counts).resolve():
+        raise ValueError(f"--json {json_out} is the counts file being fitted: choose another path")
+    if json_out is None and (plots_dir is None or no_plots):
+        console.print("[dim]nothing written: add --json FILE and/or --plots DIR to keep the results[/]")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(doc, indent=1, allow_nan=False))
@@ -115,7 +139,7 @@ def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default
 RUN_DIR = typer.Argument(None, help="Run directory (default: the most recent run under runs/).", show_default=False)
 COUNTS = typer.Option(None, "--counts", help="Counts file (.csv/.parquet) with problem, n, correct [+ group column, cost_per_sample].")
 BY = typer.Option(None, "--by", help="Grouping column of --counts (default: 'config' if present, else one group).")
-PREDICT = typer.Option(None, "--predict", help="k values to predict coverage at, e.g. 10000,100000 (default: 10× and 100× n).")
+PREDICT = typer.Option(None, "--predict", help="k values to predict coverage at, e.g. 10000,100000 (default: 10× and 100× the largest n).")
 COST = typer.Option(None, "--cost", help=f"Cost model: {', '.join(COST_MODELS)} (default: the experiment's \\[cost] model, else flops).",
                     show_default=False)
 PRICES = typer.Option(None, "--prices", help="For --cost price: BASE_IN,BASE_OUT,ORACLE_IN,ORACLE_OUT per 1M tokens (default: the experiment's \\[cost] prices).")

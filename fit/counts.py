@@ -15,9 +15,11 @@ import pandas as pd
 
 REQUIRED: tuple[str, ...] = ("problem", "n", "correct")
 TOKEN_COLUMNS: tuple[str, ...] = ("base_decode", "base_prefill", "oracle_decode", "oracle_prefill")
+NUMERIC_COLUMNS: tuple[str, ...] = ("level", "no_answer", "seconds")  # optional columns read as numbers (empty: NaN)
 SECONDS_COLUMN = "seconds"  # measured engine seconds summed over the row's samples (the `seconds` cost model)
 COST_COLUMN = "cost_per_sample"
 ALL_GROUP = "all"
+MAX_COUNT = 2**53  # the largest n (or correct) a float64 holds exactly
 
 
 class CountsError(ValueError):
@@ -31,8 +33,8 @@ def read_counts(path: str | Path) -> pd.DataFrame:
         raise CountsError(f"{path}: no such file")
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
+        if suffix == ".csv":  # every cell as written: ids like 001 or 1e3 stay ids; numbers are parsed on validation
+            return pd.read_csv(path, dtype=str, keep_default_na=False)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
     except (ValueError, OSError, pd.errors.ParserError) as exc:
@@ -47,18 +49,31 @@ def _where(source: str, column: str, row: int, csv: bool) -> str:
 
 
 def _show(value: object) -> str:
-    """repr of a cell without numpy's type wrapper (12.5, not np.float64(12.5))."""
+    """A cell as written: numbers bare (12.5, not np.float64(12.5) or '12.5'), other text quoted."""
+    if isinstance(value, str):
+        try:
+            float(value)
+            return value.strip()
+        except ValueError:
+            return repr(value)
     return repr(value.item() if hasattr(value, "item") else value)
 
 
 def _integer_column(df: pd.DataFrame, column: str, source: str, csv: bool) -> np.ndarray:
-    """The column as int64, or a CountsError naming the first non-integer value."""
+    """The column as int64, or a CountsError naming the first non-integer (or too large) value."""
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
     bad = ~np.isfinite(values) | (values != np.round(values))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
         raise CountsError(f"{_where(source, column, i, csv)}: expected an integer, got {_show(df[column].iloc[i])}")
+    _check(np.abs(values) > MAX_COUNT, df, column, source, csv, f"expected at most {MAX_COUNT:,} (2^53)")
     return values.astype(np.int64)
+
+
+def _names(column: pd.Series) -> pd.Series:
+    """Ids and group names as stripped strings (NaN stays NaN: an empty cell)."""
+    text = column.where(column.isna(), column.astype(str).str.strip())
+    return text.where(text != "", np.nan)
 
 
 def _check(mask: np.ndarray, df: pd.DataFrame, column: str, source: str, csv: bool, what: str) -> None:
@@ -87,7 +102,7 @@ def validate_counts(df: pd.DataFrame, source: str = "counts", by: str | None = N
     if by is not None and by not in df.columns:
         raise CountsError(f"{source}: grouping column '{by}' not found; found {', '.join(map(str, df.columns))}")
     out = df.copy().reset_index(drop=True)
-    _check(out["problem"].isna().to_numpy(), out, "problem", source, csv, "problem id is empty")
+    _check(_names(out["problem"]).isna().to_numpy(), out, "problem", source, csv, "problem id is empty")
     out["n"] = _integer_column(out, "n", source, csv)
     out["correct"] = _integer_column(out, "correct", source, csv)
     _check(out["n"].to_numpy() < 1, out, "n", source, csv, "n must be >= 1")
@@ -97,10 +112,10 @@ def validate_counts(df: pd.DataFrame, source: str = "counts", by: str | None = N
         i = int(np.flatnonzero(over)[0])
         raise CountsError(f"{_where(source, 'correct', i, csv)}: correct must be <= n, "
                           f"got correct={out['correct'].iloc[i]} with n={out['n'].iloc[i]}")
-    out["problem"] = out["problem"].astype(str)
+    out["problem"] = _names(out["problem"])
     if by is not None:
-        _check(out[by].isna().to_numpy(), out, by, source, csv, "group name is empty")
-        out["group"] = out[by].astype(str)
+        _check(_names(out[by]).isna().to_numpy(), out, by, source, csv, "group name is empty")
+        out["group"] = _names(out[by])
     else:
         out["group"] = ALL_GROUP
     dup = out.duplicated(["group", "problem"], keep="first").to_numpy()
@@ -110,15 +125,17 @@ def validate_counts(df: pd.DataFrame, source: str = "counts", by: str | None = N
         scope = f" in group {out['group'].iloc[i]!r}" if by is not None else " (pass --by to group rows)"
         raise CountsError(f"{_where(source, 'problem', i, csv)}: problem {out['problem'].iloc[i]!r} appears again"
                           f"{scope}; first at row {first + 1}")
+    if cost_column is not None and cost_column not in out.columns:
+        raise CountsError(f"{source}: cost column '{cost_column}' not found; found {', '.join(map(str, df.columns))}")
     for col in [c for c in (cost_column, *TOKEN_COLUMNS) if c is not None and c in out.columns]:
         vals = pd.to_numeric(out[col], errors="coerce").to_numpy(dtype=float)
         _check(~np.isfinite(vals), out, col, source, csv, "expected a finite number")
+        if col == cost_column:
+            _check(vals <= 0, out, col, source, csv, "cost per sample must be > 0")
         _check(vals < 0, out, col, source, csv, "must be >= 0")
         out[col] = vals
-    if cost_column is not None:
-        if cost_column not in out.columns:
-            raise CountsError(f"{source}: cost column '{cost_column}' not found; found {', '.join(map(str, df.columns))}")
-        _check(out[cost_column].to_numpy() <= 0, out, cost_column, source, csv, "cost per sample must be > 0")
+    for col in [c for c in NUMERIC_COLUMNS if c in out.columns]:  # CSV cells are read as text
+        out[col] = pd.to_numeric(out[col], errors="coerce")
     return out
 
 

@@ -89,21 +89,31 @@ def _with_costs(counts: pd.DataFrame, cost_column: str | None, cost_model: str,
         return costmod.add_seconds_per_sample(counts, source), cost_model, costmod.UNITS[cost_model]
     if all(c in counts.columns for c in TOKEN_COLUMNS) and (n_params is not None or cost_model == "price"):
         try:
-            return costmod.add_cost_per_sample(counts, cost_model, n_params, prices), cost_model, costmod.UNITS[cost_model]
+            costed = costmod.add_cost_per_sample(counts, cost_model, n_params, prices)
         except ValueError as exc:
             raise CountsError(str(exc)) from exc
+        free = costed[COST_COLUMN].to_numpy(float) <= 0
+        if free.any():
+            names = list(dict.fromkeys(map(str, costed["group"][free])))
+            raise CountsError(f"{source}: the {cost_model} cost model gives {int(free.sum())} row(s) a cost of 0 per sample "
+                              f"(group(s) {', '.join(names[:10])}{', ...' if len(names) > 10 else ''}): their token sums "
+                              "are 0 or priced at 0; equal-compute comparisons need a positive cost")
+        return costed, cost_model, costmod.UNITS[cost_model]
     return counts, None, None
 
 
 def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None) -> FitRun:
     """Compute curves and the comparison when costs are known."""
     if COST_COLUMN not in run.counts.columns:
-        run.notes.append("no cost per sample: the equal-compute comparison is skipped")
+        hint = (" (the table has token sums: --n-params BASE,ORACLE or --prices costs them)"
+                if "counts" in run.source and all(c in run.counts.columns for c in TOKEN_COLUMNS) else "")
+        run.notes.append("no cost per sample: the equal-compute comparison is skipped" + hint)
         return run
     run.curves = {name: cmp.compute_curve(g, g.frame[COST_COLUMN].to_numpy(float))
                   for name, g in run.groups.items()}
     if not run.references:
-        run.notes.append("no reference config (pure base / oracle sampling): no compute multipliers")
+        run.notes.append("no reference config (pure base / oracle sampling): no compute multipliers"
+                         + (" (name the groups with --base / --oracle)" if "counts" in run.source else ""))
     run.comparison = cmp.compare(run.curves, run.references, targets, budgets, run.options.level)
     run.comparison.update({"cost_model": run.cost_model, "cost_unit": run.cost_unit})
     return run
@@ -135,12 +145,19 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
                           f"{', '.join(sorted(set(counts['group'])))}")
     counts, model, unit = _with_costs(counts, cost_column, cost_model or "flops", n_params, prices, str(path))
     if asked and model is None:
-        raise CountsError(f"{path}: the {cost_model or 'flops'} cost model needs the token columns "
-                          f"{', '.join(TOKEN_COLUMNS)}"
-                          + ("" if cost_model in ("price", "seconds") else " and --n-params BASE,ORACLE")
-                          + "; without a cost model the table's own cost_per_sample column (if any) is used")
+        absent = [c for c in TOKEN_COLUMNS if c not in counts.columns]
+        need = (f"the token columns {', '.join(TOKEN_COLUMNS)} (missing: {', '.join(absent)})" if absent else "")
+        if cost_model not in ("price", "seconds") and n_params is None:
+            need += (" and " if need else "") + "--n-params BASE,ORACLE"
+        raise CountsError(f"{path}: the {cost_model or 'flops'} cost model needs {need}; "
+                          "without a cost model the table's own cost_per_sample column (if any) is used")
+    notes = []
+    if not references:  # a counts table from `study fit` (or one like it) names its references base and oracle
+        references = {role: role for role in ("base", "oracle") if role in set(counts["group"])}
+        notes += [f"group {role!r} is taken as the pure-{role} reference (--{role} to choose another)" for role in references]
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
                  fit_groups(counts, options), options, predict_ks, model, unit, references)
+    run.notes += notes
     return _finish(run, targets, budgets)
 
 

@@ -116,9 +116,29 @@ def _md_table(rows: list[dict[str, str]]) -> str:
     if not rows:
         return "_(none)_"
     cols = list(dict.fromkeys(k for r in rows for k in r))
-    out = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    out += ["| " + " | ".join(r.get(c, DASH) for c in cols) + " |" for r in rows]
+    out = ["| " + " | ".join(map(_cell, cols)) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+    out += ["| " + " | ".join(_cell(r.get(c, DASH)) for c in cols) + " |" for r in rows]
     return "\n".join(out)
+
+
+def _cell(text: str) -> str:
+    """A Markdown table cell: a '|' in a name must not end the cell."""
+    return str(text).replace("|", "\\|")
+
+
+def grouped_warnings(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
+    """Each distinct group warning once, with the groups that have it (first-seen order)."""
+    seen: dict[str, list[str]] = {}
+    for name, g in doc["groups"].items():
+        for w in g["warnings"]:
+            seen.setdefault(w, []).append(name)
+    return list(seen.items())
+
+
+def group_list(names: list[str], shown: int = 3) -> str:
+    """'a', 'a, b', or 'a, b, c and 75 more groups'."""
+    head = ", ".join(names[:shown])
+    return head if len(names) <= shown else f"{head} and {len(names) - shown} more groups"
 
 
 def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
@@ -198,7 +218,8 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
         for name, paths in plots.items():
             for p in (q for q in paths if q.suffix == ".png"):
                 parts.append(f"![{name}]({_link(p, base_dir)})\n\n*{PLOT_CAPTIONS.get(name, name)}*\n")
-    warn = [f"- `{n}`: {w}" for n, g in doc["groups"].items() for w in g["warnings"]] + [f"- {x}" for x in doc.get("notes", [])]
+    warn = [f"- {group_list([f'`{n}`' for n in names], shown=10)}: {w}" for w, names in grouped_warnings(doc)]
+    warn += [f"- {x}" for x in doc.get("notes", [])]
     cost_note = COST_NOTES.get(doc.get("cost_model") or "", "")
     parts += ["\n## Notes\n", METHOD_NOTE + (f"- {cost_note}\n" if cost_note else ""),
               *(["\nWarnings:\n", "\n".join(warn)] if warn else [])]
@@ -240,7 +261,7 @@ METHOD_NOTE = """\
   maximum likelihood; coverage(k) = 1 − B(α, β+k)/B(α, β); its power-law exponent is −α.
 - The default extrapolation (`ensemble`) averages the two; it had the smallest error predicting
   held-out 10× and 100× coverage on the real Pythia GSM8K counts (BENCHMARKS.md). Beyond the
-  sampled n it is anchored to the empirical coverage@n (its −log coverage scaled to match there).
+  sampled n it is anchored to the empirical curve at the smallest n (its −log coverage scaled to match there).
 - Compute multiplier = compute the reference needs / compute the config needs for the same
   coverage (paired bootstrap over problems for the CI).
 """

@@ -131,6 +131,15 @@ def test_a_cost_model_asked_for_replaces_the_cost_column(app: typer.Typer, tmp_p
     assert res.exit_code == 2 and "--n-params" in res.output
     res = _invoke(app, "fit", "--counts", path, "--cost-column", "cost_per_sample", "--n-params", "1e9,8e9", "--no-plots")
     assert res.exit_code == 2 and "cannot be combined" in res.output
+    res = _invoke(app, "fit", "--counts", path, "--prices", "0.1,0.2,1,2", "--json", out, "--no-plots", "--boot", 20)
+    assert res.exit_code == 0, res.output  # prices alone ask for the price model
+    doc = json.loads(out.read_text())
+    assert doc["cost_model"] == "price"
+    assert doc["groups"]["guided"]["cost_per_sample"] == pytest.approx((90 * 0.2 + 10 * 2) / 1e6)
+    assert any("group 'base' is taken as the pure-base reference" in note for note in doc["notes"])
+    assert "vs_base" in doc["comparison"]["configs"]["guided"]
+    res = _invoke(app, "fit", "--counts", path, "--prices", "0,0,1,1", "--no-plots")  # the base costs nothing
+    assert res.exit_code == 2 and "a cost of 0 per sample (group(s) base)" in res.output, res.output
 
 
 def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app: typer.Typer, tmp_path: Path) -> None:
@@ -160,6 +169,21 @@ def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app:
     assert auc_cell(0.98, 0.97, 0.99) == "0.980 [0.970, 0.990]"
 
 
+def test_warnings_are_listed_once_and_names_with_bars_keep_the_tables_whole(app: typer.Typer, tmp_path: Path) -> None:
+    """A warning shared by many groups is printed once with the groups; a '|' in a name is escaped in Markdown."""
+    rng = np.random.default_rng(0)
+    frames = [pd.DataFrame({"config": f"c|{i}", "problem": np.arange(4), "n": 30, "correct": rng.binomial(30, 0.3, 4),
+                            "cost_per_sample": 1.0}) for i in range(5)]
+    path = tmp_path / "few.csv"
+    pd.concat(frames).to_csv(path, index=False)
+    res = _invoke(app, "report", "--counts", path, "--boot", 20, "--out", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    assert res.output.count("only 4 problems") == 1 and "and 2 more groups" in res.output
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert text.count("only 4 problems") == 1
+    assert "| c\\|0 |" in text and "| c|0 |" not in text
+
+
 def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer, tmp_path: Path) -> None:
     """Resampling one problem changes nothing: the comparison reports no CIs (as pass@1 does), not [x, x]."""
     path = tmp_path / "one.csv"
@@ -185,6 +209,14 @@ def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer,
     (["--counts", "{good}", "--base", "nope"], "reference group(s) not found"),
     (["{good}", "--counts", "{good}"], "either RUN_DIR or --counts"),
     (["{dir}"], "is not a run directory (no _manifest.json)"),
+    (["--counts", "{good}", "--json", "{good}"], "is the counts file being fitted"),
+    (["--counts", "{good}", "--predict", "1.5"], "--predict: numbers of samples must be whole"),
+    (["--counts", "{good}", "--predict", ""], "--predict: expected comma-separated numbers of samples, got ''"),
+    (["--counts", "{good}", "--boot", "0"], "--boot: expected at least 2"),
+    (["--counts", "{good}", "--base", "all", "--oracle", "all"], "--base and --oracle name the same group"),
+    (["--counts", "{good}", "--cost", "flops", "--prices", "1,1,1,1"], "--prices applies to --cost price"),
+    (["--counts", "{good}", "--cost", "seconds", "--n-params", "1,2"], "--n-params applies to the flops and decode"),
+    (["--counts", "{good}", "--cost", "decode"], "(missing: base_decode, base_prefill, oracle_decode, oracle_prefill)"),
 ])
 def test_bad_input_is_a_clear_error(app: typer.Typer, tmp_path: Path, args: list[str], needle: str) -> None:
     """Exit code 2, the reason on stderr, no traceback."""

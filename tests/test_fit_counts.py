@@ -28,6 +28,31 @@ def test_reads_both_formats(tmp_path: Path, name: str) -> None:
     assert counts["n"].dtype == "int64"
 
 
+def test_csv_ids_and_names_are_read_as_written(tmp_path: Path) -> None:
+    """Ids that look like numbers or missing values stay distinct strings; surrounding spaces are dropped;
+    the numeric columns are still numbers."""
+    path = tmp_path / "ids.csv"
+    path.write_text("config,problem,n,correct,level\n1,001,4,1,2\n1,1,4,0,\n01,1e3,4,2,3\nNA, 1000 ,4,4,1\n A ,NA,4,0,1\n")
+    counts = load_counts(path)
+    assert counts["group"].tolist() == ["1", "1", "01", "NA", "A"]
+    assert counts["problem"].tolist() == ["001", "1", "1e3", "1000", "NA"]
+    assert counts["level"].tolist()[0] == 2 and pd.isna(counts["level"].iloc[1])
+    path.write_text("config,problem,n,correct\na, p1 ,4,1\na,p1,4,0\n")
+    with pytest.raises(CountsError, match="problem 'p1' appears again"):
+        load_counts(path)
+    path.write_text("config,problem,n,correct\na,  ,4,1\n")
+    with pytest.raises(CountsError, match="row 1 \\(line 2\\): problem id is empty"):
+        load_counts(path)
+
+
+def test_huge_counts_are_refused_as_written(tmp_path: Path) -> None:
+    """An n past 2^53 names its value and the limit instead of overflowing."""
+    path = tmp_path / "huge.csv"
+    path.write_text("problem,n,correct\np1,1e20,1\n")
+    with pytest.raises(CountsError, match=r"column 'n', row 1 \(line 2\): expected at most 9,007,199,254,740,992 \(2\^53\), got 1e20"):
+        load_counts(path)
+
+
 def test_single_group_without_config(tmp_path: Path) -> None:
     """No grouping column: one group named 'all'."""
     counts = load_counts(_write(tmp_path, GOOD.drop(columns="config").iloc[:2]))
@@ -42,7 +67,7 @@ def test_single_group_without_config(tmp_path: Path) -> None:
     (lambda d: d.assign(correct=[0, -1, 1]), "column 'correct', row 2 (line 3): correct must be >= 0"),
     (lambda d: d.assign(correct=["0", "x", "1"]), "column 'correct', row 2 (line 3): expected an integer, got 'x'"),
     (lambda d: d.assign(problem=[1, 1, 1]), "problem '1' appears again in group 'a'; first at row 1"),
-    (lambda d: d.assign(cost_per_sample=[1.0, -2.0, 1.0]), "column 'cost_per_sample', row 2 (line 3): must be >= 0"),
+    (lambda d: d.assign(cost_per_sample=[1.0, -2.0, 1.0]), "column 'cost_per_sample', row 2 (line 3): cost per sample must be > 0"),
 ])
 def test_errors_name_file_column_and_row(tmp_path: Path, change, needle: str) -> None:
     """Each bad input fails with a message naming the file and where."""
