@@ -49,7 +49,6 @@ class FitOptions:
     level: float = 0.95
     seed: int = 0
     anchor: bool = True  # extrapolations pass through the last empirical point (see GroupFit.curve)
-    ensemble_at_bound: bool = False  # let a beta-binomial MLE at a parameter bound into the ensemble (see model_coverage)
 
     def __post_init__(self) -> None:
         """Reject unknown names early."""
@@ -154,8 +153,6 @@ class GroupFit:
                            for m in power_law.METHODS}
         self.beta = beta_binomial.fit(n, c, self.options.family, self.weights)
         self.warnings += self.beta.warnings
-        if self.options.estimator == "ensemble" and self.beta_left_out:
-            self.warnings.append("the ensemble extrapolates with the power law alone (the beta-binomial MLE is at a bound)")
         if len(n) < MIN_PROBLEMS_FOR_CI:
             self.warnings.append(f"only {len(n)} problem{'s' if len(n) != 1 else ''}: bootstrap CIs over problems are "
                                  + ("unreliable" if len(n) > 1 else "undefined (none reported)"))
@@ -201,9 +198,8 @@ class GroupFit:
                        ) -> tuple[str, np.ndarray, np.ndarray | None]:
         """(method, point (K,), replicates (B, K) or None) of the estimator; a failed fit falls back to the other.
 
-        The ensemble leaves out a beta-binomial whose MLE sits at a parameter bound (no overdispersion
-        identified: a common p for every problem, whose coverage is a step; or the opposite limit) and
-        uses the power law alone (`FitOptions.ensemble_at_bound` keeps it in).
+        A beta-binomial whose MLE sits at a parameter bound stays in the ensemble: leaving it out (the
+        power law alone) predicted held-out Pythia coverage worse (BENCHMARKS.md, eighth session).
         """
         k = np.asarray(k, float)
         fits = {}
@@ -212,8 +208,6 @@ class GroupFit:
             if np.all(np.isfinite(point)):
                 fits[name] = (point, fitted.coverage_boot(k))
         estimator = estimator or self.options.estimator
-        if estimator == "ensemble" and self.beta_left_out:
-            estimator = "power_law"
         if estimator == "ensemble" and len(fits) == 2:
             (pb, bb), (pp, bp) = fits["beta_binomial"], fits["power_law"]
             return "ensemble", (pb + pp) / 2, None if bb is None or bp is None else (bb + bp) / 2
@@ -221,11 +215,6 @@ class GroupFit:
             if name in fits:
                 return name, *fits[name]
         return "unavailable", np.full(k.shape, np.nan), None
-
-    @property
-    def beta_left_out(self) -> bool:
-        """Whether the ensemble leaves out the beta-binomial (its MLE at a bound, see `model_coverage`)."""
-        return self.beta.at_bound and not self.options.ensemble_at_bound and self.power_law().law.status == "ok"
 
     def curve(self, k: np.ndarray, estimator: str | None = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:

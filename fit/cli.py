@@ -57,7 +57,7 @@ def _predict_ks(text: str | None) -> list[float] | None:
 def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str | None, cost: str | None,
          prices: str | None, cost_column: str | None, n_params: str | None, base: str | None, oracle: str | None,
          targets: str, budgets: str | None, estimator: str, power_law_method: str, family: str, boot: int,
-         seed: int, runs_root: Path) -> FitRun:
+         seed: int, runs_root: Path, grader: str | None = None) -> FitRun:
     """Parse options and fit a counts file or a run dir (ValueError/OSError on bad input)."""
     if cost is not None and cost not in COST_MODELS:
         raise ValueError(f"--cost: choose from {', '.join(COST_MODELS)}, got {cost!r}")
@@ -76,6 +76,8 @@ def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str
                               prices=Prices.parse(prices) if prices else None, targets=_targets(targets),
                               budgets=parse_floats(budgets, "--budgets"))
     if counts is not None:
+        if grader is not None:
+            raise ValueError("--grader applies to run dirs only (a counts file is already graded)")
         if run_dir is not None:
             raise ValueError("give either RUN_DIR or --counts, not both")
         refs = {role: name for role, name in (("base", base), ("oracle", oracle)) if name}
@@ -84,7 +86,7 @@ def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str
         raise ValueError("--by, --cost-column, --n-params, --base and --oracle apply to --counts only")
     from fit.rundir import latest_run
 
-    return fit_run_dir(run_dir if run_dir is not None else latest_run(runs_root), **kw)
+    return fit_run_dir(run_dir if run_dir is not None else latest_run(runs_root), grader=grader, **kw)
 
 
 def print_table(run: FitRun, doc: dict[str, Any]) -> None:
@@ -155,6 +157,8 @@ FAMILY = typer.Option(beta_binomial.DEFAULT_FAMILY, "--family", help=f"Distribut
 BOOT = typer.Option(200, "--boot", help="Bootstrap replicates over problems.")
 SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
 RUNS = typer.Option(Path("runs"), "--runs", help="Where to look for the most recent run.")
+GRADER = typer.Option(None, "--grader", help="Run dirs: whose grades to read, math-verify or strict (default: the one "
+                      "`study verify` graded the run with; math-verify if none or both).", show_default=False)
 
 
 def fit_command(
@@ -167,11 +171,12 @@ def fit_command(
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
     targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
     power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,
+    grader: Optional[str] = GRADER,
 ) -> None:
     """Fit coverage curves (power law, beta-binomial), extrapolate, compare configs at equal compute."""
     try:
         run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
-                   budgets, estimator, power_law_method, family, boot, seed, runs)
+                   budgets, estimator, power_law_method, family, boot, seed, runs, grader)
         default_dir = Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source else None
         doc, _ = _outputs(run, json_out, plots, default_dir, no_plots)
     except (ValueError, OSError) as exc:
@@ -187,13 +192,14 @@ def report_command(
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
     targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
     power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,
+    grader: Optional[str] = GRADER,
 ) -> None:
     """Write a Markdown report (tables + plots) for a run dir or a counts file."""
     from fit.report import write_report
 
     try:
         run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
-                   budgets, estimator, power_law_method, family, boot, seed, runs)
+                   budgets, estimator, power_law_method, family, boot, seed, runs, grader)
         if out is None:
             out = (Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source
                    else Path(f"{Path(run.source['counts']).stem}_report"))

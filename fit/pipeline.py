@@ -163,9 +163,11 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
 
 def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_ks: list[float] | None = None,
                 cost_model: str | None = None, prices: costmod.Prices | None = None,
-                targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
+                targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None,
+                grader: str | None = None) -> FitRun:
     """Fit a graded (or gradable) run dir: `study fit RUN_DIR`; the cost model defaults to the
-    experiment's [cost] section (recorded in the manifest), else flops."""
+    experiment's [cost] section (recorded in the manifest), else flops; the grader to the one that
+    graded the run (`rundir.choose_grader`)."""
     from fit import rundir
 
     options = options or FitOptions()
@@ -175,12 +177,15 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     cost_model = cost_model or cost.get("model") or "flops"
     if prices is None and cost_model == "price" and "prices" in cost:
         prices = costmod.Prices.from_mapping(cost["prices"])
-    raw = rundir.run_counts(run_dir)
+    if cost_model == "price" and prices is None:  # before grading, which may take a while
+        raise CountsError(f"{run_dir}: cost model 'price' needs prices (--prices, or prices in the experiment's [cost])")
+    grader = rundir.choose_grader(run_dir, grader)
+    raw = rundir.run_counts(run_dir, grader)
     counts = validate_counts(raw, f"{run_dir} counts table", "config")
     n_params = costmod.n_params_from_manifest(manifest) if cost_model in ("flops", "decode") else None
     counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices, str(run_dir))
     references = rundir.references(manifest)
-    run = FitRun({"run_dir": str(run_dir)}, counts, fit_groups(counts, options), options, predict_ks, model, unit,
+    run = FitRun({"run_dir": str(run_dir), "grader": grader}, counts, fit_groups(counts, options), options, predict_ks, model, unit,
                  {role: ref for role, ref in references.items() if ref in set(counts["group"])}, manifest=manifest)
     run.notes += [f"reference config {ref!r} ({role}) has no graded samples: no multipliers against it"
                   for role, ref in references.items() if role not in run.references]
@@ -189,8 +194,9 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     incomplete = rundir.incomplete_note(run_dir)
     if incomplete:
         run.notes.append(incomplete)
-    run.summary = rundir.run_summary(run_dir)
-    run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
+    run.summary = rundir.run_summary(run_dir, grader)
+    run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed,
+                                grader=grader)
     return _finish(run, targets, budgets)
 
 

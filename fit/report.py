@@ -192,6 +192,8 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
     """The full Markdown report; plot links are relative to `base_dir` (where the report is written)."""
     src = doc["source"]
     what = f"run dir `{src['run_dir']}`" if "run_dir" in src else f"counts file `{src['counts']}`"
+    if "grader" in src:
+        what += f", graded by `{src['grader']}`"
     unit = doc.get("cost_unit")
     parts = ["# Coverage and equal-compute report\n",
              f"Source: {what}. Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. "

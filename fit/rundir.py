@@ -58,11 +58,25 @@ def random_grid(manifest: dict[str, Any]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["config", "c", "k", "variant"]).dropna()
 
 
-def run_counts(run_dir: str | Path) -> pd.DataFrame:
+def choose_grader(run_dir: str | Path, asked: str | None = None) -> str:
+    """The grader whose grades `study fit` reads: the one asked for, else the only one that graded the run
+    (`study verify --grader`), else math-verify."""
+    from verify.equivalence import GRADERS
+    from verify.run_grades import grades_dir
+
+    if asked is not None:
+        if asked not in GRADERS:
+            raise CountsError(f"--grader: choose from {', '.join(GRADERS)}, got {asked!r}")
+        return asked
+    graded = [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
+    return graded[0] if len(graded) == 1 else "math-verify"
+
+
+def run_counts(run_dir: str | Path, grader: str = "math-verify") -> pd.DataFrame:
     """The run's counts table from verify (grading first if needed), with a ``config`` column."""
     import verify  # lazy: only the run-dir path needs the verifier
 
-    return verify.counts_table(Path(run_dir))
+    return verify.counts_table(Path(run_dir), grader)
 
 
 def timing_note(run_dir: str | Path) -> str:
@@ -91,20 +105,21 @@ def incomplete_note(run_dir: str | Path) -> str | None:
             f"there (see `study status {run_dir}`)")
 
 
-def run_summary(run_dir: str | Path) -> pd.DataFrame:
+def run_summary(run_dir: str | Path, grader: str = "math-verify") -> pd.DataFrame:
     """verify.summarize_run indexed by config (pass@1, coverage@n, maj@n and their _lo/_hi)."""
     import verify
 
-    return verify.summarize_run(Path(run_dir)).set_index("config")
+    return verify.summarize_run(Path(run_dir), grader).set_index("config")
 
 
-def maj_curves(run_dir: str | Path, k_max: dict[str, int], n_resamples: int = 200, seed: int = 0) -> pd.DataFrame:
+def maj_curves(run_dir: str | Path, k_max: dict[str, int], n_resamples: int = 200, seed: int = 0,
+               grader: str = "math-verify") -> pd.DataFrame:
     """maj@k per config on a log grid up to k_max[config] (verify.metrics.maj_curve): columns config, k, maj, lo, hi."""
     import verify
     from verify.metrics import log_grid, maj_curve
     from verify.tables import class_votes
 
-    grades = verify.read_grades(Path(run_dir))
+    grades = verify.read_grades(Path(run_dir), grader)
     frames = []
     for cid, votes in class_votes(grades).groupby("config", sort=True):
         if str(cid) not in k_max:

@@ -188,6 +188,40 @@ def make_engine(
     return vllm_engine_for(pair, max_len, experiment.engine_options, threads)
 
 
+def preflight(experiment: Experiment, pair: Any, prompts: dict[str, tuple[int, ...]],
+              report: Callable[[str], None] = print) -> None:
+    """Refuse, before the run dir is written or an engine starts, what would fail or go wrong later."""
+    longest = max(prompts, key=lambda pid: len(prompts[pid]))
+    need = len(prompts[longest]) + experiment.max_tokens
+    for role in ("base", "oracle"):
+        model = getattr(pair, role, None)
+        positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        if positions is not None and need > positions:
+            raise ValueError(
+                f"the longest prompt (problem {longest}: {len(prompts[longest])} tokens) + max_tokens "
+                f"{experiment.max_tokens} = {need} positions, past the {role} model's context of {positions}; "
+                "lower max_tokens or choose problems with shorter prompts")
+    for config_id, config in experiment.configs.items():
+        head = config.policy.head
+        if config.policy.name != "judge" or not head:
+            continue
+        if experiment.engine == "vllm":
+            raise ValueError(f"config {config_id!r}: the judge head reads the oracle's hidden states, which vLLM "
+                             "does not return; run it with engine = 'torch'")
+        from sampling.judge_head import load_head
+
+        weight, _ = load_head(head)
+        hidden = getattr(getattr(pair.oracle, "config", None), "hidden_size", None)
+        if hidden is not None and weight.shape[0] != hidden:
+            raise ValueError(f"config {config_id!r}: judge head {head!r} expects hidden size {weight.shape[0]}, "
+                             f"the oracle has {hidden}")
+    unk = getattr(pair.tokenizer, "unk_token_id", None)
+    unknown = [pid for pid, ids in prompts.items() if unk is not None and unk in ids]
+    if unknown:
+        report(f"warning: {len(unknown)} of {len(prompts)} prompts contain characters the tokenizer does not know "
+               f"(encoded as {pair.tokenizer.unk_token!r}), e.g. problem {unknown[0]}")
+
+
 @dataclass
 class RunResult:
     """What a `study sample` call did."""
@@ -245,18 +279,23 @@ def run_experiment(
         manifest["cost"] = experiment.cost
     prompts = {p.id: encode_prompt(pair.tokenizer, p, experiment.prompt) for p in problems}
     manifest["prompts_sha256"] = prompts_digest(prompts)
-    manifest = store.open_run(run_dir, manifest, problems, on_wait=report)
+    preflight(experiment, pair, prompts, report)
+    if existing is not None:
+        store.check_join(run_dir, manifest)  # refuse a mismatch before an engine starts
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
                          blocking["block_size"], blocking["group_size"])
     index, count = shard
     mine = [b for b in blocks if b.group % count == index]
-    finished = store.finished_blocks(run_dir)
+    finished = store.finished_blocks(run_dir) if existing is not None else set()
     todo = [b for b in mine if (b.config_id, b.key) not in finished]
     max_len = max(len(ids) for ids in prompts.values()) + experiment.max_tokens
-    if engine is None and todo:
-        engine = make_engine(experiment, pair, blocking["block_size"], max_len, threads, report)
+    if engine is None and todo:  # started before the run dir is written: an engine that fails to start leaves no run behind
+        slots = max(block.size for block in todo)  # the largest block this call runs (the torch engine's cache rows)
+        engine = make_engine(experiment, pair, slots, max_len, threads, report)
     elif engine is not None and engine.name != experiment.engine:
         raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
+    manifest = store.open_run(run_dir, manifest, problems, on_wait=report)
+    todo = [b for b in todo if (b.config_id, b.key) not in store.finished_blocks(run_dir)]  # another shard may have run
     device = device_name(experiment.engine)
     total_samples = sum(b.size for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None

@@ -136,27 +136,15 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem],
     return manifest
 
 
+def check_join(run_dir: Path, manifest: dict[str, Any]) -> None:
+    """Refuse a manifest that does not match the run's (nothing is written; `open_run` checks again)."""
+    _check_compatible(Path(run_dir), read_manifest(Path(run_dir)), manifest)
+
+
 def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     """Check a new manifest against the run's and add its new configs (and cost); the manifest in force."""
     existing = read_manifest(run_dir)
-    for key in RUN_IDENTITY_KEYS:
-        if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
-            continue
-        old, new = _identity(key, existing.get(key)), _identity(key, manifest.get(key))
-        if old != new:
-            why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
-                   "changed)" if key == "prompts_sha256" else "")
-            raise RunDirError(
-                f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"
-                f"  now:      {json.dumps(new, sort_keys=True)}\nUse a new --out directory."
-            )
-    for config_id, config in manifest["configs"].items():
-        old = existing["configs"].get(config_id)
-        if old is not None and old != config:
-            raise RunDirError(
-                f"config {config_id!r} in {run_dir} was sampled as {json.dumps(old)}; now {json.dumps(config)}. "
-                "Give the changed config a new id or use a new --out directory."
-            )
+    _check_compatible(run_dir, existing, manifest)
     added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
     # the cost model only says how `study fit` reads the run: a config that gives one updates it
     new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
@@ -166,6 +154,34 @@ def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
             existing["cost"] = manifest["cost"]
         write_manifest(run_dir, existing)
     return existing
+
+
+def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> None:
+    """A RunDirError naming the first run setting or config definition that differs."""
+    for key in RUN_IDENTITY_KEYS:
+        if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
+            continue
+        old, new = _identity(key, existing.get(key)), _identity(key, manifest.get(key))
+        if old != new:
+            why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
+                   "changed)" if key == "prompts_sha256" else "")
+            if key == "problems_sha256" and existing.get("num_problems") != manifest.get("num_problems"):
+                why = f" ({existing.get('num_problems')} problems, now {manifest.get('num_problems')}: check --problems/--levels)"
+            fix = (f"Pass --engine {old} to continue it, or use a new --out directory." if key == "engine"
+                   else "Use a new --out directory.")
+            raise RunDirError(
+                f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"
+                f"  now:      {json.dumps(new, sort_keys=True)}\n{fix}"
+            )
+    for config_id, config in manifest["configs"].items():
+        old = existing["configs"].get(config_id)
+        if old is not None and old != config:
+            changed = ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(config.get(k))}"
+                                for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
+            raise RunDirError(
+                f"config {config_id!r} in {run_dir} was sampled with other settings ({changed}). "
+                "Give the changed config a new id or use a new --out directory."
+            )
 
 
 def _identity(key: str, value: Any) -> Any:
@@ -198,7 +214,7 @@ def _manifest_lock(run_dir: Path, on_wait: Callable[[str], None] | None = None, 
             if time.time() > deadline:
                 raise RunDirError(
                     f"{run_dir}: another process has held {lock} for over {timeout:g} s (creating the run or updating "
-                    f"its manifest); if no `study sample` is writing there, it died: remove {lock} and retry"
+                    f"its manifest); if no `study sample` is writing there, it died: remove it (rmdir {lock}) and retry"
                 ) from None
             if not told and on_wait is not None:
                 on_wait(f"waiting for another process creating or updating {run_dir} ({lock})")

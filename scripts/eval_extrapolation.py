@@ -27,7 +27,7 @@ from fit.analysis import FitOptions, GroupFit
 from fit.counts import load_counts
 
 ESTIMATORS = ("power_law/loglog", "power_law/nonlinear", "beta_binomial/beta", "beta_binomial/zi_beta",
-              "ensemble", "ensemble/unanchored", "ensemble/with-beta-at-bound", "power_law/nonlinear/unanchored", "beta_binomial/beta/unanchored",
+              "ensemble", "ensemble/unanchored", "power_law/nonlinear/unanchored", "beta_binomial/beta/unanchored",
               "no extrapolation")
 MIN_SUBSAMPLE = 8
 
@@ -52,7 +52,6 @@ def predict_all(frame: pd.DataFrame, k: float, n_boot: int, seed: int) -> dict[s
         "beta_binomial/zi_beta": one("beta_binomial", family="zi_beta"),
         "ensemble": one("ensemble", power_law_method="nonlinear", family="beta"),
         "ensemble/unanchored": one("ensemble", power_law_method="nonlinear", family="beta", anchor=False),
-        "ensemble/with-beta-at-bound": one("ensemble", power_law_method="nonlinear", family="beta", ensemble_at_bound=True),
         "power_law/nonlinear/unanchored": one("power_law", power_law_method="nonlinear", anchor=False),
         "beta_binomial/beta/unanchored": one("beta_binomial", family="beta", anchor=False),
         "no extrapolation": (p["coverage"], p["low"], p["high"], p["method"]),

@@ -125,23 +125,6 @@ def test_fallback_names_the_estimator_used(groups) -> None:
     assert method == "ensemble" if statuses == {"ok"} else method in ("beta_binomial", "power_law")
 
 
-def test_ensemble_leaves_out_a_beta_binomial_at_its_bound() -> None:
-    """Pythia 1.4B at 2M tokens: six single successes over 128 problems put the beta MLE at the beta
-    bound (a common p: a step to ~100% coverage); the ensemble then uses the power law alone, with CIs."""
-    frame = load_counts(PYTHIA, by="model")
-    frame = frame[frame["group"] == "Pythia_1.4B_2M"]
-    weights = curves.bootstrap_weights(len(frame), 50, 0)
-    fit = GroupFit("g", frame, FitOptions(n_boot=50), weights)
-    assert fit.beta.at_bound and fit.beta_left_out
-    assert any("power law alone" in w for w in fit.warnings)
-    pred = fit.predict([1e6, 1e7])
-    assert [p["method"] for p in pred.values()] == ["power_law", "power_law"]
-    assert all(p["low"] is not None and p["low"] <= p["coverage"] <= p["high"] for p in pred.values())
-    assert pred["10000000"]["coverage"] < 0.6  # the beta alone predicts ~1.0 here
-    kept = GroupFit("g", frame, FitOptions(n_boot=50, ensemble_at_bound=True), weights).predict([1e7])
-    assert next(iter(kept.values()))["method"] == "ensemble"
-
-
 def test_a_group_missing_problems_is_warned_about() -> None:
     """Groups over different problem sets (a run still sampling) compare unlike with unlike: the short one says so."""
     rows = [{"config": config, "problem": f"p{i}", "n": 8, "correct": i % 5}

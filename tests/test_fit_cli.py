@@ -287,6 +287,26 @@ def test_fit_run_dir_writes_json_and_every_plot(app: typer.Typer, run_dir: Path)
     assert "maj@n" in res.output and "×base @50%" in res.output
 
 
+def test_fit_reads_the_grades_of_the_grader_that_graded_the_run(app: typer.Typer, tmp_path: Path) -> None:
+    """A run graded only with --grader strict is fitted from those grades (not regraded by math-verify);
+    --grader picks one explicitly; the report names it."""
+    from verify import grade_run
+
+    run = make_run_dir(tmp_path / "strict")
+    grade_run(run, "strict", progress=False)
+    res = _invoke(app, "report", run, "--boot", 20)
+    assert res.exit_code == 0, res.output
+    doc = json.loads((run / "_fit" / "fit.json").read_text())
+    assert doc["source"]["grader"] == "strict"
+    assert not (run / "_grades" / "grader=math-verify").exists()
+    assert "graded by `strict`" in (run / "_fit" / "report.md").read_text()
+    res = _invoke(app, "fit", run, "--grader", "math-verify", "--json", tmp_path / "mv.json", "--no-plots", "--boot", 20)
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "mv.json").read_text())["source"]["grader"] == "math-verify"
+    res = _invoke(app, "fit", run, "--grader", "sympy", "--no-plots")
+    assert res.exit_code == 2 and "--grader: choose from math-verify, strict" in res.output
+
+
 def test_decode_cost_model_ignores_prefill(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
     """--cost decode charges no prefill, so the oracle's re-reading costs nothing."""
     out = tmp_path / "decode.json"

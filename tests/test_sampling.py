@@ -331,10 +331,14 @@ def test_changed_config_is_refused_and_new_config_is_added(reference_run: Path, 
     run_dir = tmp_path / "copy"
     shutil.copytree(reference_run, run_dir)
     changed = [{"policy": "random", "c": 2, "k": 3, "ref_length": 40, "base_temperature": 0.5, "id": "random-c2-k3"}]
-    with pytest.raises(RunDirError, match="config 'random-c2-k3'"):
+    with pytest.raises(RunDirError, match=r"config 'random-c2-k3' .* other settings \(base_temperature: 1.0 -> 0.5\)"):
         run_experiment(_experiment(configs=changed), run_dir, block_size=8, report=lambda _: None)
     with pytest.raises(RunDirError, match="different 'n'"):
         run_experiment(_experiment(n=5), run_dir, block_size=8, report=lambda _: None)
+    with pytest.raises(RunDirError, match=r"\(5 problems, now 6: check --problems/--levels\)"):
+        run_experiment(_experiment(problems=6), run_dir, block_size=8, report=lambda _: None)
+    with pytest.raises(RunDirError, match="Pass --engine torch to continue it"):  # refused before vLLM starts
+        run_experiment(_experiment(engine="vllm"), run_dir, block_size=8, report=lambda _: None)
     before = read_samples(run_dir)
     added = SMALL_EXPERIMENT["configs"] + [{"policy": "random", "c": 1, "k": 2, "ref_length": 40}]
     run_experiment(_experiment(configs=added), run_dir, block_size=8, report=lambda _: None)
@@ -694,6 +698,48 @@ def test_torch_engine_notes_and_ignores_vllm_engine_options(tmp_path: Path) -> N
     run_experiment(experiment, tmp_path / "run", block_size=8, report=notes.append)
     assert any("engine_options" in note and "ignores" in note for note in notes)
     assert len(read_samples(tmp_path / "run")) == 1
+
+
+def test_what_would_fail_later_is_refused_before_the_run_dir_is_written(tmp_path: Path) -> None:
+    """A prompt + max_tokens past the models' context, a judge head that does not exist, or one on vLLM:
+    refused up front, leaving no run dir behind (a fixed config can then use the same --out)."""
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match=r"max_tokens 400 = \d+ positions, past the base model's context of 320"):
+        run_experiment(_experiment(max_tokens=400, configs=[{"policy": "base"}]), run_dir, block_size=8, report=lambda _: None)
+    judge = {"policy": "judge", "k": 2, "alpha": 0.2, "max_c": 2, "head": str(tmp_path / "missing.safetensors")}
+    with pytest.raises(ValueError, match="judge head .* not found"):
+        run_experiment(_experiment(configs=[{"policy": "base"}, judge]), run_dir, block_size=8, report=lambda _: None)
+    with pytest.raises(ValueError, match="the judge head reads the oracle's hidden states"):
+        run_experiment(_experiment(engine="vllm", configs=[{**judge, "head": "toy"}]), run_dir, block_size=8,
+                       report=lambda _: None)
+    assert not (run_dir / "_manifest.json").exists()
+    run_experiment(_experiment(problems=1, n=1, configs=[{"policy": "base"}]), run_dir, block_size=8, report=lambda _: None)
+    assert len(read_samples(run_dir)) == 1
+
+
+def test_an_engine_that_fails_to_start_leaves_no_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engine starts before the manifest is written: a start that fails does not lock the --out folder."""
+    import sampling.runner as runner
+
+    def broken(*args, **kwargs):
+        raise ValueError("engine could not start")
+
+    monkeypatch.setattr(runner, "make_engine", broken)
+    with pytest.raises(ValueError, match="could not start"):
+        run_experiment(_experiment(problems=1, n=1, configs=[{"policy": "base"}]), tmp_path / "run", block_size=8,
+                       report=lambda _: None)
+    assert not (tmp_path / "run" / "_manifest.json").exists()
+
+
+def test_prompts_with_unknown_characters_are_reported(tmp_path: Path) -> None:
+    """Characters the tokenizer maps to <unk> are said, not silently sampled from."""
+    data = tmp_path / "odd.jsonl"
+    data.write_text(json.dumps({"id": "q1", "problem": "Compute $1+2$ \u2019", "answer": "3"}) + "\n"
+                    + json.dumps({"id": "q2", "problem": "Compute $1+2$", "answer": "3"}) + "\n")
+    notes: list[str] = []
+    run_experiment(_experiment(dataset=str(data), problems=2, n=1, configs=[{"policy": "base"}]), tmp_path / "run",
+                   block_size=8, report=notes.append)
+    assert any("1 of 2 prompts contain characters the tokenizer does not know" in note and "q1" in note for note in notes)
 
 
 def test_per_config_temperatures_get_their_own_ids() -> None:

@@ -72,7 +72,7 @@ def test_a_stale_lock_is_a_clear_error(tmp_path: Path) -> None:
     """A lock left by a killed process is reported with the path to remove, after the timeout."""
     run = tmp_path / "run"
     (run / MANIFEST_LOCK).mkdir(parents=True)
-    with pytest.raises(RunDirError, match="remove .*creating and retry"):
+    with pytest.raises(RunDirError, match=r"remove it \(rmdir .*creating\) and retry"):
         with store._manifest_lock(run, timeout=0.3):
             pass
 
