@@ -55,9 +55,10 @@ def test_jsonl_rows_gain_extracted_and_correct(tmp_path: Path) -> None:
     code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
     assert code == 0, text
     graded = [json.loads(line) for line in out.read_text().splitlines()]
-    assert [{k: v for k, v in g.items() if k not in ("extracted", "correct")} for g in graded] == rows
+    assert [{k: v for k, v in g.items() if k not in ("extracted", "correct", "undecided")} for g in graded] == rows
     assert [g["extracted"] for g in graded] == ["0.5", "6", "72", None, "Evelyn"]
     assert [g["correct"] for g in graded] == [True, False, True, False, True]
+    assert [g["undecided"] for g in graded] == [None] * 5
     assert "rows" in text and "accuracy" in text
 
 
@@ -195,3 +196,201 @@ def test_bad_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     code, text = _invoke("verify", str(tmp_path / "empty"))
     assert code != 0 and "_problems.parquet" in text
+
+
+def test_timed_out_rows_are_written_undecided_and_counted_as_calls(tmp_path: Path) -> None:
+    """A comparison that times out is written as "correct": null with "undecided": "timeout" (not as a wrong
+    answer), and the summary counts it as a math-verify call that timed out."""
+    from verify.jsonl import grade_jsonl
+
+    rows = [{"reference": "3\\sqrt{13}", "completion": "\\boxed{\\sqrt{117}}"}, {"reference": "5", "completion": "\\boxed{6}"}]
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress", "--timeout", "0.001")
+    assert code == 0, text
+    graded = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [(g["correct"], g["undecided"]) for g in graded] == [(None, "timeout"), (False, None)]
+    assert "1 row(s) undecided" in text
+    result = grade_jsonl(source, tmp_path / "again.jsonl", timeout=0.001, workers=1)
+    assert (result.stats.timeouts, result.stats.calls, result.undecided, result.correct) == (1, 1, 1, 0)
+
+
+def test_output_that_is_the_input_is_refused(tmp_path: Path) -> None:
+    """--output naming the input file (however spelled, or through a link) is refused before anything is written."""
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"reference": "1", "completion": "\\boxed{1}"}])
+    before = source.read_bytes()
+    (tmp_path / "sub").mkdir()
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(source)
+    for output in (source, tmp_path / "sub" / ".." / "in.jsonl", link):
+        code, text = _invoke("verify", "--input", str(source), "--output", str(output), "--no-progress")
+        assert code == 2 and "the output is the input file" in text and "Traceback" not in text
+    assert source.read_bytes() == before and link.is_symlink()
+
+
+def test_grading_fields_already_in_the_input_are_warned_about(tmp_path: Path) -> None:
+    """Rows that already have a field grading writes get a warning naming the field and how many rows."""
+    rows = [{"reference": "1", "completion": "\\boxed{1}", "correct": False}, {"reference": "2", "completion": "\\boxed{2}"}]
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    assert "warning" in text and "1 of 2 row(s) already have a 'correct' field" in text
+    assert [json.loads(line)["correct"] for line in out.read_text().splitlines()] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("reference", "completion", "grader"),
+    [
+        ("1e20", "\\boxed{100000000000000000000}", "math-verify"),
+        ("1e-7", "\\boxed{0.0000001}", "math-verify"),
+        ("1.0", "\\boxed{1}", "strict"),
+        ("0.10", "\\boxed{0.1}", "strict"),
+        ("123456789012345678901234567890", "\\boxed{123456789012345678901234567890}", "strict"),
+    ],
+)
+def test_numeric_references_are_converted_exactly(tmp_path: Path, reference: str, completion: str, grader: str) -> None:
+    """A JSON-number reference is read from its text (no float repr): integral values as integers, others positional."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(f'{{"reference": {reference}, "completion": {json.dumps(completion)}}}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress", "--grader", grader)
+    assert code == 0, text
+    assert json.loads(out.read_text())["correct"] is True
+
+
+def test_exact_number_text() -> None:
+    """Decimal and int references as plain text without exponent or trailing zeros."""
+    from decimal import Decimal
+
+    from verify.jsonl import exact_number_text
+
+    cases = {"1e20": "100000000000000000000", "1e-7": "0.0000001", "1.0": "1", "0.10": "0.1", "-0.0": "0",
+             "-2.50": "-2.5", "1.5E3": "1500", "12345678901234567890123456789012.5": "12345678901234567890123456789012.5"}
+    assert {k: exact_number_text(Decimal(k)) for k in cases} == cases
+    assert exact_number_text(72) == "72"
+
+
+@pytest.mark.parametrize("output", [".", "..", "outdir", "outdir/"])
+def test_output_folder_is_refused_before_grading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    """--output naming an existing folder is a clear error before any grading (no traceback)."""
+    import verify.jsonl
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("graded before checking --output")
+
+    work = tmp_path / "work"
+    (work / "outdir").mkdir(parents=True)
+    source = _write_jsonl(work / "in.jsonl", [{"reference": "1", "completion": "\\boxed{1}"}])
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(verify.jsonl, "grade_batch", forbidden)
+    code, text = _invoke("verify", "--input", str(source), "--output", output, "--no-progress")
+    assert code == 2 and "is a folder" in text and "Traceback" not in text
+
+
+def test_empty_input_shows_a_dash_not_nan(tmp_path: Path) -> None:
+    """A file with no rows says so; accuracy is a dash, never nan."""
+    source = tmp_path / "empty.jsonl"
+    source.write_text("\n\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    assert "no rows to grade" in text and "nan" not in text
+    assert out.read_text() == ""
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ('{"reference": "1", "completion": "x"}\n{"reference": NaN, "completion": "x"}\n', ["bad.jsonl:2:", "NaN is not valid JSON"]),
+        ('{"reference": "1", "completion": "x", "score": -Infinity}\n', ["bad.jsonl:1:", "-Infinity is not valid JSON"]),
+        ('{"reference": 1e400, "completion": "x"}\n', ["bad.jsonl:1:", "too large for a double"]),
+        ('{"reference": "1", "completion": "x"}\n{"reference": "1", "completion": x}\n',
+         ["bad.jsonl:2:34:", "line 2, column 34"]),
+        ('{"reference": "", "completion": "x"}\n', ["bad.jsonl:1:", "empty reference"]),
+        ('{"reference": "  ", "completion": "x"}\n', ["bad.jsonl:1:", "empty reference"]),
+    ],
+)
+def test_invalid_json_values_are_refused_naming_the_line(tmp_path: Path, content: str, expected: list[str]) -> None:
+    """NaN/Infinity (which would make the output invalid JSON), overflowing numbers, malformed lines (line and
+    column) and empty references are errors naming the line."""
+    source = tmp_path / "bad.jsonl"
+    source.write_text(content, encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 2 and "Traceback" not in text
+    for fragment in expected:
+        assert fragment in text
+    assert not out.exists()
+
+
+def test_utf8_bom_is_accepted(tmp_path: Path) -> None:
+    """A UTF-8 byte-order mark at the start of the file is skipped."""
+    source = tmp_path / "bom.jsonl"
+    source.write_bytes(b"\xef\xbb\xbf" + b'{"reference": "5", "completion": "\\\\boxed{5}"}\n')
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    assert json.loads(out.read_text())["correct"] is True
+
+
+def test_same_field_for_reference_and_completion_is_refused(tmp_path: Path) -> None:
+    """--reference-field and --completion-field must differ (CLI and library)."""
+    from verify.jsonl import InputError, read_jsonl
+
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"text": "\\boxed{1}"}])
+    code, text = _invoke("verify", "--input", str(source), "--output", str(tmp_path / "o.jsonl"),
+                         "--reference-field", "text", "--completion-field", "text")
+    assert code == 2 and "both 'text'" in text
+    with pytest.raises(InputError, match="both 'text'"):
+        read_jsonl(source, "text", "text")
+
+
+def test_a_file_given_as_run_dir_suggests_input(tmp_path: Path) -> None:
+    """`study verify a.jsonl` points at --input/--output."""
+    source = _write_jsonl(tmp_path / "a.jsonl", [{"reference": "1", "completion": "\\boxed{1}"}])
+    code, text = _invoke("verify", str(source))
+    assert code == 2 and "--input" in text and "not a directory" in text
+
+
+def test_interrupted_run_keeps_finished_pairs_and_says_so(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while grading a run dir: exit 130, a message that the grades were not saved, the pairs finished
+    so far kept in the pair cache (written atomically), and a re-run takes them from the cache."""
+    import verify.batch
+    from verify.run_grades import read_grades
+
+    problems = [ProblemSpec("a", "5", "", 1, "Algebra"), ProblemSpec("b", "7", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": "base", "problem_id": ["a", "b"], "sample_index": [0, 0],
+                            "text": ["\\boxed{5}", "\\boxed{8}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    real = verify.batch.grade_pairs
+
+    def first_then_interrupt(pairs, grader, timeout, workers, pool=None, on_done=None):  # type: ignore[no-untyped-def]
+        grades = real(pairs[:1], grader, timeout, workers, pool=pool)
+        if on_done is not None:
+            on_done(0, grades[0])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify.batch, "grade_pairs", first_then_interrupt)
+    code, text = _invoke("verify", str(run), "--no-progress")
+    assert code == 130 and "grades of this call were not saved" in text and "1 comparison(s)" in text
+    assert read_grades(run).empty
+    cache_dir = run / "_grades" / "_cache"
+    assert [p.name for p in cache_dir.iterdir()] == ["math-verify.pairs.parquet"]  # no temp file left behind
+    monkeypatch.setattr(verify.batch, "grade_pairs", real)
+    code, text = _invoke("verify", str(run), "--no-progress")
+    assert code == 0 and "2 samples graded now" in text and "1 cached" in text
+
+
+def test_interrupted_jsonl_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while grading a JSONL file: exit 130, a one-line message, no output file."""
+    import verify.jsonl
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    source = _write_jsonl(tmp_path / "in.jsonl", [{"reference": "1", "completion": "\\boxed{1}"}])
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setattr(verify.jsonl, "grade_batch", interrupted)
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 130 and "nothing was written" in text and not out.exists()

@@ -84,3 +84,39 @@ def test_a_script_without_main_guard_gets_an_error_not_a_wrong_grade(tmp_path: P
     script.write_text('import verify\nif __name__ == "__main__":\n    print("RESULT", verify.is_equivalent("0.5", "\\\\frac{1}{2}"))\n')
     run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, env=env)
     assert run.returncode == 0 and "RESULT True" in run.stdout, run.stderr[-2000:]
+
+
+_INTERRUPTED_SCRIPT = """
+import time
+from verify.pool import TaskPool
+if __name__ == "__main__":
+    print("start", flush=True)
+    try:
+        with TaskPool(workers=2, timeout=10) as pool:
+            pool.map(time.sleep, [(0.5,)] * 40)
+    except KeyboardInterrupt:
+        print("parent interrupted", flush=True)
+"""
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.3, 2.5])
+def test_ctrl_c_prints_no_traceback_from_the_forkserver_or_workers(tmp_path: Path, delay: float) -> None:
+    """A Ctrl-C (SIGINT to the whole process group, as a terminal sends it) while workers start, while the
+    forkserver imports math-verify, or while tasks run is the parent's to handle: no child prints a traceback."""
+    import signal
+
+    script = tmp_path / "interrupt.py"
+    script.write_text(_INTERRUPTED_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == "start\n"
+        time.sleep(delay)
+        os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert "parent interrupted" in out
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]

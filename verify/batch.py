@@ -1,9 +1,11 @@
 """Grading many completions: extract, dedupe (reference, answer) pairs, fast path, then the pool.
 
 Most of a problem's samples repeat a few answers, so each distinct (reference, extracted answer)
-pair is graded once; a cache dict (persisted by `verify.grade_run`) skips pairs graded before.
+pair is graded once; a cache dict (persisted by `verify.grade_run`) skips pairs graded before and
+gains each decided pair as soon as it is graded (so an interrupted batch keeps its finished work).
 Pairs the fast path cannot decide go to math-verify in a `TaskPool` with a hard per-task time
-limit; a pair that times out or crashes its worker is graded wrong, and not cached.
+limit; a pair that times out or crashes its worker is undecided: graded wrong (the frame's
+`undecided` column says "timeout" or "error"), and not cached.
 """
 from __future__ import annotations
 
@@ -62,10 +64,19 @@ class BatchStats:
     errors: int = 0
     seconds: dict[str, float] = field(default_factory=dict)
 
+    @property
+    def calls(self) -> int:
+        """math-verify calls made: decided ones plus those that timed out or failed."""
+        return self.verified + self.timeouts + self.errors
+
 
 @dataclass
 class BatchResult:
-    """Per-sample grades (columns extracted, correct, key) plus the batch's stats."""
+    """Per-sample grades plus the batch's stats.
+
+    frame columns: extracted (str or None), correct (bool; False when undecided), key (vote key or
+    None), undecided (None, or "timeout"/"error" when the comparison gave no verdict).
+    """
 
     frame: pd.DataFrame
     stats: BatchStats
@@ -91,9 +102,12 @@ def grade_pairs(
     timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
     pool: TaskPool | None = None,
-    on_done: Callable[[int], None] | None = None,
+    on_done: Callable[[int, PairGrade], None] | None = None,
 ) -> list[PairGrade]:
-    """Grade (reference, answer) pairs: fast path in this process, the rest in a timed worker pool."""
+    """Grade (reference, answer) pairs: fast path in this process, the rest in a timed worker pool.
+
+    on_done(i, grade) is called as each pair is graded (in completion order).
+    """
     check_grader(grader)
     results: list[PairGrade | None] = [None] * len(pairs)
     pending: list[int] = []
@@ -105,7 +119,7 @@ def grade_pairs(
         how = "strict" if grader == "strict" else "fast"
         results[i] = PairGrade(known[0], _short_key(known[1]), how)
         if on_done is not None:
-            on_done(i)
+            on_done(i, results[i])
     if pending:
         own_pool = pool is None
         active = pool or TaskPool(workers=workers, timeout=timeout)
@@ -118,7 +132,7 @@ def grade_pairs(
             else:
                 results[index] = PairGrade(False, _fallback_key(pairs[index][1]), outcome.status)
             if on_done is not None:
-                on_done(index)
+                on_done(index, results[index])
 
         try:
             active.map(
@@ -172,6 +186,7 @@ def grade_batch(
 
     correct = np.zeros(len(pairs), dtype=bool)
     keys: list[str | None] = [None] * len(pairs)
+    pair_undecided: list[str | None] = [None] * len(pairs)
     todo: list[int] = []
     for j, pair in enumerate(pairs):
         hit = cache.get(pair) if cache is not None else None
@@ -187,18 +202,17 @@ def grade_batch(
     sink.phase("grade", answered)
     sink.advance("grade", answered - int(multiplicity[todo].sum()))
     todo_pairs = [pairs[j] for j in todo]
-    grades = grade_pairs(
-        todo_pairs,
-        grader,
-        timeout,
-        workers,
-        pool=pool,
-        on_done=lambda t: sink.advance("grade", int(multiplicity[todo[t]])),
-    )
+
+    def done(t: int, result: PairGrade) -> None:
+        if cache is not None and result.how not in UNDECIDED:  # a timeout may pass with a larger --timeout
+            cache[todo_pairs[t]] = (result.correct, result.key, result.how)
+        sink.advance("grade", int(multiplicity[todo[t]]))
+
+    grades = grade_pairs(todo_pairs, grader, timeout, workers, pool=pool, on_done=done)
     for j, result in zip(todo, grades):
         correct[j], keys[j] = result.correct, result.key
-        if cache is not None and result.how not in UNDECIDED:  # a timeout may pass with a larger --timeout
-            cache[pairs[j]] = (result.correct, result.key, result.how)
+        if result.how in UNDECIDED:
+            pair_undecided[j] = result.how
         if result.how == "fast" or result.how == "strict":
             stats.fast += 1
         elif result.how == "math-verify":
@@ -213,11 +227,13 @@ def grade_batch(
     sample_correct = np.zeros(len(completions), dtype=bool)
     sample_correct[has] = correct[sample_pair[has]]
     key_array = np.array(keys + [None], dtype=object)
+    undecided_array = np.array(pair_undecided + [None], dtype=object)
     frame = pd.DataFrame(
         {
             "extracted": pd.array(extracted, dtype=object),
             "correct": sample_correct,
             "key": key_array[sample_pair],
+            "undecided": undecided_array[sample_pair],
         }
     )
     return BatchResult(frame, stats)
@@ -230,7 +246,7 @@ def grade_many(
     timeout: float = DEFAULT_TIMEOUT,
     workers: int | None = None,
 ) -> pd.DataFrame:
-    """Per-completion grades as a DataFrame: extracted (str or None), correct (bool), key (vote key)."""
+    """Per-completion grades as a DataFrame: extracted (str or None), correct (bool), key (vote key), undecided."""
     return grade_batch(completions, references, grader, timeout, workers).frame
 
 

@@ -11,6 +11,9 @@ __all__ = ["register", "verify_command"]
 _GRADER_HELP = "math-verify (default: math-verify behind an exact fast path) or strict (classic MATH string match)"
 
 
+INTERRUPTED = 130  # exit code after Ctrl-C (128 + SIGINT), as a shell reports it
+
+
 def _fail(message: str, code: int = 2) -> None:
     """Print an error (no traceback) and exit with a non-zero code."""
     from verify.progress import print_error
@@ -71,7 +74,7 @@ def _batch_line(stats: Any) -> str:
     """One line on what grading did."""
     return (
         f"{stats.pairs:,} distinct (reference, answer) pairs: {stats.cached:,} cached, {stats.fast:,} fast path, "
-        f"{stats.verified:,} math-verify, {stats.timeouts:,} timed out, {stats.errors:,} errors"
+        f"{stats.calls:,} math-verify calls ({stats.timeouts:,} timed out, {stats.errors:,} errors)"
     )
 
 
@@ -80,14 +83,22 @@ def _verify_run(
 ) -> None:
     """Grade a run dir and print the per-config summary."""
     from verify.progress import table_console
-    from verify.run_grades import RunDirError, grade_run_with_stats, grades_dir
+    from verify.run_grades import GradingInterrupted, RunDirError, grade_run_with_stats, grades_dir
     from verify.tables import summarize_grades
 
+    if run_dir.is_file():
+        _fail(f"{run_dir}: not a directory; to grade a JSONL file use `study verify --input {run_dir} --output OUT.jsonl`")
     console = table_console()
     try:
         grades, stats = grade_run_with_stats(run_dir, grader, progress, timeout, workers, regrade)
     except RunDirError as exc:
         _fail(str(exc))
+        return
+    except KeyboardInterrupt as exc:  # GradingInterrupted says how many finished comparisons were cached
+        saved = exc.saved if isinstance(exc, GradingInterrupted) else 0
+        kept = f" (the {saved:,} comparison(s) it finished are cached)" if saved else ""
+        _fail(f"interrupted: the grades of this call were not saved{kept}; re-running `study verify {run_dir}` "
+              "grades the samples again", INTERRUPTED)
         return
     console.print(
         f"{stats.newly_graded:,} samples graded now, {stats.already_graded:,} already graded "
@@ -97,7 +108,7 @@ def _verify_run(
         console.print(_batch_line(stats.batch))
         undecided = stats.batch.timeouts + stats.batch.errors
         if undecided:
-            console.print(f"{undecided:,} pair(s) timed out or failed and are graded wrong; "
+            console.print(f"{undecided:,} pair(s) timed out or failed (undecided) and are graded wrong; "
                           f"`study verify {run_dir} --regrade --timeout {max(2 * timeout, 30):g}` tries them again")
     if grades.empty:
         console.print("no samples to summarise")
@@ -105,6 +116,11 @@ def _verify_run(
     console.print(_run_table(summarize_grades(grades), grader))
     if by is not None:
         console.print(_breakdown_table(grades, run_dir, by))
+
+
+def _fraction(part: int, whole: int, style: str) -> str:
+    """part / whole formatted with style, or a dash when whole is 0."""
+    return style.format(part / whole) if whole else "-"
 
 
 def _verify_jsonl(
@@ -115,24 +131,36 @@ def _verify_jsonl(
     from rich.table import Table
 
     from verify.jsonl import InputError, grade_jsonl
-    from verify.progress import rich_progress, table_console
+    from verify.progress import print_warning, rich_progress, table_console
 
     try:
         with rich_progress(progress) as sink:
-            result = grade_jsonl(source, output, reference_field, completion_field, grader, timeout, workers, sink)
+            result = grade_jsonl(
+                source, output, reference_field, completion_field, grader, timeout, workers, sink, on_warning=print_warning
+            )
     except InputError as exc:
         _fail(str(exc))
         return
+    except KeyboardInterrupt:
+        _fail(f"interrupted: nothing was written to {output}; re-running the command grades the file again", INTERRUPTED)
+        return
+    console = table_console()
+    if not result.rows:
+        console.print(f"{source} has no rows to grade; wrote an empty {output}")
     table = Table(title=f"verify ({grader}): {source} -> {output}", title_justify="left")
     for name in ("rows", "correct", "accuracy", "no answer", "distinct pairs", "math-verify calls", "timed out", "errors"):
         table.add_column(name, justify="right")
-    accuracy = result.correct / result.rows if result.rows else float("nan")
-    no_answer = result.no_answer / result.rows if result.rows else float("nan")
+    stats = result.stats
     table.add_row(
-        f"{result.rows:,}", f"{result.correct:,}", f"{accuracy:.3f}", f"{no_answer:.1%}",
-        f"{result.stats.pairs:,}", f"{result.stats.verified:,}", f"{result.stats.timeouts:,}", f"{result.stats.errors:,}",
+        f"{result.rows:,}", f"{result.correct:,}", _fraction(result.correct, result.rows, "{:.3f}"),
+        _fraction(result.no_answer, result.rows, "{:.1%}"), f"{stats.pairs:,}", f"{stats.calls:,}",
+        f"{stats.timeouts:,}", f"{stats.errors:,}",
     )
-    table_console().print(table)
+    console.print(table)
+    if result.undecided:
+        console.print(f"{result.undecided:,} row(s) undecided (comparison timed out or failed): written with "
+                      f'"correct": null and "undecided" saying why, counted as not correct in the accuracy; '
+                      "a larger --timeout may decide them")
 
 
 def verify_command(
@@ -166,6 +194,8 @@ def verify_command(
             _fail("give either RUN_DIR or --input FILE, not both")
         if output is None:
             _fail("--input needs --output OUT.jsonl")
+        if reference_field == completion_field:
+            _fail(f"--reference-field and --completion-field are both {reference_field!r}; give two different fields")
         if by is not None or regrade:
             _fail("--by and --regrade are only used with RUN_DIR")
         _verify_jsonl(input, output, reference_field, completion_field, grader, timeout, workers, progress)  # type: ignore[arg-type]

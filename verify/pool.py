@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -58,6 +59,32 @@ def _context() -> mp.context.BaseContext:
     return mp.get_context("spawn")
 
 
+def _start_forkserver_ignoring_sigint(ctx: mp.context.BaseContext) -> None:
+    """Start the forkserver with SIGINT ignored, so a Ctrl-C while it imports math-verify (or after) prints no traceback.
+
+    A process started with SIGINT ignored keeps ignoring it (Python installs no KeyboardInterrupt
+    handler then), and so do the workers it forks; the parent handles Ctrl-C and kills them.
+    """
+    if ctx.get_start_method() != "forkserver" or threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _send(conn: Connection, message: Any) -> bool:
+    """Send a message to the parent; False (no traceback) if the parent is gone (interrupted or killed)."""
+    try:
+        conn.send(message)
+    except (OSError, EOFError):
+        return False
+    return True
+
+
 def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
     """Worker loop: receive (task id, fn, args), send back (task id, status, value); None stops."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and kills us
@@ -69,7 +96,8 @@ def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
             resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
         except (ImportError, ValueError, OSError):
             pass
-    conn.send(READY)  # started: task deadlines count from here, not from the process start
+    if not _send(conn, READY):  # started: task deadlines count from here, not from the process start
+        return
     while True:
         try:
             message = conn.recv()
@@ -83,9 +111,11 @@ def _worker_main(conn: Connection, memory_limit_mb: int | None) -> None:
         except BaseException as exc:  # noqa: BLE001 - every failure becomes an "error" outcome
             reply = (task_id, "error", f"{type(exc).__name__}: {exc}"[:500])
         try:
-            conn.send(reply)
+            sent = _send(conn, reply)
         except Exception as exc:  # an unpicklable result
-            conn.send((task_id, "error", f"cannot send result: {exc}"[:500]))
+            sent = _send(conn, (task_id, "error", f"cannot send result: {exc}"[:500]))
+        if not sent:
+            return
 
 
 class _Worker:
@@ -154,6 +184,7 @@ class TaskPool:
 
     def _start(self, count: int) -> list[_Worker]:
         """`count` fresh workers, started together and each ready for a task."""
+        _start_forkserver_ignoring_sigint(self._ctx)
         workers = [_Worker(self._ctx, self.memory_limit_mb) for _ in range(count)]
         try:
             for worker in workers:

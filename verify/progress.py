@@ -26,6 +26,11 @@ def print_error(message: str) -> None:
     Console(stderr=True).print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
 
+def print_warning(message: str) -> None:
+    """'warning: MESSAGE' on stderr (the message is text, not markup)."""
+    Console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
 def table_console() -> Console:
     """A stdout console for result tables: the terminal's width, or 220 columns in logs and pipes (no cut names)."""
     return Console(width=None if sys.stdout.isatty() else 220)

@@ -15,6 +15,8 @@ Parquet dataset gives a `grader` column from the hive-style folder name, and ski
 vote key (`verify.equivalence.answer_key`), numbered in order of first grading; -1 is no answer.
 Every file is written under a temporary name and renamed, and grades are written last, so an
 interrupted run leaves only complete files; re-running grades only samples without a grade.
+An interrupted call (Ctrl-C) writes no grades but keeps the pairs it finished in the pair cache
+(GradingInterrupted says how many), so a re-run does not compare them again.
 Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
 (`study verify --regrade`) grades every sample again, which re-tries just those. A run whose
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
@@ -41,6 +43,7 @@ from verify.progress import rich_progress
 
 __all__ = [
     "GRADE_COLUMNS",
+    "GradingInterrupted",
     "KEY_COLUMNS",
     "RunDirError",
     "grade_run",
@@ -68,6 +71,15 @@ PAIR_SCHEMA = pa.schema(
     [("reference", pa.string()), ("extracted", pa.string()), ("correct", pa.bool_()), ("key", pa.string()), ("how", pa.string())]
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
+
+
+class GradingInterrupted(KeyboardInterrupt):
+    """Ctrl-C while grading a run dir: no grades were written; `saved` newly decided pairs were kept in the pair cache."""
+
+    def __init__(self, saved: int) -> None:
+        """Remember how many pairs were saved."""
+        super().__init__(saved)
+        self.saved = saved
 
 
 @dataclass
@@ -197,6 +209,20 @@ def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[b
     write_table_atomic(table, _cache_path(run_dir, grader, "pairs"))
 
 
+def _save_interrupted(
+    run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[bool, str, str]], known: int
+) -> int:
+    """Persist the pairs decided before an interruption (atomically); how many were new (0 if none or unwritable)."""
+    added = len(cache) - known
+    if added <= 0:
+        return 0
+    try:
+        _save_pairs(run_dir, grader, cache)
+    except OSError:
+        return 0
+    return added
+
+
 def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
     """The (problem_id, key) -> answer_class registry."""
     path = _cache_path(run_dir, grader, "classes")
@@ -291,8 +317,12 @@ def grade_run_with_stats(
     completions = [t if isinstance(t, str) else None for t in todo["text"]]
 
     cache = _load_pairs(run, grader)
-    with rich_progress(progress) as sink:
-        result = grade_batch(completions, references, grader, timeout, workers, cache=cache, progress=sink)
+    known = len(cache)
+    try:
+        with rich_progress(progress) as sink:
+            result = grade_batch(completions, references, grader, timeout, workers, cache=cache, progress=sink)
+    except KeyboardInterrupt:
+        raise GradingInterrupted(_save_interrupted(run, grader, cache, known)) from None
     graded = pd.concat([todo[KEY_COLUMNS], result.frame], axis=1)
     classes, registry = _assign_classes(graded, _load_classes(run, grader))
     graded["answer_class"] = classes
