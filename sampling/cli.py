@@ -63,11 +63,12 @@ def sample(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="toy, math500, math, gsm8k, or a .jsonl/.parquet path."),
     problems: Optional[int] = typer.Option(None, "--problems", help="Use the first N problems (after --levels)."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated levels, e.g. 1,2."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN; runs/NAME-DATASET-nN with --dataset)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this worker's share of the problems."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (per-sample seeds derive from it)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="torch (exact CPU reference) or vllm (overrides the config's engine)."),
-    block_size: int = typer.Option(512, "--block-size", help="Samples decoded together (fixed per run dir)."),
+    block_size: Optional[int] = typer.Option(None, "--block-size", help="Samples decoded together (default 512; fixed per run dir).",
+                                             show_default=False),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
     skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed dataset rows (reports how many)."),
 ) -> None:
@@ -89,9 +90,10 @@ def sample(
             raise ConfigError(f"--engine must be torch or vllm, got {engine!r}")
         if "n" in overrides and overrides["n"] < 1:
             raise ConfigError(f"--n must be >= 1, got {overrides['n']}")
+        data_tag = f"-{Path(dataset).stem}" if dataset is not None and dataset != experiment.dataset else ""
         experiment = replace(experiment, **overrides)
         shard_spec = parse_shard(shard)
-        run_dir = out or Path("runs") / f"{experiment.name}-n{experiment.n}"
+        run_dir = out or Path("runs") / f"{experiment.name}{data_tag}-n{experiment.n}"
         with progress_bar() as progress:
             result = run_experiment(
                 experiment, run_dir, shard=shard_spec, block_size=block_size, skip_bad_rows=skip_bad_rows,

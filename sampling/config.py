@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sampling.datasets import DATASET_NAMES
 from sampling.policy import POLICY_NAMES, PolicySpec
 from sampling.records import GuidedConfig, SamplingParams
 
@@ -53,6 +54,10 @@ TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", 
 
 
 SAMPLING_KEYS = {"base_temperature", "oracle_temperature", "top_p"}
+POLICY_PARAMETERS = {  # the policy keys each policy reads (the sampling keys apply to every policy)
+    "base": set(), "oracle": set(), "random": {"c", "k", "ref_length"}, "entropy": {"tau", "k", "max_c"},
+    "margin": {"delta", "k", "max_c"}, "judge": {"alpha", "k", "every", "max_c", "head"},
+}
 INTEGER_KEYS = {"c", "k", "max_c", "ref_length", "every"}  # the other grid keys and top_p are numbers
 
 
@@ -184,6 +189,11 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
         _table(raw, place)
         if "policy" not in raw:
             raise ConfigError(f"{place}: missing 'policy' (one of {', '.join(POLICY_NAMES)})")
+        stray = set(raw) - POLICY_PARAMETERS.get(raw["policy"], set(raw)) - SAMPLING_KEYS - {"policy", "id"}
+        if stray:
+            used = sorted(POLICY_PARAMETERS[raw["policy"]]) or ["none"]
+            raise ConfigError(f"{place}: {', '.join(sorted(stray))} do{'es' if len(stray) == 1 else ''} not apply to "
+                              f"policy {raw['policy']!r} (its settings: {', '.join(used)})")
         for entry in _expand(raw, place):
             try:
                 policy = PolicySpec(
@@ -257,6 +267,10 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     sampling = _table(data.get("sampling", {}), f"{source}: [sampling]", SAMPLING_KEYS)
     for key, value in sampling.items():
         _number(value, f"{source}: [sampling] {key}")
+        if key == "top_p" and not 0 < value <= 1:
+            raise ConfigError(f"{source}: [sampling] top_p must be in (0, 1], got {value!r}")
+        if key != "top_p" and value < 0:
+            raise ConfigError(f"{source}: [sampling] {key} must be >= 0 (0 = greedy), got {value!r}")
     configs = build_configs(data.get("configs", []), sampling, max_tokens, source)
     if "oracle" not in models and any(c.policy.name != "base" for c in configs.values()):
         raise ConfigError(f"{source}: [models] needs 'oracle' for non-base policies")
@@ -293,7 +307,11 @@ def load_experiment(path: Path) -> Experiment:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
-    return parse_experiment(data, str(path))
+    experiment = parse_experiment(data, str(path))
+    beside = path.parent / experiment.dataset  # a relative dataset file not found from here is read beside the TOML
+    if experiment.dataset not in DATASET_NAMES and not Path(experiment.dataset).exists() and beside.is_file():
+        experiment.dataset = str(beside)
+    return experiment
 
 
 DEFAULT_TOY_EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "toy.toml"

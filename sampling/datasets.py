@@ -110,7 +110,7 @@ def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: b
 def read_local_rows(path: Path) -> list[dict[str, Any]]:
     """Rows of a local .jsonl / .json / .parquet file."""
     if not path.exists():
-        raise DatasetError(f"dataset file not found: {path}")
+        raise DatasetError(f"dataset file not found: {path} (looked at {Path(path).resolve()})")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
         import pyarrow.parquet as pq
@@ -212,7 +212,9 @@ def select_problems(
     """Deterministic selection: filter by level, then take the first `limit` in dataset order."""
     chosen = [p for p in problems if levels is None or p.level in set(levels)]
     if levels is not None and not chosen:
-        raise DatasetError(f"no problems at levels {sorted(set(levels))}")
+        have = sorted({p.level for p in problems if p.level is not None})
+        raise DatasetError(f"no problems at levels {sorted(set(levels))}; "
+                           + (f"the dataset's levels are {have}" if have else "the dataset has no levels"))
     if limit is not None:
         if limit <= 0:
             raise DatasetError(f"--problems must be positive, got {limit}")

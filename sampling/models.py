@@ -21,7 +21,11 @@ def resolve_model(name: str) -> str:
         if not (path / "config.json").exists():
             raise ModelError(f"toy model {name!r} not found at {path} (train it with `study toy train`)")
         return str(path)
-    return name
+    looks_local = name.startswith(("/", "./", "../", "~")) or name.count("/") > 1 or Path(name).exists()
+    if looks_local and not Path(name).expanduser().is_dir():
+        raise ModelError(f"model folder not found: {name} (looked at {Path(name).expanduser().resolve()}); "
+                         "a hub id looks like org/name")
+    return str(Path(name).expanduser()) if looks_local else name
 
 
 def fingerprint(name_or_path: str) -> str:

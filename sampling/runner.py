@@ -147,7 +147,11 @@ def config_manifest(experiment: Experiment) -> dict[str, dict[str, Any]]:
 def load_experiment_problems(experiment: Experiment, skip_bad_rows: bool = False, report: Callable[[str], None] | None = None) -> list[Problem]:
     """The problems an experiment samples (dataset + level filter + count)."""
     problems = load_problems(experiment.dataset, skip_bad_rows=skip_bad_rows, report=report)
-    return select_problems(problems, experiment.problems, experiment.levels)
+    chosen = select_problems(problems, experiment.problems, experiment.levels)
+    if experiment.problems is not None and len(chosen) < experiment.problems and report is not None:
+        report(f"note: {experiment.problems:,} problems asked for, the dataset has {len(chosen):,}"
+               + (" at these levels" if experiment.levels else "") + ": using all of them")
+    return chosen
 
 
 def problems_digest(problems: list[Problem]) -> str:
@@ -238,7 +242,7 @@ def run_experiment(
     experiment: Experiment,
     run_dir: Path,
     shard: tuple[int, int] = (0, 1),
-    block_size: int = DEFAULT_BLOCK_SIZE,
+    block_size: int | None = None,
     skip_bad_rows: bool = False,
     progress: Any = None,
     report: Callable[[str], None] = print,
@@ -254,7 +258,7 @@ def run_experiment(
 
     from sampling.models import load_pair
 
-    if block_size < 1:
+    if block_size is not None and block_size < 1:
         raise ValueError(f"--block-size must be >= 1, got {block_size}")
     if threads is not None and threads < 1:
         raise ValueError(f"--threads must be >= 1, got {threads}")
@@ -265,9 +269,11 @@ def run_experiment(
     # then names the pair (analysis and judge training rescore with it)
     pair = load_pair(experiment.models["base"], experiment.models.get("oracle"), weights=experiment.engine == "torch")
     existing = store.read_manifest(run_dir) if (Path(run_dir) / store.MANIFEST).exists() else None
-    blocking = existing["blocking"] if existing else {
-        "block_size": block_size, "group_size": max(1, block_size // experiment.n),
-    }
+    size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
+    blocking = existing["blocking"] if existing else {"block_size": size, "group_size": max(1, size // experiment.n)}
+    if existing and block_size is not None and block_size != blocking["block_size"]:
+        report(f"note: --block-size {block_size} ignored: {run_dir} keeps its block size {blocking['block_size']} "
+               "(blocks are fixed per run dir, so a resumed run draws the same samples)")
     manifest = {
         "name": experiment.name, "engine": experiment.engine, "dataset": experiment.dataset,
         "problems_sha256": problems_digest(problems), "num_problems": len(problems),
@@ -286,6 +292,10 @@ def run_experiment(
                          blocking["block_size"], blocking["group_size"])
     index, count = shard
     mine = [b for b in blocks if b.group % count == index]
+    groups = len({b.group for b in blocks})
+    if not mine:
+        report(f"note: shard {index}/{count} has no work: the run has {groups} problem group(s) of "
+               f"{blocking['group_size']} problem(s), so at most {groups} shard(s) get work")
     finished = store.finished_blocks(run_dir) if existing is not None else set()
     todo = [b for b in mine if (b.config_id, b.key) not in finished]
     max_len = max(len(ids) for ids in prompts.values()) + experiment.max_tokens

@@ -74,3 +74,25 @@ def test_counts_below_their_minimum_are_usage_errors(tmp_path: Path) -> None:
                          (["analyze", str(tmp_path), "--max-samples", "0"], "--max-samples")):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
+
+
+def test_sample_says_what_it_does_not_do(tmp_path: Path, monkeypatch) -> None:
+    """--dataset gets its own default run dir; asking for more problems than there are, a shard without
+    work, and a --block-size a run dir does not use are said, not silent; a missing level names the levels."""
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"id": "q1", "problem": "Compute $1+2$.", "answer": "3"}\n')
+    config = tmp_path / "base.toml"
+    config.write_text('name = "b"\nmax_tokens = 8\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "base"\n')
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["sample", "--config", str(config), "--dataset", str(data), "--problems", "5", "--n", "1"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "runs" / "b-mine-n1" / "_manifest.json").exists()
+    assert "5 problems asked for, the dataset has 1" in result.output
+    run = tmp_path / "runs" / "b-mine-n1"
+    again = ["sample", "--config", str(config), "--dataset", str(data), "--n", "1", "--problems", "5", "--out", str(run)]
+    result = runner.invoke(app, again + ["--block-size", "64", "--shard", "1/2"])
+    assert result.exit_code == 0, result.output
+    assert "--block-size 64 ignored" in result.output and "keeps its block size 512" in result.output
+    assert "shard 1/2 has no work: the run has 1 problem group(s)" in result.output
+    result = runner.invoke(app, ["sample", "--config", str(config), "--dataset", str(data), "--levels", "2", "--n", "1"])
+    assert result.exit_code == 2 and "the dataset has no levels" in result.output

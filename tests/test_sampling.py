@@ -230,6 +230,12 @@ def test_entropy_policy_triggers_only_above_threshold(pair, prompts) -> None:
             assert all(e <= spec.tau for e, who in zip(entropy, prov) if who == 0)
 
 
+def test_a_missing_local_model_folder_is_named(tmp_path: Path) -> None:
+    """A path that is not there is said to be missing, not sent to the hub as a malformed repo id."""
+    with pytest.raises(ModelError, match=r"model folder not found: .*/nope \(looked at"):
+        load_pair(str(tmp_path / "nope"), None)
+
+
 def test_refuses_tokenizer_mismatch(tmp_path: Path, pair) -> None:
     import shutil
 
@@ -495,6 +501,11 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"configs": [{"policy": "random", "c": [1, 1.5], "k": 2}]}, r"#1: c must be an integer, got 1.5"),
     ({"configs": [{"policy": "entropy", "tau": "0.5", "k": 2, "max_c": 1}]}, r"#1: tau must be a number, got '0.5'"),
     ({"configs": [{"policy": "entropy", "tau": 0.5, "k": 2, "max_c": 1.5}]}, r"#1: max_c must be an integer"),
+    ({"sampling": {"top_p": 1.5}}, r"x.toml: \[sampling\] top_p must be in \(0, 1\], got 1.5"),
+    ({"sampling": {"oracle_temperature": -1}}, r"x.toml: \[sampling\] oracle_temperature must be >= 0"),
+    ({"configs": [{"policy": "base", "k": 5}]}, r"#1: k does not apply to policy 'base' \(its settings: none\)"),
+    ({"configs": [{"policy": "margin", "delta": 0.5, "k": 2, "max_c": 1, "tau": 1}]},
+     r"#1: tau does not apply to policy 'margin' \(its settings: delta, k, max_c\)"),
 ])
 def test_config_values_are_type_checked(change: dict, message: str) -> None:
     """Every TOML value has its type checked, naming the file and key: no silent truncation, coercion or ignored key."""
@@ -740,6 +751,23 @@ def test_prompts_with_unknown_characters_are_reported(tmp_path: Path) -> None:
     run_experiment(_experiment(dataset=str(data), problems=2, n=1, configs=[{"policy": "base"}]), tmp_path / "run",
                    block_size=8, report=notes.append)
     assert any("1 of 2 prompts contain characters the tokenizer does not know" in note and "q1" in note for note in notes)
+
+
+def test_a_relative_dataset_path_is_found_beside_the_toml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """dataset = "data.jsonl" in a TOML elsewhere reads the file beside the TOML; a missing one says where it looked."""
+    from sampling.config import load_experiment
+    from sampling.datasets import DatasetError, load_problems
+
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "data.jsonl").write_text(json.dumps({"id": "q1", "problem": "Compute $1+2$", "answer": "3"}) + "\n")
+    (folder / "e.toml").write_text('dataset = "data.jsonl"\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "base"\n')
+    monkeypatch.chdir(tmp_path)
+    experiment = load_experiment(folder / "e.toml")
+    assert Path(experiment.dataset) == folder / "data.jsonl"
+    assert [p.id for p in load_problems(experiment.dataset)] == ["q1"]
+    with pytest.raises(DatasetError, match=r"dataset file not found: gone.jsonl \(looked at .*gone.jsonl\)"):
+        load_problems("gone.jsonl")
 
 
 def test_per_config_temperatures_get_their_own_ids() -> None:
