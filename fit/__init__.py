@@ -23,6 +23,7 @@ fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/_f
      "groups": {NAME: {
          "problems", "n_min", "n_max", "samples", "successes", "zero_success_problems",
          "pass@1": {"value", "low", "high"}, "coverage@n": {"value", "low", "high"},
+         "maj@n": {"value", "low", "high"}   (run dirs: majority vote over answer classes),
          "default_estimator",
          "power_law": {"method", "status", "a", "b", "a_ci", "b_ci", "rmse", "k_range", "points", "boot_failed",
                        "alternative": {... the other method ...}, "predict": {...}},

@@ -63,6 +63,10 @@ class FitRun:
                 shares = self.cost_shares(name)
                 if shares is not None:
                     entry["cost_shares"] = shares
+            if self.summary is not None and name in self.summary.index and "maj@n" in self.summary.columns:
+                row = self.summary.loc[name]  # run dirs: verify's majority vote over answer classes
+                entry["maj@n"] = {"value": json_float(row["maj@n"]), "low": json_float(row["maj@n_lo"]),
+                                  "high": json_float(row["maj@n_hi"])}
             groups[name] = entry
         out: dict[str, Any] = {"version": JSON_VERSION, "source": self.source,
                                "estimator": self.options.estimator,

@@ -97,12 +97,16 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
             ax.plot(g.ks, g.cov, color=col, lw=2, label=name)
             ax.fill_between(g.ks, lo, hi, color=col, alpha=0.15, lw=0)
             kk = np.geomspace(1, EXTEND * g.n.max(), 200)
-            method, pt, boot = g.model_coverage(kk)
+            method, pt, _ = g.model_coverage(kk)
             if np.all(np.isfinite(pt)):
-                ax.plot(kk, pt, color=col, lw=1.3, ls="--")
-                if boot is not None:
-                    blo, bhi = curves.percentile_ci(boot[:, kk > g.n_min], run.options.level)
-                    ax.fill_between(kk[kk > g.n_min], blo, bhi, color=col, alpha=0.07, lw=0)
+                within = kk <= g.n_min  # the fit itself over the samples drawn ...
+                ax.plot(kk[within], pt[within], color=col, lw=1.3, ls="--")
+                beyond = np.concatenate([[float(g.n_min)], kk[~within]])  # ... then the anchored extrapolation,
+                ext, ext_boot, _, _ = g.curve(beyond)  # from the empirical endpoint on (as the predictions use it)
+                ax.plot(beyond, ext, color=col, lw=1.3, ls="--")
+                if np.isfinite(ext_boot).all():
+                    blo, bhi = curves.percentile_ci(ext_boot, run.options.level)
+                    ax.fill_between(beyond, blo, bhi, color=col, alpha=0.07, lw=0)
         _log(ax, "x")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("samples per problem k (log scale)")

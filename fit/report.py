@@ -72,7 +72,9 @@ def fmt_mult(cell: dict[str, Any] | None) -> str:
 
 
 def fmt_pred(p: dict[str, Any]) -> str:
-    """Predicted coverage with CI and a † when extrapolated."""
+    """Predicted coverage with CI and a † when extrapolated (no successes: 0 with its rule-of-three bound)."""
+    if p.get("method") == "zero_successes_bound" and p["extrapolated"]:
+        return f"0 (≤ {prob(p['high'])}, no successes)†"
     return fmt_ci(p["coverage"], p["low"], p["high"], prob) + ("†" if p["extrapolated"] else "")
 
 

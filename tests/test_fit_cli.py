@@ -167,6 +167,10 @@ def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app:
     table = "".join(_multiplier_tables(doc))
     assert "@1e+08 |" in table and "@1.004e+08 |" in table  # 3 digits would print both as 1e+08
     assert auc_cell(0.98, 0.97, 0.99) == "0.980 [0.970, 0.990]"
+    from fit.report import fmt_pred
+
+    bound = {"coverage": 0.0, "low": 0.0, "high": 0.0123, "method": "zero_successes_bound", "extrapolated": True}
+    assert fmt_pred(bound) == "0 (≤ 0.012, no successes)†"  # a bound, not a bootstrap CI
 
 
 def test_warnings_are_listed_once_and_names_with_bars_keep_the_tables_whole(app: typer.Typer, tmp_path: Path) -> None:
@@ -285,6 +289,8 @@ def test_fit_run_dir_writes_json_and_every_plot(app: typer.Typer, run_dir: Path)
                      "ck_heatmap", "coverage_by_level", "cost_breakdown"}
     assert {p.stem for p in (run_dir / "_fit" / "plots").glob("*.svg")} == plots
     assert "maj@n" in res.output and "×base @50%" in res.output
+    maj = doc["groups"]["oracle"]["maj@n"]  # the table's maj@n is in fit.json too
+    assert maj["low"] <= maj["value"] <= maj["high"]
 
 
 def test_fit_reads_the_grades_of_the_grader_that_graded_the_run(app: typer.Typer, tmp_path: Path) -> None:
