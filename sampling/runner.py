@@ -310,8 +310,10 @@ def run_experiment(
     total_samples = sum(b.size for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
     start, tokens, written = time.time(), 0, 0
-    for block in todo:
+    for number, block in enumerate(todo, start=1):
         config = experiment.configs[block.config_id]
+        if progress is not None:
+            progress.update(task, description=f"{block.config_id} (block {number}/{len(todo)})")
         requests = [
             SampleRequest(block.config_id, pid, idx, derive_seed(experiment.seed, pid, block.config_id, idx), prompts[pid], config)
             for pid, idx in block.items

@@ -92,6 +92,8 @@ def write_table_atomic(table: pa.Table, path: Path, **options) -> None:
 def read_manifest(run_dir: Path) -> dict[str, Any]:
     """The run's manifest, or a clear error if the folder is not a run directory."""
     path = Path(run_dir) / MANIFEST
+    if not Path(run_dir).exists():
+        raise RunDirError(f"{run_dir} does not exist")
     if not path.exists():
         raise RunDirError(f"{run_dir} is not a run directory (no {MANIFEST})")
     try:

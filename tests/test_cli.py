@@ -96,3 +96,8 @@ def test_sample_says_what_it_does_not_do(tmp_path: Path, monkeypatch) -> None:
     assert "shard 1/2 has no work: the run has 1 problem group(s)" in result.output
     result = runner.invoke(app, ["sample", "--config", str(config), "--dataset", str(data), "--levels", "2", "--n", "1"])
     assert result.exit_code == 2 and "the dataset has no levels" in result.output
+
+
+def test_status_of_a_missing_folder_says_so(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["status", str(tmp_path / "gone")])
+    assert result.exit_code == 2 and "gone does not exist" in result.output
