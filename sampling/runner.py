@@ -304,6 +304,9 @@ def run_experiment(
         engine = make_engine(experiment, pair, slots, max_len, threads, report)
     elif engine is not None and engine.name != experiment.engine:
         raise ValueError(f"engine {engine.name!r} given for an experiment with engine {experiment.engine!r}")
+    recorded = getattr(engine, "sampling_options", None)  # what defines the samples (vLLM: dtype, ...); checked on resume
+    if recorded is not None:
+        manifest["engine_options"] = recorded
     manifest = store.open_run(run_dir, manifest, problems, on_wait=report)
     todo = [b for b in todo if (b.config_id, b.key) not in store.finished_blocks(run_dir)]  # another shard may have run
     device = device_name(experiment.engine)

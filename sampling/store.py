@@ -57,8 +57,10 @@ SAMPLES_SCHEMA = pa.schema(
 
 # Keys of the manifest that must match for a run directory to be continued (prompts_sha256 only
 # where the existing manifest has it: run directories from before it was recorded continue).
-RUN_IDENTITY_KEYS = ("models", "dataset", "problems_sha256", "seed", "n", "prompt", "prompts_sha256", "blocking", "engine")
-OPTIONAL_IDENTITY_KEYS = ("prompts_sha256",)
+RUN_IDENTITY_KEYS = ("models", "dataset", "problems_sha256", "seed", "n", "prompt", "prompts_sha256", "blocking", "engine",
+                     "engine_options")
+OPTIONAL_IDENTITY_KEYS = ("prompts_sha256", "engine_options")  # not in run dirs written before they were recorded
+SAMPLING_ONLY_KEYS = ("engine_options",)  # known only once an engine starts: absent from a call with nothing to sample
 
 
 class RunDirError(ValueError):
@@ -150,10 +152,13 @@ def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
     # the cost model only says how `study fit` reads the run: a config that gives one updates it
     new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
-    if added or new_cost:
+    first_options = "engine_options" in manifest and "engine_options" not in existing  # a run dir from before they were recorded
+    if added or new_cost or first_options:
         existing["configs"] = {**existing["configs"], **added}
         if new_cost:
             existing["cost"] = manifest["cost"]
+        if first_options:
+            existing["engine_options"] = manifest["engine_options"]
         write_manifest(run_dir, existing)
     return existing
 
@@ -163,13 +168,20 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
     for key in RUN_IDENTITY_KEYS:
         if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
             continue
+        if key in SAMPLING_ONLY_KEYS and key not in manifest:
+            continue
         old, new = _identity(key, existing.get(key)), _identity(key, manifest.get(key))
         if old != new:
             why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
                    "changed)" if key == "prompts_sha256" else "")
+            if key == "engine_options":
+                why = (" (the engine settings that define what is sampled: [engine_options], or a default of this "
+                       "machine's such as dtype)")
             if key == "problems_sha256" and existing.get("num_problems") != manifest.get("num_problems"):
                 why = f" ({existing.get('num_problems')} problems, now {manifest.get('num_problems')}: check --problems/--levels)"
             fix = (f"Pass --engine {old} to continue it, or use a new --out directory." if key == "engine"
+                   else "Set [engine_options] as the run had them (e.g. dtype explicitly where machines' defaults "
+                        "differ), or use a new --out directory." if key == "engine_options"
                    else "Use a new --out directory.")
             raise RunDirError(
                 f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"

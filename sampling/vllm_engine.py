@@ -46,7 +46,11 @@ exact statistic).
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import functools
 import hashlib
+import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -63,6 +67,38 @@ from sampling.sample_state import SampleState
 STOP_KEY = "study_stop"  # SamplingParams.extra_args key read by PolicyStopProcessor
 DEFAULT_CPU_KV_CACHE_BYTES = 1 << 30
 DEFAULT_GPU_MEMORY = {"base": 0.25, "oracle": 0.6}
+ROLES = ("base", "oracle")  # [engine_options.base] / [engine_options.oracle]: vLLM options for one model
+# this engine's own options (not vLLM's): set in [engine_options] itself, for both models
+OWN_OPTIONS = ("entropy_logprobs", "sentinel_token_id", "judge_windows", "oracle_admit_fraction", "oracle_max_hold")
+# vLLM options the engine sets itself or that would load something other than what the run records: what to use instead
+RESERVED_OPTIONS = {
+    "model": "name the models in the experiment's [models] table",
+    "tokenizer": "the models' own tokenizer is used (name the models in [models])",
+    "hf_config_path": "name the models in [models] (a local folder with the config you want)",
+    "model_weights": "name the models in [models]",
+    "revision": "pin a version by naming a local snapshot folder in [models] (the run records its sha256)",
+    "tokenizer_revision": "pin a version by naming a local snapshot folder in [models]",
+    "code_revision": "pin a version by naming a local snapshot folder in [models]",
+    "skip_tokenizer_init": "the engine's stop processor needs the tokenizer",
+    "seed": "each request is seeded from the experiment's seed (set `seed` in the experiment)",
+    "logits_processors": "the engine installs its own stop processor",
+    "max_model_len": "it is the longest prompt plus the experiment's max_tokens (set max_tokens)",
+    "max_logprobs": "set engine_options.entropy_logprobs",
+    "logprobs_mode": "the engine reads raw logprobs (recorded entropy, judge scores)",
+}
+# options that change speed, memory, scheduling, parallelism or caching, not the models' numerics or what is
+# recorded: their only effect on samples is the floating-point reduction order, which already varies with each
+# block's batch composition (and the engine's own batching options keep greedy records identical, see the tests);
+# left out of `VllmEngine.sampling_options`, so a run may continue with other values
+PERFORMANCE_OPTIONS = frozenset({
+    "judge_windows", "oracle_admit_fraction", "oracle_max_hold",
+    "gpu_memory_utilization", "kv_cache_memory_bytes", "num_gpu_blocks_override", "cpu_offload_gb",
+    "max_num_seqs", "max_num_batched_tokens", "enable_chunked_prefill", "enable_prefix_caching", "block_size",
+    "prefix_caching_hash_algo", "scheduling_policy", "async_scheduling", "enforce_eager", "compilation_config",
+    "tensor_parallel_size", "pipeline_parallel_size", "data_parallel_size", "distributed_executor_backend",
+    "disable_custom_all_reduce", "max_parallel_loading_workers", "download_dir", "use_tqdm_on_load",
+    "disable_log_stats", "served_model_name",
+})
 
 
 class VllmEngineError(ValueError):
@@ -107,6 +143,96 @@ def choose_sentinel(model_vocab_size: int, tokenizer: Any, eos_ids: set[int]) ->
     )
 
 
+def check_sentinel(value: Any, model_vocab_size: int, tokenizer: Any, eos_ids: set[int]) -> int:
+    """engine_options.sentinel_token_id, refused unless it is an id the base never needs to write.
+
+    Allowed: an embedding row past the tokenizer (never sampled) or a special/added token (pad, unk,
+    reserved) that is not EOS/BOS; an ordinary token would be masked in every entropy/margin request.
+    """
+    name = "engine_options.sentinel_token_id"
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise VllmEngineError(f"{name} must be an integer token id, got {value!r}")
+    if not 0 <= value < model_vocab_size:
+        raise VllmEngineError(f"{name} = {value} is not a token id of the base model (ids 0 to {model_vocab_size - 1})")
+    free = [i for i in sorted(_special_ids(tokenizer)) if i not in eos_ids and i != tokenizer.bos_token_id]
+    free += [len(tokenizer)] if model_vocab_size > len(tokenizer) else []
+    hint = f"use an unused special token or an id past the tokenizer's {len(tokenizer)} ids, e.g. one of {free[:5]}"
+    if value in eos_ids or value == tokenizer.bos_token_id:
+        kind = "the beginning-of-sequence" if value == tokenizer.bos_token_id else "an end-of-sequence"
+        raise VllmEngineError(f"{name} = {value} is {kind} id {_token(tokenizer, value)!r}: samples would be cut short; {hint}")
+    if value < len(tokenizer) and value not in _special_ids(tokenizer):
+        raise VllmEngineError(
+            f"{name} = {value} is the ordinary token {_token(tokenizer, value)!r}, which the base could then never "
+            f"write in an entropy/margin sample; {hint}"
+        )
+    return value
+
+
+def _special_ids(tokenizer: Any) -> set[int]:
+    """The tokenizer's special and added token ids."""
+    return set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+
+
+def _token(tokenizer: Any, token_id: int) -> str:
+    """A token's text, for messages."""
+    return str(tokenizer.convert_ids_to_tokens(token_id))
+
+
+@functools.lru_cache(maxsize=1)
+def vllm_option_names() -> frozenset[str]:
+    """The keyword arguments `vllm.LLM` takes: vLLM's `EngineArgs` fields and `LLM.__init__`'s own parameters."""
+    import inspect
+
+    from vllm import LLM
+    from vllm.engine.arg_utils import EngineArgs
+
+    named = {p.name for p in inspect.signature(LLM.__init__).parameters.values()
+             if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL) and p.name != "self"}
+    return frozenset({f.name for f in dataclasses.fields(EngineArgs)} | named)
+
+
+def check_engine_options(options: dict[str, Any]) -> None:
+    """Refuse, before any model loads, keys of [engine_options] that are unknown, reserved or misplaced."""
+    problems, unknown = [], []
+    for key, value in options.items():
+        if key in ROLES:
+            if not isinstance(value, dict):
+                problems.append(f"engine_options.{key} must be a table of vLLM options for the {key} model, got {value!r}")
+                continue
+            for inner in value:
+                if inner in OWN_OPTIONS:
+                    problems.append(f"engine_options.{key}.{inner} is an option of the engine itself, for both models: "
+                                    f"set it in [engine_options], not in [engine_options.{key}]")
+                else:
+                    _check_vllm_key(f"engine_options.{key}.{inner}", inner, problems, unknown)
+        elif key not in OWN_OPTIONS:
+            _check_vllm_key(f"engine_options.{key}", key, problems, unknown)
+    if unknown:
+        what = "options" if len(unknown) > 1 else "option"
+        problems.append(f"unknown {what} {', '.join(unknown)}: vllm.LLM (vLLM's EngineArgs) takes no such argument, "
+                        f"and this engine's own options are {', '.join(OWN_OPTIONS)}")
+    if problems:
+        raise VllmEngineError("; ".join(problems))
+
+
+def _check_vllm_key(where: str, key: str, problems: list[str], unknown: list[str]) -> None:
+    """Note in `problems` a reserved vLLM option, in `unknown` one vLLM does not take (with near matches)."""
+    if key in RESERVED_OPTIONS:
+        problems.append(f"{where} cannot be set in engine_options (the engine sets it): {RESERVED_OPTIONS[key]}")
+        return
+    known = vllm_option_names()
+    if key not in known:
+        close = difflib.get_close_matches(key, sorted(known | set(OWN_OPTIONS)), n=3)
+        unknown.append(where + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+
+
+def recorded_options(own: dict[str, Any], per_model: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The JSON form of the options that define what is sampled: `own` and each model's options, less `PERFORMANCE_OPTIONS`."""
+    kept = {key: value for key, value in own.items() if key not in PERFORMANCE_OPTIONS}
+    kept.update({role: {k: v for k, v in values.items() if k not in PERFORMANCE_OPTIONS} for role, values in per_model.items()})
+    return json.loads(json.dumps(kept, sort_keys=True, default=str))
+
+
 def segment_seed(sample_seed: int, position: int, stream: int) -> int:
     """Per-request vLLM seed for one segment: a pure function of (sample seed, position, model)."""
     key = f"{sample_seed}\x00{position}\x00{stream}".encode()
@@ -143,6 +269,8 @@ class VllmEngine:
         oracle_positions: int | None = None,
     ) -> None:
         options = dict(options or {})
+        check_engine_options(options)
+        options.pop("sentinel_token_id", None)  # given as sentinel_id (see `vllm_engine_for`)
         # recording base_entropy needs per-token logprobs from vLLM (~20% wall time on the toy pair)
         self.entropy_logprobs = _option(options, "entropy_logprobs", 0, int)
         # oracle batching (see `_admit`): hold new oracle requests until this fraction of the base's
@@ -153,7 +281,7 @@ class VllmEngine:
         self.judge_windows = _option(options, "judge_windows", 2, int, least=1)
         self.eos_ids, self.sentinel_id = set(eos_ids), sentinel_id
         self.max_model_len = max_model_len
-        per_model = {role: dict(options.pop(role, {}) or {}) for role in ("base", "oracle")}
+        per_model = {role: dict(options.pop(role, {}) or {}) for role in ROLES}
         self.base = _make_llm(base_path, "base", {**options, **per_model["base"]}, max_model_len,
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
         # the oracle gets one position more where its model has it: a judge request scores a full-length
@@ -161,6 +289,11 @@ class VllmEngine:
         self.oracle_len = max_model_len + 1 if oracle_positions is None else min(max_model_len + 1, oracle_positions)
         self.oracle = (_make_llm(oracle_path, "oracle", {**options, **per_model["oracle"]}, self.oracle_len, 1, threads)
                        if oracle_path is not None else None)
+        models = {"base": self.base, "oracle": self.oracle} if self.oracle is not None else {"base": self.base}
+        self._recorded = recorded_options(
+            {"entropy_logprobs": self.entropy_logprobs, "sentinel_token_id": self.sentinel_id},
+            {role: {**options, **per_model[role], **_resolved_numerics(llm)} for role, llm in models.items()},
+        )
         self._requests_made, self._tick, self._blocks_run = 0, 0, 0
         self._pending: dict[str, tuple[_Row, str]] = {}
         self._held: list[tuple[int, str, _Row, str, Any, int | None]] = []  # oracle requests waiting for a burst: (tick, id, row, kind, params, upto)
@@ -171,6 +304,15 @@ class VllmEngine:
         # this block's judge requests repeated without the cache, scores taken from `_scores`, and judge
         # requests not sent because another sample's request in flight was scoring the same tokens
         self.judge_recomputes = self.scores_reused = self.judge_waits = 0
+
+    @property
+    def sampling_options(self) -> dict[str, Any]:
+        """The options that define what this engine samples, as JSON: a run records them and refuses others on resume.
+
+        {"entropy_logprobs", "sentinel_token_id", "base": {...}, "oracle": {...}}: each model's vLLM options
+        as given and its resolved dtype, quantization and kv_cache_dtype; `PERFORMANCE_OPTIONS` are left out.
+        """
+        return json.loads(json.dumps(self._recorded))
 
     # ------------------------------------------------------------------ the event loop
     def run_block(
@@ -568,14 +710,16 @@ def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | Non
     """A VllmEngine for a loaded pair (`sampling.models.load_pair`): its paths, end-of-sequence ids
     and a stop sentinel (`options["sentinel_token_id"]`, else `choose_sentinel`)."""
     options = dict(options or {})
+    check_engine_options(options)
     base = pair.manifest["base"]["path"]
     oracle = pair.manifest["oracle"]["path"] if "oracle" in pair.manifest else None
     eos_ids = stop_ids(base, pair.tokenizer)  # the base's; the torch engine stops on the same ids
     sentinel = options.pop("sentinel_token_id", None)
     if sentinel is None:
         sentinel = choose_sentinel(pair.base.config.vocab_size, pair.tokenizer, eos_ids)
+    sentinel = check_sentinel(sentinel, pair.base.config.vocab_size, pair.tokenizer, eos_ids)
     positions = getattr(pair.oracle.config, "max_position_embeddings", None) if pair.oracle is not None else None
-    return VllmEngine(base, oracle, eos_ids, int(sentinel), pair.base.config.vocab_size,
+    return VllmEngine(base, oracle, eos_ids, sentinel, pair.base.config.vocab_size,
                       max_model_len=max_model_len, options=options, threads=threads, oracle_positions=positions)
 
 
@@ -586,6 +730,13 @@ def _option(options: dict[str, Any], name: str, default: Any, kind: type, least:
     if not number or value < least or (kind is int and value != int(value)):
         raise VllmEngineError(f"engine_options.{name} must be a{'n integer' if kind is int else ' number'} >= {least}, got {value!r}")
     return kind(value)
+
+
+def _resolved_numerics(llm: Any) -> dict[str, Any]:
+    """The dtype, quantization and KV-cache dtype a started `LLM` computes in (its defaults resolved)."""
+    config = llm.llm_engine.vllm_config
+    return {"dtype": str(config.model_config.dtype).removeprefix("torch."),
+            "quantization": config.model_config.quantization, "kv_cache_dtype": str(config.cache_config.cache_dtype)}
 
 
 def _make_llm(path: str, role: str, options: dict[str, Any], max_model_len: int, max_logprobs: int, threads: int | None) -> Any:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,7 +24,8 @@ from sampling.runner import device_name, run_experiment
 from sampling.store import ENGINE_KEY, config_seconds, read_samples, timing_devices
 from sampling.torch_engine import TorchEngine
 from sampling.vllm_engine import (
-    VllmEngineError, choose_sentinel, segment_seed, topk_entropy, vllm_available, vllm_engine_for,
+    OWN_OPTIONS, PERFORMANCE_OPTIONS, RESERVED_OPTIONS, VllmEngineError, check_engine_options, check_sentinel, choose_sentinel,
+    recorded_options, segment_seed, topk_entropy, vllm_available, vllm_engine_for, vllm_option_names,
 )
 from verify.run_grades import grade_run
 from verify.tables import class_votes, summarize_grades
@@ -80,6 +82,87 @@ def test_sentinel_prefers_an_unused_embedding_row_then_pad(pair) -> None:
     assert choose_sentinel(len(tok) + 28, tok, {tok.eos_token_id}) == len(tok) + 27
     assert choose_sentinel(len(tok), tok, {tok.eos_token_id}) == tok.pad_token_id
     assert choose_sentinel(len(tok), tok, {tok.eos_token_id, tok.pad_token_id}) == tok.unk_token_id
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch) -> None:
+    """Fail any test that starts a vLLM model: what it checks must be refused before one loads."""
+    import sampling.vllm_engine
+
+    def refuse(path, role, *args, **kwargs):
+        raise AssertionError(f"the {role} model was started: the option should have been refused before")
+
+    monkeypatch.setattr(sampling.vllm_engine, "_make_llm", refuse)
+
+
+@pytest.mark.parametrize("value, message", [
+    (2, "is an end-of-sequence id '<eos>'"),
+    (1, "is the beginning-of-sequence id '<bos>'"),
+    (16, "is the ordinary token '\\+'"),
+    (99999, "is not a token id of the base model \\(ids 0 to 99\\)"),
+    (100, "is not a token id of the base model"),
+    (-1, "is not a token id of the base model"),
+    (True, "must be an integer token id, got True"),
+    ("5", "must be an integer token id, got '5'"),
+    (5.0, "must be an integer token id, got 5.0"),
+])
+def test_a_sentinel_the_base_may_need_is_refused_before_a_model_loads(pair, no_model_loads, value, message) -> None:
+    """EOS would cut every entropy sample short, an ordinary token would be masked in every entropy/margin
+    request, an id past the model's vocabulary fails inside vLLM mid-run, and `true`/"5" are not ids."""
+    with pytest.raises(VllmEngineError, match=f"engine_options.sentinel_token_id (= {value} )?{message}"):
+        vllm_engine_for(pair, max_model_len=320, options={"sentinel_token_id": value})
+
+
+def test_a_sentinel_may_be_an_unused_special_token_or_an_id_past_the_tokenizer(pair) -> None:
+    tok = pair.tokenizer
+    eos = {tok.eos_token_id}
+    assert check_sentinel(tok.pad_token_id, len(tok), tok, eos) == tok.pad_token_id
+    assert check_sentinel(tok.unk_token_id, len(tok), tok, eos) == tok.unk_token_id
+    assert check_sentinel(len(tok) + 5, len(tok) + 28, tok, eos) == len(tok) + 5  # an unused embedding row
+    with pytest.raises(VllmEngineError, match="end-of-sequence"):  # a generation_config stop id, not the tokenizer's EOS
+        check_sentinel(tok.pad_token_id, len(tok), tok, eos | {tok.pad_token_id})
+    for vocab in (len(tok), len(tok) + 28):  # what the engine picks by itself passes its own check
+        assert check_sentinel(choose_sentinel(vocab, tok, eos), vocab, tok, eos) == choose_sentinel(vocab, tok, eos)
+
+
+@pytest.mark.parametrize("key", sorted(RESERVED_OPTIONS))
+@pytest.mark.parametrize("table", ["both", "oracle"])
+def test_vllm_options_the_engine_sets_itself_are_refused_naming_what_to_use(pair, no_model_loads, key, table) -> None:
+    """`model = ".../oracle"` made both engines load the oracle while the manifest named the base: refused."""
+    assert key in vllm_option_names()  # vLLM would have taken it
+    options = {key: "x"} if table == "both" else {"oracle": {key: "x"}}
+    where = f"engine_options.{key}" if table == "both" else f"engine_options.oracle.{key}"
+    with pytest.raises(VllmEngineError, match=re.escape(f"{where} cannot be set in engine_options (the engine sets it): {RESERVED_OPTIONS[key]}")):
+        vllm_engine_for(pair, max_model_len=320, options=options)
+    with pytest.raises(VllmEngineError, match="\\[models\\]"):
+        check_engine_options({"model": "toy:oracle"})
+
+
+def test_unknown_and_misplaced_options_are_refused_before_a_model_loads(pair, no_model_loads) -> None:
+    with pytest.raises(VllmEngineError, match="unknown options engine_options.dtpye \\(did you mean dtype\\?\\), "
+                                              "engine_options.base.no_such_option: vllm.LLM"):
+        vllm_engine_for(pair, max_model_len=320, options={"dtpye": "float32", "base": {"no_such_option": 1}})
+    with pytest.raises(VllmEngineError, match="engine_options.oracle.judge_windows is an option of the engine itself, "
+                                              "for both models: set it in \\[engine_options\\], not in \\[engine_options.oracle\\]"):
+        vllm_engine_for(pair, max_model_len=320, options={"oracle": {"judge_windows": 0}})
+    with pytest.raises(VllmEngineError, match="engine_options.base must be a table of vLLM options for the base model, got 'float32'"):
+        vllm_engine_for(pair, max_model_len=320, options={"base": "float32"})
+    check_engine_options({"dtype": "bfloat16", "max_num_seqs": 512, "chat_template": "x", "judge_windows": 3,
+                          "base": {"gpu_memory_utilization": 0.25}, "oracle": {"tensor_parallel_size": 2}})
+
+
+def test_recorded_options_leave_out_performance_knobs_and_are_json() -> None:
+    import datetime
+
+    recorded = recorded_options(
+        {"entropy_logprobs": 20, "sentinel_token_id": 0, "judge_windows": 3},
+        {"base": {"dtype": "bfloat16", "max_num_seqs": 512, "block_size": 16, "load_format": "dummy",
+                  "hf_overrides": {"rope_theta": 1e6}, "generation_config": datetime.date(2024, 1, 1)}},
+    )
+    assert recorded == {"entropy_logprobs": 20, "sentinel_token_id": 0,
+                        "base": {"dtype": "bfloat16", "load_format": "dummy", "hf_overrides": {"rope_theta": 1e6},
+                                 "generation_config": "2024-01-01"}}
+    assert PERFORMANCE_OPTIONS <= vllm_option_names() | set(OWN_OPTIONS)  # no misspelt name lets a knob be recorded
 
 
 # ---------------------------------------------------------------- engines on the real toy models
@@ -264,6 +347,18 @@ def test_sampled_blocks_are_reproducible(prompts, vllm_engine) -> None:
     assert len({tuple(r.token_ids) for r in first}) > len(first) // 3  # actually sampled (greedy: 18 distinct at most)
 
 
+def test_the_engine_reports_the_options_that_define_what_it_samples(vllm_engine) -> None:
+    """What a run records (and holds a continuation to): the user's options and each model's resolved numerics."""
+    import json
+
+    numerics = {"dtype": "float32", "quantization": None, "kv_cache_dtype": "auto"}  # the CPU defaults here
+    options = vllm_engine.sampling_options
+    assert options == {"entropy_logprobs": 20, "sentinel_token_id": 0, "base": numerics, "oracle": numerics}
+    assert json.loads(json.dumps(options)) == options
+    options["base"]["dtype"] = "bfloat16"  # a copy: the engine's record is not changed through it
+    assert vllm_engine.sampling_options["base"]["dtype"] == "float32"
+
+
 def test_head_judge_is_refused_with_the_reason(prompts, vllm_engine) -> None:
     with pytest.raises(VllmEngineError, match="hidden states"):
         vllm_engine.run_block(_requests(prompts[:1], PolicySpec("judge", alpha=0.5, k=2, max_c=2, head="toy"), GREEDY))
@@ -345,7 +440,27 @@ def test_the_run_dir_names_its_engine_and_refuses_the_other(both_runs, tmp_path:
         run_experiment(replace(experiment, engine="torch"), run_dir, block_size=16, report=lambda _: None)
 
 
-def test_engine_options_reach_vllm_and_bad_ones_are_named(pair, tmp_path: Path) -> None:
+def test_a_run_records_its_engine_options_and_refuses_other_ones_on_resume(tmp_path: Path, vllm_engine, monkeypatch) -> None:
+    """A shard continued with other options (e.g. dtype bfloat16 after float32) would mix blocks sampled
+    differently: the run records the engine's sampling options and refuses a continuation that changes them."""
+    import json
+
+    from sampling.store import RunDirError, read_manifest
+
+    experiment = replace(default_experiment(), n=2, problems=2, engine="vllm")
+    first = dict(list(experiment.configs.items())[:1])
+    run_dir = tmp_path / "run"
+    run_experiment(replace(experiment, configs=first), run_dir, block_size=16, report=lambda _: None, engine=vllm_engine)
+    assert read_manifest(run_dir)["engine_options"] == vllm_engine.sampling_options
+    changed = json.loads(json.dumps(vllm_engine.sampling_options))
+    changed["base"]["dtype"] = "bfloat16"
+    monkeypatch.setattr(vllm_engine, "_recorded", changed)
+    with pytest.raises(RunDirError, match="engine_options"):
+        run_experiment(experiment, run_dir, block_size=16, report=lambda _: None, engine=vllm_engine)
+    assert len(read_samples(run_dir)) == 2 * 2  # nothing sampled with the other options
+
+
+def test_engine_options_reach_vllm_and_bad_ones_are_named(pair, tmp_path: Path, no_model_loads) -> None:
     experiment = parse_experiment({
         "dataset": "toy", "problems": 1, "n": 1, "engine": "vllm", "models": {"base": "toy:base", "oracle": "toy:oracle"},
         "engine_options": {"no_such_vllm_option": 1}, "configs": [{"policy": "base"}],
