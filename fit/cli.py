@@ -61,7 +61,9 @@ def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str
     """Parse options and fit a counts file or a run dir (ValueError/OSError on bad input)."""
     if cost is not None and cost not in COST_MODELS:
         raise ValueError(f"--cost: choose from {', '.join(COST_MODELS)}, got {cost!r}")
-    if cost is None and prices and not n_params:
+    if cost is None and prices and n_params:
+        raise ValueError("--prices and --n-params ask for different cost models (price, flops/decode): add --cost")
+    if cost is None and prices:
         cost = "price"  # prices alone ask for the price model
     if prices and cost != "price":
         raise ValueError(f"--prices applies to --cost price, not --cost {cost}")

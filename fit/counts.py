@@ -135,8 +135,15 @@ def validate_counts(df: pd.DataFrame, source: str = "counts", by: str | None = N
         _check(vals < 0, out, col, source, csv, "must be >= 0")
         out[col] = vals
     for col in [c for c in NUMERIC_COLUMNS if c in out.columns]:  # CSV cells are read as text
-        out[col] = pd.to_numeric(out[col], errors="coerce")
+        out[col] = _numbers_if_numeric(out[col])
     return out
+
+
+def _numbers_if_numeric(column: pd.Series) -> pd.Series:
+    """The column as numbers (empty cells NaN) when every filled cell is one; else as it is ("Level 1"), empty cells NaN."""
+    filled = column.notna() & (column.astype(str).str.strip() != "")
+    numbers = pd.to_numeric(column.where(filled), errors="coerce")
+    return numbers if numbers[filled].notna().all() else column.where(filled)
 
 
 def load_counts(path: str | Path, by: str | None = None, cost_column: str | None = None) -> pd.DataFrame:

@@ -189,7 +189,8 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
         _table(raw, place)
         if "policy" not in raw:
             raise ConfigError(f"{place}: missing 'policy' (one of {', '.join(POLICY_NAMES)})")
-        stray = set(raw) - POLICY_PARAMETERS.get(raw["policy"], set(raw)) - SAMPLING_KEYS - {"policy", "id"}
+        policy_name = raw["policy"] if isinstance(raw["policy"], str) else None  # else `_expand` says what is wrong
+        stray = (set(raw) & POLICY_KEYS) - POLICY_PARAMETERS.get(policy_name, set(raw)) - SAMPLING_KEYS - {"policy", "id"}
         if stray:
             used = sorted(POLICY_PARAMETERS[raw["policy"]]) or ["none"]
             raise ConfigError(f"{place}: {', '.join(sorted(stray))} do{'es' if len(stray) == 1 else ''} not apply to "

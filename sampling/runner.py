@@ -197,7 +197,8 @@ def preflight(experiment: Experiment, pair: Any, prompts: dict[str, tuple[int, .
     """Refuse, before the run dir is written or an engine starts, what would fail or go wrong later."""
     longest = max(prompts, key=lambda pid: len(prompts[pid]))
     need = len(prompts[longest]) + experiment.max_tokens
-    for role in ("base", "oracle"):
+    uses_oracle = any(config.policy.name != "base" for config in experiment.configs.values())
+    for role in ("base", "oracle") if uses_oracle else ("base",):
         model = getattr(pair, role, None)
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
         if positions is not None and need > positions:

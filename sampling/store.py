@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Iterator
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.datasets import Problem
+from sampling.datasets import DATASET_NAMES, Problem
 from sampling.records import SampleRecord
 
 MANIFEST = "_manifest.json"
@@ -200,7 +200,10 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
 
 def _identity(key: str, value: Any) -> Any:
     """What must match for a run to be continued: the models by content (sha256 of config and weights,
-    sizes), not by the name or path they were loaded from (node-local copies, other mount points)."""
+    sizes), not by the name or path they were loaded from (node-local copies, other mount points); a
+    dataset file by its name, not the path it was reached by (its problems are compared by digest)."""
+    if key == "dataset" and isinstance(value, str) and value not in DATASET_NAMES:
+        return Path(value).name
     if key != "models" or not isinstance(value, dict):
         return value
     return {role: {k: v for k, v in model.items() if k not in ("name", "path")} if isinstance(model, dict) else model

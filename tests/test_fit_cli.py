@@ -221,6 +221,7 @@ def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer,
     (["--counts", "{good}", "--cost", "flops", "--prices", "1,1,1,1"], "--prices applies to --cost price"),
     (["--counts", "{good}", "--cost", "seconds", "--n-params", "1,2"], "--n-params applies to the flops and decode"),
     (["--counts", "{good}", "--cost", "decode"], "(missing: base_decode, base_prefill, oracle_decode, oracle_prefill)"),
+    (["--counts", "{good}", "--n-params", "1,2", "--prices", "1,1,1,1"], "--prices and --n-params ask for different cost models"),
 ])
 def test_bad_input_is_a_clear_error(app: typer.Typer, tmp_path: Path, args: list[str], needle: str) -> None:
     """Exit code 2, the reason on stderr, no traceback."""

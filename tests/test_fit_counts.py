@@ -45,6 +45,16 @@ def test_csv_ids_and_names_are_read_as_written(tmp_path: Path) -> None:
         load_counts(path)
 
 
+@pytest.mark.parametrize("name", ["levels.csv", "levels.parquet"])
+def test_text_levels_stay_text_and_numeric_levels_become_numbers(tmp_path: Path, name: str) -> None:
+    """level "Level 1" is kept as written (the per-level plot groups by it), not turned into NaN."""
+    frame = pd.DataFrame({"problem": ["a", "b", "c"], "n": 4, "correct": 1, "level": ["Level 1", "Level 2", ""]})
+    counts = load_counts(_write(tmp_path, frame, name))
+    assert counts["level"].tolist()[:2] == ["Level 1", "Level 2"] and pd.isna(counts["level"].iloc[2])
+    counts = load_counts(_write(tmp_path, frame.assign(level=["1", "2", ""]), name))
+    assert counts["level"].tolist()[:2] == [1, 2] and pd.isna(counts["level"].iloc[2])
+
+
 def test_huge_counts_are_refused_as_written(tmp_path: Path) -> None:
     """An n past 2^53 names its value and the limit instead of overflowing."""
     path = tmp_path / "huge.csv"

@@ -504,6 +504,8 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"sampling": {"top_p": 1.5}}, r"x.toml: \[sampling\] top_p must be in \(0, 1\], got 1.5"),
     ({"sampling": {"oracle_temperature": -1}}, r"x.toml: \[sampling\] oracle_temperature must be >= 0"),
     ({"configs": [{"policy": "base", "k": 5}]}, r"#1: k does not apply to policy 'base' \(its settings: none\)"),
+    ({"configs": [{"policy": ["base", "oracle"]}]}, r"#1: policy must be a string, got \['base', 'oracle'\]"),
+    ({"configs": [{"policy": "oracle", "max_tokens": 3}]}, r"#1: unknown key\(s\) \['max_tokens'\]"),
     ({"configs": [{"policy": "margin", "delta": 0.5, "k": 2, "max_c": 1, "tau": 1}]},
      r"#1: tau does not apply to policy 'margin' \(its settings: delta, k, max_c\)"),
 ])
@@ -761,11 +763,19 @@ def test_a_relative_dataset_path_is_found_beside_the_toml(tmp_path: Path, monkey
     folder = tmp_path / "exp"
     folder.mkdir()
     (folder / "data.jsonl").write_text(json.dumps({"id": "q1", "problem": "Compute $1+2$", "answer": "3"}) + "\n")
-    (folder / "e.toml").write_text('dataset = "data.jsonl"\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "base"\n')
+    (folder / "e.toml").write_text('dataset = "data.jsonl"\nn = 1\nmax_tokens = 8\n[models]\nbase = "toy:base"\n'
+                                   '[[configs]]\npolicy = "base"\n')
     monkeypatch.chdir(tmp_path)
     experiment = load_experiment(folder / "e.toml")
     assert Path(experiment.dataset) == folder / "data.jsonl"
     assert [p.id for p in load_problems(experiment.dataset)] == ["q1"]
+    run = tmp_path / "run"  # the same file reached by another path continues the run
+    run_experiment(experiment, run, block_size=8, report=lambda _: None)
+    monkeypatch.chdir(folder)
+    again = load_experiment(Path("e.toml"))
+    assert again.dataset == "data.jsonl"
+    run_experiment(again, run, block_size=8, report=lambda _: None)
+    assert len(read_samples(run)) == 1
     with pytest.raises(DatasetError, match=r"dataset file not found: gone.jsonl \(looked at .*gone.jsonl\)"):
         load_problems("gone.jsonl")
 

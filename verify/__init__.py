@@ -4,7 +4,7 @@ Grading
     extract_answer(text)                         final answer of a completion, or None
     grade(completion, reference)                 is the completion's answer equivalent? (bool)
     is_equivalent(answer, reference)             same, for an already extracted answer
-    grade_many(completions, references)          DataFrame: extracted, correct, key (deduped, pooled)
+    grade_many(completions, references)          DataFrame: extracted, correct, key, undecided (deduped, pooled)
     grade_run(run_dir)                           grade a run dir's samples into RUN_DIR/_grades/
     read_grades(run_dir)                         the grades written so far
 
