@@ -86,6 +86,11 @@ def _outside_legend(ax: plt.Axes, title: str) -> None:
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title=title, title_fontsize=8, frameon=False)
 
 
+def _legend_title(run: FitRun) -> str:
+    """What the curves are: a run's configs, or a counts file's groups."""
+    return "config" if "run_dir" in run.source else "group"
+
+
 def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
     """Coverage vs samples per problem (log x): empirical curve with CI, default fit extended to 100× n."""
     paths = []
@@ -114,7 +119,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
         ax.set_title(f"Coverage vs samples; dashed: {run.options.estimator} fit, extrapolated to {EXTEND:g}× n")
         ax.grid(True, which="both", alpha=0.25)
         _style_legend(ax, f"fit ({run.options.estimator})")
-        _outside_legend(ax, "group")
+        _outside_legend(ax, _legend_title(run))
         paths += _save(fig, out_dir, f"coverage_vs_k{suffix}")
     return paths
 
@@ -145,7 +150,7 @@ def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
         ax.set_title("Coverage vs compute per problem (dashed: extrapolated)")
         ax.grid(True, which="both", alpha=0.25)
         _style_legend(ax, "extrapolated")
-        _outside_legend(ax, "config")
+        _outside_legend(ax, _legend_title(run))
         paths += _save(fig, out_dir, f"coverage_vs_compute{suffix}")
     return paths
 
@@ -182,7 +187,7 @@ def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
                    Line2D([], [], color="0.3", lw=1.2, ls="--", label="beta-binomial")]
         ax.add_artist(ax.legend(handles=handles, loc="lower left", fontsize=8, frameon=False))
         if drawn:
-            _outside_legend(ax, "group")
+            _outside_legend(ax, _legend_title(run))
         paths += _save(fig, out_dir, f"neglog_coverage{suffix}")
     return paths
 
@@ -208,7 +213,7 @@ def maj_vs_coverage(run: FitRun, out_dir: Path) -> list[Path]:
             ax.set_title(title)
             ax.grid(True, which="both", alpha=0.25)
         a1.set_ylabel("fraction of problems")
-        fig.legend(*a1.get_legend_handles_labels(), loc="outside right center", fontsize=8, title="config",
+        fig.legend(*a1.get_legend_handles_labels(), loc="outside right center", fontsize=8, title=_legend_title(run),
                    title_fontsize=8, frameon=False)
         paths += _save(fig, out_dir, f"maj_vs_coverage{suffix}")
     return paths
@@ -302,7 +307,7 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
             ax.set_title(title)
             ax.grid(True, alpha=0.25)
         a1.set_ylabel("fraction of problems")
-        a2.legend(loc="lower left", fontsize=8, title="group", title_fontsize=8)
+        a2.legend(loc="lower left", fontsize=8, title=_legend_title(run), title_fontsize=8)
         paths += _save(fig, out_dir, f"coverage_by_level{suffix}")
     return paths
 

@@ -60,6 +60,8 @@ def fmt_ci(value: float | None, low: float | None, high: float | None, form=lamb
         return DASH
     if low is None or high is None:
         return form(value)
+    if form is prob and any(0 < x < 1e-3 for x in (value, low, high)):  # one notation for the three numbers
+        form = lambda x: f"{x:.1e}"  # noqa: E731
     return f"{form(value)} [{form(low)}, {form(high)}]"
 
 

@@ -171,6 +171,10 @@ def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app:
 
     bound = {"coverage": 0.0, "low": 0.0, "high": 0.0123, "method": "zero_successes_bound", "extrapolated": True}
     assert fmt_pred(bound) == "0 (≤ 0.012, no successes)†"  # a bound, not a bootstrap CI
+    from fit.report import fmt_ci, prob
+
+    assert fmt_ci(7.9e-4, 3.5e-4, 0.0012, prob) == "7.9e-04 [3.5e-04, 1.2e-03]"  # not '7.9e-04 [3.5e-04, 0.001]'
+    assert fmt_ci(0.25, 0.2, 0.3, prob) == "0.250 [0.200, 0.300]"
 
 
 def test_warnings_are_listed_once_and_names_with_bars_keep_the_tables_whole(app: typer.Typer, tmp_path: Path) -> None:
