@@ -6,6 +6,7 @@ figures (suffix _2, _3, …) so every figure stays readable.
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import matplotlib
@@ -338,7 +339,9 @@ def cost_breakdown(run: FitRun, out_dir: Path) -> list[Path]:
 
 
 def all_plots(run: FitRun, out_dir: str | Path) -> dict[str, list[Path]]:
-    """Every plot the run supports: {name: [png, svg, ...]}."""
+    """Every plot the run supports: {name: [png, svg, ...]}. Plot files of an earlier call in the same
+    folder that this one does not write (fewer groups, pages or plots now) are removed: only files
+    named like this module's plots are touched."""
     out_dir = Path(out_dir)
     makers = {"coverage_vs_k": coverage_vs_k, "coverage_vs_compute": coverage_vs_compute,
               "neglog_coverage": neglog_coverage, "maj_vs_coverage": maj_vs_coverage,
@@ -349,4 +352,8 @@ def all_plots(run: FitRun, out_dir: str | Path) -> dict[str, list[Path]]:
         paths = make(run, out_dir)
         if paths:
             out[name] = paths
+    written = {p.resolve() for paths in out.values() for p in paths}
+    ours = re.compile(rf"^({'|'.join(makers)})(_.+)?\.(png|svg)$")
+    for stale in (p for p in out_dir.glob("*") if ours.match(p.name) and p.resolve() not in written):
+        stale.unlink()
     return out

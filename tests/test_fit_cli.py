@@ -192,6 +192,24 @@ def test_warnings_are_listed_once_and_names_with_bars_keep_the_tables_whole(app:
     assert "| c\\|0 |" in text and "| c|0 |" not in text
 
 
+def test_plots_of_an_earlier_call_that_no_longer_apply_are_removed(app: typer.Typer, tmp_path: Path) -> None:
+    """Re-plotting into a folder leaves no stale plot from the last call; other files are untouched."""
+    rng = np.random.default_rng(0)
+    frame = pd.concat([pd.DataFrame({"config": name, "problem": np.arange(20), "n": 30,
+                                     "correct": rng.binomial(30, p, 20), "cost_per_sample": cost})
+                       for name, p, cost in (("a", 0.2, 1.0), ("b", 0.4, 2.0))])
+    with_cost, without = tmp_path / "with.csv", tmp_path / "without.csv"
+    frame.to_csv(with_cost, index=False)
+    frame.drop(columns="cost_per_sample").to_csv(without, index=False)
+    plots = tmp_path / "plots"
+    assert _invoke(app, "fit", "--counts", with_cost, "--plots", plots, "--boot", 20).exit_code == 0
+    assert (plots / "coverage_vs_compute.png").exists()
+    (plots / "mine.png").write_text("a user's file")
+    assert _invoke(app, "fit", "--counts", without, "--plots", plots, "--boot", 20).exit_code == 0
+    assert not (plots / "coverage_vs_compute.png").exists() and (plots / "coverage_vs_k.png").exists()
+    assert (plots / "mine.png").read_text() == "a user's file"
+
+
 def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer, tmp_path: Path) -> None:
     """Resampling one problem changes nothing: the comparison reports no CIs (as pass@1 does), not [x, x]."""
     path = tmp_path / "one.csv"
