@@ -46,9 +46,10 @@ class FitRun:
         return {c: float(parts[f"cost_{c}"] / total) if total > 0 else 0.0 for c in TOKEN_COLUMNS}
 
     def counts_table(self) -> pd.DataFrame:
-        """The counts as read (the counts-table columns, token sums as integers), without any cost model's columns."""
+        """The counts as read (the counts-table columns, token sums as integers) plus the fit's cost per sample
+        (so `study fit --counts` on it compares as the run did; a cost model asked for there replaces it)."""
         frame = self.counts.drop(columns=[c for c in self.counts.columns
-                                          if c == "group" or c.startswith("cost_") or c == COST_COLUMN])
+                                          if c == "group" or (c.startswith("cost_") and c != COST_COLUMN)])
         for col in [c for c in TOKEN_COLUMNS if c in frame.columns]:
             frame[col] = frame[col].round().astype(np.int64)
         return frame

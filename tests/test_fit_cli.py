@@ -381,6 +381,10 @@ def test_run_counts_csv_round_trips_through_counts_mode(app: typer.Typer, run_di
     first, second = (json.loads((tmp_path / f).read_text()) for f in ("fit.json", "again.json"))
     assert second["groups"]["random_c2_k4"]["power_law"] == first["groups"]["random_c2_k4"]["power_law"]
     assert second["comparison"]["configs"] == first["comparison"]["configs"]
+    plain = _invoke(app, "fit", "--counts", tmp_path / "counts.csv", "--json", tmp_path / "plain.json", "--no-plots",
+                    "--boot", 30)  # no options: the run's cost per sample and its base/oracle references
+    assert plain.exit_code == 0, plain.output
+    assert json.loads((tmp_path / "plain.json").read_text())["comparison"]["configs"] == first["comparison"]["configs"]
 
 
 def test_random_grid_keeps_variants_apart() -> None:
