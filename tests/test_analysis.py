@@ -221,7 +221,8 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10"])
     assert result.exit_code == 0, result.output
     report = (run_dir / "_fit" / "report.md").read_text()
-    assert "Config `base`:" in report and "Config `base` (first wrong token located by rollout):" in report
+    assert "Config `base` (first wrong token located by exact; a random subset of 10 of its" in report
+    assert "Config `base` (first wrong token located by rollout; a random subset of 10 of its" in report
     elsewhere = tmp_path / "elsewhere" / "report"  # a report outside the run dir links its images relative to itself
     result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10", "--out", str(elsewhere)])
     assert result.exit_code == 0, result.output
@@ -232,9 +233,26 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     shutil.rmtree(run_dir / "_grades" / "grader=math-verify")
     (run_dir / "_grades" / "grader=math-verify").mkdir()
     grades.to_parquet(run_dir / "_grades" / "grader=math-verify" / "part-all.parquet")
-    for locator in ("exact", "rollout"):
+    for locator in ("exact", "rollout"):  # nothing wrong is a note, not a failure (a pipeline goes on)
         result = CliRunner().invoke(app, ["analyze", str(run_dir), "--locator", locator, "--boot", "10"])
-        assert result.exit_code == 2 and "no wrong 'base' sample" in result.output, result.output
+        assert result.exit_code == 0 and "'base' samples in" in result.output and "are correct" in result.output, result.output
+    result = CliRunner().invoke(app, ["analyze", str(run_dir), "--config", "nope"])
+    assert result.exit_code == 2 and "has no config 'nope'" in result.output and "rescoring" not in result.output
+
+
+def test_analysis_reads_the_grades_of_the_grader_that_graded_the_run(toy_run: Path, tmp_path: Path) -> None:
+    """A run graded only with --grader strict is analysed with those grades; no math-verify grades appear
+    (which would then switch `study fit` to them)."""
+    import shutil
+
+    from verify import grade_run
+
+    run_dir = tmp_path / "strict"
+    shutil.copytree(toy_run, run_dir, ignore=shutil.ignore_patterns("_grades", "_fit"))
+    grade_run(run_dir, "strict", progress=False)
+    _, counts, _ = analyze_run(run_dir, "base", max_samples=5, n_boot=5)
+    assert counts["grader"] == "strict" and counts["locator"] == "exact"
+    assert not (run_dir / "_grades" / "grader=math-verify").exists()
 
 
 def test_rollout_locator_stops_on_every_stop_id() -> None:

@@ -1,6 +1,7 @@
 """The toy world: generator, split, tokenizer, and the shipped models."""
 from __future__ import annotations
 
+import json
 from fractions import Fraction
 
 import torch
@@ -87,3 +88,39 @@ def test_shipped_models_load_share_tokenizer_and_generate() -> None:
         text = tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
         assert text.startswith("=") and "\\boxed{" in text
     assert resolve_model("toy:base").endswith("base")
+
+
+def test_eval_every_evaluates_and_checkpoints_at_its_own_steps(tmp_path) -> None:
+    """--eval-every N evaluates (and with --checkpoints saves) at every multiple of N, not only at multiples of 50."""
+    from dataclasses import replace
+
+    from experiments.toy.train import SPECS, train_model
+
+    lines: list[str] = []
+    train_model(replace(SPECS["base"], steps=4), tmp_path / "base", threads=1, eval_every=2, eval_problems=3,
+                checkpoints=True, log=lines.append)
+    evaluated = [json.loads(line)["step"] for line in lines if "pass@1_t1" in line]
+    assert evaluated == [2, 4]
+    assert sorted(p.name for p in (tmp_path / "base" / "checkpoints").iterdir()) == ["step-2", "step-4"]
+
+
+def test_toy_commands_check_their_output_paths_before_working(tmp_path) -> None:
+    """An output path that is a folder is refused up front (not after the evaluation or training); a missing
+    parent folder is created; --checkpoints without --eval-every is an error."""
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    result = CliRunner().invoke(app, ["toy", "eval", "--problems", "1", "--base-samples", "1", "--oracle-samples", "1",
+                                      "--json", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
+    result = CliRunner().invoke(app, ["toy", "train-judge", str(tmp_path / "norun"), "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "is a folder" in result.output
+    result = CliRunner().invoke(app, ["toy", "train", "--model", "base", "--steps", "1", "--checkpoints",
+                                      "--out", str(tmp_path / "m")])
+    assert result.exit_code == 2 and "give --eval-every N too" in result.output
+    out = tmp_path / "new" / "eval.json"
+    result = CliRunner().invoke(app, ["toy", "eval", "--problems", "1", "--base-samples", "1", "--oracle-samples", "1",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(out.read_text())[0]["model"]

@@ -151,6 +151,16 @@ def test_unknown_and_misplaced_options_are_refused_before_a_model_loads(pair, no
                           "base": {"gpu_memory_utilization": 0.25}, "oracle": {"tensor_parallel_size": 2}})
 
 
+def test_a_run_checks_engine_options_before_the_dataset_and_models_load(tmp_path: Path, no_model_loads) -> None:
+    """`study sample` with a bad option fails on the option, before a dataset (or a hub model) is fetched."""
+    experiment = parse_experiment({"name": "x", "dataset": str(tmp_path / "missing.jsonl"), "engine": "vllm",
+                                   "models": {"base": "toy:base"}, "configs": [{"policy": "base"}],
+                                   "engine_options": {"dtpye": "float32"}}, "test")
+    with pytest.raises(VllmEngineError, match="dtpye"):
+        run_experiment(experiment, tmp_path / "run", report=lambda _: None)
+    assert not (tmp_path / "run").exists()
+
+
 def test_recorded_options_leave_out_performance_knobs_and_are_json() -> None:
     import datetime
 

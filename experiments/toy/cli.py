@@ -42,10 +42,19 @@ def problems(
     console.print(table)
 
 
+def _output_file(path: Path, option: str) -> Path:
+    """A file the command will write at the end, checked now (its folder is created): not after the work."""
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; give a file path")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 @toy_app.command("train")
 def train(
     model: str = typer.Option("both", "--model", help="base, oracle or both."),
-    out: Path = typer.Option(MODELS_DIR, "--out", help="Folder that receives base/ and oracle/."),
+    out: Path = typer.Option(MODELS_DIR, "--out", help="Folder that receives base/ and oracle/ (default: the shipped "
+                             "models, which are overwritten).", show_default=False),
     seed: int = typer.Option(0, "--seed"),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads; the shipped weights used 1 (float results depend on it)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the schedule's step count (for quick tries)."),
@@ -66,6 +75,9 @@ def train(
     if any(name not in SPECS for name in names):
         print_error(f"--model must be base, oracle or both, got {model!r}")
         raise typer.Exit(2)
+    if checkpoints and not eval_every:
+        print_error("--checkpoints saves the weights at each evaluation: give --eval-every N too")
+        raise typer.Exit(2)
     for name in names:
         spec = SPECS[name] if steps is None else replace(SPECS[name], steps=steps)
         console.print(f"training {name}: {spec}")
@@ -79,7 +91,8 @@ def train_judge(
     run_dir: Path = typer.Argument(..., help="A run over the toy training split with a base config (experiments/toy-judge-train.toml)."),
     config: str = typer.Option("base", "--config"),
     max_samples: int = typer.Option(2000, "--max-samples", min=1, help="Wrong samples to learn from."),
-    out: Path = typer.Option(MODELS_DIR / "judge_head.safetensors", "--out"),
+    out: Path = typer.Option(MODELS_DIR / "judge_head.safetensors", "--out", show_default=False,
+                             help="Where to write the head (default: the shipped toy head, which is overwritten)."),
 ) -> None:
     """Train the learned judge (a linear mistake head on the oracle's hidden states) on exact toy labels."""
     from experiments.analyze import AnalysisError, collect_tokens
@@ -88,6 +101,7 @@ def train_judge(
     from sampling.store import read_manifest
 
     try:
+        _output_file(out, "--out")
         if read_manifest(run_dir).get("dataset") != "toy-train":
             raise AnalysisError(f"{run_dir} does not sample the toy training split (dataset toy-train); a judge trained on test problems would leak")
         tokens, counts = collect_tokens(run_dir, config, max_samples, with_hidden=True)
@@ -98,7 +112,8 @@ def train_judge(
     save_head(out, fit.weight, fit.bias)
     console.print(
         f"judge head from {counts['analysed']:,} wrong samples: ROC AUC {fit.train_auc:.3f} on {fit.train_rows:,} training tokens, "
-        f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems; saved {out}"
+        + (f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems" if fit.heldout_rows
+           else "no held-out tokens to measure it on (too few problems)") + f"; saved {out}"
     )
 
 
@@ -119,6 +134,8 @@ def evaluate(
     from experiments.toy.evaluate import evaluate_pair
 
     try:
+        if json_out is not None:
+            _output_file(json_out, "--json")
         with Progress(console=Console(stderr=True)) as progress:
             results = evaluate_pair(base, oracle, problems, base_samples, oracle_samples, progress=progress)
     except ValueError as exc:  # ModelError (a model that does not load), too many problems

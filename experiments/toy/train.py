@@ -177,9 +177,10 @@ def train_model(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        if step % 50 == 0 or step == spec.steps:
+        evaluate = bool(eval_every) and (step % eval_every == 0 or step == spec.steps)
+        if step % 50 == 0 or step == spec.steps or evaluate:
             entry = {"step": step, "loss": round(loss.item(), 4), "seconds": round(time.time() - start, 1)}
-            if eval_every and (step % eval_every == 0 or step == spec.steps):
+            if evaluate:
                 entry["pass@1_t1"] = quick_pass_at_1(model, tokenizer, monitor, temperature=1.0, seed=step)
                 if checkpoints:
                     model.save_pretrained(str(out_dir / "checkpoints" / f"step-{step}"), safe_serialization=True)
