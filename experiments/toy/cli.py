@@ -18,7 +18,7 @@ MODELS_DIR = Path(__file__).resolve().parent / "models"
 
 @toy_app.command("problems")
 def problems(
-    count: int = typer.Option(10, "--count", min=1, help="How many problems to show."),
+    count: int = typer.Option(10, "--count", min=1, max=10_000, help="How many problems to show (at most 10,000)."),
     split: str = typer.Option("test", "--split", help="test (held out, balanced by level) or train."),
     solutions: bool = typer.Option(False, "--solutions", help="Also print the canonical solutions."),
 ) -> None:

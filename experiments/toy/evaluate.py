@@ -36,7 +36,7 @@ def _correct(text_ids: list[int], decode: Callable[[list[int]], str], answer: Fr
 
 def evaluate_model(
     engine, decode: Callable[[list[int]], str], prompts: dict[str, tuple[int, ...]], problems: list[ToyProblem],
-    role: str, samples: int, block_size: int, on_tokens: Callable[[int], None] | None = None,
+    role: str, samples: int, block_size: int, on_samples: Callable[[int], None] | None = None,
 ) -> ToyEval:
     """pass@1 (T=1, `samples` per problem), greedy accuracy, and coverage@samples for base or oracle."""
     policy = PolicySpec("base" if role == "base" else "oracle")
@@ -49,8 +49,10 @@ def evaluate_model(
         for start in range(0, len(items), block_size):
             block = items[start : start + block_size]
             requests = [SampleRequest(role, pid, i, derive_seed(12345, pid, role, i), prompts[pid], config) for pid, i in block]
-            for record in engine.run_block(requests, on_tokens=on_tokens):
+            for record in engine.run_block(requests):
                 correct[record.problem_id] += _correct(record.token_ids, decode, answers[record.problem_id])
+            if on_samples is not None:
+                on_samples(len(block))
         counts[temperature] = correct
     per_problem = np.array([counts[1.0][p.id] / samples for p in problems])
     levels = sorted({p.level for p in problems})
@@ -79,8 +81,9 @@ def evaluate_pair(
     results = []
     for role, model, samples in (("base", pair.base, base_samples), ("oracle", pair.oracle, oracle_samples)):
         engine = TorchEngine(model, model, tokenizer.eos_token_id, slots=block_size, max_len=max_len)
-        task = progress.add_task(f"eval {role}", total=None) if progress is not None else None
-        on_tokens = (lambda count, task=task: progress.update(task, advance=count)) if progress is not None else None
+        # samples at temperature 1 plus one greedy sample per problem
+        task = progress.add_task(f"eval {role}", total=len(chosen) * (samples + 1)) if progress is not None else None
+        on_samples = (lambda count, task=task: progress.update(task, advance=count)) if progress is not None else None
         decode = lambda ids: tokenizer.decode(ids, skip_special_tokens=True)  # noqa: E731
-        results.append(evaluate_model(engine, decode, prompts, chosen, role, samples, block_size, on_tokens))
+        results.append(evaluate_model(engine, decode, prompts, chosen, role, samples, block_size, on_samples))
     return results
