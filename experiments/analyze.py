@@ -186,6 +186,7 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
         raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir} "
                             f"({counts['wrong']:,} wrong: {counts['no_wrong_token']:,} without a located wrong token, "
                             f"{counts['first_wrong_by_oracle']:,} first wrong in an oracle segment)")
+    counts["problems"] = int(tokens["problem_id"].nunique())
     table = auc_table(tokens, n_boot=n_boot, seed=seed)
     out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)

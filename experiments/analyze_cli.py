@@ -53,6 +53,11 @@ def analyze(
         auc, _, ci = auc_cell(row.auc, row.low, row.high).partition(" ")
         result.add_row(row.signal, auc, ci, f"{row.positives:,}", f"{row.negatives:,}")
     table_console().print(result)
+    from fit.analysis import MIN_PROBLEMS_FOR_CI
+
+    if counts["problems"] < MIN_PROBLEMS_FOR_CI:
+        console.print(f"[yellow]warning[/] the analysed samples come from {counts['problems']} problem(s): CIs "
+                      "(a bootstrap over problems) are unreliable", highlight=False)
     subset = (f" (a random subset of {counts['selected']:,}: --max-samples {max_samples})"
               if counts["selected"] < counts["wrong"] else "")
     unlocated = ("cut off while still recoverable, or unsolved by the oracle" if resolved == "rollout"

@@ -236,6 +236,10 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     for locator in ("exact", "rollout"):  # nothing wrong is a note, not a failure (a pipeline goes on)
         result = CliRunner().invoke(app, ["analyze", str(run_dir), "--locator", locator, "--boot", "10"])
         assert result.exit_code == 0 and "'base' samples in" in result.output and "are correct" in result.output, result.output
+    few = tmp_path / "few"  # a copy: the shared run's analysis files stay as they are
+    shutil.copytree(toy_run, few)
+    result = CliRunner().invoke(app, ["analyze", str(few), "--max-samples", "3", "--boot", "10"])
+    assert result.exit_code == 0 and "CIs (a bootstrap over problems) are unreliable" in " ".join(result.output.split())
     result = CliRunner().invoke(app, ["analyze", str(run_dir), "--config", "nope"])
     assert result.exit_code == 2 and "has no config 'nope'" in result.output and "rescoring" not in result.output
 
