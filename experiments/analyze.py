@@ -179,6 +179,8 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
     manifest = read_manifest(run_dir)
     locator = resolve_locator(manifest, locator, run_dir)
     tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress, locator=locator, grader=grader)
+    if counts["samples"] == 0:
+        raise AnalysisError(f"{run_dir} has no {config!r} samples yet (see `study status {run_dir}`)")
     if counts["wrong"] == 0:
         raise NothingWrong(f"all {counts['samples']:,} {config!r} samples in {run_dir} are correct "
                            f"({counts['grader']} grades): no first wrong token to analyse")

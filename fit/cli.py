@@ -167,7 +167,8 @@ def fit_command(
     run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write fit.json here (run dirs: RUN_DIR/_fit/fit.json)."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/_fit/plots)."),
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/_fit/plots); "
+                                         "plot files of an earlier call that no longer apply are removed."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the plots."),
     cost: Optional[str] = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,

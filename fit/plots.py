@@ -353,7 +353,7 @@ def all_plots(run: FitRun, out_dir: str | Path) -> dict[str, list[Path]]:
         if paths:
             out[name] = paths
     written = {p.resolve() for paths in out.values() for p in paths}
-    ours = re.compile(rf"^({'|'.join(makers)})(_.+)?\.(png|svg)$")
+    ours = re.compile(rf"^({'|'.join(makers)})(_\d+)?\.(png|svg)$")  # the names `_save` writes (pages: _2, _3, ...)
     for stale in (p for p in out_dir.glob("*") if ours.match(p.name) and p.resolve() not in written):
         stale.unlink()
     return out

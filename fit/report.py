@@ -254,6 +254,8 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
         summary = json.loads(summary_file.read_text()) if summary_file.exists() else {}
         locator = locator or summary.get("locator", "")
         notes = [f"first wrong token located by {locator}"] if locator else []
+        if summary.get("grader"):
+            notes.append(f"wrong by the {summary['grader']} grades")
         if summary and summary.get("selected", 0) < summary.get("wrong", 0):
             notes.append(f"a random subset of {summary['selected']:,} of its {summary['wrong']:,} wrong samples, "
                          f"--max-samples {summary['max_samples']}")

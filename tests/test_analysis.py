@@ -221,8 +221,8 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10"])
     assert result.exit_code == 0, result.output
     report = (run_dir / "_fit" / "report.md").read_text()
-    assert "Config `base` (first wrong token located by exact; a random subset of 10 of its" in report
-    assert "Config `base` (first wrong token located by rollout; a random subset of 10 of its" in report
+    assert "Config `base` (first wrong token located by exact; wrong by the math-verify grades; a random subset of 10 of its" in report
+    assert "Config `base` (first wrong token located by rollout; wrong by the math-verify grades; a random subset of 10 of" in report
     elsewhere = tmp_path / "elsewhere" / "report"  # a report outside the run dir links its images relative to itself
     result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10", "--out", str(elsewhere)])
     assert result.exit_code == 0, result.output
@@ -240,6 +240,11 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     shutil.copytree(toy_run, few)
     result = CliRunner().invoke(app, ["analyze", str(few), "--max-samples", "3", "--boot", "10"])
     assert result.exit_code == 0 and "CIs (a bootstrap over problems) are unreliable" in " ".join(result.output.split())
+    empty = tmp_path / "empty"  # a config without samples yet (an interrupted run) is an error, not "all correct"
+    shutil.copytree(toy_run, empty)
+    shutil.rmtree(empty / "samples" / "random-c2-k3")
+    result = CliRunner().invoke(app, ["analyze", str(empty), "--config", "random-c2-k3"])
+    assert result.exit_code == 2 and "has no 'random-c2-k3' samples yet" in result.output, result.output
     result = CliRunner().invoke(app, ["analyze", str(run_dir), "--config", "nope"])
     assert result.exit_code == 2 and "has no config 'nope'" in result.output and "rescoring" not in result.output
 

@@ -204,10 +204,14 @@ def test_plots_of_an_earlier_call_that_no_longer_apply_are_removed(app: typer.Ty
     plots = tmp_path / "plots"
     assert _invoke(app, "fit", "--counts", with_cost, "--plots", plots, "--boot", 20).exit_code == 0
     assert (plots / "coverage_vs_compute.png").exists()
-    (plots / "mine.png").write_text("a user's file")
+    for mine in ("mine.png", "coverage_vs_k_final.png", "cost_breakdown_v1.svg"):  # not names this module writes
+        (plots / mine).write_text("a user's file")
+    (plots / "coverage_vs_k_7.png").write_text("a stale page")
     assert _invoke(app, "fit", "--counts", without, "--plots", plots, "--boot", 20).exit_code == 0
     assert not (plots / "coverage_vs_compute.png").exists() and (plots / "coverage_vs_k.png").exists()
-    assert (plots / "mine.png").read_text() == "a user's file"
+    assert all((plots / mine).read_text() == "a user's file"
+               for mine in ("mine.png", "coverage_vs_k_final.png", "cost_breakdown_v1.svg"))
+    assert not (plots / "coverage_vs_k_7.png").exists()
 
 
 def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer, tmp_path: Path) -> None:

@@ -116,6 +116,11 @@ def test_toy_commands_check_their_output_paths_before_working(tmp_path) -> None:
     assert result.exit_code == 2 and "is a folder" in result.output
     result = CliRunner().invoke(app, ["toy", "train-judge", str(tmp_path / "norun"), "--out", str(tmp_path)])
     assert result.exit_code == 2 and "is a folder" in result.output
+    (tmp_path / "afile").write_text("x")
+    result = CliRunner().invoke(app, ["toy", "train-judge", str(tmp_path / "norun"), "--out", str(tmp_path / "afile" / "h.st")])
+    assert result.exit_code == 2 and "is a file, not a folder" in result.output
+    result = CliRunner().invoke(app, ["toy", "train-judge", str(tmp_path / "norun"), "--out", str(tmp_path / "d" / "h.st")])
+    assert result.exit_code == 2 and not (tmp_path / "d").exists()  # nothing made for a command that failed
     result = CliRunner().invoke(app, ["toy", "train", "--model", "base", "--steps", "1", "--checkpoints",
                                       "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "give --eval-every N too" in result.output

@@ -43,9 +43,17 @@ def problems(
 
 
 def _output_file(path: Path, option: str) -> Path:
-    """A file the command will write at the end, checked now (its folder is created): not after the work."""
+    """A file the command will write at the end, checked now, not after the work (`_write_parent` makes its folder)."""
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; give a file path")
+    existing = next(p for p in path.resolve().parents if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    return path
+
+
+def _write_parent(path: Path) -> Path:
+    """Create the folder an output file goes into."""
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -109,7 +117,7 @@ def train_judge(
     except ValueError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    save_head(out, fit.weight, fit.bias)
+    save_head(_write_parent(out), fit.weight, fit.bias)
     console.print(
         f"judge head from {counts['analysed']:,} wrong samples: ROC AUC {fit.train_auc:.3f} on {fit.train_rows:,} training tokens, "
         + (f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems" if fit.heldout_rows
@@ -152,7 +160,7 @@ def evaluate(
     ratio = oracle_result.pass_at_1 / base_result.pass_at_1 if base_result.pass_at_1 else float("inf")
     console.print(f"oracle/base pass@1 ratio: {ratio:.2f}")
     if json_out:
-        json_out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+        _write_parent(json_out).write_text(json.dumps([asdict(r) for r in results], indent=2))
 
 
 def register(app: typer.Typer) -> None:
