@@ -176,9 +176,8 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
     from fit.signal_plots import plot_signals
     from fit.signals import auc_table
 
-    manifest = read_manifest(run_dir)
-    locator = resolve_locator(manifest, locator, run_dir)
     tokens, counts = collect_tokens(run_dir, config, max_samples, seed, progress, locator=locator, grader=grader)
+    locator = counts["locator"]  # resolved (auto: the dataset's default)
     if counts["samples"] == 0:
         raise AnalysisError(f"{run_dir} has no {config!r} samples yet (see `study status {run_dir}`)")
     if counts["wrong"] == 0:
@@ -192,7 +191,7 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
     table = auc_table(tokens, n_boot=n_boot, seed=seed)
     out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    name = config if locator == default_locator(manifest) else f"{config}.{locator}"
+    name = config if locator == default_locator(read_manifest(run_dir)) else f"{config}.{locator}"
     tokens.to_parquet(out / f"first_wrong_tokens_{name}.parquet")
     table.to_csv(out / f"first_wrong_auc_{name}.csv", index=False)
     summary = {**counts, "max_samples": max_samples, "seed": seed, "n_boot": n_boot}

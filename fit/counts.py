@@ -141,7 +141,7 @@ def validate_counts(df: pd.DataFrame, source: str = "counts", by: str | None = N
 
 def _numbers_if_numeric(column: pd.Series) -> pd.Series:
     """The column as numbers (empty cells NaN) when every filled cell is one; else as it is ("Level 1"), empty cells NaN."""
-    filled = column.notna() & (column.astype(str).str.strip() != "")
+    filled = _names(column).notna()
     numbers = pd.to_numeric(column.where(filled), errors="coerce")
     return numbers if numbers[filled].notna().all() else column.where(filled)
 

@@ -198,13 +198,13 @@ def preflight(experiment: Experiment, pair: Any, prompts: dict[str, tuple[int, .
     """Refuse, before the run dir is written or an engine starts, what would fail or go wrong later."""
     longest = max(prompts, key=lambda pid: len(prompts[pid]))
     need = len(prompts[longest]) + experiment.max_tokens
-    uses_oracle = any(config.policy.name != "base" for config in experiment.configs.values())
-    for role in ("base", "oracle") if uses_oracle else ("base",):
+    policies = {config.policy.name for config in experiment.configs.values()}
+    vllm_judge = experiment.engine == "vllm" and "judge" in policies  # scores a full sample plus one position
+    for role in ("base", "oracle") if policies - {"base"} else ("base",):
         model = getattr(pair, role, None)
         positions = getattr(getattr(model, "config", None), "max_position_embeddings", None)
-        judged = role == "oracle" and experiment.engine == "vllm" and any(
-            config.policy.name == "judge" for config in experiment.configs.values())
-        if positions is not None and need + judged > positions:  # the vLLM judge scores a full sample plus one position
+        judged = role == "oracle" and vllm_judge
+        if positions is not None and need + judged > positions:
             raise ValueError(
                 f"the longest prompt (problem {longest}: {len(prompts[longest])} tokens) + max_tokens "
                 f"{experiment.max_tokens} = {need} positions{' (+1 for the vLLM judge)' if judged else ''}, past the "

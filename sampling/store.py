@@ -61,6 +61,16 @@ RUN_IDENTITY_KEYS = ("models", "dataset", "problems_sha256", "seed", "n", "promp
                      "engine_options")
 OPTIONAL_IDENTITY_KEYS = ("prompts_sha256", "engine_options")  # not in run dirs written before they were recorded
 SAMPLING_ONLY_KEYS = ("engine_options",)  # known only once an engine starts: absent from a call with nothing to sample
+MISMATCH_WHY = {  # what a mismatch of these keys means, where the values alone do not say
+    "prompts_sha256": " (the same prompt settings now give other token ids: the tokenizer or its chat template changed)",
+    "engine_options": " (the engine settings that define what is sampled: [engine_options], or a default of this "
+                      "machine's such as dtype)",
+}
+MISMATCH_FIX = {  # what to do instead of a new --out ({old}: the run's value)
+    "engine": "Pass --engine {old} to continue it, or use a new --out directory.",
+    "engine_options": "Set [engine_options] as the run had them (e.g. dtype explicitly where machines' defaults "
+                      "differ), or use a new --out directory.",
+}
 
 
 class RunDirError(ValueError):
@@ -172,17 +182,10 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
             continue
         old, new = _identity(key, existing.get(key)), _identity(key, manifest.get(key))
         if old != new:
-            why = (" (the same prompt settings now give other token ids: the tokenizer or its chat template "
-                   "changed)" if key == "prompts_sha256" else "")
-            if key == "engine_options":
-                why = (" (the engine settings that define what is sampled: [engine_options], or a default of this "
-                       "machine's such as dtype)")
+            why = MISMATCH_WHY.get(key, "")
             if key == "problems_sha256" and existing.get("num_problems") != manifest.get("num_problems"):
                 why = f" ({existing.get('num_problems')} problems, now {manifest.get('num_problems')}: check --problems/--levels)"
-            fix = (f"Pass --engine {old} to continue it, or use a new --out directory." if key == "engine"
-                   else "Set [engine_options] as the run had them (e.g. dtype explicitly where machines' defaults "
-                        "differ), or use a new --out directory." if key == "engine_options"
-                   else "Use a new --out directory.")
+            fix = MISMATCH_FIX.get(key, "Use a new --out directory.").format(old=old)
             raise RunDirError(
                 f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"
                 f"  now:      {json.dumps(new, sort_keys=True)}\n{fix}"

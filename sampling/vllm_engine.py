@@ -710,7 +710,6 @@ def vllm_engine_for(pair: Any, max_model_len: int, options: dict[str, Any] | Non
     """A VllmEngine for a loaded pair (`sampling.models.load_pair`): its paths, end-of-sequence ids
     and a stop sentinel (`options["sentinel_token_id"]`, else `choose_sentinel`)."""
     options = dict(options or {})
-    check_engine_options(options)
     base = pair.manifest["base"]["path"]
     oracle = pair.manifest["oracle"]["path"] if "oracle" in pair.manifest else None
     eos_ids = stop_ids(base, pair.tokenizer)  # the base's; the torch engine stops on the same ids
