@@ -20,6 +20,12 @@ def _rotate_half(x: torch.Tensor) -> torch.Tensor:
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
+def _sliding_window(attention: torch.nn.Module, config) -> int | None:
+    """The layer's attention window in tokens (a key is seen while query - key < window), None if it sees all."""
+    window = getattr(attention, "sliding_window", getattr(config, "sliding_window", None))
+    return int(window) if window else None
+
+
 def _masked_attention(q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """SDPA of q [b, H, L, D] over keys/values [b, Hkv, T, D] (strided views are fine) with a bool mask [b, 1, L, T]."""
     return F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=keys.shape[1] != q.shape[1])
@@ -50,6 +56,7 @@ class KVModel:
         self.inv_freq = rotary.inv_freq.float()
         self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
         self.filled = np.zeros(slots, dtype=np.int64)
+        self.windows = [_sliding_window(layer.self_attn, config) for layer in layers]
 
     @property
     def n_params(self) -> int:
@@ -134,11 +141,13 @@ class KVModel:
         write_rows, write_cols = valid.nonzero(as_tuple=True)
         write_slots, write_pos = slot_index[write_rows], positions[write_rows, write_cols]
         key_pos = torch.arange(total)
-        mask = (key_pos[None, None, None, :] <= positions[:, None, :, None])
+        causal = key_pos[None, None, None, :] <= positions[:, None, :, None]
+        windowed = {w: causal & (key_pos[None, None, None, :] > positions[:, None, :, None] - w)
+                    for w in set(self.windows) if w is not None}
         cos, sin = self._rope(positions)
 
         hidden = self.model.model.embed_tokens(ids)
-        for layer, k_cache, v_cache in zip(self.model.model.layers, self.k_cache, self.v_cache):
+        for layer, k_cache, v_cache, window in zip(self.model.model.layers, self.k_cache, self.v_cache, self.windows):
             attn = layer.self_attn
             x = layer.input_layernorm(hidden)
             q = attn.q_proj(x).view(batch, width, self.num_heads, self.head_dim).transpose(1, 2)
@@ -148,6 +157,7 @@ class KVModel:
             k = k * cos + _rotate_half(k) * sin
             k_cache[write_slots, :, write_pos] = k[write_rows, :, write_cols]
             v_cache[write_slots, :, write_pos] = v[write_rows, :, write_cols]
+            mask = causal if window is None else windowed[window]
             out = self._attend(q, k_cache, v_cache, slot_index, total, mask)
             hidden = hidden + attn.o_proj(out.transpose(1, 2).reshape(batch, width, -1))
             hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))

@@ -206,6 +206,32 @@ def test_ids_past_the_tokenizer_are_never_sampled(padded_pair_dir, prompts, tmp_
     assert all(t < 100 for r in records for t in r.token_ids) and sum(r.interventions for r in records) > 0
 
 
+@pytest.mark.parametrize("family", ["mistral", "qwen2"])
+def test_kv_cache_loop_keeps_sliding_window_attention(family: str) -> None:
+    """Mistral and Qwen2 (with its window on, some layers full) attend within a sliding window: the
+    cache loop's logits, prefilled then decoded token by token in two slots at different positions,
+    match the HF model's full forward pass."""
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    from sampling.kv_model import KVModel
+
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=50, hidden_size=64, intermediate_size=96, num_hidden_layers=3, num_attention_heads=4,
+                 num_key_value_heads=2, sliding_window=6)
+    model = (MistralForCausalLM(MistralConfig(**sizes)) if family == "mistral" else
+             Qwen2ForCausalLM(Qwen2Config(**sizes, use_sliding_window=True, max_window_layers=1))).eval()
+    sequences = [torch.randint(3, 50, (30,)).tolist(), torch.randint(3, 50, (30,)).tolist()]
+    cache = KVModel(model, slots=2, max_len=64)
+    cache.forward([0, 1], [sequences[0][:12], sequences[1][:5]])
+    for step in range(12):
+        ends = [13 + step, 6 + step]
+        logits = cache.forward([0, 1], [[sequences[0][ends[0] - 1]], [sequences[1][ends[1] - 1]]])
+        with torch.no_grad():
+            for row, end in enumerate(ends):
+                reference = model(torch.tensor([sequences[row][:end]])).logits[0, -1]
+                assert torch.allclose(logits[row], reference, atol=1e-4), (family, step, row)
+
+
 def _run_start(prov: list[int], i: int) -> int:
     while i > 0 and prov[i - 1] == 1:
         i -= 1
