@@ -34,7 +34,12 @@ fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/_f
          "warnings": [...]}},
      "comparison": {"references", "targets", "budgets", "cost_model", "cost_unit", "configs": {NAME: {"cost_per_sample",
          "compute_to_target", "vs_base": {"reference", "targets": {"0.5": {"multiplier", "low", "high",
-         "extrapolated"}}, "budgets": {...}, "crossovers": [...]}, "vs_oracle": {...}}}}}
+         "extrapolated", "note", "unreached"}}, "budgets": {...}, "crossovers": [...]}, "vs_oracle": {...}}}}}
+
+``unreached`` (only when some bootstrap replicates never reach the coverage within 10^6 × n:
+{"config", "reference", "replicates"} counts): such replicates need infinite compute and stay in
+the interval (multiplier 0 for the config, ∞ for the reference); a bound that falls among them is
+null (unbounded; the report shows ∞). ``compute_to_target`` cells carry the same field.
 
 ``method`` of a prediction is ``empirical`` (k <= min n), the estimator that produced it
 (``ensemble``, ``beta_binomial``, ``power_law``), ``zero_successes_bound`` (no success at all:

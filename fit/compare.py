@@ -14,7 +14,10 @@ Compute multiplier of a config g against a reference r (pure base or pure oracle
   coverage g reaches with B, over what g needs for it (B itself wherever g's curve still rises).
 
 CIs come from the paired bootstrap over problems (the same resampled problems for both configs,
-costs resampled too), so shared problem difficulty cancels. A crossover is a budget where
+costs resampled too), so shared problem difficulty cancels. A replicate that never reaches a
+target (within 10^6 × n) needs infinite compute: it stays in the interval (multiplier 0 when g
+never reaches T, ∞ when the reference never does), and an interval bound among such replicates is
+unbounded (JSON null, with the replicate counts in ``unreached``). A crossover is a budget where
 cov_g(B) − cov_r(B) changes sign.
 """
 from __future__ import annotations
@@ -54,8 +57,14 @@ class ComputeCurve:
         """Compute per problem to reach each target: point (T,), replicates (B, T), extrapolated (T,)."""
         targets = np.asarray(targets, float)
         k_point = curves.invert_rows(targets[None, :], self.ks, self.point[None, :])[0]
-        k_boot = curves.invert_rows(np.broadcast_to(targets, (len(self.boot), targets.size)), self.ks, self.boot)
+        k_boot = self.samples_to_reach(np.broadcast_to(targets, (len(self.boot), targets.size)))
         return k_point * self.cost, k_boot * self.cost_boot[:, None], k_point > self.k_empirical
+
+    def samples_to_reach(self, coverage: np.ndarray) -> np.ndarray:
+        """k at which each replicate reaches coverage (B, T): inf where a replicate never does, NaN for failed ones."""
+        k = curves.invert_rows(coverage, self.ks, self.boot)
+        valid = np.isfinite(self.boot).any(axis=1)[:, None] & np.isfinite(coverage)
+        return np.where(np.isnan(k) & valid, np.inf, k)
 
     def coverage_at(self, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coverage reached with each budget: point (T,), replicates (B, T), extrapolated (T,)."""
@@ -85,19 +94,39 @@ def compute_curve(group: GroupFit, cost_per_problem: np.ndarray, estimator: str 
     return ComputeCurve(group.name, ks, point, boot, group.n_min, cost, cost_boot, method)
 
 
-def _entry(value: float, boot: np.ndarray, extrapolated: bool, level: float, **extra: Any) -> dict[str, Any]:
-    """One JSON cell: value, CI, extrapolated flag."""
+def _entry(value: float, boot: np.ndarray, extrapolated: bool, level: float, unreached: dict[str, int] | None = None,
+           **extra: Any) -> dict[str, Any]:
+    """One JSON cell: value, CI, extrapolated flag (and how many replicates never reached the target)."""
     low, high = ci_list(boot, level)
-    return {"multiplier": json_float(value), "low": low, "high": high, "extrapolated": bool(extrapolated), **extra}
+    cell = {"multiplier": json_float(value), "low": low, "high": high, "extrapolated": bool(extrapolated), **extra}
+    if unreached and (unreached["config"] or unreached["reference"]):
+        cell["unreached"] = unreached
+    return cell
+
+
+def _compute_entry(value: float, boot: np.ndarray, extrapolated: bool, level: float) -> dict[str, Any]:
+    """Compute per problem to reach one target, with CI (and how many replicates never reach it)."""
+    low, high = ci_list(boot, level)
+    cell = {"compute": json_float(value), "low": low, "high": high, "extrapolated": bool(extrapolated)}
+    unreached = int(np.isposinf(boot).sum())
+    if unreached:
+        cell["unreached"] = {"config": unreached, "replicates": int((~np.isnan(boot)).sum())}
+    return cell
+
+
+def _unreached(config_compute: np.ndarray, reference_compute: np.ndarray) -> dict[str, int]:
+    """How many bootstrap replicates of the config and of the reference never reach the coverage (infinite compute)."""
+    return {"config": int(np.isposinf(config_compute).sum()), "reference": int(np.isposinf(reference_compute).sum()),
+            "replicates": int((~np.isnan(config_compute) & ~np.isnan(reference_compute)).sum())}
 
 
 def multipliers_at_targets(g: ComputeCurve, r: ComputeCurve, targets: np.ndarray
-                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """M(T) = C_r(T) / C_g(T): point (T,), replicates (B, T), extrapolated, C_g, C_r."""
+                           ) -> tuple[np.ndarray, ...]:
+    """M(T) = C_r(T) / C_g(T): point (T,), replicates (B, T), extrapolated, C_g, C_r, C_g and C_r replicates."""
     cg, cgb, eg = g.compute_for(targets)
     cr, crb, er = r.compute_for(targets)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return cr / cg, crb / cgb, eg | er, cg, cr
+    with np.errstate(invalid="ignore", divide="ignore"):  # inf / x = inf, x / inf = 0, inf / inf = NaN (dropped)
+        return cr / cg, crb / cgb, eg | er, cg, cr, cgb, crb
 
 
 def multipliers_at_budgets(g: ComputeCurve, r: ComputeCurve, budgets: np.ndarray
@@ -110,9 +139,9 @@ def multipliers_at_budgets(g: ComputeCurve, r: ComputeCurve, budgets: np.ndarray
     budgets = np.asarray(budgets, float)
     cov, cov_boot, eg = g.coverage_at(budgets)
     k_r = curves.invert_rows(cov[None, :], r.ks, r.point[None, :])[0]
-    k_rb = curves.invert_rows(cov_boot, r.ks, r.boot)
+    k_rb = r.samples_to_reach(cov_boot)
     k_g = curves.invert_rows(cov[None, :], g.ks, g.point[None, :])[0]
-    k_gb = curves.invert_rows(cov_boot, g.ks, g.boot)
+    k_gb = g.samples_to_reach(cov_boot)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = np.where(cov > 0, k_r * r.cost / (k_g * g.cost), np.nan)
         mb = np.where(cov_boot > 0, k_rb * r.cost_boot[:, None] / (k_gb * g.cost_boot[:, None]), np.nan)
@@ -164,13 +193,12 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
         c_point, c_boot, c_extra = g.compute_for(targets_arr)
         entry: dict[str, Any] = {
             "cost_per_sample": {"value": json_float(g.cost), **dict(zip(("low", "high"), ci_list(g.cost_boot, level)))},
-            "compute_to_target": {str(t): {"compute": json_float(c_point[i]), "low": ci_list(c_boot[:, i], level)[0],
-                                           "high": ci_list(c_boot[:, i], level)[1], "extrapolated": bool(c_extra[i])}
+            "compute_to_target": {str(t): _compute_entry(c_point[i], c_boot[:, i], c_extra[i], level)
                                   for i, t in enumerate(targets)},
         }
         for role, ref_name in references.items():
             r = curves_by_name[ref_name]
-            m, mb, ex, cg, cr = multipliers_at_targets(g, r, targets_arr)
+            m, mb, ex, cg, cr, cgb, crb = multipliers_at_targets(g, r, targets_arr)
             block: dict[str, Any] = {"reference": ref_name, "targets": {}, "budgets": {}}
             for i, t in enumerate(targets):
                 note = None
@@ -178,11 +206,12 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
                     note = f"{name} does not reach {t:g} within 10^{EXTRAPOLATE_DECADES}× its n"
                 elif not np.isfinite(cr[i]):
                     note = f"{ref_name} does not reach {t:g} within 10^{EXTRAPOLATE_DECADES}× its n"
-                block["targets"][str(t)] = _entry(m[i], mb[:, i], ex[i], level, note=note)
+                block["targets"][str(t)] = _entry(m[i], mb[:, i], ex[i], level, _unreached(cgb[:, i], crb[:, i]), note=note)
             if budgets:
                 bm, bmb, bex, bcov = multipliers_at_budgets(g, r, np.asarray(budgets, float))
                 for i, b in enumerate(budgets):
-                    block["budgets"][f"{b:.6g}"] = _entry(bm[i], bmb[:, i], bex[i], level, coverage=json_float(bcov[i]))
+                    block["budgets"][f"{b:.6g}"] = _entry(bm[i], bmb[:, i], bex[i], level, _unreached(np.where(np.isnan(bmb[:, i]), np.nan, 0.0), bmb[:, i]),
+                                                          coverage=json_float(bcov[i]))
             block["crossovers"] = crossovers(g, r) if name != ref_name else []
             entry[f"vs_{role}"] = block
         out["configs"][name] = entry

@@ -55,18 +55,42 @@ def weighted_mean(weights: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def percentile_ci(boot: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile interval over the first axis of bootstrap replicates, ignoring failed (NaN) ones."""
+    """Percentile interval over the first axis of bootstrap replicates, ignoring failed (NaN) ones.
+
+    Infinite replicates (a target never reached: infinite compute) are kept: they rank above every
+    finite one, so a bound that falls among them is inf.
+    """
     alpha = (1.0 - level) / 2.0
     boot = np.asarray(boot, dtype=float)
     finite = np.isfinite(boot)
     low = np.full(boot.shape[1:], np.nan)
     high = np.full(boot.shape[1:], np.nan)
-    enough = finite.sum(axis=0) >= 2
-    if np.any(enough):
-        b = boot[:, enough]
-        low[enough] = np.nanquantile(b, alpha, axis=0)
-        high[enough] = np.nanquantile(b, 1.0 - alpha, axis=0)
+    present = (~np.isnan(boot)).sum(axis=0)
+    enough = present >= 2
+    plain = enough & (finite.sum(axis=0) == present)
+    if np.any(plain):
+        b = boot[:, plain]
+        low[plain] = np.nanquantile(b, alpha, axis=0)
+        high[plain] = np.nanquantile(b, 1.0 - alpha, axis=0)
+    infinite = enough & ~plain
+    if np.any(infinite):
+        low[infinite] = _quantile_with_inf(boot[:, infinite], alpha)
+        high[infinite] = _quantile_with_inf(boot[:, infinite], 1.0 - alpha)
     return low, high
+
+
+def _quantile_with_inf(boot: np.ndarray, q: float) -> np.ndarray:
+    """numpy's linear quantile of each column over its non-NaN values, ±inf included (a bound next to inf is inf)."""
+    ordered = np.sort(boot, axis=0)  # NaN sorts last
+    count = (~np.isnan(boot)).sum(axis=0)
+    position = (count - 1) * q
+    below = np.floor(position).astype(int)
+    above = np.minimum(below + 1, count - 1)
+    cols = np.arange(boot.shape[1])
+    a, b, t = ordered[below, cols], ordered[above, cols], position - below
+    with np.errstate(invalid="ignore"):
+        mixed = a + t * (b - a)
+    return np.where((t == 0) | (a == b), a, np.where(np.isposinf(b), b, np.where(np.isneginf(a), a, mixed)))
 
 
 def interp_rows(x: np.ndarray, grid: np.ndarray, rows: np.ndarray) -> np.ndarray:

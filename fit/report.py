@@ -70,7 +70,10 @@ def fmt_mult(cell: dict[str, Any] | None) -> str:
     """'2.1× [1.6, 2.8]' with † when extrapolated, or a dash."""
     if not cell or cell.get("multiplier") is None:
         return DASH
-    text = f"{fmt_ci(cell['multiplier'], cell['low'], cell['high'])}×"
+    low, high = cell["low"], cell["high"]
+    if cell.get("unreached"):  # a bound among replicates that never reach the coverage is unbounded
+        low, high = (math.inf if x is None else x for x in (low, high))
+    text = f"{fmt_ci(cell['multiplier'], low, high, lambda x: '∞' if math.isinf(x) else f'{x:.3g}')}×"
     return text + ("†" if cell.get("extrapolated") else "")
 
 

@@ -109,3 +109,44 @@ def test_default_budgets_are_reference_samples(scaled: dict[str, compare.Compute
     """1, 10, 100 and n samples of the reference."""
     base = scaled["base"]
     assert compare.default_budgets(base) == pytest.approx([base.cost * k for k in (1, 10, 100, 200)])
+
+
+def _plateau_curve(name: str, tops: np.ndarray, point_top: float) -> compare.ComputeCurve:
+    """A config whose coverage levels off at `top` (one plateau per bootstrap replicate), cost 1 per sample."""
+    ks = np.concatenate([[0.0], np.arange(1, 101), np.geomspace(100, 1e8, 300)[1:]])
+    curve = lambda top: top * (1 - (1 + ks) ** -0.5)  # noqa: E731
+    return compare.ComputeCurve(name, ks, curve(point_top), np.array([curve(t) for t in tops]), 100, 1.0,
+                                np.ones(len(tops)), "test")
+
+
+def test_replicates_that_never_reach_a_target_stay_in_the_interval() -> None:
+    """Half the config's replicates level off below the target: they need infinite compute, so they count as
+    multiplier 0 (the interval reaches 0) instead of being dropped; where half the reference's replicates
+    never reach it, the upper bound is unbounded. Both are counted in `unreached` and the report shows ∞."""
+    from fit.report import fmt_mult
+
+    tops = np.linspace(0.9, 1.0, 100)
+    curves_by_name = {"guided": _plateau_curve("guided", tops, 0.97), "base": _plateau_curve("base", np.ones(100), 1.0),
+                      "flaky_base": _plateau_curve("flaky_base", tops, 0.97)}
+    out = compare.compare(curves_by_name, {"base": "base"}, targets=(0.95,), budgets=[])["configs"]
+    cell = out["guided"]["vs_base"]["targets"]["0.95"]
+    assert cell["low"] == 0.0 and cell["unreached"] == {"config": 50, "reference": 0, "replicates": 100}
+    compute = out["guided"]["compute_to_target"]["0.95"]
+    assert compute["high"] is None and compute["unreached"] == {"config": 50, "replicates": 100}
+    against_flaky = compare.compare(curves_by_name, {"base": "flaky_base"}, targets=(0.95,), budgets=[])["configs"]
+    cell = against_flaky["base"]["vs_base"]["targets"]["0.95"]
+    assert cell["high"] is None and cell["low"] is not None and cell["unreached"]["reference"] == 50
+    assert ", ∞]×" in fmt_mult(cell)
+    reached = compare.compare(curves_by_name, {"base": "base"}, targets=(0.5,), budgets=[])["configs"]
+    assert "unreached" not in reached["guided"]["vs_base"]["targets"]["0.5"]
+
+
+def test_reference_replicates_that_never_match_a_budget_count_as_unbounded() -> None:
+    """At a budget where the config's coverage is above the plateau of some reference replicates, those
+    replicates need infinite compute: the multiplier's upper bound is unbounded and they are counted."""
+    curves_by_name = {"guided": _plateau_curve("guided", np.ones(100), 1.0),
+                      "flaky_base": _plateau_curve("flaky_base", np.linspace(0.9, 1.0, 100), 0.97)}
+    out = compare.compare(curves_by_name, {"base": "flaky_base"}, targets=(0.5,), budgets=[1e6])["configs"]
+    cell = next(iter(out["guided"]["vs_base"]["budgets"].values()))
+    assert cell["high"] is None and cell["unreached"]["config"] == 0
+    assert 90 <= cell["unreached"]["reference"] <= 100 and cell["unreached"]["replicates"] == 100

@@ -89,3 +89,11 @@ def test_percentile_ci_ignores_failed_replicates() -> None:
     lo, hi = curves.percentile_ci(boot, 0.5)
     assert lo[0] == pytest.approx(1.5) and hi[0] == pytest.approx(2.5)
     assert np.isnan(lo[1]) and np.isnan(hi[1])
+
+
+def test_percentile_ci_ranks_infinite_replicates_above_finite_ones() -> None:
+    """A replicate that never reaches a target (inf) is kept: bounds among such replicates are inf, and
+    finite bounds are numpy's linear quantiles over all non-NaN replicates."""
+    boot = np.array([[1.0, 2.0, 0.0], [2.0, np.inf, 0.0], [3.0, np.inf, 1.0], [np.nan, 4.0, np.inf], [5.0, 5.0, np.inf]])
+    lo, hi = curves.percentile_ci(boot, 0.5)
+    assert lo.tolist() == [1.75, 4.0, 0.0] and hi[0] == 3.5 and np.isposinf(hi[1]) and np.isposinf(hi[2])
