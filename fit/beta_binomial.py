@@ -22,7 +22,10 @@ Fitting: the likelihood is maximised over unconstrained parameters (log α, log 
 with L-BFGS-B and analytic (digamma) scores — finite differences of betaln are useless when β
 reaches 10^5–10^9, as it does for models that almost never succeed. When the data show no
 overdispersion (e.g. a few single successes spread over many problems) the MLE runs to the α bound,
-i.e. every problem gets the same p; that is reported as ``at_bound`` with a warning.
+i.e. every problem gets the same p; that is reported as ``at_bound`` with a warning. The likelihood
+is so flat along that ridge that L-BFGS-B stops partway, so the ridge's end at the bounds (the
+pooled rate for every problem) is tried too and taken when it is no worse than the optimum by more
+than ``FLAT_LOGLIK``.
 
 CIs: a one-step (linearised) bootstrap over problems: replicate r has
 θ_r = θ̂ + J⁻¹ Σ_i (w_ri/w̄_r − 1) s_i, with s_i the per-problem score and J the observed information.
@@ -47,6 +50,9 @@ DEFAULT_FAMILY: Family = "beta"
 _LOG_ALPHA = (np.log(1e-3), np.log(1e3))
 _LOG_BETA = (np.log(1e-3), np.log(1e9))
 _LOGIT_PI0 = (-15.0, 15.0)
+# log-likelihood differences below this are not evidence (and near the β bound, below the objective's
+# rounding): an optimum that close to the no-overdispersion limit is taken to be that limit
+FLAT_LOGLIK = 1e-3
 
 
 def _bounds(family: Family) -> list[tuple[float, float]]:
@@ -153,6 +159,22 @@ def _starts(n: np.ndarray, c: np.ndarray, family: Family) -> list[np.ndarray]:
     return out
 
 
+def _no_overdispersion_point(theta: np.ndarray, n: np.ndarray, c: np.ndarray, family: Family) -> np.ndarray:
+    """The end of the α → ∞ ridge (one p for every problem, kept at the pooled rate) at the α bound.
+
+    Without overdispersion the likelihood rises along that ridge all the way, but so slowly that
+    L-BFGS-B stops partway up it; this point is tried as a candidate so the MLE lands at the bound.
+    """
+    lo, hi = np.array(_bounds(family)).T
+    end = np.array(theta, float)
+    share = 1.0 - (expit(theta[2]) if family == "zi_beta" else 0.0)  # the part of problems that can succeed
+    m = float(np.clip(c.sum() / n.sum() / share, 1e-12, 1 - 1e-12))
+    log_odds = np.log((1 - m) / m)  # log β − log α along the ridge
+    end[0] = min(hi[0], hi[1] - log_odds)  # as far as both bounds allow
+    end[1] = end[0] + log_odds
+    return np.clip(end, lo, hi)
+
+
 def score_terms(theta: np.ndarray, n: np.ndarray, c: np.ndarray, family: Family) -> np.ndarray:
     """Analytic per-pair gradient of loglik_terms w.r.t. the unconstrained parameters, shape (pairs, d).
 
@@ -213,6 +235,10 @@ def fit(n: np.ndarray, c: np.ndarray, family: Family = DEFAULT_FAMILY,
         if best is None or res.fun < best.fun:
             best = res
     theta = best.x
+    ridge_end = _no_overdispersion_point(theta, n, c, family)
+    ridge_fun = objective(ridge_end)[0]
+    if ridge_fun <= best.fun + FLAT_LOGLIK:  # no overdispersion the likelihood can tell: the MLE is at the bound
+        theta, best.fun = ridge_end, ridge_fun
     const = float(np.sum(gammaln(n + 1) - gammaln(c + 1) - gammaln(n - c + 1)))
     lo, hi = np.array(_bounds(family)).T
     at_bound = bool(np.any(np.isclose(theta, lo, atol=1e-3) | np.isclose(theta, hi, atol=1e-3)))

@@ -108,3 +108,31 @@ def test_tiny_group_fits_without_nan() -> None:
     fit = bb.fit(np.array([4, 6]), np.array([1, 0]), weights=curves.bootstrap_weights(2, 50, 0))
     assert fit.status == "ok" and np.all(np.isfinite(fit.theta))
     assert fit.boot is None or np.all(np.isfinite(fit.boot))
+
+
+@pytest.mark.parametrize("model", ["Pythia_160M_2M", "Pythia_1.4B_64M"])
+def test_no_overdispersion_lands_at_the_bound(model: str) -> None:
+    """A handful of single successes over 128 problems with 50k–800k samples each: the likelihood rises
+    along the α → ∞ ridge so slowly that L-BFGS-B stopped partway (α ≈ 830 and 690, not flagged). The fit
+    now ends at the bound and says so, with a likelihood no worse than the optimiser's stopping point."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    counts = pd.read_csv(Path(__file__).parent / "fixtures" / "pythia_gsm8k_counts.csv")
+    group = counts[counts["model"] == model]
+    n, c = group["n"].to_numpy(float), group["correct"].to_numpy(float)
+    fit = bb.fit(n, c)
+    assert fit.status == "ok" and fit.at_bound and any("parameter bound" in w for w in fit.warnings)
+    stopped = max((bb.minimize(lambda th: -bb.loglik_terms(th, n, c, "beta").sum(), start, method="L-BFGS-B",
+                               bounds=bb._bounds("beta")) for start in bb._starts(n, c, "beta")), key=lambda r: -r.fun)
+    constant = float(np.sum(bb.gammaln(n + 1) - bb.gammaln(c + 1) - bb.gammaln(n - c + 1)))
+    assert fit.loglik >= -stopped.fun + constant - bb.FLAT_LOGLIK
+
+
+def test_constant_success_rate_is_reported_at_the_bound() -> None:
+    """Every problem with the same p (binomial counts, no overdispersion): flagged at_bound."""
+    rng = np.random.default_rng(3)
+    n = np.full(200, 2000)
+    fit = bb.fit(n, rng.binomial(n, 0.01))
+    assert fit.status == "ok" and fit.at_bound
