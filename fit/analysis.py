@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fit import beta_binomial, curves, power_law
+from verify.metrics import proportion_ci
 
 ESTIMATORS: tuple[str, ...] = ("ensemble", "beta_binomial", "power_law")
 DEFAULT_ESTIMATOR = "ensemble"
@@ -186,6 +187,12 @@ class GroupFit:
         """[low, high] of replicates; none for a single problem (resampling it changes nothing)."""
         return ci_list(boot if len(self.n) > 1 else None, self.options.level)
 
+    def proportion_ci(self, problems: int) -> list[float | None]:
+        """[low, high] of the share of problems `problems` / all (Wilson, as `study verify`); none for one problem."""
+        if len(self.n) < 2:
+            return [None, None]
+        return list(proportion_ci(problems, len(self.n), self.options.level))
+
     def stat(self, values: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean over problems and its bootstrap replicates."""
         return float(values.mean()), curves.weighted_mean(self.weights, values.astype(float))
@@ -307,13 +314,13 @@ class GroupFit:
         """The group's entry of fit.json."""
         ks = self.default_predict_ks() if ks is None else ks
         p1, p1b = self.stat(self.c / self.n)
-        cn, cnb = self.stat((self.c > 0).astype(float))
+        cn = float((self.c > 0).mean())
         return {
             "problems": int(len(self.n)), "n_min": int(self.n.min()), "n_max": int(self.n.max()),
             "samples": int(self.n.sum()), "successes": int(self.c.sum()),
             "zero_success_problems": int((self.c == 0).sum()),
             "pass@1": dict(zip(("value", "low", "high"), [p1, *self.ci(p1b)])),
-            "coverage@n": dict(zip(("value", "low", "high"), [cn, *self.ci(cnb)])),
+            "coverage@n": dict(zip(("value", "low", "high"), [cn, *self.proportion_ci(int((self.c > 0).sum()))])),
             "default_estimator": self.options.estimator,
             "power_law": self.power_law_json(ks),
             "beta_binomial": self.beta_json(ks),

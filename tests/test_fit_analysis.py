@@ -132,3 +132,13 @@ def test_a_group_missing_problems_is_warned_about() -> None:
     groups = fit_groups(validate_counts(pd.DataFrame(rows), "t", "config"), FitOptions(n_boot=20))
     assert any("covers 7 of the 12 problems" in w for w in groups["short"].warnings)
     assert not any("covers" in w for w in groups["full"].warnings)
+
+
+def test_coverage_at_n_ci_is_the_wilson_interval(groups) -> None:
+    """coverage@n is a share of problems: its CI is Wilson's (as `study verify` prints), so 10 of 10 solved
+    problems give [0.72, 1], not the bootstrap's [1, 1]; one problem has no CI, like every other statistic."""
+    full = groups["full"].to_json()["coverage@n"]
+    assert full["value"] == 1.0 and full["low"] == pytest.approx(0.7225, abs=1e-4) and full["high"] == 1.0
+    zero = groups["zero"].to_json()["coverage@n"]
+    assert zero["low"] == 0.0 and zero["high"] == pytest.approx(0.0876, abs=1e-4)
+    assert groups["one_problem"].to_json()["coverage@n"]["low"] is None

@@ -13,7 +13,11 @@ Conventions
   votes wins (no-answer samples are drawn but never vote); ties are broken uniformly at random,
   scored by expectation (a tie of t classes including the correct one counts 1/t). Estimated by
   resampling (multivariate hypergeometric draws of class counts); exact when k = n.
-- CIs are percentile bootstraps over problems (problems resampled with replacement).
+- CIs are percentile bootstraps over problems (problems resampled with replacement), except where
+  every problem's value is 0 or 1 (coverage@n, coverage at k = n, most maj@n): that is a proportion
+  of problems, and its CI is the Wilson score interval. The bootstrap of a proportion collapses to
+  zero width when every problem agrees (20 of 20 solved: [1, 1]) and under-covers near 0 and 1
+  (about 65% for a nominal 95% with 20 problems at 0.95); Wilson keeps its nominal coverage there.
 """
 from __future__ import annotations
 
@@ -23,12 +27,14 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 from scipy.special import betaln
+from scipy.stats import binomtest
 
 __all__ = [
     "pass_at_k",
     "unbiased_pass_at_k",
     "log_grid",
     "bootstrap_ci",
+    "proportion_ci",
     "mean_with_ci",
     "coverage_curve",
     "maj_at_k",
@@ -93,10 +99,17 @@ def log_grid(n_max: int, base: float = 2.0) -> np.ndarray:
     return np.unique(np.append(grid, n_max))
 
 
+def proportion_ci(successes: int, total: int, ci: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a proportion (scipy's binomtest)."""
+    interval = binomtest(int(successes), int(total)).proportion_ci(confidence_level=ci, method="wilson")
+    return float(interval.low), float(interval.high)
+
+
 def bootstrap_ci(
     values: ArrayLike, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Percentile bootstrap CI of the mean over problems (axis 0); NaN rows are dropped per column."""
+    """CI of the mean over problems (axis 0), NaN rows dropped per column: percentile bootstrap, or the
+    Wilson interval where every value is 0 or 1."""
     x = np.asarray(values, dtype=np.float64)
     squeeze = x.ndim == 1
     x = x.reshape(len(x), -1)
@@ -107,6 +120,9 @@ def bootstrap_ci(
     for col in range(x.shape[1]):
         v = x[:, col][~np.isnan(x[:, col])]
         if len(v) == 0:
+            continue
+        if np.all((v == 0) | (v == 1)):
+            lo[col], hi[col] = proportion_ci(int(v.sum()), len(v), ci)
             continue
         if len(v) == 1 or np.all(v == v[0]):
             lo[col] = hi[col] = v[0]
