@@ -46,6 +46,9 @@ MUST_HOLD = [  # (answer, reference)
     ("10{,}000", "10000"),
     ("\\{2, 1\\}", "\\{1,2\\}"),
     ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}\\sqrt3"),
+    ("3.", "3"),  # a closing full stop inside the box
+    ("1\\,234", "1234"),  # a thin space grouping digits
+    ("1\\!234", "1{,}234"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -57,6 +60,8 @@ NEAR_MISSES = [  # (answer, reference)
     ("3\\sqrt{12}", "3\\sqrt{13}"),
     ("\\text{Eve}", "\\text{Evelyn}"),
     ("10001", "10{,}000"),
+    ("3.5", "3"),
+    ("1\\,234", "1"),
 ]
 
 

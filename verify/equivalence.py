@@ -2,10 +2,12 @@
 
 The `math-verify` grader's verdict is defined as
 
-    math_verify.verify(gold=parse("\\boxed{" + reference + "}"), target=parse("\\boxed{" + answer + "}"))
+    math_verify.verify(gold=parse("\\boxed{" + tidy(reference) + "}"), target=parse("\\boxed{" + tidy(answer) + "}"))
 
-(`verify` is not symmetric: the reference is the gold). `fast_verdict` decides the common cases
-without sympy and is exact with respect to that definition: identical strings are equal, and two
+(`verify` is not symmetric: the reference is the gold). `tidy` removes what math-verify misreads
+and no reader would: LaTeX spacing between digits (`1\\,234`, a thin space grouping digits, is
+1234) and one closing full stop (`3.` is 3; an ellipsis `...` is kept). `fast_verdict` decides
+the common cases without sympy and is exact with respect to that definition: identical strings are equal, and two
 plain integers or integer fractions are compared as exact rationals (which is what math-verify does
 with them). Everything else goes to math-verify, normally inside a `verify.pool.TaskPool` worker,
 because math-verify's own timeouts use `signal.alarm` (main thread only) and cannot interrupt C
@@ -124,11 +126,21 @@ def _quiet_math_verify() -> None:
     logging.getLogger("math_verify").setLevel(logging.ERROR)
 
 
+_DIGIT_SPACING = re.compile(r"(?<=\d)\\[,;:! ](?=\d)")
+_CLOSING_STOP = re.compile(r"(?<!\.)\.\s*$")
+
+
+def tidy(answer: str) -> str:
+    """An answer as math-verify should read it: no LaTeX spacing between digits, no closing full stop."""
+    tidied = _CLOSING_STOP.sub("", _DIGIT_SPACING.sub("", answer))
+    return tidied if tidied.strip() else answer
+
+
 def _parse(answer: str, timeout_s: int) -> list[Any]:
-    """math-verify's parse of an answer wrapped in `\\boxed{}`."""
+    """math-verify's parse of an answer (tidied) wrapped in `\\boxed{}`."""
     from math_verify import parse
 
-    return parse("\\boxed{" + answer + "}", parsing_timeout=timeout_s)
+    return parse("\\boxed{" + tidy(answer) + "}", parsing_timeout=timeout_s)
 
 
 def _parse_cached(answer: str, timeout_s: int) -> list[Any]:
