@@ -183,6 +183,24 @@ def test_deleted_class_registry_regrades_so_vote_classes_stay_consistent(tmp_pat
     assert summary.loc[summary["config"] == "c", "maj@n"].iloc[0] == pytest.approx(0.5)
 
 
+def test_changed_reference_answers_are_refused_until_regraded(tmp_path: Path) -> None:
+    """A problems file rewritten with another answer: the stored grades were made against the old one, so
+    grading (adding samples or not) is refused with the problem named; --regrade grades against the new one."""
+    first = pd.DataFrame({"config_id": "c", "problem_id": ["p", "p", "q"], "sample_index": [0, 1, 0],
+                          "text": ["\\boxed{3}", "\\boxed{2}", "\\boxed{1}"]})
+    run = write_run_dir(tmp_path / "run", [ProblemSpec("p", "3", "", 1, "Algebra"), ProblemSpec("q", "1", "", 1, "Algebra")], first)
+    verify.grade_run(run, progress=False)
+    write_run_dir(run, [ProblemSpec("p", "2", "", 1, "Algebra"), ProblemSpec("q", "1", "", 1, "Algebra")], first.iloc[:0])
+    before = sorted(p.read_bytes() for p in _parts(run))
+    with pytest.raises(RunDirError, match=r"problem\(s\) 'p' differs.*--regrade"):
+        verify.grade_run(run, progress=False)
+    assert sorted(p.read_bytes() for p in _parts(run)) == before  # nothing written
+    grades = verify.grade_run(run, progress=False, regrade=True)
+    assert dict(zip(zip(grades["problem_id"], grades["sample_index"]), grades["correct"])) == {
+        ("p", 0): False, ("p", 1): True, ("q", 0): True}
+    assert len(verify.grade_run(run, progress=False)) == 3  # graded against today's answers: accepted again
+
+
 def test_interrupted_write_never_corrupts(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash while writing grades leaves earlier grades intact and no visible partial file."""
     verify.grade_run(run_dir, progress=False)

@@ -9,6 +9,7 @@ Parquet dataset gives a `grader` column from the hive-style folder name, and ski
                                                        extracted, correct, answer_class
     _grades/_cache/<grader>.pairs.parquet              reference, extracted, correct, key, how
     _grades/_cache/<grader>.classes.parquet            problem_id, key, answer_class
+    _grades/_cache/<grader>.references.parquet         problem_id, reference (what was graded against)
 
 `answer_class` is the equivalence class of `extracted` within its problem, shared by all configs:
 0 is the reference's class (every correct answer), 1, 2, ... are wrong answers grouped by their
@@ -20,7 +21,8 @@ An interrupted call (Ctrl-C) writes no grades but keeps the pairs it finished in
 Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
 (`study verify --regrade`) grades every sample again, which re-tries just those. A run whose
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
-consistent.
+consistent. A reference answer that differs from the one its problem's samples were graded against
+(the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale.
 """
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ PAIR_SCHEMA = pa.schema(
     [("reference", pa.string()), ("extracted", pa.string()), ("correct", pa.bool_()), ("key", pa.string()), ("how", pa.string())]
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
+REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -231,6 +234,29 @@ def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
     return pq.read_table(path, schema=CLASS_SCHEMA).to_pandas()
 
 
+def _check_references(run_dir: Path, grader: str, answers: dict[str, str]) -> None:
+    """Refuse to add to grades that were made against other reference answers than the problems file's."""
+    path = _cache_path(run_dir, grader, "references")
+    if not path.is_file():
+        return
+    graded = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas()
+    changed = [p for p, ref in zip(graded["problem_id"], graded["reference"]) if p in answers and answers[p] != ref]
+    if changed:
+        shown = ", ".join(repr(p) for p in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+        raise RunDirError(f"{run_dir}: the reference answer of problem(s) {shown} differs from the one their samples were "
+                          f"graded against ({grader}); the stored grades are stale: run `study verify {run_dir} --regrade`")
+
+
+def _save_references(run_dir: Path, grader: str, answers: dict[str, str], graded_problems: Iterable[str]) -> None:
+    """Record the reference each graded problem was graded against (kept for earlier problems)."""
+    path = _cache_path(run_dir, grader, "references")
+    known = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas() if path.is_file() else REFERENCE_SCHEMA.empty_table().to_pandas()
+    current = dict(zip(known["problem_id"], known["reference"]))
+    current.update({p: answers[p] for p in graded_problems})
+    table = pd.DataFrame({"problem_id": list(current), "reference": list(current.values())})
+    write_table_atomic(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False), path)
+
+
 def _assign_classes(graded: pd.DataFrame, registry: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """answer_class for each graded row (needs problem_id, extracted, correct, key); the grown registry."""
     classes = np.full(len(graded), -1, dtype=np.int32)
@@ -289,6 +315,9 @@ def grade_run_with_stats(
         # the answer-class registry is gone (deleted by hand): numbering only the new samples' answers
         # could give one answer two classes, or two answers one, so every sample is graded again
         regrade = True
+    answers = dict(zip(problems["id"], problems["answer"]))
+    if not regrade:
+        _check_references(run, grader, answers)
     replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
     if len(existing):
@@ -312,7 +341,6 @@ def grade_run_with_stats(
     texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
     todo = todo.drop(columns="_shard").merge(texts, on=KEY_COLUMNS, how="left")
     todo = todo.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    answers = dict(zip(problems["id"], problems["answer"]))
     references = [answers[p] for p in todo["problem_id"]]
     completions = [t if isinstance(t, str) else None for t in todo["text"]]
 
@@ -329,6 +357,9 @@ def grade_run_with_stats(
 
     _save_pairs(run, grader, cache)
     write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False), _cache_path(run, grader, "classes"))
+    if regrade:  # every sample graded against today's references: forget the old record
+        _cache_path(run, grader, "references").unlink(missing_ok=True)
+    _save_references(run, grader, answers, todo["problem_id"].unique())
     new = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
     name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
     write_table_atomic(new, grades_dir(run, grader) / name)
