@@ -75,9 +75,10 @@ def _pages(names: list[str]) -> list[tuple[str, list[str]]]:
     return [("" if i == 0 else f"_{i + 1}", chunk) for i, chunk in enumerate(chunks)]
 
 
-def _style_legend(ax: plt.Axes, fit_label: str, loc: str = "lower right") -> None:
-    """A second legend explaining line styles."""
+def _style_legend(ax: plt.Axes, fit_label: str, loc: str = "lower right", within_label: str | None = None) -> None:
+    """A second legend explaining line styles (dotted: the fit over the samples drawn, when shown)."""
     handles = [Line2D([], [], color="0.3", lw=2, label="empirical"),
+               *([Line2D([], [], color="0.3", lw=1.5, ls=":", label=within_label)] if within_label else []),
                Line2D([], [], color="0.3", lw=1.5, ls="--", label=fit_label)]
     ax.add_artist(ax.legend(handles=handles, loc=loc, fontsize=8, frameon=False))
 
@@ -106,7 +107,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
             method, pt, _ = g.model_coverage(kk)
             if np.all(np.isfinite(pt)):
                 within = kk <= g.n_min  # the fit itself over the samples drawn ...
-                ax.plot(kk[within], pt[within], color=col, lw=1.3, ls="--")
+                ax.plot(kk[within], pt[within], color=col, lw=1.3, ls=":")
                 beyond = np.concatenate([[float(g.n_min)], kk[~within]])  # ... then the anchored extrapolation,
                 ext, ext_boot, _, _ = g.curve(beyond)  # from the empirical endpoint on (as the predictions use it)
                 ax.plot(beyond, ext, color=col, lw=1.3, ls="--")
@@ -117,9 +118,9 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("samples per problem k (log scale)")
         ax.set_ylabel("coverage (fraction of problems solved)")
-        ax.set_title(f"Coverage vs samples; dashed: {run.options.estimator} fit, extrapolated to {EXTEND:g}× n")
+        ax.set_title(f"Coverage vs samples; {run.options.estimator} fit, anchored and extrapolated to {EXTEND:g}× n")
         ax.grid(True, which="both", alpha=0.25)
-        _style_legend(ax, f"fit ({run.options.estimator})")
+        _style_legend(ax, f"fit, anchored ({run.options.estimator})", within_label="fit over the samples")
         _outside_legend(ax, _legend_title(run))
         paths += _save(fig, out_dir, f"coverage_vs_k{suffix}")
     return paths

@@ -16,7 +16,8 @@ from fit.pipeline import FitRun
 DASH = "—"
 PLOT_CAPTIONS: dict[str, str] = {
     "coverage_vs_k": "Coverage vs samples per problem (log k). Solid: empirical with 95% bootstrap band; "
-                     "dashed: the fit (the run's estimator), extrapolated to 100× n.",
+                     "dotted: the fit (the run's estimator) over the samples drawn; dashed: the fit anchored to "
+                     "the last empirical point and extrapolated to 100× n, with its band (what the predictions use).",
     "coverage_vs_compute": "Coverage vs compute per problem. Dashed: extrapolated beyond the sampled range.",
     "neglog_coverage": "−log coverage vs k on log-log axes; a power law is a straight line. "
                        "Solid: power-law fit, dashed: beta-binomial.",

@@ -12,7 +12,7 @@ Conventions
 - maj@k: draw k of a problem's n samples without replacement; the answer class with the most
   votes wins (no-answer samples are drawn but never vote); ties are broken uniformly at random,
   scored by expectation (a tie of t classes including the correct one counts 1/t). Estimated by
-  resampling (multivariate hypergeometric draws of class counts); exact when k = n.
+  resampling (multivariate hypergeometric draws of class counts); exact when k = 1 (pass@1) or k = n.
 - CIs are percentile bootstraps over problems (problems resampled with replacement), except where
   every problem's value is 0 or 1 (coverage@n, coverage at k = n, most maj@n): that is a proportion
   of problems, and its CI is the Wilson score interval. The bootstrap of a proportion collapses to
@@ -181,6 +181,8 @@ def _maj_one(
         return float("nan")
     if correct < 0 or votes.size == 0 or votes[correct] == 0:
         return 0.0
+    if k == 1:  # one drawn sample wins alone when it has an answer: maj@1 is pass@1, exactly
+        return float(votes[correct] / n)
     colors = np.append(votes, no_answer).astype(np.int64)
     if k == n:
         draws = colors[None, :]
