@@ -112,6 +112,10 @@ def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None
     if COST_COLUMN not in run.counts.columns:
         hint = (" (the table has token sums: --n-params BASE,ORACLE or --prices costs them)"
                 if "counts" in run.source and all(c in run.counts.columns for c in TOKEN_COLUMNS) else "")
+        candidates = [c for c in run.counts.columns if any(w in c.lower() for w in ("cost", "flop", "price", "second", "time"))
+                      and pd.to_numeric(run.counts[c], errors="coerce").notna().all()] if "counts" in run.source else []
+        if candidates and not hint:
+            hint = f" (if {' or '.join(repr(c) for c in candidates[:3])} is the cost per sample: --cost-column NAME)"
         run.notes.append("no cost per sample: the equal-compute comparison is skipped" + hint)
         return run
     run.curves = {name: cmp.compute_curve(g, g.frame[COST_COLUMN].to_numpy(float))

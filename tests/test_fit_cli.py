@@ -69,6 +69,8 @@ def test_counts_json_contract(app: typer.Typer, tmp_path: Path) -> None:
     assert p["method"] == "ensemble" and p["extrapolated"] and p["low"] <= p["coverage"] <= p["high"]
     zero = doc["groups"]["Pythia_410M_64M"]["predict"]["10000"]  # a model that never solved a problem
     assert zero["method"] == "zero_successes_bound" and zero["coverage"] == 0.0
+    # the table's flops_per_sample column is not taken as a cost unasked, but the note points to it
+    assert any("'flops_per_sample' is the cost per sample: --cost-column" in n for n in doc["notes"])
 
 
 def test_real_pythia_counts_fit_without_errors(app: typer.Typer, tmp_path: Path) -> None:
