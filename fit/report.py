@@ -192,7 +192,8 @@ def _fit_rows(doc: dict[str, Any]) -> list[dict[str, str]]:
                f"beta-binomial ({bb['family']}) α": fmt_ci(bb.get("alpha"), *bb.get("alpha_ci", [None, None])),
                "β": fmt_ci(bb.get("beta"), *bb.get("beta_ci", [None, None])),
                "rmse ": fmt(bb.get("rmse"), 2),
-               "status": ", ".join(sorted({pl["status"], bb["status"]}))}
+               "status": ", ".join(sorted({pl["status"], bb["status"]}))
+               + (" (beta-binomial at its parameter bound: no overdispersion, exponent not identified)" if bb.get("at_bound") else "")}
         rows.append(row)
     return rows
 

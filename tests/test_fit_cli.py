@@ -88,6 +88,10 @@ def test_real_pythia_counts_fit_without_errors(app: typer.Typer, tmp_path: Path)
             assert p["coverage"] is not None or p["method"] == "unavailable"
     statuses = {g["beta_binomial"]["status"] for g in doc["groups"].values()}
     assert "ok" in statuses and statuses <= {"ok", "no_successes"}
+    from fit.report import _fit_rows
+
+    rows = {row["config"]: row["status"] for row in _fit_rows(doc)}  # the report says which fits ran to a bound
+    assert "parameter bound" in rows["Pythia_160M_2M"] and "parameter bound" not in rows["Pythia_12B_300B"]
 
 
 def test_counts_report_with_references(app: typer.Typer, tmp_path: Path) -> None:
