@@ -269,6 +269,7 @@ def run_experiment(
         raise ValueError(f"--threads must be >= 1, got {threads}")
     if threads:
         torch.set_num_threads(threads)
+    store.check_not_nested(Path(run_dir))
     if experiment.engine == "vllm" and engine is None:  # before the dataset and the models (maybe from the hub) load
         from sampling.vllm_engine import check_engine_options, vllm_available
 

@@ -78,13 +78,17 @@ class RunDirError(ValueError):
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a dot-prefixed temp file in the same folder, fsync, rename."""
+    """Write to a dot-prefixed temp file in the same folder, fsync, rename; never leaves the temp file."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def write_table_atomic(table: pa.Table, path: Path, **options) -> None:
@@ -148,6 +152,15 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem],
         write_table_atomic(table, run_dir / PROBLEMS)
         write_manifest(run_dir, manifest)
     return manifest
+
+
+def check_not_nested(run_dir: Path) -> None:
+    """Refuse an --out inside another run directory: its shards would be read as that run's samples."""
+    resolved = Path(run_dir).resolve()
+    for parent in resolved.parents:
+        if (parent / MANIFEST).is_file():
+            raise RunDirError(f"{run_dir} is inside the run directory {parent}: its samples would be read as that "
+                              "run's; choose an --out outside it")
 
 
 def check_join(run_dir: Path, manifest: dict[str, Any]) -> None:

@@ -305,6 +305,31 @@ def reference_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+def test_an_out_inside_a_run_dir_is_refused(reference_run: Path) -> None:
+    """--out mistyped into an existing run's samples folder would have its shards read as that run's
+    samples (grades and counts silently changed): refused before anything is written."""
+    from sampling import store
+
+    before = sorted(p.relative_to(reference_run) for p in reference_run.rglob("*"))
+    with pytest.raises(RunDirError, match=r"inside the run directory .*reference"):
+        run_experiment(_experiment(), reference_run / "samples" / "oops", block_size=8, report=lambda _: None)
+    assert sorted(p.relative_to(reference_run) for p in reference_run.rglob("*")) == before
+    store.check_not_nested(reference_run.parent / "sibling")  # beside a run dir is fine
+
+
+def test_a_failed_manifest_write_leaves_no_temp_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A full disk while writing the manifest: an error, and no .tmp file left behind."""
+    from sampling import store
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(store.os, "replace", full)
+    with pytest.raises(OSError):
+        store._atomic_write_bytes(tmp_path / "_manifest.json", b"{}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_run_dir_contents_and_pandas_reads_it(reference_run: Path) -> None:
     frame = pd.read_parquet(reference_run)
     assert len(frame) == 5 * 4 * 5

@@ -394,3 +394,19 @@ def test_interrupted_jsonl_writes_nothing(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setattr(verify.jsonl, "grade_batch", interrupted)
     code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
     assert code == 130 and "nothing was written" in text and not out.exists()
+
+
+def test_a_full_disk_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No space to write the grades: one line naming the file and the cause, no traceback, nothing half-written."""
+    import verify.run_grades as run_grades
+
+    run = write_run_dir(tmp_path / "run", [ProblemSpec("p", "3", "", 1, "Algebra")],
+                        pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0], "text": ["\\boxed{3}"]}))
+
+    def full(table, path, **options):
+        raise OSError(28, "No space left on device", str(path))
+
+    monkeypatch.setattr(run_grades, "write_table_atomic", full)
+    code, text = _invoke("verify", str(run), "--no-progress")
+    assert code == 2 and "No space left on device" in text and "Traceback" not in text and "run the same command again" in text
+    assert not (run / "_grades" / "grader=math-verify").exists()

@@ -201,6 +201,37 @@ def test_changed_reference_answers_are_refused_until_regraded(tmp_path: Path) ->
     assert len(verify.grade_run(run, progress=False)) == 3  # graded against today's answers: accepted again
 
 
+def test_interrupted_regrade_never_leaves_stale_grades_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A regrade after a reference changed, killed after writing its grades but before removing the old parts
+    or recording the new references: the new grades count (the newest part wins), and until a regrade
+    completes, grading is still refused (it never accepts the stale grades)."""
+    samples = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1],
+                            "text": ["\\boxed{3}", "\\boxed{2}"]})
+    run = write_run_dir(tmp_path / "run", [ProblemSpec("p", "3", "", 1, "Algebra")], samples)
+    verify.grade_run(run, progress=False)
+    write_run_dir(run, [ProblemSpec("p", "2", "", 1, "Algebra")], samples.iloc[:0])
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    real_unlink = Path.unlink
+    monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: killed() if self.name.startswith("part-") else real_unlink(self, *a, **k))
+    with pytest.raises(KeyboardInterrupt):
+        verify.grade_run(run, progress=False, regrade=True)
+    monkeypatch.setattr(Path, "unlink", real_unlink)
+    assert len(_parts(run)) == 2 and read_grades(run)["correct"].tolist() == [False, True]
+    with pytest.raises(RunDirError, match="--regrade"):
+        verify.grade_run(run, progress=False)
+    monkeypatch.setattr(run_grades_module, "_save_references", killed)
+    with pytest.raises(KeyboardInterrupt):
+        verify.grade_run(run, progress=False, regrade=True)
+    monkeypatch.undo()
+    with pytest.raises(RunDirError, match="--regrade"):
+        verify.grade_run(run, progress=False)
+    assert verify.grade_run(run, progress=False, regrade=True)["correct"].tolist() == [False, True]
+    assert len(_parts(run)) == 1 and verify.grade_run(run, progress=False)["correct"].tolist() == [False, True]
+
+
 def test_interrupted_write_never_corrupts(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A crash while writing grades leaves earlier grades intact and no visible partial file."""
     verify.grade_run(run_dir, progress=False)

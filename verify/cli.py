@@ -94,6 +94,10 @@ def _verify_run(
     except RunDirError as exc:
         _fail(str(exc))
         return
+    except OSError as exc:  # a read-only or full disk: files are written whole or not at all
+        _fail(f"cannot grade {run_dir}: {exc.filename or run_dir}: {exc.strerror or exc}; the grades saved before "
+              "are intact, run the same command again once it can write")
+        return
     except KeyboardInterrupt as exc:  # GradingInterrupted says how many finished comparisons were cached
         saved = exc.saved if isinstance(exc, GradingInterrupted) else 0
         kept = f" (the {saved:,} comparison(s) it finished are cached)" if saved else ""

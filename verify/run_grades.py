@@ -14,8 +14,10 @@ Parquet dataset gives a `grader` column from the hive-style folder name, and ski
 `answer_class` is the equivalence class of `extracted` within its problem, shared by all configs:
 0 is the reference's class (every correct answer), 1, 2, ... are wrong answers grouped by their
 vote key (`verify.equivalence.answer_key`), numbered in order of first grading; -1 is no answer.
-Every file is written under a temporary name and renamed, and grades are written last, so an
-interrupted run leaves only complete files; re-running grades only samples without a grade.
+Every file is written under a temporary name and renamed, and the grades after the caches (the
+record of references last), so an interrupted run leaves only complete files; re-running grades
+only samples without a grade. Where parts overlap (a regrade interrupted before it removed the old
+parts) the newest part's grade counts.
 An interrupted call (Ctrl-C) writes no grades but keeps the pairs it finished in the pair cache
 (GradingInterrupted says how many), so a re-run does not compare them again.
 Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
@@ -181,7 +183,7 @@ def read_grades(run_dir: str | os.PathLike[str], grader: str = "math-verify") ->
     if not files:
         return _empty_grades()
     frame = pa.concat_tables([pq.read_table(f, schema=GRADE_SCHEMA) for f in files]).to_pandas()
-    frame = frame.drop_duplicates(KEY_COLUMNS, keep="first")
+    frame = frame.drop_duplicates(KEY_COLUMNS, keep="last")  # parts sort by time: a regrade's newer part wins
     return frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
@@ -247,10 +249,12 @@ def _check_references(run_dir: Path, grader: str, answers: dict[str, str]) -> No
                           f"graded against ({grader}); the stored grades are stale: run `study verify {run_dir} --regrade`")
 
 
-def _save_references(run_dir: Path, grader: str, answers: dict[str, str], graded_problems: Iterable[str]) -> None:
-    """Record the reference each graded problem was graded against (kept for earlier problems)."""
+def _save_references(run_dir: Path, grader: str, answers: dict[str, str], graded_problems: Iterable[str],
+                     start_over: bool = False) -> None:
+    """Record the reference each graded problem was graded against (kept for earlier problems unless start_over)."""
     path = _cache_path(run_dir, grader, "references")
-    known = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas() if path.is_file() else REFERENCE_SCHEMA.empty_table().to_pandas()
+    keep = path.is_file() and not start_over
+    known = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas() if keep else REFERENCE_SCHEMA.empty_table().to_pandas()
     current = dict(zip(known["problem_id"], known["reference"]))
     current.update({p: answers[p] for p in graded_problems})
     table = pd.DataFrame({"problem_id": list(current), "reference": list(current.values())})
@@ -357,14 +361,14 @@ def grade_run_with_stats(
 
     _save_pairs(run, grader, cache)
     write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False), _cache_path(run, grader, "classes"))
-    if regrade:  # every sample graded against today's references: forget the old record
-        _cache_path(run, grader, "references").unlink(missing_ok=True)
-    _save_references(run, grader, answers, todo["problem_id"].unique())
     new = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
+    now = time.time_ns()
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.localtime(now / 1e9))}.{now % 10**9:09d}-{uuid.uuid4().hex[:8]}.parquet"
     write_table_atomic(new, grades_dir(run, grader) / name)
-    for old in replaced:  # after the new part is complete: an interruption leaves the old grades in force
+    for old in replaced:  # after the new part is complete (which outranks them: read_grades keeps the newest)
         old.unlink(missing_ok=True)
+    # last: until the references are recorded, an interruption leaves grades the check refuses, never stale ones
+    _save_references(run, grader, answers, todo["problem_id"].unique(), start_over=regrade)
 
     grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
     stats = RunGradeStats(len(keys), already, len(todo), result.stats, time.perf_counter() - started)
