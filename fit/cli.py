@@ -104,7 +104,7 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
     for r in rows:
         table.add_row(*(r.get(c, "—") for c in cols))
     console.print(table)
-    console.print("[dim]\\[lo, hi]: 95% bootstrap CI over problems; †: extrapolated beyond the sampled n "
+    console.print("[dim]\\[lo, hi]: 95% CI over problems (bootstrap; Wilson for coverage@n); †: extrapolated beyond the sampled n "
                   f"({doc['estimator']} fit); a, b: coverage(k) = exp(a·k^b).[/]")
     for w, names in grouped_warnings(doc):
         console.print(f"[yellow]warning[/] {group_list(names)}: {w}", highlight=False)

@@ -285,6 +285,7 @@ METHOD_NOTE = """\
   sampled n it is anchored to the empirical curve at the smallest n (its −log coverage scaled to match there).
 - Compute multiplier = compute the reference needs / compute the config needs for the same
   coverage (paired bootstrap over problems for the CI).
+- CIs are 95% bootstrap intervals over problems, except coverage@n (a share of problems): Wilson.
 """
 
 COST_NOTES = {

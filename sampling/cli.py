@@ -63,7 +63,7 @@ def sample(
     dataset: Optional[str] = typer.Option(None, "--dataset", help="toy, math500, math, gsm8k, or a .jsonl/.parquet path."),
     problems: Optional[int] = typer.Option(None, "--problems", help="Use the first N problems (after --levels)."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated levels, e.g. 1,2."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN; runs/NAME-DATASET-nN with --dataset)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN, with -DATASET, -pN, -LEVELS added for --dataset, --problems, --levels)."),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/N: this worker's share of the problems."),
     seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (per-sample seeds derive from it)."),
     engine: Optional[str] = typer.Option(None, "--engine", help="torch (exact CPU reference) or vllm (overrides the config's engine)."),
@@ -90,7 +90,11 @@ def sample(
             raise ConfigError(f"--engine must be torch or vllm, got {engine!r}")
         if "n" in overrides and overrides["n"] < 1:
             raise ConfigError(f"--n must be >= 1, got {overrides['n']}")
-        data_tag = f"-{Path(dataset).stem}" if dataset is not None and dataset != experiment.dataset else ""
+        data_tag = "".join(f"-{tag}" for tag, given in (
+            (Path(dataset or "").stem, dataset is not None and dataset != experiment.dataset),
+            (f"p{problems}", problems is not None and problems != experiment.problems),
+            ("L" + "+".join(map(str, overrides.get("levels") or [])), levels is not None and overrides.get("levels") != experiment.levels),
+        ) if given)  # a trial run with fewer problems does not take the full run's default folder
         experiment = replace(experiment, **overrides)
         shard_spec = parse_shard(shard)
         run_dir = out or Path("runs") / f"{experiment.name}{data_tag}-n{experiment.n}"

@@ -8,7 +8,7 @@ fitted on the subsample only, predicts coverage@K (a ratio× extrapolation), anc
 subsample's empirical coverage@m (the default) and, for comparison, not anchored. Reported: mean absolute
 error, bias, RMSE and how often the 95% CI contains the target, per ratio and estimator.
 
-    python scripts/eval_extrapolation.py [--counts ../shared/data/pythia_gsm8k_counts.csv]
+    python scripts/eval_extrapolation.py [--counts tests/fixtures/pythia_gsm8k_counts.csv]
         [--ratios 10,100] [--reps 5] [--boot 200] [--json OUT.json]
 """
 from __future__ import annotations
@@ -103,7 +103,7 @@ def main() -> None:
     """Run the evaluation and print a Markdown table."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     root = Path(__file__).resolve().parents[1]
-    ap.add_argument("--counts", default=str(root.parent / "shared/data/pythia_gsm8k_counts.csv"))
+    ap.add_argument("--counts", default=str(root / "tests/fixtures/pythia_gsm8k_counts.csv"))  # a copy of shared/data's
     ap.add_argument("--by", default="model")
     ap.add_argument("--ratios", default="10,100")
     ap.add_argument("--reps", type=int, default=5)

@@ -86,10 +86,10 @@ def test_sample_says_what_it_does_not_do(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["sample", "--config", str(config), "--dataset", str(data), "--problems", "5", "--n", "1"])
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "runs" / "b-mine-n1" / "_manifest.json").exists()
+    assert (tmp_path / "runs" / "b-mine-p5-n1" / "_manifest.json").exists()
     output = " ".join(result.output.split())  # the console wraps long lines
     assert "5 problems asked for (`problems` in the experiment, or --problems), the dataset has 1" in output
-    run = tmp_path / "runs" / "b-mine-n1"
+    run = tmp_path / "runs" / "b-mine-p5-n1"
     again = ["sample", "--config", str(config), "--dataset", str(data), "--n", "1", "--problems", "5", "--out", str(run)]
     result = runner.invoke(app, again + ["--block-size", "64", "--shard", "1/2"])
     assert result.exit_code == 0, result.output

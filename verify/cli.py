@@ -31,7 +31,7 @@ def _run_table(summary: Any, grader: str) -> Any:
     """A rich table of summarize_grades output."""
     from rich.table import Table
 
-    title = f"verify ({grader}): mean [95% bootstrap CI over problems]; distinct = answer classes per problem"
+    title = f"verify ({grader}): mean [95% CI over problems: bootstrap, Wilson for shares such as coverage@n]; distinct = answer classes per problem"
     table = Table(title=title, title_justify="left")
     for name in ("config", "problems", "n", "pass@1", "coverage@n", "maj@n", "no answer", "distinct"):
         table.add_column(name, justify="left" if name == "config" else "right", overflow="fold")

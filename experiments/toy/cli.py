@@ -73,7 +73,7 @@ def train(
 
     About 10 minutes for the base and 50–60 for the oracle on a 2-core laptop (run `--model base` and
     `--model oracle` in two shells to train both at once; `both` trains them one after the other). The shipped step counts were chosen from a
-    longer run with `--steps 8000 --eval-every 250 --checkpoints` (a checkpoint equals a shorter run).
+    longer run with `--steps 6000 --eval-every 250 --checkpoints` (a checkpoint equals a shorter run).
     """
     from dataclasses import replace
 
