@@ -44,8 +44,9 @@ def _exact_positions(wrong: pd.DataFrame, problems: dict, tokenizer) -> list[int
     return positions
 
 
-def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict, max_tokens: int) -> list[int | None]:
-    """First wrong token of each sample by greedy oracle rollouts (experiments.rollout_locator)."""
+def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict, max_tokens: int,
+                       grader: str) -> list[int | None]:
+    """First wrong token of each sample by greedy oracle rollouts (experiments.rollout_locator), graded by `grader`."""
     import verify
     from experiments.rollout_locator import locate_by_rollouts
     from sampling.models import stop_ids
@@ -58,7 +59,7 @@ def _rollout_positions(wrong: pd.DataFrame, problems: dict, pair, prompts: dict,
     engine = torch_engine_for(pair, slots=256, max_len=longest + max_tokens)
     samples = [(prompts[pid], [int(t) for t in ids], problems[pid].answer) for pid, ids in zip(wrong.problem_id, wrong.token_ids)]
     return locate_by_rollouts(
-        engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref),
+        engine, lambda ids: tokenizer.decode(ids, skip_special_tokens=True), lambda text, ref: verify.grade(text, ref, grader),
         samples, max_tokens, stop_ids(pair.manifest["base"]["path"], tokenizer),  # the ids the sampler stopped on
     )
 
@@ -133,7 +134,7 @@ def collect_tokens(
     if locator == "exact":
         positions = _exact_positions(wrong, problems, tokenizer)
     else:
-        positions = _rollout_positions(wrong, problems, pair, prompts, int(manifest["configs"][config]["max_tokens"]))
+        positions = _rollout_positions(wrong, problems, pair, prompts, int(manifest["configs"][config]["max_tokens"]), grader)
     counts = {"samples": len(samples), "wrong": int((samples.correct == False).sum()), "analysed": 0,  # noqa: E712
               "no_wrong_token": 0, "first_wrong_by_oracle": 0, "selected": len(wrong), "grader": grader, "locator": locator}
     rows = []

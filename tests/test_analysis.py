@@ -287,3 +287,27 @@ def test_rollout_locator_stops_on_every_stop_id() -> None:
     for stop in (98, 99):  # the sample writes "4" then stops early with one of two stop ids
         positions = locate_by_rollouts(Oracle(), decode, grade, [((1,), [4, stop], "42")], 8, {98, 99})
         assert positions == [1], (stop, positions)
+
+
+def test_rollouts_are_graded_by_the_grader_that_graded_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a strict-graded run the rollout locator must judge recoverability by strict too: with math-verify,
+    a sample wrong by strict (\\boxed{3.5} for \\frac{7}{2}) already counts as recovered, and the binary search
+    ends at the EOS instead of the first wrong token."""
+    import experiments.rollout_locator as rollout_locator
+    from experiments import analyze
+    from sampling.models import load_pair
+
+    seen = {}
+
+    def capture(engine, decode, grade, samples, max_tokens, stops):
+        seen["verdict"] = grade("so \\boxed{3.5}", "\\frac{7}{2}")
+        return [None] * len(samples)
+
+    monkeypatch.setattr(rollout_locator, "locate_by_rollouts", capture)
+    pair = load_pair("toy:base", "toy:oracle")
+    wrong = pd.DataFrame({"problem_id": ["p"], "token_ids": [[5, 6]]})
+    problems = {"p": type("P", (), {"answer": "\\frac{7}{2}"})()}
+    analyze._rollout_positions(wrong, problems, pair, {"p": (1, 4)}, 8, "strict")
+    assert seen["verdict"] is False
+    analyze._rollout_positions(wrong, problems, pair, {"p": (1, 4)}, 8, "math-verify")
+    assert seen["verdict"] is True
