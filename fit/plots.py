@@ -17,7 +17,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 
 from fit import curves  # noqa: E402
 from fit.counts import TOKEN_COLUMNS  # noqa: E402
@@ -302,14 +302,16 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
             agg = by[["p1", "solved"]].mean()
             a1.plot(agg.index, agg["p1"], "o-", color=COLORS[i % 10], label=name)
             a2.plot(agg.index, agg["solved"], "o-", color=COLORS[i % 10], label=name)
+        problems = run.counts.dropna(subset=["level"]).groupby("level")["problem"].nunique()
         for ax, title in ((a1, "pass@1 by level"), (a2, "coverage@n by level")):
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xticks(list(problems.index), [f"{level:g}\n({count} problem{'s' * (count != 1)})" for level, count in problems.items()],
+                          fontsize=8)
             ax.set_xlabel("difficulty level")
             ax.set_ylim(0, 1.02)
             ax.set_title(title)
             ax.grid(True, alpha=0.25)
-        a1.set_ylabel("fraction of problems")
-        a2.legend(loc="lower left", fontsize=8, title=_legend_title(run), title_fontsize=8)
+        a1.set_ylabel("mean over the level's problems")
+        _outside_legend(a2, _legend_title(run))
         paths += _save(fig, out_dir, f"coverage_by_level{suffix}")
     return paths
 
