@@ -162,7 +162,7 @@ def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
     paths = []
     for suffix, names in _pages(list(run.groups)):
         fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
-        drawn = False
+        drawn, lows = False, []
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
             sel = np.searchsorted(g.ks, g.fit_ks)
@@ -172,14 +172,19 @@ def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
                 continue
             drawn = True
             ax.plot(g.fit_ks[ok], -np.log(y[ok]), "o", ms=3.5, color=col, label=name)
+            lows.append(float(np.min(-np.log(y[ok]))))
             kk = np.geomspace(1, EXTEND * g.n.max(), 200)
             pl = g.power_law()
             if pl.law.status == "ok":
-                ax.plot(kk, -np.log(pl.coverage(kk)), color=col, lw=1.2)
+                line = -np.log(pl.coverage(kk))
+                ax.plot(kk, line, color=col, lw=1.2)
+                lows += [float(np.min(line[line > 0]))] if np.any(line > 0) else []
             bb = g.beta.coverage(kk)
             if np.all((bb > 0) & (bb < 1)):
                 ax.plot(kk, -np.log(bb), color=col, lw=1.2, ls="--")
         _log(ax, "x", "y")
+        if lows:  # a beta-binomial at its bound (no overdispersion) plunges toward 0: do not let it set the scale
+            ax.set_ylim(bottom=min(lows) / 3)
         ax.set_xlabel("samples per problem k (log scale)")
         ax.set_ylabel("−log coverage (log scale)")
         ax.set_title("−log coverage vs k: a power law is a straight line")
