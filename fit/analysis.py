@@ -193,6 +193,12 @@ class GroupFit:
             return [None, None]
         return list(proportion_ci(problems, len(self.n), self.options.level))
 
+    def mean_ci(self, values: np.ndarray, boot: np.ndarray) -> list[float | None]:
+        """[low, high] of a per-problem mean: Wilson where every value is 0 or 1 (as `study verify`), else the bootstrap."""
+        if np.all((values == 0) | (values == 1)):
+            return self.proportion_ci(int(values.sum()))
+        return self.ci(boot)
+
     def stat(self, values: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean over problems and its bootstrap replicates."""
         return float(values.mean()), curves.weighted_mean(self.weights, values.astype(float))
@@ -319,7 +325,7 @@ class GroupFit:
             "problems": int(len(self.n)), "n_min": int(self.n.min()), "n_max": int(self.n.max()),
             "samples": int(self.n.sum()), "successes": int(self.c.sum()),
             "zero_success_problems": int((self.c == 0).sum()),
-            "pass@1": dict(zip(("value", "low", "high"), [p1, *self.ci(p1b)])),
+            "pass@1": dict(zip(("value", "low", "high"), [p1, *self.mean_ci(self.c / self.n, p1b)])),
             "coverage@n": dict(zip(("value", "low", "high"), [cn, *self.proportion_ci(int((self.c > 0).sum()))])),
             "default_estimator": self.options.estimator,
             "power_law": self.power_law_json(ks),

@@ -142,3 +142,7 @@ def test_coverage_at_n_ci_is_the_wilson_interval(groups) -> None:
     zero = groups["zero"].to_json()["coverage@n"]
     assert zero["low"] == 0.0 and zero["high"] == pytest.approx(0.0876, abs=1e-4)
     assert groups["one_problem"].to_json()["coverage@n"]["low"] is None
+    # pass@1 where every problem is always or never solved is a share of problems too (the bootstrap gave [0, 0])
+    assert groups["zero"].to_json()["pass@1"]["high"] == pytest.approx(0.0876, abs=1e-4)
+    normal = groups["normal"].to_json()["pass@1"]
+    assert normal["low"] < normal["value"] < normal["high"] < 0.5  # fractional values: the bootstrap
