@@ -168,6 +168,9 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
             row.update({f"@{pct(t)} coverage": fmt_mult(c) for t, c in block["targets"].items()})
             short = [f"{float(b):.3g}" for b in block["budgets"]]
             labels = short if len(set(short)) == len(short) else list(block["budgets"])  # fit.json's keys are distinct
+            ref_cost = (comp["configs"].get(ref) or {}).get("cost_per_sample", {}).get("value")
+            if ref_cost:  # a budget also as the number of reference samples it buys
+                labels = [f"{label} ({_samples_label(float(b) / ref_cost, ref)})" for label, b in zip(labels, block["budgets"])]
             row.update({f"@{label}": fmt_mult(c) for label, c in zip(labels, block["budgets"].values())})
             rows.append(row)
         out.append(_md_table(rows) + "\n")
@@ -175,8 +178,16 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
             f"at {c['budget']:.3g} {unit} (coverage {fmt(c['coverage'])}), then `{c['ahead_after']}` ahead"
             + (" †" if c["extrapolated"] else "") for c in entry[f"vs_{role}"]["crossovers"])
             for name, entry in comp["configs"].items() if entry[f"vs_{role}"]["crossovers"]]
-        out.append("Crossovers with `" + ref + "`:\n\n" + ("\n".join(cross) if cross else "none in the fitted range") + "\n")
+        out.append("Crossovers with `" + ref + "` (where the point estimates of the two curves cross; read them "
+                   "with the CIs above, as with few problems a crossing can be noise):\n\n"
+                   + ("\n".join(cross) if cross else "none in the fitted range") + "\n")
     return out
+
+
+def _samples_label(k: float, ref: str) -> str:
+    """'10 base samples' (k rounded to 3 digits)."""
+    shown = f"{k:.3g}"
+    return f"{shown} `{ref}` sample{'' if shown == '1' else 's'}"
 
 
 def _fit_rows(doc: dict[str, Any]) -> list[dict[str, str]]:

@@ -106,6 +106,8 @@ def test_counts_report_with_references(app: typer.Typer, tmp_path: Path) -> None
     assert res.exit_code == 0, res.output
     text = (tmp_path / "rep" / "report.md").read_text()
     assert "Compute multiplier vs pure base sampling (`b`)" in text and "pure oracle" in text
+    # budget columns say how many reference samples they buy (b costs 1 per sample, o 8)
+    assert "| @1 (1 `b` sample) | @10 (10 `b` samples) |" in text and "@10 (1.25 `o` samples)" in text
     for link in re.findall(r"\]\(([^)]+\.png)\)", text):
         assert (tmp_path / "rep" / link).exists()
     doc = json.loads((tmp_path / "rep" / "fit.json").read_text())
