@@ -296,7 +296,8 @@ METHOD_NOTE = """\
   sampled n it is anchored to the empirical curve at the smallest n (its −log coverage scaled to match there).
 - Compute multiplier = compute the reference needs / compute the config needs for the same
   coverage (paired bootstrap over problems for the CI).
-- CIs are 95% bootstrap intervals over problems, except coverage@n (a share of problems): Wilson.
+- CIs are 95% bootstrap intervals over problems, except for shares of problems (coverage@n, and pass@1
+  when every problem is always or never solved): Wilson.
 """
 
 COST_NOTES = {
