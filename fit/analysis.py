@@ -187,16 +187,13 @@ class GroupFit:
         """[low, high] of replicates; none for a single problem (resampling it changes nothing)."""
         return ci_list(boot if len(self.n) > 1 else None, self.options.level)
 
-    def proportion_ci(self, problems: int) -> list[float | None]:
-        """[low, high] of the share of problems `problems` / all (Wilson, as `study verify`); none for one problem."""
+    def mean_ci(self, values: np.ndarray, boot: np.ndarray | None) -> list[float | None]:
+        """[low, high] of a per-problem mean: Wilson where every value is 0 or 1 (a share of problems, as
+        `study verify`), else the bootstrap `boot`; none for a single problem."""
         if len(self.n) < 2:
             return [None, None]
-        return list(proportion_ci(problems, len(self.n), self.options.level))
-
-    def mean_ci(self, values: np.ndarray, boot: np.ndarray) -> list[float | None]:
-        """[low, high] of a per-problem mean: Wilson where every value is 0 or 1 (as `study verify`), else the bootstrap."""
         if np.all((values == 0) | (values == 1)):
-            return self.proportion_ci(int(values.sum()))
+            return list(proportion_ci(int(values.sum()), len(values), self.options.level))
         return self.ci(boot)
 
     def stat(self, values: np.ndarray) -> tuple[float, np.ndarray]:
@@ -320,13 +317,13 @@ class GroupFit:
         """The group's entry of fit.json."""
         ks = self.default_predict_ks() if ks is None else ks
         p1, p1b = self.stat(self.c / self.n)
-        cn = float((self.c > 0).mean())
+        solved = (self.c > 0).astype(float)
         return {
             "problems": int(len(self.n)), "n_min": int(self.n.min()), "n_max": int(self.n.max()),
             "samples": int(self.n.sum()), "successes": int(self.c.sum()),
             "zero_success_problems": int((self.c == 0).sum()),
             "pass@1": dict(zip(("value", "low", "high"), [p1, *self.mean_ci(self.c / self.n, p1b)])),
-            "coverage@n": dict(zip(("value", "low", "high"), [cn, *self.proportion_ci(int((self.c > 0).sum()))])),
+            "coverage@n": dict(zip(("value", "low", "high"), [float(solved.mean()), *self.mean_ci(solved, None)])),
             "default_estimator": self.options.estimator,
             "power_law": self.power_law_json(ks),
             "beta_binomial": self.beta_json(ks),

@@ -236,29 +236,29 @@ def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
     return pq.read_table(path, schema=CLASS_SCHEMA).to_pandas()
 
 
-def _check_references(run_dir: Path, grader: str, answers: dict[str, str]) -> None:
-    """Refuse to add to grades that were made against other reference answers than the problems file's."""
+def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
+    """problem_id -> the reference its samples were graded against (empty for runs graded before this was kept)."""
     path = _cache_path(run_dir, grader, "references")
     if not path.is_file():
-        return
-    graded = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas()
-    changed = [p for p, ref in zip(graded["problem_id"], graded["reference"]) if p in answers and answers[p] != ref]
+        return {}
+    table = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas()
+    return dict(zip(table["problem_id"], table["reference"]))
+
+
+def _check_references(run_dir: Path, grader: str, answers: dict[str, str], recorded: dict[str, str]) -> None:
+    """Refuse to add to grades that were made against other reference answers than the problems file's."""
+    changed = [p for p, ref in recorded.items() if p in answers and answers[p] != ref]
     if changed:
         shown = ", ".join(repr(p) for p in changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
         raise RunDirError(f"{run_dir}: the reference answer of problem(s) {shown} differs from the one their samples were "
                           f"graded against ({grader}); the stored grades are stale: run `study verify {run_dir} --regrade`")
 
 
-def _save_references(run_dir: Path, grader: str, answers: dict[str, str], graded_problems: Iterable[str],
-                     start_over: bool = False) -> None:
-    """Record the reference each graded problem was graded against (kept for earlier problems unless start_over)."""
-    path = _cache_path(run_dir, grader, "references")
-    keep = path.is_file() and not start_over
-    known = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas() if keep else REFERENCE_SCHEMA.empty_table().to_pandas()
-    current = dict(zip(known["problem_id"], known["reference"]))
-    current.update({p: answers[p] for p in graded_problems})
-    table = pd.DataFrame({"problem_id": list(current), "reference": list(current.values())})
-    write_table_atomic(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False), path)
+def _save_references(run_dir: Path, grader: str, references: dict[str, str]) -> None:
+    """Record the reference each graded problem was graded against."""
+    table = pd.DataFrame({"problem_id": list(references), "reference": list(references.values())})
+    write_table_atomic(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False),
+                       _cache_path(run_dir, grader, "references"))
 
 
 def _assign_classes(graded: pd.DataFrame, registry: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -320,8 +320,8 @@ def grade_run_with_stats(
         # could give one answer two classes, or two answers one, so every sample is graded again
         regrade = True
     answers = dict(zip(problems["id"], problems["answer"]))
-    if not regrade:
-        _check_references(run, grader, answers)
+    recorded = {} if regrade else _load_references(run, grader)  # a regrade starts the record over
+    _check_references(run, grader, answers, recorded)
     replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
     if len(existing):
@@ -368,7 +368,7 @@ def grade_run_with_stats(
     for old in replaced:  # after the new part is complete (which outranks them: read_grades keeps the newest)
         old.unlink(missing_ok=True)
     # last: until the references are recorded, an interruption leaves grades the check refuses, never stale ones
-    _save_references(run, grader, answers, todo["problem_id"].unique(), start_over=regrade)
+    _save_references(run, grader, {**recorded, **{p: answers[p] for p in todo["problem_id"].unique()}})
 
     grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
     stats = RunGradeStats(len(keys), already, len(todo), result.stats, time.perf_counter() - started)
