@@ -25,7 +25,7 @@ from typing import Literal, Mapping
 import numpy as np
 import pandas as pd
 
-from fit.counts import SECONDS_COLUMN, TOKEN_COLUMNS, CountsError
+from fit.counts import SECONDS_COLUMN, TOKEN_COLUMNS, CountsError, _show
 
 CostModel = Literal["flops", "decode", "price", "seconds"]
 COST_MODELS: tuple[str, ...] = ("flops", "decode", "price", "seconds")
@@ -124,8 +124,15 @@ def add_seconds_per_sample(counts: pd.DataFrame, source: str) -> pd.DataFrame:
     """Validated counts with measured ``seconds`` sums -> adds ``cost_per_sample`` = seconds / n (the ``seconds`` model)."""
     if SECONDS_COLUMN not in counts.columns:
         raise CountsError(f"{source}: cost model 'seconds' needs a '{SECONDS_COLUMN}' column (measured engine seconds per row)")
-    seconds = pd.to_numeric(counts[SECONDS_COLUMN], errors="coerce").to_numpy(dtype=float)
-    unmeasured = ~np.isfinite(seconds) | (seconds <= 0)
+    column = counts[SECONDS_COLUMN]
+    seconds = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    written = column.notna().to_numpy() & (column.astype(str).str.strip() != "").to_numpy()
+    wrong = written & ~(np.isfinite(seconds) & (seconds > 0))  # a value, but not a time: name it
+    if wrong.any():
+        i = int(np.flatnonzero(wrong)[0])
+        raise CountsError(f"{source}: column '{SECONDS_COLUMN}', row {i + 1}: measured seconds must be a number > 0, "
+                          f"got {_show(column.iloc[i])}" + (f" ({int(wrong.sum())} rows affected)" if wrong.sum() > 1 else ""))
+    unmeasured = ~np.isfinite(seconds)
     if unmeasured.any():
         names = sorted(set(map(str, counts["group"][unmeasured])))
         raise CountsError(

@@ -8,6 +8,8 @@ the first row after the CSV header; for CSV the file line is given too).
 """
 from __future__ import annotations
 
+import csv
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -34,12 +36,37 @@ def read_counts(path: str | Path) -> pd.DataFrame:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":  # every cell as written: ids like 001 or 1e3 stay ids; numbers are parsed on validation
-            return pd.read_csv(path, dtype=str, keep_default_na=False)
+            return _read_csv(path)
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
+    except CountsError:
+        raise
     except (ValueError, OSError, pd.errors.ParserError) as exc:
         raise CountsError(f"{path}: cannot read as {suffix[1:]}: {exc}") from exc
     raise CountsError(f"{path}: unsupported file type {suffix or '(none)'}; use .csv or .parquet")
+
+
+def _read_csv(path: Path) -> pd.DataFrame:
+    """A CSV's cells as text, header names stripped; a row with more fields than the header is an error (not an index)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.ParserWarning)
+        try:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
+        except pd.errors.ParserWarning:
+            raise CountsError(_long_row(path)) from None
+    frame.columns = [str(name).strip() for name in frame.columns]
+    return frame
+
+
+def _long_row(path: Path) -> str:
+    """The error for a CSV with a data row longer than its header: which line, how many fields."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        rows = csv.reader(handle)
+        header = len(next(rows, []))
+        for row in rows:
+            if len(row) > header:
+                return f"{path}: line {rows.line_num} has {len(row)} fields, the header has {header}"
+    return f"{path}: a data row has more fields than the header"
 
 
 def _where(source: str, column: str, row: int, csv: bool) -> str:

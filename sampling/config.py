@@ -38,6 +38,7 @@ prices = { base = { input = 0.02, output = 0.04 }, oracle = { input = 0.2, outpu
 from __future__ import annotations
 
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,9 +76,9 @@ def _integer(value: Any, where: str, least: int | None = None) -> int:
 
 
 def _number(value: Any, where: str) -> float:
-    """A numeric setting (not a string or a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{where} must be a number, got {value!r}")
+    """A finite numeric setting (not a string, a boolean, nan or inf)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     return float(value)
 
 
@@ -253,7 +254,8 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
         raise ConfigError(f"{source}: unknown key(s) {sorted(unknown)}")
     models = _table(data.get("models", {}), f"{source}: [models]", {"base", "oracle"})
     for role, name in models.items():
-        _string(name, f"{source}: [models] {role}")
+        if not _string(name, f"{source}: [models] {role}").strip():
+            raise ConfigError(f"{source}: [models] {role} is empty: give a model path or hub name")
     if "base" not in models:
         raise ConfigError(f"{source}: [models] needs 'base' (and 'oracle' unless every config is policy 'base')")
     max_tokens = _integer(data.get("max_tokens", 256), f"{source}: max_tokens", least=1)
@@ -287,9 +289,15 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     engine = data.get("engine", "torch")
     if engine not in ("torch", "vllm"):
         raise ConfigError(f"{source}: engine must be 'torch' or 'vllm', got {engine!r}")
+    name = _string(data.get("name", Path(source).stem), f"{source}: name")
+    if not name.strip() or name.startswith(".") or any(sep in name for sep in ("/", "\\", "\0")):
+        raise ConfigError(f"{source}: name names the run dir (runs/<name>-n<N>): it must be non-empty, without "
+                          f"slashes, and not start with '.', got {name!r}")
+    dataset = _string(data.get("dataset", "toy"), f"{source}: dataset")
+    if not dataset.strip():
+        raise ConfigError(f"{source}: dataset is empty: give a dataset name ({', '.join(DATASET_NAMES)}) or a file path")
     return Experiment(
-        name=_string(data.get("name", Path(source).stem), f"{source}: name"),
-        dataset=_string(data.get("dataset", "toy"), f"{source}: dataset"), models=dict(models),
+        name=name, dataset=dataset, models=dict(models),
         configs=configs, n=n, seed=seed, max_tokens=max_tokens, problems=problems, levels=levels, engine=engine,
         prompt=PromptFormat(template, _boolean(prompt.get("chat", False), f"{source}: [prompt] chat"),
                             _string(prompt.get("system", ""), f"{source}: [prompt] system"),
@@ -304,10 +312,16 @@ def load_experiment(path: Path) -> Experiment:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"experiment config not found: {path}")
+    if not path.is_file():
+        raise ConfigError(f"experiment config {path} is not a file")
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML must be UTF-8): {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     experiment = parse_experiment(data, str(path))
     beside = path.parent / experiment.dataset  # a relative dataset file not found from here is read beside the TOML
     if experiment.dataset not in DATASET_NAMES and not Path(experiment.dataset).exists() and beside.is_file():

@@ -24,6 +24,7 @@ takes the next k tokens instead. Engines ask it; it never touches a model.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -49,6 +50,10 @@ class PolicySpec:
     def __post_init__(self) -> None:
         if self.name not in POLICY_NAMES:
             raise ValueError(f"unknown policy {self.name!r}: choose one of {', '.join(POLICY_NAMES)}")
+        for key in ("tau", "delta", "alpha"):
+            value = getattr(self, key)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"policy {self.name!r}: {key} must be a finite number, got {value}")
         if self.name in ("random", "entropy", "margin", "judge") and self.k < 1:
             raise ValueError(f"policy {self.name!r} needs k >= 1 oracle tokens per intervention, got k={self.k}")
         if self.name == "random" and (self.c < 1 or self.c > self.ref_length):

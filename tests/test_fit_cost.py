@@ -62,6 +62,10 @@ def test_seconds_model_is_measured_time_per_sample() -> None:
     assert out["cost_per_sample"].tolist() == [0.5, 0.25]
     with pytest.raises(CountsError, match=r"1 row\(s\) have no measured time \(group\(s\) b\)"):
         cost.add_seconds_per_sample(counts.assign(seconds=[2.0, float("nan")]), "run")
+    with pytest.raises(CountsError, match=r"column 'seconds', row 2: measured seconds must be a number > 0, got -1.0"):
+        cost.add_seconds_per_sample(counts.assign(seconds=[2.0, -1.0]), "run")
+    with pytest.raises(CountsError, match=r"row 1: .* got 'abc'"):  # CSV cells are text
+        cost.add_seconds_per_sample(counts.assign(seconds=["abc", ""]), "run")
     with pytest.raises(CountsError, match="needs a 'seconds' column"):
         cost.add_seconds_per_sample(counts.drop(columns="seconds"), "run")
     with pytest.raises(ValueError, match="not a per-token rate"):

@@ -45,6 +45,25 @@ def test_csv_ids_and_names_are_read_as_written(tmp_path: Path) -> None:
         load_counts(path)
 
 
+def test_csv_rows_longer_than_the_header_are_refused_not_shifted(tmp_path: Path) -> None:
+    """A data row with an extra field must not turn the first column into the index (every value shifted by one)."""
+    path = tmp_path / "shifted.csv"
+    path.write_text("config,problem,n,correct\nbase,p1,20,5,1\nbase,p2,20,8,2\n")
+    with pytest.raises(CountsError, match=r"shifted.csv: line 2 has 5 fields, the header has 4"):
+        load_counts(path)
+    path.write_text("config,problem,n,correct\nbase,p1,20,5\nbase,p2,20,8,2\n")
+    with pytest.raises(CountsError, match=r"line 3"):
+        load_counts(path)
+
+
+def test_csv_header_names_are_stripped(tmp_path: Path) -> None:
+    """`config, problem, n, correct` (spaces after the commas) names the usual columns."""
+    path = tmp_path / "spaced.csv"
+    path.write_text("config, problem, n, correct\na,p1,4,1\nb,p1,4,2\n")
+    counts = load_counts(path)
+    assert counts["group"].tolist() == ["a", "b"] and counts["correct"].tolist() == [1, 2]
+
+
 @pytest.mark.parametrize("name", ["levels.csv", "levels.parquet"])
 def test_text_levels_stay_text_and_numeric_levels_become_numbers(tmp_path: Path, name: str) -> None:
     """level "Level 1" is kept as written (the per-level plot groups by it), not turned into NaN."""

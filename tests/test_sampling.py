@@ -535,7 +535,7 @@ def test_bad_experiment_configs_name_the_problem() -> None:
 @pytest.mark.parametrize("change,message", [
     ({"sampling": {"base_temprature": 0.6}}, r"\[sampling\]: unknown key\(s\) \['base_temprature'\]"),
     ({"sampling": 1}, r"\[sampling\] must be a table"),
-    ({"sampling": {"top_p": "0.9"}}, r"\[sampling\] top_p must be a number, got '0.9'"),
+    ({"sampling": {"top_p": "0.9"}}, r"\[sampling\] top_p must be a finite number, got '0.9'"),
     ({"n": 2.7}, r"x.toml: n must be an integer, got 2.7"),
     ({"n": "ten"}, r"x.toml: n must be an integer, got 'ten'"),
     ({"seed": "x"}, r"x.toml: seed must be an integer"),
@@ -550,13 +550,21 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"configs": {"policy": "base"}}, r"configs must be a list of tables"),
     ({"configs": [{"policy": "random", "c": 1, "k": 2.9}]}, r"\[\[configs\]\] #1: k must be an integer, got 2.9"),
     ({"configs": [{"policy": "random", "c": [1, 1.5], "k": 2}]}, r"#1: c must be an integer, got 1.5"),
-    ({"configs": [{"policy": "entropy", "tau": "0.5", "k": 2, "max_c": 1}]}, r"#1: tau must be a number, got '0.5'"),
+    ({"configs": [{"policy": "entropy", "tau": "0.5", "k": 2, "max_c": 1}]}, r"#1: tau must be a finite number, got '0.5'"),
     ({"configs": [{"policy": "entropy", "tau": 0.5, "k": 2, "max_c": 1.5}]}, r"#1: max_c must be an integer"),
     ({"sampling": {"top_p": 1.5}}, r"x.toml: \[sampling\] top_p must be in \(0, 1\], got 1.5"),
     ({"sampling": {"oracle_temperature": -1}}, r"x.toml: \[sampling\] oracle_temperature must be >= 0"),
     ({"configs": [{"policy": "base", "k": 5}]}, r"#1: k does not apply to policy 'base' \(its settings: none\)"),
     ({"configs": [{"policy": ["base", "oracle"]}]}, r"#1: policy must be a string, got \['base', 'oracle'\]"),
     ({"configs": [{"policy": "oracle", "max_tokens": 3}]}, r"#1: unknown key\(s\) \['max_tokens'\]"),
+    ({"sampling": {"base_temperature": float("nan")}}, r"\[sampling\] base_temperature must be a finite number, got nan"),
+    ({"sampling": {"oracle_temperature": float("inf")}}, r"oracle_temperature must be a finite number, got inf"),
+    ({"configs": [{"policy": "entropy", "tau": float("nan"), "k": 2, "max_c": 1}]}, r"#1: tau must be a finite number, got nan"),
+    ({"configs": [{"policy": "base", "base_temperature": float("nan")}]}, r"#1: base_temperature must be a finite number"),
+    ({"name": "../../escape"}, r"x.toml: name names the run dir .* got '../../escape'"),
+    ({"name": ""}, r"x.toml: name names the run dir"),
+    ({"dataset": " "}, r"x.toml: dataset is empty"),
+    ({"models": {"base": "", "oracle": "toy:oracle"}}, r"x.toml: \[models\] base is empty"),
     ({"configs": [{"policy": "margin", "delta": 0.5, "k": 2, "max_c": 1, "tau": 1}]},
      r"#1: tau does not apply to policy 'margin' \(its settings: delta, k, max_c\)"),
 ])
@@ -564,6 +572,29 @@ def test_config_values_are_type_checked(change: dict, message: str) -> None:
     """Every TOML value has its type checked, naming the file and key: no silent truncation, coercion or ignored key."""
     with pytest.raises(ConfigError, match=message):
         parse_experiment({**SMALL_EXPERIMENT, **change}, "x.toml")
+
+
+def test_unreadable_experiment_files_are_named(tmp_path: Path) -> None:
+    """A folder, or a file that is not UTF-8, as --config: the error names the file and says what is wrong."""
+    from sampling.config import load_experiment
+
+    with pytest.raises(ConfigError, match="is not a file"):
+        load_experiment(tmp_path)
+    bad = tmp_path / "bad.toml"
+    bad.write_bytes(b'name = "\xff\xfe"\n')
+    with pytest.raises(ConfigError, match=r"bad.toml: not UTF-8 text"):
+        load_experiment(bad)
+
+
+def test_non_finite_policy_and_sampling_values_are_refused() -> None:
+    """The pure cores refuse nan/inf thresholds and temperatures too (not only the TOML reader)."""
+    from sampling.policy import PolicySpec
+    from sampling.records import SamplingParams
+
+    with pytest.raises(ValueError, match="tau must be a finite number"):
+        PolicySpec("entropy", k=2, tau=float("nan"), max_c=1)
+    with pytest.raises(ValueError, match="finite"):
+        SamplingParams(temperature=float("inf"))
 
 
 def _small_toml(path: Path) -> Path:

@@ -49,6 +49,8 @@ MUST_HOLD = [  # (answer, reference)
     ("3.", "3"),  # a closing full stop inside the box
     ("1\\,234", "1234"),  # a thin space grouping digits
     ("1\\!234", "1{,}234"),
+    ("8 000", "8000"),  # digits grouped by spaces (SI style) are one number
+    ("12 345.5", "12345.5"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -62,6 +64,8 @@ NEAR_MISSES = [  # (answer, reference)
     ("10001", "10{,}000"),
     ("3.5", "3"),
     ("1\\,234", "1"),
+    ("8 000", "0"),  # not 8 times 000
+    ("1 2345", "12345"),  # not a group of three: left as math-verify reads it
 ]
 
 

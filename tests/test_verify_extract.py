@@ -68,6 +68,15 @@ def test_boxes(text: str, expected: str | None) -> None:
         ("Natalia sold 48/2 = 24 clips in May.\n#### 72", "72"),
         ("answer: 1\nanswer: 2", "2"),  # the last anchor wins
         ("Answer: $$", None),  # an anchor with nothing after it
+        # the answer ends where its sentence or math span does (a later number is not part of it)
+        ("...\nAnswer: 6. Each of the 3 people shakes hands with 2 others.", "6"),
+        ("The final answer is 6. Each of the 3 people shakes hands with 2 others.", "6"),
+        ("...\nAnswer: 3 (since f(3) = 4)", "3"),
+        ("...\nAnswer: $x = 3$ at $y = 2$", "x = 3"),
+        ("Answer: \\(x=2\\). Done.", "x=2"),
+        ("Answer: 3.5", "3.5"),
+        ("Answer: x \\in (2, 5)", "x \\in (2, 5)"),
+        ("Answer: (1; 2)", "(1; 2)"),
     ],
 )
 def test_fallbacks(text: str, expected: str | None) -> None:

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -199,6 +200,27 @@ def test_changed_reference_answers_are_refused_until_regraded(tmp_path: Path) ->
     assert dict(zip(zip(grades["problem_id"], grades["sample_index"]), grades["correct"])) == {
         ("p", 0): False, ("p", 1): True, ("q", 0): True}
     assert len(verify.grade_run(run, progress=False)) == 3  # graded against today's answers: accepted again
+
+
+def test_grades_from_older_grading_rules_are_refused_until_regraded(tmp_path: Path) -> None:
+    """A run graded by an older study (its cache files carry no grading-rules record, as before rules 2): adding
+    to its grades is refused, naming the rules and --regrade; the regrade ignores the old pair cache's verdicts."""
+    samples = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1],
+                            "text": ["Answer: 6. Each of the 3 people shakes hands with 2 others.", "\\boxed{8 000}"]})
+    run = write_run_dir(tmp_path / "run", [ProblemSpec("p", "2", "", 1, "Algebra")], samples)
+    assert verify.grade_run(run, progress=False)["correct"].tolist() == [False, False]
+    cache = run / "_grades" / "_cache"
+    for kind in ("pairs", "references"):  # as an older study wrote them: no rules in the metadata
+        table = pq.read_table(cache / f"math-verify.{kind}.parquet")
+        if kind == "pairs":  # and a verdict the old rules gave
+            table = table.set_column(2, "correct", pa.array([True] * len(table)))
+        pq.write_table(table.replace_schema_metadata({}), cache / f"math-verify.{kind}.parquet")
+    before = sorted(p.read_bytes() for p in _parts(run))
+    with pytest.raises(RunDirError, match=r"grading rules 1.*rules 2.*--regrade"):
+        verify.grade_run(run, progress=False)
+    assert sorted(p.read_bytes() for p in _parts(run)) == before  # nothing written
+    assert verify.grade_run(run, progress=False, regrade=True)["correct"].tolist() == [False, False]
+    assert len(verify.grade_run(run, progress=False)) == 2  # graded under today's rules: accepted again
 
 
 def test_interrupted_regrade_never_leaves_stale_grades_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -128,11 +128,17 @@ def _quiet_math_verify() -> None:
 
 _DIGIT_SPACING = re.compile(r"(?<=\d)\\[,;:! ](?=\d)")
 _CLOSING_STOP = re.compile(r"(?<!\.)\.\s*$")
+_SPACE_GROUPED = re.compile(r"(?<![\d.,])\d{1,3}(?: \d{3})+(?![\d,]|\s\d)")  # "8 000", "12 345.5": one number
+
+
+def _join_groups(match: re.Match[str]) -> str:
+    """A number written in space-separated groups of three digits, without the spaces."""
+    return match.group().replace(" ", "")
 
 
 def tidy(answer: str) -> str:
-    """An answer as math-verify should read it: no LaTeX spacing between digits, no closing full stop."""
-    tidied = _CLOSING_STOP.sub("", _DIGIT_SPACING.sub("", answer))
+    """An answer as math-verify should read it: no spacing inside digit groups ("1\\,234", "8 000"), no closing full stop."""
+    tidied = _CLOSING_STOP.sub("", _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", answer)))
     return tidied if tidied.strip() else answer
 
 

@@ -7,9 +7,10 @@ Rules, in order (the first rule that yields a non-empty answer wins):
    tried. `\\boxed 5` (argument without braces) takes the text up to the next `$` or line end.
    Boxes right before it joined only by "and", commas and `$` (`$\\boxed{-2}$ and
    $\\boxed{1}$`) are one list answer, `-2, 1`.
-2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X" (X runs to the line
-   end; surrounding `$...$`, `**`, a trailing period and Minerva's "I hope it is correct." are
-   stripped).
+2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X". X is the first math
+   span (`$...$`, `\\(...\\)`) when the line starts with one, else the line up to the first
+   sentence end (". ") or parenthetical remark (" (since ..."); `**`, a trailing period and
+   Minerva's "I hope it is correct." are stripped.
 3. Otherwise `None`: the sample has no answer (graded wrong, counted separately).
 
 Every step is linear in the text length, so a 1 MB completion is handled in milliseconds.
@@ -26,6 +27,7 @@ _ANCHOR_RE = re.compile(r"final\s+answer\s+is\s*:?|\banswer\s*:|####", re.IGNORE
 _LINE_RE = re.compile(r"[^\S\n]*(?:\n\s*)?([^\n]*)")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 _MATH_DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_SENTENCE_END_RE = re.compile(r"(?<=\S)\.\s|\s\((?=[A-Za-z]{2})")  # "6. Each ...", "3 (since ..."
 
 
 def _box_starts(text: str) -> list[tuple[int, int]]:
@@ -136,8 +138,10 @@ def _strip_delimiters(answer: str) -> str:
     while changed and answer:
         changed = False
         for left, right in (*_MATH_DELIMS, ("**", "**")):
-            if len(answer) >= len(left) + len(right) and answer.startswith(left) and answer.endswith(right):
-                answer = answer[len(left) : len(answer) - len(right)].strip()
+            inner = answer[len(left) : len(answer) - len(right)]
+            if (len(answer) >= len(left) + len(right) and answer.startswith(left) and answer.endswith(right)
+                    and left not in inner and right not in inner):  # not "$x = 3$ at $y = 2$": two spans
+                answer = inner.strip()
                 changed = True
                 break
     return answer
@@ -158,10 +162,23 @@ def _rest_of_line(text: str, start: int) -> str:
     return match.group(1) if match else ""
 
 
+def _answer_span(line: str) -> str:
+    """The answer at the start of a line: its first math span if it opens with one, else up to the first sentence end."""
+    body = line.lstrip(" *")
+    for left, right in _MATH_DELIMS:
+        if body.startswith(left):
+            close = body.find(right, len(left))
+            if close > len(left):
+                return body[: close + len(right)]
+            break
+    end = _SENTENCE_END_RE.search(body)
+    return body[: end.start()] if end else body
+
+
 def extract_fallback(text: str) -> str | None:
     """Answer after the last "final answer is", "Answer:" or "####" anchor that has one, or None."""
     for anchor in reversed(list(_ANCHOR_RE.finditer(text))):
-        answer = _clean(_rest_of_line(text, anchor.end()))
+        answer = _clean(_answer_span(_HOPE_RE.sub("", _rest_of_line(text, anchor.end()))))
         if answer:
             return answer
     return None

@@ -25,6 +25,10 @@ Pairs that timed out or crashed their worker are graded wrong and not cached; `r
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
 consistent. A reference answer that differs from the one its problem's samples were graded against
 (the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale.
+Likewise grades made under other grading rules (`GRADING_RULES`, recorded with the references and the
+pair cache; runs graded before it was recorded count as rules 1): an upgrade of study that changes
+what a grade is refuses to add to them until `regrade=True`, and a regrade does not reuse the
+pair cache's verdicts from other rules.
 """
 from __future__ import annotations
 
@@ -76,6 +80,8 @@ PAIR_SCHEMA = pa.schema(
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
 REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
+GRADING_RULES = 2  # bump whenever extraction or equivalence changes a grade (2: answer spans, space-grouped digits)
+_RULES_KEY = b"study.grading_rules"
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -187,10 +193,21 @@ def read_grades(run_dir: str | os.PathLike[str], grader: str = "math-verify") ->
     return frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
+def _with_rules(table: pa.Table) -> pa.Table:
+    """The table with the current grading rules recorded in its Parquet metadata."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), _RULES_KEY: str(GRADING_RULES).encode()})
+
+
+def _rules_of(path: Path) -> int:
+    """The grading rules a cache file was written under (1 for files from before they were recorded)."""
+    metadata = pq.read_schema(path).metadata or {}
+    return int(metadata.get(_RULES_KEY, b"1"))
+
+
 def _load_pairs(run_dir: Path, grader: str) -> dict[tuple[str, str], tuple[bool, str, str]]:
-    """The on-disk (reference, extracted) -> (correct, key, how) cache."""
+    """The on-disk (reference, extracted) -> (correct, key, how) cache; empty if made under other grading rules."""
     path = _cache_path(run_dir, grader, "pairs")
-    if not path.is_file():
+    if not path.is_file() or _rules_of(path) != GRADING_RULES:
         return {}
     table = pq.read_table(path, schema=PAIR_SCHEMA).to_pydict()
     columns = (table["reference"], table["extracted"], table["correct"], table["key"], table["how"])
@@ -211,7 +228,7 @@ def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[b
         },
         schema=PAIR_SCHEMA,
     )
-    write_table_atomic(table, _cache_path(run_dir, grader, "pairs"))
+    write_table_atomic(_with_rules(table), _cache_path(run_dir, grader, "pairs"))
 
 
 def _save_interrupted(
@@ -245,6 +262,16 @@ def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
     return dict(zip(table["problem_id"], table["reference"]))
 
 
+def _check_rules(run_dir: Path, grader: str, graded: bool) -> None:
+    """Refuse to add to grades made under other grading rules than this version of study's."""
+    path = _cache_path(run_dir, grader, "references")
+    rules = _rules_of(path) if path.is_file() else (1 if graded else GRADING_RULES)
+    if rules != GRADING_RULES:
+        raise RunDirError(f"{run_dir}: its {grader} grades were made under grading rules {rules}, and this version of "
+                          f"study grades under rules {GRADING_RULES} (answer extraction or equivalence changed); "
+                          f"run `study verify {run_dir} --regrade` to grade every sample under the current rules")
+
+
 def _check_references(run_dir: Path, grader: str, answers: dict[str, str], recorded: dict[str, str]) -> None:
     """Refuse to add to grades that were made against other reference answers than the problems file's."""
     changed = [p for p, ref in recorded.items() if p in answers and answers[p] != ref]
@@ -257,7 +284,7 @@ def _check_references(run_dir: Path, grader: str, answers: dict[str, str], recor
 def _save_references(run_dir: Path, grader: str, references: dict[str, str]) -> None:
     """Record the reference each graded problem was graded against."""
     table = pd.DataFrame({"problem_id": list(references), "reference": list(references.values())})
-    write_table_atomic(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False),
+    write_table_atomic(_with_rules(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False)),
                        _cache_path(run_dir, grader, "references"))
 
 
@@ -320,6 +347,8 @@ def grade_run_with_stats(
         # could give one answer two classes, or two answers one, so every sample is graded again
         regrade = True
     answers = dict(zip(problems["id"], problems["answer"]))
+    if not regrade:
+        _check_rules(run, grader, graded=bool(parts))
     recorded = {} if regrade else _load_references(run, grader)  # a regrade starts the record over
     _check_references(run, grader, answers, recorded)
     replaced = parts if regrade else []
