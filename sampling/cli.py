@@ -60,7 +60,7 @@ def summary_table(run_dir: Path) -> Table:
 def sample(
     config: Optional[Path] = typer.Option(None, "--config", help="Experiment TOML (default: the toy experiment)."),
     n: Optional[int] = typer.Option(None, "--n", help="Samples per problem and config."),
-    dataset: Optional[str] = typer.Option(None, "--dataset", help="toy, math500, math, gsm8k, or a .jsonl/.parquet path."),
+    dataset: Optional[str] = typer.Option(None, "--dataset", help="toy, math500, math, gsm8k, or a .jsonl/.json/.parquet path."),
     problems: Optional[int] = typer.Option(None, "--problems", help="Use the first N problems (after --levels)."),
     levels: Optional[str] = typer.Option(None, "--levels", help="Comma-separated levels, e.g. 1,2."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory (default runs/NAME-nN, with -DATASET, -pN, -LEVELS added for --dataset, --problems, --levels)."),

@@ -214,6 +214,8 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
                 )
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{place}: {exc}") from None
+            if "id" in entry and not (isinstance(entry["id"], str) and entry["id"].strip()):
+                raise ConfigError(f"{place}: id must be a non-empty string (leave it out for the generated id), got {entry['id']!r}")
             config_id = entry.get("id") or config_id_for(policy) + temperature_suffix(entry)
             if config_id in configs:
                 raise ConfigError(f"{place}: duplicate config id {config_id!r}")

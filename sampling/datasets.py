@@ -223,10 +223,10 @@ def select_problems(
 
 
 def parse_levels(text: str | None) -> list[int] | None:
-    """'1,2' -> [1, 2]; None -> None."""
-    if text is None or not text.strip():
+    """'1,2' -> [1, 2]; None -> None (an empty or malformed list is an error, not "all levels")."""
+    if text is None:
         return None
     try:
-        return [int(part) for part in text.split(",") if part.strip()]
+        return [int(part) for part in text.split(",")]
     except ValueError:
-        raise DatasetError(f"--levels must be comma-separated integers, got {text!r}") from None
+        raise DatasetError(f"--levels must be comma-separated integers, e.g. 1,2, got {text!r}") from None

@@ -56,14 +56,18 @@ class PolicySpec:
                 raise ValueError(f"policy {self.name!r}: {key} must be a finite number, got {value}")
         if self.name in ("random", "entropy", "margin", "judge") and self.k < 1:
             raise ValueError(f"policy {self.name!r} needs k >= 1 oracle tokens per intervention, got k={self.k}")
+        if self.name == "random" and self.ref_length < 1:
+            raise ValueError(f"random policy needs ref_length >= 1 (positions are drawn in [0, ref_length)), got {self.ref_length}")
         if self.name == "random" and (self.c < 1 or self.c > self.ref_length):
             raise ValueError(f"random policy needs 1 <= c <= ref_length ({self.ref_length}), got c={self.c}")
         if self.name == "entropy" and (self.tau is None or self.tau < 0):
             raise ValueError("entropy policy needs a threshold tau >= 0 (nats)")
         if self.name == "margin" and (self.delta is None or not 0 < self.delta <= 1):
             raise ValueError("margin policy needs a threshold delta in (0, 1]")
-        if self.name == "judge" and (self.alpha is None or not 0 < self.alpha < 1 or self.every < 1):
-            raise ValueError("judge policy needs alpha in (0, 1) (oracle probability threshold) and every >= 1")
+        if self.name == "judge" and (self.alpha is None or not 0 < self.alpha < 1):
+            raise ValueError(f"judge policy needs alpha in (0, 1) (oracle probability threshold), got alpha={self.alpha}")
+        if self.name == "judge" and self.every < 1:
+            raise ValueError(f"judge policy needs every >= 1 (base tokens per judged window), got every={self.every}")
         if self.name in ("entropy", "margin", "judge") and (self.max_c is None or self.max_c < 1):
             raise ValueError(f"policy {self.name!r} needs max_c >= 1 (most interventions per sample)")
 

@@ -122,6 +122,9 @@ def test_selection_by_level_and_count() -> None:
         select_problems(problems, levels=[9])
     with pytest.raises(DatasetError, match="comma-separated"):
         parse_levels("a,b")
+    for typo in ("", "1,,2", "1,"):  # an empty or half-written list is an error, not "all levels" or a guess
+        with pytest.raises(DatasetError, match="--levels must be comma-separated integers"):
+            parse_levels(typo)
 
 
 def test_hub_dataset_unreachable_is_a_clear_error(tmp_path: Path) -> None:
