@@ -93,6 +93,37 @@ def test_grades_written_with_expected_values(run_dir: Path) -> None:
     assert pd.read_parquet(run_dir).shape[0] == 2 * len(TEXTS)  # the samples table is still read alone
 
 
+def test_chunked_grading_equals_one_chunk_and_an_interrupt_keeps_finished_chunks(
+        run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Grading shard by shard in small chunks (bounded memory) gives the same grades and answer classes as one
+    chunk; Ctrl-C in the second chunk keeps the first chunk's grades, and a re-run grades only the rest."""
+    import shutil
+
+    whole = verify.grade_run(run_dir, progress=False)
+    assert len(_parts(run_dir)) == 1
+    chunked_run = tmp_path / "chunked"
+    shutil.copytree(run_dir, chunked_run, ignore=shutil.ignore_patterns("_grades"))
+    monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 7)  # the fixture's shards hold 7 rows each
+    real = run_grades_module.grade_batch
+    calls = []
+
+    def second_chunk_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_grades_module, "grade_batch", second_chunk_interrupted)
+    with pytest.raises(run_grades_module.GradingInterrupted) as interrupted:
+        verify.grade_run(chunked_run, progress=False)
+    assert interrupted.value.graded == 7 and len(read_grades(chunked_run)) == 7
+    monkeypatch.setattr(run_grades_module, "grade_batch", real)
+    chunked, stats = grade_run_with_stats(chunked_run, progress=False)
+    assert stats.already_graded == 7 and stats.newly_graded == len(whole) - 7
+    assert len(_parts(chunked_run)) == len(run_grades_module.sample_files(chunked_run)) == 6  # a part per chunk
+    pd.testing.assert_frame_equal(whole, chunked)
+
+
 def test_answer_classes(run_dir: Path) -> None:
     """0 = correct, -1 = no answer; equivalent wrong answers share a class, the same in every config."""
     grades = verify.grade_run(run_dir, progress=False)

@@ -98,11 +98,13 @@ def _verify_run(
         _fail(f"cannot grade {run_dir}: {exc.filename or run_dir}: {exc.strerror or exc}; the grades saved before "
               "are intact, run the same command again once it can write")
         return
-    except KeyboardInterrupt as exc:  # GradingInterrupted says how many finished comparisons were cached
+    except KeyboardInterrupt as exc:  # GradingInterrupted says what was kept
         saved = exc.saved if isinstance(exc, GradingInterrupted) else 0
+        graded = exc.graded if isinstance(exc, GradingInterrupted) else 0
         kept = f" (the {saved:,} comparison(s) it finished are cached)" if saved else ""
-        _fail(f"interrupted: the grades of this call were not saved{kept}; re-running `study verify {run_dir}` "
-              "grades the samples again", INTERRUPTED)
+        done = (f"the grades of {graded:,} sample(s) were saved, the rest of this call's were not{kept}; "
+                if graded else f"the grades of this call were not saved{kept}; ")
+        _fail(f"interrupted: {done}re-running `study verify {run_dir}` grades the samples still ungraded", INTERRUPTED)
         return
     console.print(
         f"{stats.newly_graded:,} samples graded now, {stats.already_graded:,} already graded "

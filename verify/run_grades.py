@@ -18,8 +18,10 @@ Every file is written under a temporary name and renamed, and the grades after t
 record of references last), so an interrupted run leaves only complete files; re-running grades
 only samples without a grade. Where parts overlap (a regrade interrupted before it removed the old
 parts) the newest part's grade counts.
-An interrupted call (Ctrl-C) writes no grades but keeps the pairs it finished in the pair cache
-(GradingInterrupted says how many), so a re-run does not compare them again.
+Samples are graded in chunks of whole shards (`CHUNK_SAMPLES`), so only one chunk's texts are in
+memory; each chunk writes its own part. An interrupted call (Ctrl-C) keeps the finished chunks'
+grades and the pairs it finished in the pair cache (GradingInterrupted says how many of each), so a
+re-run grades only the rest and does not compare those pairs again.
 Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
 (`study verify --regrade`) grades every sample again, which re-tries just those. A run whose
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
@@ -46,8 +48,9 @@ import pyarrow.parquet as pq
 
 from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, write_table_atomic
 from verify.batch import UNDECIDED, BatchStats, grade_batch
+from verify.pool import TaskPool
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
-from verify.progress import rich_progress
+from verify.progress import ProgressSink, rich_progress
 
 __all__ = [
     "GRADE_COLUMNS",
@@ -85,12 +88,14 @@ _RULES_KEY = b"study.grading_rules"
 
 
 class GradingInterrupted(KeyboardInterrupt):
-    """Ctrl-C while grading a run dir: no grades were written; `saved` newly decided pairs were kept in the pair cache."""
+    """Ctrl-C while grading a run dir: `graded` samples (the finished chunks) were saved, and `saved` newly
+    decided pairs of the unfinished chunk were kept in the pair cache."""
 
-    def __init__(self, saved: int) -> None:
-        """Remember how many pairs were saved."""
-        super().__init__(saved)
+    def __init__(self, saved: int, graded: int = 0) -> None:
+        """Remember what was kept."""
+        super().__init__(saved, graded)
         self.saved = saved
+        self.graded = graded
 
 
 @dataclass
@@ -328,7 +333,7 @@ def grade_run_with_stats(
 
     `regrade` grades every sample again: decided pairs come from the pair cache, so what is
     graded anew is the pairs that timed out or crashed before (e.g. with a larger timeout); the
-    old grade parts are removed once the new one is written.
+    old grade parts are removed once the new ones are written.
     """
     check_grader(grader)
     started = time.perf_counter()
@@ -369,39 +374,119 @@ def grade_run_with_stats(
         shown = ", ".join(repr(p) for p in unknown[:5])
         raise RunDirError(f"{run}: samples refer to problem id(s) missing from the problems file: {shown}")
 
-    shards = sorted(todo["_shard"].unique())
-    texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
-    texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
-    todo = todo.drop(columns="_shard").merge(texts, on=KEY_COLUMNS, how="left")
-    todo = todo.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-    references = [answers[p] for p in todo["problem_id"]]
-    completions = [t if isinstance(t, str) else None for t in todo["text"]]
-
     cache = _load_pairs(run, grader)
     known = len(cache)
+    registry = _load_classes(run, grader)
+    newly = 0
+    batch = BatchStats()
+    pairs_saved = time.monotonic()
+    pool = TaskPool(workers=workers, timeout=timeout)
     try:
         with rich_progress(progress) as sink:
-            result = grade_batch(completions, references, grader, timeout, workers, cache=cache, progress=sink)
+            overall = _OverallProgress(sink, len(todo))
+            for shards in _shard_chunks(todo["_shard"].to_numpy(), CHUNK_SAMPLES):
+                chunk = todo[todo["_shard"].isin(shards)].drop(columns="_shard")
+                texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
+                texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
+                chunk = chunk.merge(texts, on=KEY_COLUMNS, how="left")
+                del texts
+                chunk = chunk.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+                references = [answers[p] for p in chunk["problem_id"]]
+                completions = [t if isinstance(t, str) else None for t in chunk["text"]]
+                overall.chunk(len(chunk))
+                result = grade_batch(completions, references, grader, timeout, workers, cache=cache,
+                                     progress=overall, pool=pool)
+                del completions
+                graded = pd.concat([chunk[KEY_COLUMNS], result.frame], axis=1)
+                classes, registry = _assign_classes(graded, registry)
+                graded["answer_class"] = classes
+                # the registry before the grades that use its classes; the grades before the references they record
+                write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False),
+                                   _cache_path(run, grader, "classes"))
+                _write_part(run, grader, graded)
+                newly += len(graded)
+                _add_stats(batch, result.stats)
+                for problem in chunk["problem_id"].unique():
+                    recorded[problem] = answers[problem]
+                if not regrade:  # a regrade records its references once every part is written (below)
+                    _save_references(run, grader, recorded)
+                if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
+                    _save_pairs(run, grader, cache)
+                    pairs_saved = time.monotonic()
     except KeyboardInterrupt:
-        raise GradingInterrupted(_save_interrupted(run, grader, cache, known)) from None
-    graded = pd.concat([todo[KEY_COLUMNS], result.frame], axis=1)
-    classes, registry = _assign_classes(graded, _load_classes(run, grader))
-    graded["answer_class"] = classes
-
+        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly) from None
+    finally:
+        pool.close()
     _save_pairs(run, grader, cache)
-    write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False), _cache_path(run, grader, "classes"))
-    new = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
-    now = time.time_ns()
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.localtime(now / 1e9))}.{now % 10**9:09d}-{uuid.uuid4().hex[:8]}.parquet"
-    write_table_atomic(new, grades_dir(run, grader) / name)
-    for old in replaced:  # after the new part is complete (which outranks them: read_grades keeps the newest)
+    for old in replaced:  # after the new parts are complete (which outrank them: read_grades keeps the newest)
         old.unlink(missing_ok=True)
-    # last: until the references are recorded, an interruption leaves grades the check refuses, never stale ones
-    _save_references(run, grader, {**recorded, **{p: answers[p] for p in todo["problem_id"].unique()}})
+    # last: until the references are recorded, an interrupted regrade leaves grades the check refuses, never stale ones
+    _save_references(run, grader, recorded)
 
     grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
-    stats = RunGradeStats(len(keys), already, len(todo), result.stats, time.perf_counter() - started)
+    stats = RunGradeStats(len(keys), already, newly, batch, time.perf_counter() - started)
     return grades, stats
+
+
+CHUNK_SAMPLES = 100_000  # samples graded per chunk: bounds the texts held in memory on runs of any size
+PAIRS_SAVE_SECONDS = 60.0  # the pair cache is rewritten at most this often between chunks (and at the end)
+
+
+def _shard_chunks(shard_of_sample: np.ndarray, limit: int) -> list[list[int]]:
+    """Shard indices grouped so that each group holds about `limit` samples to grade (a bigger shard alone)."""
+    shards, counts = np.unique(shard_of_sample, return_counts=True)
+    chunks: list[list[int]] = []
+    current: list[int] = []
+    size = 0
+    for shard, count in zip(shards.tolist(), counts.tolist()):
+        if current and size + count > limit:
+            chunks.append(current)
+            current, size = [], 0
+        current.append(shard)
+        size += count
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def _write_part(run: Path, grader: str, graded: pd.DataFrame) -> None:
+    """Write one grade part, named by the time so that newer parts sort (and win) last."""
+    table = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
+    now = time.time_ns()
+    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.localtime(now / 1e9))}.{now % 10**9:09d}-{uuid.uuid4().hex[:8]}.parquet"
+    write_table_atomic(table, grades_dir(run, grader) / name)
+
+
+def _add_stats(total: BatchStats, chunk: BatchStats) -> None:
+    """Add one chunk's grading counts and timings to the call's."""
+    for name in ("samples", "no_answer", "pairs", "cached", "fast", "verified", "timeouts", "errors"):
+        setattr(total, name, getattr(total, name) + getattr(chunk, name))
+    for phase, seconds in chunk.seconds.items():
+        total.seconds[phase] = total.seconds.get(phase, 0.0) + seconds
+
+
+class _OverallProgress:
+    """One bar per phase over every chunk of a call (a chunk's samples without an answer need no grading)."""
+
+    def __init__(self, sink: ProgressSink, total: int) -> None:
+        """Start the call's bars."""
+        self._sink = sink
+        self._size = 0
+        sink.phase("extract", total)
+        sink.phase("grade", total)
+
+    def chunk(self, size: int) -> None:
+        """The next chunk has `size` samples."""
+        self._size = size
+
+    def phase(self, name: str, total: int) -> None:
+        """A chunk's phase starts: samples it will not grade (no answer) count as done."""
+        if name == "grade":
+            self._sink.advance("grade", self._size - total)
+
+    def advance(self, name: str, n: int = 1) -> None:
+        """Pass a chunk's progress on."""
+        self._sink.advance(name, n)
 
 
 def grade_run(
