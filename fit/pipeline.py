@@ -189,7 +189,7 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     if cost_model == "price" and prices is None:  # before grading, which may take a while
         raise CountsError(f"{run_dir}: cost model 'price' needs prices (--prices, or prices in the experiment's [cost])")
     grader = rundir.choose_grader(run_dir, grader)
-    raw = rundir.run_counts(run_dir, grader)
+    grades, raw = rundir.run_grades_and_counts(run_dir, grader)
     counts = validate_counts(raw, f"{run_dir} counts table", "config")
     n_params = costmod.n_params_from_manifest(manifest) if cost_model in ("flops", "decode") else None
     counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices, str(run_dir))
@@ -203,9 +203,8 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     incomplete = rundir.incomplete_note(run_dir)
     if incomplete:
         run.notes.append(incomplete)
-    run.summary = rundir.run_summary(run_dir, grader)
-    run.maj = rundir.maj_curves(run_dir, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed,
-                                grader=grader)
+    run.summary = rundir.run_summary(grades)
+    run.maj = rundir.maj_curves(grades, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
     return _finish(run, targets, budgets)
 
 

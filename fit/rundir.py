@@ -72,11 +72,11 @@ def choose_grader(run_dir: str | Path, asked: str | None = None) -> str:
     return graded[0] if len(graded) == 1 else "math-verify"
 
 
-def run_counts(run_dir: str | Path, grader: str = "math-verify") -> pd.DataFrame:
-    """The run's counts table from verify (grading first if needed), with a ``config`` column."""
-    import verify  # lazy: only the run-dir path needs the verifier
+def run_grades_and_counts(run_dir: str | Path, grader: str = "math-verify") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The run's grades and counts table from verify (grading first if needed; the counts have a ``config`` column)."""
+    from verify.tables import grades_and_counts  # lazy: only the run-dir path needs the verifier
 
-    return verify.counts_table(Path(run_dir), grader)
+    return grades_and_counts(Path(run_dir), grader)
 
 
 def timing_note(run_dir: str | Path) -> str:
@@ -105,27 +105,29 @@ def incomplete_note(run_dir: str | Path) -> str | None:
             f"there (see `study status {run_dir}`)")
 
 
-def run_summary(run_dir: str | Path, grader: str = "math-verify") -> pd.DataFrame:
-    """verify.summarize_run indexed by config (pass@1, coverage@n, maj@n and their _lo/_hi)."""
-    import verify
+def run_summary(grades: pd.DataFrame) -> pd.DataFrame:
+    """verify.summarize_grades of a run's grades, indexed by config (pass@1, coverage@n, maj@n and their _lo/_hi)."""
+    from verify.tables import summarize_grades
 
-    return verify.summarize_run(Path(run_dir), grader).set_index("config")
+    return summarize_grades(grades).set_index("config")
 
 
-def maj_curves(run_dir: str | Path, k_max: dict[str, int], n_resamples: int = 200, seed: int = 0,
-               grader: str = "math-verify") -> pd.DataFrame:
+def maj_curves(grades: pd.DataFrame, k_max: dict[str, int], n_resamples: int = 200, seed: int = 0,
+               progress: bool = True) -> pd.DataFrame:
     """maj@k per config on a log grid up to k_max[config] (verify.metrics.maj_curve): columns config, k, maj, lo, hi."""
-    import verify
     from verify.metrics import log_grid, maj_curve
+    from verify.progress import rich_progress
     from verify.tables import class_votes
 
-    grades = verify.read_grades(Path(run_dir), grader)
     frames = []
-    for cid, votes in class_votes(grades).groupby("config", sort=True):
-        if str(cid) not in k_max:
-            continue
-        curve = maj_curve(list(votes["votes"]), list(votes["correct_index"]), list(votes["no_answer"]),
-                          ks=log_grid(k_max[str(cid)]), n_resamples=n_resamples, n_boot=200, seed=seed)
-        frames.append(curve.assign(config=str(cid)))
+    votes_by_config = [(str(cid), votes) for cid, votes in class_votes(grades).groupby("config", sort=True)
+                       if str(cid) in k_max]
+    with rich_progress(progress) as sink:
+        sink.phase("maj@k", len(votes_by_config))
+        for cid, votes in votes_by_config:
+            curve = maj_curve(list(votes["votes"]), list(votes["correct_index"]), list(votes["no_answer"]),
+                              ks=log_grid(k_max[cid]), n_resamples=n_resamples, n_boot=200, seed=seed)
+            frames.append(curve.assign(config=cid))
+            sink.advance("maj@k")
     cols = ["config", "k", "maj", "lo", "hi"]
     return pd.concat(frames, ignore_index=True)[cols] if frames else pd.DataFrame(columns=cols)

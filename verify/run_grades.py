@@ -50,7 +50,7 @@ from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, write
 from verify.batch import UNDECIDED, BatchStats, grade_batch
 from verify.pool import TaskPool
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
-from verify.progress import ProgressSink, rich_progress
+from verify.progress import NullProgress, ProgressSink, rich_progress
 
 __all__ = [
     "GRADE_COLUMNS",
@@ -164,8 +164,10 @@ def read_problems(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     return frame
 
 
-def read_sample_columns(files: list[Path], columns: list[str]) -> pd.DataFrame:
-    """Selected columns of every samples shard, with a shard column (index into files)."""
+def read_sample_columns(files: list[Path], columns: list[str], progress: ProgressSink | None = None) -> pd.DataFrame:
+    """Selected columns of every samples shard, with a shard column (index into files); progress counts shards read."""
+    sink = progress or NullProgress()
+    sink.phase("read", len(files))
     parts = []
     for i, path in enumerate(files):
         schema = pq.read_schema(path)
@@ -173,6 +175,7 @@ def read_sample_columns(files: list[Path], columns: list[str]) -> pd.DataFrame:
         frame = pq.read_table(path, columns=columns).to_pandas()
         frame["_shard"] = i
         parts.append(frame)
+        sink.advance("read")
     if not parts:
         return pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, "_shard"]})
     frame = pd.concat(parts, ignore_index=True)
@@ -336,15 +339,21 @@ def grade_run_with_stats(
     old grade parts are removed once the new ones are written.
     """
     check_grader(grader)
+    with rich_progress(progress) as sink:
+        return _grade_run(Path(run_dir), grader, sink, timeout, workers, regrade)
+
+
+def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, workers: int | None, regrade: bool
+               ) -> tuple[pd.DataFrame, RunGradeStats]:
+    """grade_run_with_stats, reporting progress (reading shards, extracting, grading) to sink."""
     started = time.perf_counter()
-    run = Path(run_dir)
     if not run.is_dir():
         raise RunDirError(f"{run}: not a directory")
     problems = read_problems(run)
     files = sample_files(run)
     if not files:
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
-    keys = read_sample_columns(files, KEY_COLUMNS)
+    keys = read_sample_columns(files, KEY_COLUMNS, sink)
     keys = keys.drop_duplicates(KEY_COLUMNS, keep="first")
     parts = _parquet_files(grades_dir(run, grader))
     if not regrade and parts and not _cache_path(run, grader, "classes").is_file():
@@ -382,37 +391,36 @@ def grade_run_with_stats(
     pairs_saved = time.monotonic()
     pool = TaskPool(workers=workers, timeout=timeout)
     try:
-        with rich_progress(progress) as sink:
-            overall = _OverallProgress(sink, len(todo))
-            for shards in _shard_chunks(todo["_shard"].to_numpy(), CHUNK_SAMPLES):
-                chunk = todo[todo["_shard"].isin(shards)].drop(columns="_shard")
-                texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
-                texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
-                chunk = chunk.merge(texts, on=KEY_COLUMNS, how="left")
-                del texts
-                chunk = chunk.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
-                references = [answers[p] for p in chunk["problem_id"]]
-                completions = [t if isinstance(t, str) else None for t in chunk["text"]]
-                overall.chunk(len(chunk))
-                result = grade_batch(completions, references, grader, timeout, workers, cache=cache,
-                                     progress=overall, pool=pool)
-                del completions
-                graded = pd.concat([chunk[KEY_COLUMNS], result.frame], axis=1)
-                classes, registry = _assign_classes(graded, registry)
-                graded["answer_class"] = classes
-                # the registry before the grades that use its classes; the grades before the references they record
-                write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False),
-                                   _cache_path(run, grader, "classes"))
-                _write_part(run, grader, graded)
-                newly += len(graded)
-                _add_stats(batch, result.stats)
-                for problem in chunk["problem_id"].unique():
-                    recorded[problem] = answers[problem]
-                if not regrade:  # a regrade records its references once every part is written (below)
-                    _save_references(run, grader, recorded)
-                if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
-                    _save_pairs(run, grader, cache)
-                    pairs_saved = time.monotonic()
+        overall = _OverallProgress(sink, len(todo))
+        for shards in _shard_chunks(todo["_shard"].to_numpy(), CHUNK_SAMPLES):
+            chunk = todo[todo["_shard"].isin(shards)].drop(columns="_shard")
+            texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
+            texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
+            chunk = chunk.merge(texts, on=KEY_COLUMNS, how="left")
+            del texts
+            chunk = chunk.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+            references = [answers[p] for p in chunk["problem_id"]]
+            completions = [t if isinstance(t, str) else None for t in chunk["text"]]
+            overall.chunk(len(chunk))
+            result = grade_batch(completions, references, grader, timeout, workers, cache=cache,
+                                 progress=overall, pool=pool)
+            del completions
+            graded = pd.concat([chunk[KEY_COLUMNS], result.frame], axis=1)
+            classes, registry = _assign_classes(graded, registry)
+            graded["answer_class"] = classes
+            # the registry before the grades that use its classes; the grades before the references they record
+            write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False),
+                               _cache_path(run, grader, "classes"))
+            _write_part(run, grader, graded)
+            newly += len(graded)
+            _add_stats(batch, result.stats)
+            for problem in chunk["problem_id"].unique():
+                recorded[problem] = answers[problem]
+            if not regrade:  # a regrade records its references once every part is written (below)
+                _save_references(run, grader, recorded)
+            if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
+                _save_pairs(run, grader, cache)
+                pairs_saved = time.monotonic()
     except KeyboardInterrupt:
         raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly) from None
     finally:

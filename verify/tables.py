@@ -11,8 +11,9 @@ import pyarrow.parquet as pq
 from sampling.store import footer_seconds
 from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample_columns, sample_files
 from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
+from verify.progress import rich_progress
 
-__all__ = ["SECONDS_COLUMN", "TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "summarize_grades", "summarize_run"]
+__all__ = ["SECONDS_COLUMN", "TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "grades_and_counts", "summarize_grades", "summarize_run"]
 
 TOKEN_COLUMNS = ["base_decode", "base_prefill", "oracle_decode", "oracle_prefill"]
 SECONDS_COLUMN = "seconds"  # counts: the engine's measured seconds for the group's samples (NaN if unmeasured)
@@ -50,16 +51,24 @@ def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.
 
 def counts_table(run_dir: str | os.PathLike[str], grader: str = "math-verify", progress: bool = True) -> pd.DataFrame:
     """The counts table of a run dir (one row per config × problem), grading ungraded samples first."""
+    return grades_and_counts(run_dir, grader, progress)[1]
+
+
+def grades_and_counts(run_dir: str | os.PathLike[str], grader: str = "math-verify", progress: bool = True
+                      ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A run dir's grades (grading ungraded samples first) and its counts table, each read once."""
     grades = grade_run(run_dir, grader, progress=progress)
     files = sample_files(run_dir)
     footers = [pq.read_metadata(f) for f in files]  # each shard's columns and block seconds, one read
     available = set.intersection(*(set(f.schema.to_arrow_schema().names) for f in footers)) if files else set()
     token_cols = [c for c in TOKEN_COLUMNS if c in available]
-    tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols]) if token_cols else None
-    if tokens is not None:
+    tokens = None
+    if token_cols:
+        with rich_progress(progress) as sink:
+            tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols], sink)
         tokens[SECONDS_COLUMN] = _seconds_per_sample(files, footers, tokens["_shard"].to_numpy())
         tokens = tokens.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
-    return counts_from_grades(grades, read_problems(run_dir), tokens)
+    return grades, counts_from_grades(grades, read_problems(run_dir), tokens)
 
 
 def _seconds_per_sample(files: list[Path], footers: list[pq.FileMetaData], shard: np.ndarray) -> np.ndarray:
