@@ -13,7 +13,7 @@ import pytest
 import verify
 import verify.run_grades as run_grades_module
 from verify.equivalence import math_verify_equal
-from verify.run_grades import RunDirError, grade_run_with_stats, grades_dir, read_grades
+from verify.run_grades import RunDirError, grade_run_with_stats, grades_dir, read_grades, read_sample_columns, sample_files
 from verify.metrics import pass_at_k
 from verify.synthetic import ProblemSpec, load_math500, make_samples, write_run_dir
 
@@ -366,6 +366,21 @@ def test_counts_table_sums_measured_seconds(run_dir: Path) -> None:
         {k: v for k, v in expected.items() if k != "p-half"})
 
 
+def test_counts_without_the_per_sample_merge_equal_the_merged_ones(run_dir: Path) -> None:
+    """grades_and_counts skips the merge of tokens onto grades when both cover the same samples: same table."""
+    from verify.run_grades import read_problems
+    from verify.tables import counts_from_grades, grades_and_counts
+
+    _time_shard(sorted((run_dir / "samples" / "base").glob("*.parquet"))[0], 2.0)
+    grades, counts = grades_and_counts(run_dir, progress=False)
+    tokens = read_sample_columns(sample_files(run_dir), ["config_id", "problem_id", "sample_index", "base_decode"])
+    tokens = tokens.drop(columns="_shard").sample(frac=1.0, random_state=0)  # another order than the grades
+    assert len(tokens) == len(grades)
+    merged = counts_from_grades(grades, read_problems(run_dir), tokens)
+    pd.testing.assert_frame_equal(counts_from_grades(grades, read_problems(run_dir), tokens, same_samples=True), merged)
+    pd.testing.assert_frame_equal(counts[merged.columns], merged)
+
+
 def test_summarize_run(run_dir: Path) -> None:
     """pass@1, coverage@n, maj@n (with CIs), no-answer fraction and distinct answers per config."""
     summary = verify.summarize_run(run_dir).set_index("config")
@@ -427,3 +442,31 @@ def test_bad_run_dirs_give_clear_errors(tmp_path: Path) -> None:
     pq.write_table(pq.read_table(shard).drop(["text"]), shard)
     with pytest.raises(RunDirError, match="missing column.*text"):
         verify.grade_run(run4, progress=False)
+
+
+def test_sample_keys_compare_exactly_as_integers() -> None:
+    """Keys are compared as one int64 each: equal keys get equal codes across frames, different keys different ones."""
+    from verify.run_grades import _key_codes
+
+    rng = np.random.default_rng(0)
+    a = pd.DataFrame({"config_id": rng.choice(["base", "random-c1-k2", "oracle"], 500),
+                      "problem_id": rng.choice([f"p{i}" for i in range(40)] + ["test/algebra/1.json"], 500),
+                      "sample_index": rng.integers(-3, 60, 500).astype(np.int32)})
+    b = a.sample(frac=1.0, random_state=1).assign(config_id=lambda f: f["config_id"].where(f.index % 5 > 0, "margin"))
+    code_a, code_b = _key_codes(a, b)
+    as_tuples = lambda f: list(zip(f["config_id"], f["problem_id"], f["sample_index"]))  # noqa: E731
+    expected = {t: i for i, t in enumerate(dict.fromkeys(as_tuples(a) + as_tuples(b)))}
+    pairs = set(zip([expected[t] for t in as_tuples(a) + as_tuples(b)], np.concatenate([code_a, code_b]).tolist()))
+    assert len(pairs) == len(expected) == len({c for _, c in pairs})  # a bijection between keys and codes
+
+
+def test_a_sample_in_two_shards_is_graded_once_from_the_first(tmp_path: Path) -> None:
+    """A key written twice (two shards) is one sample: graded once, with the first shard's text."""
+    problems = [ProblemSpec("p", "5", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1], "text": ["\\boxed{5}", "\\boxed{6}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    again = samples.assign(text=["\\boxed{6}", "\\boxed{5}"])
+    again.to_parquet(run / "samples" / "c" / "zz-again.parquet")
+    grades = verify.grade_run(run, progress=False)
+    assert grades["correct"].tolist() == [True, False]
+    assert len(verify.grade_run(run, progress=False)) == 2

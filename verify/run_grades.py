@@ -354,7 +354,6 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     if not files:
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
     keys = read_sample_columns(files, KEY_COLUMNS, sink)
-    keys = keys.drop_duplicates(KEY_COLUMNS, keep="first")
     parts = _parquet_files(grades_dir(run, grader))
     if not regrade and parts and not _cache_path(run, grader, "classes").is_file():
         # the answer-class registry is gone (deleted by hand): numbering only the new samples' answers
@@ -367,15 +366,13 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     _check_references(run, grader, answers, recorded)
     replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
-    if len(existing):
-        marker = existing[KEY_COLUMNS].assign(_graded=True)
-        keys = keys.merge(marker, on=KEY_COLUMNS, how="left")
-        todo = keys[keys["_graded"].isna()].drop(columns="_graded")
-    else:
-        todo = keys
+    key_code, graded_code = _key_codes(keys, existing)
+    first = ~pd.Series(key_code).duplicated().to_numpy()  # a sample in two shards counts once (the first)
+    keys, key_code = keys[first].reset_index(drop=True), key_code[first]
+    todo = keys[~np.isin(key_code, graded_code)]
     already = len(keys) - len(todo)
     if todo.empty:
-        grades = existing.merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
+        grades = existing[np.isin(graded_code, key_code)].reset_index(drop=True)
         return grades, RunGradeStats(len(keys), already, 0, None, time.perf_counter() - started)
 
     unknown = sorted(set(todo["problem_id"]) - set(problems["id"]))
@@ -431,9 +428,27 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     # last: until the references are recorded, an interrupted regrade leaves grades the check refuses, never stale ones
     _save_references(run, grader, recorded)
 
-    grades = read_grades(run, grader).merge(keys[KEY_COLUMNS], on=KEY_COLUMNS, how="inner")
+    grades = read_grades(run, grader)
+    grade_code, key_code = _key_codes(grades, keys)  # codes compare within one call only
+    grades = grades[np.isin(grade_code, key_code)].reset_index(drop=True)
     stats = RunGradeStats(len(keys), already, newly, batch, time.perf_counter() - started)
     return grades, stats
+
+
+def _key_codes(*frames: pd.DataFrame) -> list[np.ndarray]:
+    """One exact int64 per (config_id, problem_id, sample_index) row of each frame, equal for equal keys (within one call).
+
+    Compares the keys of millions of samples in 8 bytes each, without a merge on string columns."""
+    configs = pd.Index(pd.unique(pd.concat([f["config_id"] for f in frames], ignore_index=True)))
+    problems = pd.Index(pd.unique(pd.concat([f["problem_id"] for f in frames], ignore_index=True)))
+    indices = [f["sample_index"].to_numpy(dtype=np.int64) for f in frames]
+    low = min((int(i.min()) for i in indices if len(i)), default=0)
+    width = max((int(i.max()) for i in indices if len(i)), default=0) - low + 1
+    if len(configs) * len(problems) * width >= 2**62:
+        raise RunDirError(f"too many distinct sample keys to index ({len(configs)} configs x {len(problems)} problems "
+                          f"x sample indices {low}..{low + width - 1})")
+    return [(configs.get_indexer(f["config_id"]).astype(np.int64) * len(problems)
+             + problems.get_indexer(f["problem_id"])) * width + (i - low) for f, i in zip(frames, indices)]
 
 
 CHUNK_SAMPLES = 100_000  # samples graded per chunk: bounds the texts held in memory on runs of any size

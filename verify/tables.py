@@ -19,20 +19,25 @@ TOKEN_COLUMNS = ["base_decode", "base_prefill", "oracle_decode", "oracle_prefill
 SECONDS_COLUMN = "seconds"  # counts: the engine's measured seconds for the group's samples (NaN if unmeasured)
 
 
-def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Counts table (config, problem, n, correct, no_answer, level, subject, token sums, seconds) from grades."""
-    frame = grades.assign(no_answer=grades["extracted"].isna())
-    grouped = frame.groupby(["config_id", "problem_id"], sort=True)
+def counts_from_grades(grades: pd.DataFrame, problems: pd.DataFrame, tokens: pd.DataFrame | None = None,
+                       same_samples: bool = False) -> pd.DataFrame:
+    """Counts table (config, problem, n, correct, no_answer, level, subject, token sums, seconds) from grades.
+
+    `same_samples`: the caller knows tokens has a row for exactly the graded samples (no per-sample merge needed)."""
+    by = [grades["config_id"], grades["problem_id"]]  # no copy of the (large) grades frame
     counts = pd.DataFrame(
         {
-            "n": grouped.size(),
-            "correct": grouped["correct"].sum(),
-            "no_answer": grouped["no_answer"].sum(),
+            "n": grades.groupby(by, sort=True).size(),
+            "correct": grades["correct"].groupby(by, sort=True).sum(),
+            "no_answer": grades["extracted"].isna().groupby(by, sort=True).sum(),
         }
-    ).reset_index()
+    ).rename_axis(["config_id", "problem_id"]).reset_index()
     if tokens is not None and len(tokens):
         present = [c for c in (*TOKEN_COLUMNS, SECONDS_COLUMN) if c in tokens.columns]
-        merged = frame[KEY_COLUMNS].merge(tokens[[*KEY_COLUMNS, *present]], on=KEY_COLUMNS, how="left")
+        if same_samples:
+            merged = tokens[[*KEY_COLUMNS, *present]]
+        else:
+            merged = grades[KEY_COLUMNS].merge(tokens[[*KEY_COLUMNS, *present]], on=KEY_COLUMNS, how="left")
         # a group with any sample of unknown time has an unknown total (NaN), not a partial sum
         sums = merged.groupby(["config_id", "problem_id"], sort=True)[present].sum()
         if SECONDS_COLUMN in present:
@@ -68,7 +73,9 @@ def grades_and_counts(run_dir: str | os.PathLike[str], grader: str = "math-verif
             tokens = read_sample_columns(files, [*KEY_COLUMNS, *token_cols], sink)
         tokens[SECONDS_COLUMN] = _seconds_per_sample(files, footers, tokens["_shard"].to_numpy())
         tokens = tokens.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
-    return grades, counts_from_grades(grades, read_problems(run_dir), tokens)
+    # grades are of samples read before the tokens, and shards are only ever added: equal lengths, equal samples
+    same = tokens is not None and len(tokens) == len(grades)
+    return grades, counts_from_grades(grades, read_problems(run_dir), tokens, same_samples=same)
 
 
 def _seconds_per_sample(files: list[Path], footers: list[pq.FileMetaData], shard: np.ndarray) -> np.ndarray:
