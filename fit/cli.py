@@ -112,6 +112,14 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
         console.print(f"[dim]note: {note}[/]", highlight=False)
 
 
+def counts_path(json_out: Path, run_dir: Path) -> Path:
+    """Where the run's counts table goes beside fit.json: counts.csv in the run's own _fit/ folder, else
+    JSON-STEM.counts.csv (so a --json or --out elsewhere never overwrites a counts.csv of the user's)."""
+    if json_out.parent.resolve() == (run_dir / FIT_DIR).resolve():
+        return json_out.parent / "counts.csv"
+    return json_out.with_name(f"{json_out.stem}.counts.csv")
+
+
 def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default_dir: Path | None,
              no_plots: bool) -> tuple[dict[str, Any], dict[str, list[Path]]]:
     """Write fit.json and plots where asked (run dirs: RUN_DIR/_fit/ by default)."""
@@ -127,7 +135,7 @@ def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default
         json_out.write_text(json.dumps(doc, indent=1, allow_nan=False))
         console.print(f"wrote {json_out}")
         if "run_dir" in run.source:  # the run's counts table, for `study fit --counts` and other tools
-            counts_out = json_out.parent / "counts.csv"
+            counts_out = counts_path(json_out, Path(run.source["run_dir"]))
             run.counts_table().to_csv(counts_out, index=False)
             console.print(f"wrote {counts_out}")
     plots: dict[str, list[Path]] = {}

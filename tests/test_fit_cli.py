@@ -381,9 +381,13 @@ def test_default_is_most_recent_run(app: typer.Typer, run_dir: Path, tmp_path: P
 
 
 def test_run_counts_csv_round_trips_through_counts_mode(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
-    """`study fit RUN_DIR` writes the counts table beside fit.json; fitting that file gives the same fit and comparison."""
+    """`study fit RUN_DIR` writes the counts table beside fit.json (named after it outside the run's _fit/, so a
+    counts.csv of the user's there is untouched); fitting that file gives the same fit and comparison."""
+    (tmp_path / "counts.csv").write_text("mine\n")
     res = _invoke(app, "fit", run_dir, "--json", tmp_path / "fit.json", "--no-plots", "--boot", 30)
     assert res.exit_code == 0, res.output
+    assert (tmp_path / "counts.csv").read_text() == "mine\n"
+    (tmp_path / "fit.counts.csv").rename(tmp_path / "counts.csv")
     counts = pd.read_csv(tmp_path / "counts.csv")
     assert list(counts.columns)[:7] == ["config", "problem", "n", "correct", "no_answer", "level", "subject"]
     assert len(counts) == len(CONFIGS) * 12 and counts["base_decode"].dtype == np.int64
