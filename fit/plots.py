@@ -69,9 +69,15 @@ def _log(ax: plt.Axes, *axes: str, fmt=_short) -> None:
         axis.set_minor_formatter(NullFormatter())
 
 
-def _pages(names: list[str]) -> list[tuple[str, list[str]]]:
-    """Split group names into figures of at most PER_FIGURE: [(suffix, names)]."""
-    chunks = [names[i:i + PER_FIGURE] for i in range(0, len(names), PER_FIGURE)] or [[]]
+def _pages(names: list[str], run: FitRun) -> list[tuple[str, list[str]]]:
+    """Split group names into figures of at most PER_FIGURE: [(suffix, names)]; when there is more than one, each
+    starts with the run's references (base, oracle), so every config is drawn beside them."""
+    if len(names) <= PER_FIGURE:
+        return [("", names)]
+    refs = [r for r in dict.fromkeys(run.references.values()) if r in names]
+    others = [n for n in names if n not in refs]
+    size = max(1, PER_FIGURE - len(refs))
+    chunks = [refs + others[i:i + size] for i in range(0, len(others), size)]
     return [("" if i == 0 else f"_{i + 1}", chunk) for i, chunk in enumerate(chunks)]
 
 
@@ -96,7 +102,7 @@ def _legend_title(run: FitRun) -> str:
 def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
     """Coverage vs samples per problem (log x): empirical curve with CI, default fit extended to 100× n."""
     paths = []
-    for suffix, names in _pages(list(run.groups)):
+    for suffix, names in _pages(list(run.groups), run):
         fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
@@ -131,7 +137,7 @@ def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
     if not run.curves:
         return []
     paths = []
-    for suffix, names in _pages(list(run.curves)):
+    for suffix, names in _pages(list(run.curves), run):
         fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         x_max = max(run.curves[n].cost * EXTEND * run.groups[n].n.max() for n in names)
         for i, name in enumerate(names):
@@ -160,7 +166,7 @@ def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
 def neglog_coverage(run: FitRun, out_dir: Path) -> list[Path]:
     """−log coverage vs k on log-log axes: empirical points, power-law line (solid) and beta-binomial (dashed)."""
     paths = []
-    for suffix, names in _pages(list(run.groups)):
+    for suffix, names in _pages(list(run.groups), run):
         fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         drawn, lows = False, []
         for i, name in enumerate(names):
@@ -204,7 +210,7 @@ def maj_vs_coverage(run: FitRun, out_dir: Path) -> list[Path]:
     if run.maj is None or run.maj.empty:
         return []
     paths = []
-    for suffix, names in _pages(list(run.groups)):
+    for suffix, names in _pages(list(run.groups), run):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.5), sharey=True, layout="constrained")
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
@@ -299,7 +305,7 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
     if "level" not in run.counts.columns or run.counts["level"].nunique(dropna=True) < 2:
         return []
     paths = []
-    for suffix, names in _pages(list(run.groups)):
+    for suffix, names in _pages(list(run.groups), run):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True, layout="constrained")
         for i, name in enumerate(names):
             f = run.groups[name].frame.dropna(subset=["level"])

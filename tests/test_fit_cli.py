@@ -222,6 +222,22 @@ def test_plots_of_an_earlier_call_that_no_longer_apply_are_removed(app: typer.Ty
     assert not (plots / "coverage_vs_k_7.png").exists()
 
 
+def test_plot_pages_each_show_the_references() -> None:
+    """More groups than fit one figure: every page starts with base and oracle, and every group is drawn once more."""
+    from types import SimpleNamespace
+
+    from fit.plots import PER_FIGURE, _pages
+
+    names = [f"random-c{i}" for i in range(12)] + ["oracle"] + [f"entropy-{i}" for i in range(5)] + ["base"]
+    run = SimpleNamespace(references={"base": "base", "oracle": "oracle"})
+    pages = _pages(names, run)  # type: ignore[arg-type]
+    assert len(pages) == 3 and [suffix for suffix, _ in pages] == ["", "_2", "_3"]
+    assert all(page[:2] == ["base", "oracle"] and len(page) <= PER_FIGURE for _, page in pages)
+    others = [name for _, page in pages for name in page[2:]]
+    assert sorted(others) == sorted(n for n in names if n not in ("base", "oracle"))
+    assert _pages(names[:PER_FIGURE], run) == [("", names[:PER_FIGURE])]  # one page: as given
+
+
 def test_single_problem_comparison_has_no_confidence_intervals(app: typer.Typer, tmp_path: Path) -> None:
     """Resampling one problem changes nothing: the comparison reports no CIs (as pass@1 does), not [x, x]."""
     path = tmp_path / "one.csv"
