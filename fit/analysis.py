@@ -265,6 +265,10 @@ class GroupFit:
             return out
         point, boot, extra, method = self.curve(ks_arr, estimator)
         lo, hi = curves.percentile_ci(boot if len(self.n) > 1 else boot[:0], self.options.level)
+        if len(self.n) > 1 and self.cov[-1] >= 1.0:  # every problem solved by n: resampling them says [1, 1];
+            floor = proportion_ci(len(self.n), len(self.n), self.options.level)[0]  # coverage@n's Wilson low holds on
+            lo = np.where(extra, np.fmin(lo, floor), lo)  # also where the saturated fits gave no replicates
+            hi = np.where(extra, np.fmax(hi, 1.0), hi)
         for i, k in enumerate(ks_arr):
             m = method if extra[i] else "empirical"
             if not np.isfinite(point[i]):
