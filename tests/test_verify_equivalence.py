@@ -51,6 +51,14 @@ MUST_HOLD = [  # (answer, reference)
     ("1\\!234", "1{,}234"),
     ("8 000", "8000"),  # digits grouped by spaces (SI style) are one number
     ("12 345.5", "12345.5"),
+    ("90°", "90^\\circ"),  # degrees as math-verify reads them
+    ("90\\degree", "90^\\circ"),
+    ("6 - 5 i", "6 - 5i"),  # a space before the imaginary unit made i a different symbol
+    ("1+274\\, i", "1+274i"),
+    ("\\text{east.}", "\\text{east}"),  # a full stop closing the text
+    ("52_{\\text{8}}", "52_8"),  # numbers in a base: compared by value and base
+    ("(52)_8", "52_8"),
+    ("52_{\\text{eight}}", "52_8"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -64,6 +72,10 @@ NEAR_MISSES = [  # (answer, reference)
     ("10001", "10{,}000"),
     ("3.5", "3"),
     ("1\\,234", "1"),
+    ("52_9", "52_8"),  # math-verify ignores subscripts
+    ("4343_{7}", "4343_6"),
+    ("91°", "90^\\circ"),
+    ("6 - 4 i", "6 - 5i"),
     ("8 000", "0"),  # not 8 times 000
     ("1 2345", "12345"),  # not a group of three: left as math-verify reads it
 ]

@@ -33,6 +33,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
         (r"$\boxed{4}$ $\boxed{4}$", "4"),  # a box repeated is one answer
         (r"$\boxed{x+11}$ or $\boxed{11+x}$", "11+x"),  # "or" gives two spellings of one answer: the last
         (r"$a=\boxed{53}$ and $b=\boxed{2}$", "2"),  # text between the boxes: not a list
+        (r"$x=\boxed{-2}$ and $x=\boxed{1}$", "-2, 1"),  # the same "x =" before each box: a list
+        (r"so $y = \boxed{3}$ and $x = \boxed{5}$", "5"),  # different variables: not a list
+        (r"we get $\boxed{4}$, then $x=\boxed{5}$", "5"),
+        (r"\boxed{2} \text{ and } \boxed{3}", "2, 3"),
+        (r"$\boxed{2} \quad \boxed{3}$", "2, 3"),
         (r"\boxed{8} and later \fbox{7}", "7"),
         # unbraced argument
         (r"The answer is $\boxed 5$.", "5"),

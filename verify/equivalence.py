@@ -83,7 +83,7 @@ def _number_key(value: Fraction) -> str:
 
 
 def fast_verdict(reference: str, answer: str) -> bool | None:
-    """True/False where math-verify's verdict is known without sympy, None where it must be asked."""
+    """True/False where the verdict is known without sympy, None where math-verify must be asked."""
     ref, ans = reference.strip(), answer.strip()
     if not ref or not ans:
         return None
@@ -92,7 +92,31 @@ def fast_verdict(reference: str, answer: str) -> bool | None:
     ref_value, ans_value = exact_number(ref), exact_number(ans)
     if ref_value is not None and ans_value is not None:
         return ref_value == ans_value
+    ref_based, ans_based = base_number(ref), base_number(ans)
+    if ref_based is not None and ans_based is not None:  # math-verify ignores subscripts: 52_9 would equal 52_8
+        return ref_based == ans_based
     return None
+
+
+_BASE_WORDS = {w: b for b, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
+                                          "thirteen fourteen fifteen sixteen".split()) if b >= 2}
+_BASE_NUMBER = re.compile(r"\(?\s*([0-9A-Za-z]+)\s*\)?\s*_\s*(?:\{\s*)?(?:\\(?:text|mathrm)\s*\{\s*)?"
+                          r"([0-9]+|[a-z]+)\s*(?:\}\s*)?(?:\}\s*)?")
+
+
+def base_number(answer: str) -> tuple[int, int] | None:
+    """(value, base) of a number written in a base, `52_8`, `52_{\\text{8}}`, `(52)_8`, `52_{\\text{eight}}`; else None."""
+    match = _BASE_NUMBER.fullmatch(answer.replace("$", "").strip())
+    if match is None:
+        return None
+    digits, base_text = match.groups()
+    base = int(base_text) if base_text.isdigit() else _BASE_WORDS.get(base_text.lower())
+    if base is None or not 2 <= base <= 36:
+        return None
+    try:
+        return int(digits, base), base
+    except ValueError:  # a digit the base does not have: not a number in that base
+        return None
 
 
 _TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
@@ -136,9 +160,17 @@ def _join_groups(match: re.Match[str]) -> str:
     return match.group().replace(" ", "")
 
 
+_DEGREES = re.compile(r"\s*(?:°|\\degree\b)")  # "90°", "90\\degree": math-verify reads only 90^\\circ
+_SPACED_I = re.compile(r"(?<=\d)(?:\s|\\[,;:! ])+(?=i\b)")  # "5 i", "274\\, i": read apart, i is taken as a real symbol
+_STOP_IN_TEXT = re.compile(r"(?<=[A-Za-z])\.(?=\s*\}+\s*$)")  # "\\text{east.}"
+
+
 def tidy(answer: str) -> str:
-    """An answer as math-verify should read it: no spacing inside digit groups ("1\\,234", "8 000"), no closing full stop."""
-    tidied = _CLOSING_STOP.sub("", _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", answer)))
+    """An answer as math-verify should read it: no spacing inside digit groups ("1\\,234", "8 000") or before
+    the imaginary unit ("5 i"), degrees as ^\\circ ("90°"), no closing full stop ("3.", "\\text{east.}")."""
+    tidied = _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", answer))
+    tidied = _SPACED_I.sub("", _DEGREES.sub(lambda _: "^\\circ", tidied))
+    tidied = _CLOSING_STOP.sub("", _STOP_IN_TEXT.sub("", tidied))
     return tidied if tidied.strip() else answer
 
 
@@ -251,6 +283,8 @@ def compare(reference: str, answer: str, grader: str = "math-verify") -> tuple[b
     if verdict is None:
         return None
     key = fast_key(answer)
+    if key is None and (based := base_number(answer)) is not None:
+        key = f"b:{based[0]}_{based[1]}"
     if verdict:
         return True, key or "s:" + normalize_strict(answer)
     if key is None:  # a wrong answer whose key needs sympy

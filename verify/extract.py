@@ -96,7 +96,10 @@ def extract_boxed(text: str) -> str | None:
         parts = [found[0]]
         while i > 0:  # "the answers are $\boxed{-2}$ and $\boxed{1}$": a list of boxes is one answer
             before = _box_content(text, boxes[i - 1][1], state, boxes[0][1])
-            if before is None or before[1] is None or not _LIST_GLUE_RE.fullmatch(text, before[1], boxes[i][0]):
+            if before is None or before[1] is None:
+                break
+            glue = _LIST_GLUE_RE.fullmatch(text, before[1], boxes[i][0])
+            if glue is None or (glue["var"] and not _assigned(text, boxes[i - 1][0], glue["var"])):
                 break
             parts.insert(0, before[0])
             i -= 1
@@ -104,7 +107,19 @@ def extract_boxed(text: str) -> str | None:
     return None
 
 
-_LIST_GLUE_RE = re.compile(r"[\s$]*(?:,|,?\s*and)?[\s$]*")  # not "or": "x+11 or 11+x" are two spellings
+# what may join the boxes of one list answer: commas, "and" (also as \text{ and }), \quad, and "x =" when the
+# earlier box has the same "x =" before it ("$x=\boxed{-2}$ and $x=\boxed{1}$"); not "or": "x+11 or 11+x"
+# are two spellings of one answer
+_LIST_GLUE_RE = re.compile(
+    r"[\s$]*(?:,|,?\s*and|\\text\s*\{\s*,?\s*(?:and)?\s*\}|\\q?quad)?[\s$]*(?:\\q?quad[\s$]*)?"
+    r"(?:(?P<var>[A-Za-z](?:_\{?\w+\}?)?)\s*=\s*)?")
+_ASSIGNED_RE = re.compile(r"(?P<var>[A-Za-z](?:_\{?\w+\}?)?)\s*=\s*[\s$]*$")
+
+
+def _assigned(text: str, box_start: int, var: str) -> bool:
+    """Whether the box starting at box_start is preceded by "var =" (only spaces and `$` between)."""
+    match = _ASSIGNED_RE.search(text, max(0, box_start - 40), box_start)
+    return match is not None and match["var"] == var
 
 
 def _box_content(text: str, arg_start: int, state: dict[str, dict[int, int] | None], first_arg: int

@@ -83,7 +83,7 @@ PAIR_SCHEMA = pa.schema(
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
 REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
-GRADING_RULES = 2  # bump whenever extraction or equivalence changes a grade (2: answer spans, space-grouped digits)
+GRADING_RULES = 2  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists)
 _RULES_KEY = b"study.grading_rules"
 
 
