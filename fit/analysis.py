@@ -267,8 +267,9 @@ class GroupFit:
         lo, hi = curves.percentile_ci(boot if len(self.n) > 1 else boot[:0], self.options.level)
         if len(self.n) > 1 and self.cov[-1] >= 1.0:  # every problem solved by n: resampling them says [1, 1];
             floor = proportion_ci(len(self.n), len(self.n), self.options.level)[0]  # coverage@n's Wilson low holds on
-            lo = np.where(extra, np.fmin(lo, floor), lo)  # also where the saturated fits gave no replicates
-            hi = np.where(extra, np.fmax(hi, 1.0), hi)
+            at_or_past_n = ks_arr >= self.n_min  # from coverage@n on, so the interval has no step at n
+            lo = np.where(at_or_past_n, np.fmin(lo, floor), lo)  # also where the saturated fits gave no replicates
+            hi = np.where(at_or_past_n, np.fmax(hi, 1.0), hi)
         for i, k in enumerate(ks_arr):
             m = method if extra[i] else "empirical"
             if not np.isfinite(point[i]):

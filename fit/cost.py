@@ -126,8 +126,9 @@ def add_seconds_per_sample(counts: pd.DataFrame, source: str) -> pd.DataFrame:
         raise CountsError(f"{source}: cost model 'seconds' needs a '{SECONDS_COLUMN}' column (measured engine seconds per row)")
     column = counts[SECONDS_COLUMN]
     seconds = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
-    written = column.notna().to_numpy() & (column.astype(str).str.strip() != "").to_numpy()
-    wrong = written & ~(np.isfinite(seconds) & (seconds > 0))  # a value, but not a time: name it
+    text = column.astype(str).str.strip().str.lower()
+    missing = column.isna().to_numpy() | text.isin(["", "nan", "na", "n/a", "null", "none"]).to_numpy()
+    wrong = ~missing & ~(np.isfinite(seconds) & (seconds > 0))  # a value, but not a time: name it
     if wrong.any():
         i = int(np.flatnonzero(wrong)[0])
         raise CountsError(f"{source}: column '{SECONDS_COLUMN}', row {i + 1}: measured seconds must be a number > 0, "

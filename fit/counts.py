@@ -54,7 +54,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False, index_col=False)
         except pd.errors.ParserWarning:
             raise CountsError(_long_row(path)) from None
-    frame.columns = [str(name).strip() for name in frame.columns]
+    names = [str(name).strip() for name in frame.columns]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise CountsError(f"{path}: column(s) {', '.join(repr(n) for n in repeated)} appear more than once in the header")
+    frame.columns = names
     return frame
 
 

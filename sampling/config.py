@@ -47,6 +47,7 @@ from typing import Any
 from sampling.datasets import DATASET_NAMES
 from sampling.policy import POLICY_NAMES, PolicySpec
 from sampling.records import GuidedConfig, SamplingParams
+from sampling.store import CONFIG_ID_PATTERN
 
 GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every", "base_temperature", "oracle_temperature")
 POLICY_KEYS = {"policy", "id", *GRID_KEYS, "top_p", "head"}
@@ -214,8 +215,9 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
                 )
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"{place}: {exc}") from None
-            if "id" in entry and not (isinstance(entry["id"], str) and entry["id"].strip()):
-                raise ConfigError(f"{place}: id must be a non-empty string (leave it out for the generated id), got {entry['id']!r}")
+            if "id" in entry and not (isinstance(entry["id"], str) and CONFIG_ID_PATTERN.match(entry["id"])):
+                raise ConfigError(f"{place}: id must be letters, digits and _.+-, starting with a letter or digit "
+                                  f"(leave it out for the generated id), got {entry['id']!r}")
             config_id = entry.get("id") or config_id_for(policy) + temperature_suffix(entry)
             if config_id in configs:
                 raise ConfigError(f"{place}: duplicate config id {config_id!r}")

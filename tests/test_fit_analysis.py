@@ -102,11 +102,12 @@ def test_zero_successes_rule_of_three(groups) -> None:
 
 def test_saturated_and_uninformative_groups(groups) -> None:
     """All solved: coverage 1 everywhere. n = 1: no fit can extrapolate; the prediction says so."""
-    full = groups["full"].predict([1000])["1000"]
-    assert full["coverage"] == 1.0 and full["high"] == 1.0
     from verify.metrics import proportion_ci
 
-    assert full["low"] == pytest.approx(proportion_ci(10, 10)[0])  # as coverage@n's Wilson interval, not [1, 1]
+    for k in ("8", "1000"):  # from n on: as coverage@n's Wilson interval, not [1, 1] (no step at n)
+        full = groups["full"].predict([8, 1000])[k]
+        assert full["coverage"] == 1.0 and full["high"] == 1.0
+        assert full["low"] == pytest.approx(proportion_ci(10, 10)[0])
     js = groups["n_is_one"].to_json([10.0])
     assert js["predict"]["10"]["method"] == "unavailable" and js["predict"]["10"]["coverage"] is None
     assert js["power_law"]["status"] == "insufficient" and js["beta_binomial"]["status"] == "insufficient"

@@ -66,6 +66,8 @@ def test_seconds_model_is_measured_time_per_sample() -> None:
         cost.add_seconds_per_sample(counts.assign(seconds=[2.0, -1.0]), "run")
     with pytest.raises(CountsError, match=r"row 1: .* got 'abc'"):  # CSV cells are text
         cost.add_seconds_per_sample(counts.assign(seconds=["abc", ""]), "run")
+    with pytest.raises(CountsError, match=r"2 row\(s\) have no measured time"):  # how other tools write missing
+        cost.add_seconds_per_sample(counts.assign(seconds=["NaN", "NA"]), "run")
     with pytest.raises(CountsError, match="needs a 'seconds' column"):
         cost.add_seconds_per_sample(counts.drop(columns="seconds"), "run")
     with pytest.raises(ValueError, match="not a per-token rate"):

@@ -62,6 +62,9 @@ def test_csv_header_names_are_stripped(tmp_path: Path) -> None:
     path.write_text("config, problem, n, correct\na,p1,4,1\nb,p1,4,2\n")
     counts = load_counts(path)
     assert counts["group"].tolist() == ["a", "b"] and counts["correct"].tolist() == [1, 2]
+    path.write_text("config,problem,n,correct, n\na,p1,4,1,4\n")
+    with pytest.raises(CountsError, match=r"column\(s\) 'n' appear more than once"):
+        load_counts(path)
 
 
 @pytest.mark.parametrize("name", ["levels.csv", "levels.parquet"])

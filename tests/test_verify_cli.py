@@ -382,6 +382,27 @@ def test_interrupted_run_keeps_finished_pairs_and_says_so(tmp_path: Path, monkey
     assert code == 0 and "2 samples graded now" in text and "1 cached" in text
 
 
+def test_interrupted_regrade_says_how_to_finish_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C during --regrade: exit 130 and the advice to finish it with --regrade (a plain re-run is refused)."""
+    import verify.run_grades
+
+    problems = [ProblemSpec("a", "5", "", 1, "Algebra")]
+    run = write_run_dir(tmp_path / "run", problems, pd.DataFrame(
+        {"config_id": "base", "problem_id": ["a"], "sample_index": [0], "text": ["\\boxed{5}"]}))
+    assert _invoke("verify", str(run), "--no-progress")[0] == 0
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(verify.run_grades, "grade_batch", interrupted)
+    code, text = _invoke("verify", str(run), "--regrade", "--no-progress")
+    assert code == 130 and "regrade is unfinished" in text and "--regrade` finishes it" in text
+    monkeypatch.undo()
+    code, text = _invoke("verify", str(run), "--no-progress")
+    assert code == 2 and "was interrupted" in text
+    assert _invoke("verify", str(run), "--regrade", "--no-progress")[0] == 0
+
+
 def test_interrupted_jsonl_writes_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Ctrl-C while grading a JSONL file: exit 130, a one-line message, no output file."""
     import verify.jsonl

@@ -35,6 +35,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
         (r"$a=\boxed{53}$ and $b=\boxed{2}$", "2"),  # text between the boxes: not a list
         (r"$x=\boxed{-2}$ and $x=\boxed{1}$", "-2, 1"),  # the same "x =" before each box: a list
         (r"so $y = \boxed{3}$ and $x = \boxed{5}$", "5"),  # different variables: not a list
+        (r"Since $ab = \boxed{6}$ and $b = \boxed{3}$", "3"),  # "ab =" is not "b ="
         (r"we get $\boxed{4}$, then $x=\boxed{5}$", "5"),
         (r"\boxed{2} \text{ and } \boxed{3}", "2, 3"),
         (r"$\boxed{2} \quad \boxed{3}$", "2, 3"),
@@ -77,7 +78,10 @@ def test_boxes(text: str, expected: str | None) -> None:
         ("...\nAnswer: 6. Each of the 3 people shakes hands with 2 others.", "6"),
         ("The final answer is 6. Each of the 3 people shakes hands with 2 others.", "6"),
         ("...\nAnswer: 3 (since f(3) = 4)", "3"),
-        ("...\nAnswer: $x = 3$ at $y = 2$", "x = 3"),
+        ("...\nAnswer: $x = 3$ at $y = 2$", "$x = 3$ at $y = 2$"),  # two math spans: not unwrapped as one
+        ("The final answer is $2$ and $3$.", "$2$ and $3$"),  # a hedge stays whole (graded wrong for 2)
+        ("Final Answer: The final answer is $\\$18.90$. I hope it is correct.", "\\$18.90"),  # an escaped dollar
+        ("Answer: 12 (or 13 if we count the endpoint)", "12 (or 13 if we count the endpoint)"),
         ("Answer: \\(x=2\\). Done.", "x=2"),
         ("Answer: 3.5", "3.5"),
         ("Answer: x \\in (2, 5)", "x \\in (2, 5)"),

@@ -470,3 +470,71 @@ def test_a_sample_in_two_shards_is_graded_once_from_the_first(tmp_path: Path) ->
     grades = verify.grade_run(run, progress=False)
     assert grades["correct"].tolist() == [True, False]
     assert len(verify.grade_run(run, progress=False)) == 2
+
+
+def test_an_interrupted_forced_regrade_is_refused_until_finished(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The class registry deleted, so the next call regrades everything; Ctrl-C after its first chunk (which
+    rewrote the registry) must not let the old parts' class numbers mix with the new ones: plain calls are
+    refused until a regrade finishes, and then every answer has one class across configs."""
+    problems = [ProblemSpec("p", "1", "", 1, "Algebra")]
+    first = pd.DataFrame({"config_id": "b", "problem_id": "p", "sample_index": [0, 1, 2],
+                          "text": ["\\boxed{9}", "\\boxed{9}", "\\boxed{7}"]})
+    run = write_run_dir(tmp_path / "run", problems, first)
+    verify.grade_run(run, progress=False)
+    more = pd.DataFrame({"config_id": "a", "problem_id": "p", "sample_index": [0, 1, 2],
+                         "text": ["\\boxed{7}", "\\boxed{7}", "\\boxed{9}"]})
+    write_run_dir(run, problems, more)
+    verify.grade_run(run, progress=False)
+    (run / "_grades" / "_cache" / "math-verify.classes.parquet").unlink()
+    monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 3)
+    real = run_grades_module.grade_batch
+    calls = []
+
+    def second_chunk_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_grades_module, "grade_batch", second_chunk_interrupted)
+    with pytest.raises(run_grades_module.GradingInterrupted) as interrupted:
+        verify.grade_run(run, progress=False)
+    assert interrupted.value.regrade
+    monkeypatch.setattr(run_grades_module, "grade_batch", real)
+    with pytest.raises(RunDirError, match="regrade of its math-verify grades was interrupted.*--regrade"):
+        verify.grade_run(run, progress=False)
+    grades = verify.grade_run(run, progress=False, regrade=True)
+    classes = grades.groupby("extracted")["answer_class"].nunique()
+    assert (classes == 1).all() and grades.groupby("answer_class")["extracted"].nunique().max() == 1
+    assert len(verify.grade_run(run, progress=False)) == 6  # finished: plain calls accepted again
+
+
+def test_an_interrupt_before_a_chunks_references_are_recorded_never_accepts_stale_grades(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while the second chunk records its references: its grades must not be accepted after the problem's
+    reference changes (the references are recorded before the grades that use them)."""
+    problems = [ProblemSpec("p", "1", "", 1, "Algebra"), ProblemSpec("q", "3", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": "c", "problem_id": ["p", "q"], "sample_index": [0, 0],
+                            "text": ["\\boxed{1}", "\\boxed{3}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples, shard_rows=1)
+    monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 1)
+    real = run_grades_module._save_references
+    calls = []
+
+    def second_interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_grades_module, "_save_references", second_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        verify.grade_run(run, progress=False)
+    monkeypatch.setattr(run_grades_module, "_save_references", real)
+    write_run_dir(run, [problems[0], ProblemSpec("q", "4", "", 1, "Algebra")], samples.iloc[:0])
+    try:
+        grades = verify.grade_run(run, progress=False)
+    except RunDirError as exc:
+        assert "'q' differs" in str(exc)
+    else:  # q was never graded against 3: graded now against 4
+        assert dict(zip(grades["problem_id"], grades["correct"])) == {"p": True, "q": False}

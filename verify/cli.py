@@ -102,6 +102,10 @@ def _verify_run(
         saved = exc.saved if isinstance(exc, GradingInterrupted) else 0
         graded = exc.graded if isinstance(exc, GradingInterrupted) else 0
         kept = f" (the {saved:,} comparison(s) it finished are cached)" if saved else ""
+        if isinstance(exc, GradingInterrupted) and exc.regrade:
+            _fail(f"interrupted: the regrade is unfinished{kept}; `study verify {run_dir} --regrade` finishes it "
+                  "(until then the run's grades are refused)", INTERRUPTED)
+            return
         done = (f"the grades of {graded:,} sample(s) were saved, the rest of this call's were not{kept}; "
                 if graded else f"the grades of this call were not saved{kept}; ")
         _fail(f"interrupted: {done}re-running `study verify {run_dir}` grades the samples still ungraded", INTERRUPTED)

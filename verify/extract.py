@@ -7,10 +7,10 @@ Rules, in order (the first rule that yields a non-empty answer wins):
    tried. `\\boxed 5` (argument without braces) takes the text up to the next `$` or line end.
    Boxes right before it joined only by "and", commas and `$` (`$\\boxed{-2}$ and
    $\\boxed{1}$`) are one list answer, `-2, 1`.
-2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X". X is the first math
-   span (`$...$`, `\\(...\\)`) when the line starts with one, else the line up to the first
-   sentence end (". ") or parenthetical remark (" (since ..."); `**`, a trailing period and
-   Minerva's "I hope it is correct." are stripped.
+2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X". X runs to the first
+   sentence end (". ") or parenthetical remark (" (since ...", not " (or ...") of its line; `**`,
+   one pair of math delimiters around all of it (not "$2$ and $3$", two spans), a trailing period
+   and Minerva's "I hope it is correct." are stripped.
 3. Otherwise `None`: the sample has no answer (graded wrong, counted separately).
 
 Every step is linear in the text length, so a 1 MB completion is handled in milliseconds.
@@ -27,7 +27,7 @@ _ANCHOR_RE = re.compile(r"final\s+answer\s+is\s*:?|\banswer\s*:|####", re.IGNORE
 _LINE_RE = re.compile(r"[^\S\n]*(?:\n\s*)?([^\n]*)")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 _MATH_DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_SENTENCE_END_RE = re.compile(r"(?<=\S)\.\s|\s\((?=[A-Za-z]{2})")  # "6. Each ...", "3 (since ..."
+_SENTENCE_END_RE = re.compile(r"(?<=\S)\.\s|\s\((?!or\b)(?=[A-Za-z]{2})")  # "6. Each ...", "3 (since ..." (not "(or ...")
 
 
 def _box_starts(text: str) -> list[tuple[int, int]]:
@@ -113,7 +113,7 @@ def extract_boxed(text: str) -> str | None:
 _LIST_GLUE_RE = re.compile(
     r"[\s$]*(?:,|,?\s*and|\\text\s*\{\s*,?\s*(?:and)?\s*\}|\\q?quad)?[\s$]*(?:\\q?quad[\s$]*)?"
     r"(?:(?P<var>[A-Za-z](?:_\{?\w+\}?)?)\s*=\s*)?")
-_ASSIGNED_RE = re.compile(r"(?P<var>[A-Za-z](?:_\{?\w+\}?)?)\s*=\s*[\s$]*$")
+_ASSIGNED_RE = re.compile(r"(?<![A-Za-z\\])(?P<var>[A-Za-z](?:_\{?\w+\}?)?)\s*=\s*[\s$]*$")
 
 
 def _assigned(text: str, box_start: int, var: str) -> bool:
@@ -155,11 +155,18 @@ def _strip_delimiters(answer: str) -> str:
         for left, right in (*_MATH_DELIMS, ("**", "**")):
             inner = answer[len(left) : len(answer) - len(right)]
             if (len(answer) >= len(left) + len(right) and answer.startswith(left) and answer.endswith(right)
-                    and left not in inner and right not in inner):  # not "$x = 3$ at $y = 2$": two spans
+                    and not _unescaped(inner, left) and not _unescaped(inner, right)):  # not "$2$ and $3$": two spans
                 answer = inner.strip()
                 changed = True
                 break
     return answer
+
+
+def _unescaped(text: str, delimiter: str) -> bool:
+    """Whether text holds the delimiter, not counting an escaped dollar (`\\$` is a dollar sign, not math)."""
+    if delimiter.startswith("$"):
+        return re.search(r"(?<!\\)" + re.escape(delimiter), text) is not None
+    return delimiter in text
 
 
 def _clean(answer: str) -> str:
@@ -178,14 +185,8 @@ def _rest_of_line(text: str, start: int) -> str:
 
 
 def _answer_span(line: str) -> str:
-    """The answer at the start of a line: its first math span if it opens with one, else up to the first sentence end."""
+    """The answer at the start of a line: up to the first sentence end ("6. Each of ...") or remark ("3 (since ...")."""
     body = line.lstrip(" *")
-    for left, right in _MATH_DELIMS:
-        if body.startswith(left):
-            close = body.find(right, len(left))
-            if close > len(left):
-                return body[: close + len(right)]
-            break
     end = _SENTENCE_END_RE.search(body)
     return body[: end.start()] if end else body
 

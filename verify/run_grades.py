@@ -27,6 +27,8 @@ Pairs that timed out or crashed their worker are graded wrong and not cached; `r
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
 consistent. A reference answer that differs from the one its problem's samples were graded against
 (the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale.
+A regrade leaves a marker (`_cache/<grader>.regrading`) until it completes: an interrupted regrade
+mixes old and new parts, so plain calls are refused until `regrade=True` finishes it.
 Likewise grades made under other grading rules (`GRADING_RULES`, recorded with the references and the
 pair cache; runs graded before it was recorded count as rules 1): an upgrade of study that changes
 what a grade is refuses to add to them until `regrade=True`, and a regrade does not reuse the
@@ -91,11 +93,12 @@ class GradingInterrupted(KeyboardInterrupt):
     """Ctrl-C while grading a run dir: `graded` samples (the finished chunks) were saved, and `saved` newly
     decided pairs of the unfinished chunk were kept in the pair cache."""
 
-    def __init__(self, saved: int, graded: int = 0) -> None:
-        """Remember what was kept."""
-        super().__init__(saved, graded)
+    def __init__(self, saved: int, graded: int = 0, regrade: bool = False) -> None:
+        """Remember what was kept, and whether a regrade was interrupted (it must be finished with regrade=True)."""
+        super().__init__(saved, graded, regrade)
         self.saved = saved
         self.graded = graded
+        self.regrade = regrade
 
 
 @dataclass
@@ -112,6 +115,11 @@ class RunGradeStats:
 def grades_dir(run_dir: str | os.PathLike[str], grader: str) -> Path:
     """Folder holding one grader's grade parts."""
     return Path(run_dir) / GRADES_DIR / f"grader={grader}"
+
+
+def _regrade_marker(run_dir: Path, grader: str) -> Path:
+    """A file that exists while a regrade is under way (or was interrupted)."""
+    return run_dir / GRADES_DIR / "_cache" / f"{grader}.regrading"
 
 
 def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
@@ -355,6 +363,10 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
     keys = read_sample_columns(files, KEY_COLUMNS, sink)
     parts = _parquet_files(grades_dir(run, grader))
+    marker = _regrade_marker(run, grader)
+    if not regrade and marker.exists():  # its parts mix grades from before and during that regrade
+        raise RunDirError(f"{run}: a regrade of its {grader} grades was interrupted; run `study verify {run} "
+                          "--regrade` to finish it")
     if not regrade and parts and not _cache_path(run, grader, "classes").is_file():
         # the answer-class registry is gone (deleted by hand): numbering only the new samples' answers
         # could give one answer two classes, or two answers one, so every sample is graded again
@@ -386,11 +398,17 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     newly = 0
     batch = BatchStats()
     pairs_saved = time.monotonic()
+    todo = todo.sort_values("_shard", kind="stable").reset_index(drop=True)
+    shard_of = todo["_shard"].to_numpy()
+    if regrade:  # until the regrade completes, plain calls are refused: old and new parts coexist
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     pool = TaskPool(workers=workers, timeout=timeout)
     try:
         overall = _OverallProgress(sink, len(todo))
-        for shards in _shard_chunks(todo["_shard"].to_numpy(), CHUNK_SAMPLES):
-            chunk = todo[todo["_shard"].isin(shards)].drop(columns="_shard")
+        for shards in _shard_chunks(shard_of, CHUNK_SAMPLES):
+            rows = slice(np.searchsorted(shard_of, shards[0], "left"), np.searchsorted(shard_of, shards[-1], "right"))
+            chunk = todo.iloc[rows].drop(columns="_shard")
             texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
             texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
             chunk = chunk.merge(texts, on=KEY_COLUMNS, how="left")
@@ -405,28 +423,30 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
             graded = pd.concat([chunk[KEY_COLUMNS], result.frame], axis=1)
             classes, registry = _assign_classes(graded, registry)
             graded["answer_class"] = classes
-            # the registry before the grades that use its classes; the grades before the references they record
+            # the registry and the references before the grades that use them (a reference recorded for grades
+            # that an interruption never wrote only makes a later check stricter); a regrade records its
+            # references once every part is written (below)
             write_table_atomic(pa.Table.from_pandas(registry, schema=CLASS_SCHEMA, preserve_index=False),
                                _cache_path(run, grader, "classes"))
+            for problem in chunk["problem_id"].unique():
+                recorded[problem] = answers[problem]
+            if not regrade:
+                _save_references(run, grader, recorded)
             _write_part(run, grader, graded)
             newly += len(graded)
             _add_stats(batch, result.stats)
-            for problem in chunk["problem_id"].unique():
-                recorded[problem] = answers[problem]
-            if not regrade:  # a regrade records its references once every part is written (below)
-                _save_references(run, grader, recorded)
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
                 _save_pairs(run, grader, cache)
                 pairs_saved = time.monotonic()
     except KeyboardInterrupt:
-        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly) from None
+        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly, regrade) from None
     finally:
         pool.close()
     _save_pairs(run, grader, cache)
     for old in replaced:  # after the new parts are complete (which outrank them: read_grades keeps the newest)
         old.unlink(missing_ok=True)
-    # last: until the references are recorded, an interrupted regrade leaves grades the check refuses, never stale ones
     _save_references(run, grader, recorded)
+    marker.unlink(missing_ok=True)  # last: until here an interrupted regrade is refused, never accepted half done
 
     grades = read_grades(run, grader)
     grade_code, key_code = _key_codes(grades, keys)  # codes compare within one call only
