@@ -93,6 +93,20 @@ def test_grades_written_with_expected_values(run_dir: Path) -> None:
     assert pd.read_parquet(run_dir).shape[0] == 2 * len(TEXTS)  # the samples table is still read alone
 
 
+def _interrupt_on_call(monkeypatch: pytest.MonkeyPatch, name: str, nth: int) -> None:
+    """Make run_grades' function `name` raise KeyboardInterrupt (Ctrl-C) on its nth call."""
+    real = getattr(run_grades_module, name)
+    calls = []
+
+    def interrupted(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == nth:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_grades_module, name, interrupted)
+
+
 def test_chunked_grading_equals_one_chunk_and_an_interrupt_keeps_finished_chunks(
         run_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Grading shard by shard in small chunks (bounded memory) gives the same grades and answer classes as one
@@ -104,20 +118,12 @@ def test_chunked_grading_equals_one_chunk_and_an_interrupt_keeps_finished_chunks
     chunked_run = tmp_path / "chunked"
     shutil.copytree(run_dir, chunked_run, ignore=shutil.ignore_patterns("_grades"))
     monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 7)  # the fixture's shards hold 7 rows each
-    real = run_grades_module.grade_batch
-    calls = []
-
-    def second_chunk_interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(run_grades_module, "grade_batch", second_chunk_interrupted)
+    _interrupt_on_call(monkeypatch, "grade_batch", 2)
     with pytest.raises(run_grades_module.GradingInterrupted) as interrupted:
         verify.grade_run(chunked_run, progress=False)
     assert interrupted.value.graded == 7 and len(read_grades(chunked_run)) == 7
-    monkeypatch.setattr(run_grades_module, "grade_batch", real)
+    monkeypatch.undo()
+    monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 7)
     chunked, stats = grade_run_with_stats(chunked_run, progress=False)
     assert stats.already_graded == 7 and stats.newly_graded == len(whole) - 7
     assert len(_parts(chunked_run)) == len(run_grades_module.sample_files(chunked_run)) == 6  # a part per chunk
@@ -487,20 +493,11 @@ def test_an_interrupted_forced_regrade_is_refused_until_finished(tmp_path: Path,
     verify.grade_run(run, progress=False)
     (run / "_grades" / "_cache" / "math-verify.classes.parquet").unlink()
     monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 3)
-    real = run_grades_module.grade_batch
-    calls = []
-
-    def second_chunk_interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(run_grades_module, "grade_batch", second_chunk_interrupted)
+    _interrupt_on_call(monkeypatch, "grade_batch", 2)
     with pytest.raises(run_grades_module.GradingInterrupted) as interrupted:
         verify.grade_run(run, progress=False)
     assert interrupted.value.regrade
-    monkeypatch.setattr(run_grades_module, "grade_batch", real)
+    monkeypatch.undo()
     with pytest.raises(RunDirError, match="regrade of its math-verify grades was interrupted.*--regrade"):
         verify.grade_run(run, progress=False)
     grades = verify.grade_run(run, progress=False, regrade=True)
@@ -518,19 +515,10 @@ def test_an_interrupt_before_a_chunks_references_are_recorded_never_accepts_stal
                             "text": ["\\boxed{1}", "\\boxed{3}"]})
     run = write_run_dir(tmp_path / "run", problems, samples, shard_rows=1)
     monkeypatch.setattr(run_grades_module, "CHUNK_SAMPLES", 1)
-    real = run_grades_module._save_references
-    calls = []
-
-    def second_interrupted(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(run_grades_module, "_save_references", second_interrupted)
+    _interrupt_on_call(monkeypatch, "_save_references", 2)
     with pytest.raises(KeyboardInterrupt):
         verify.grade_run(run, progress=False)
-    monkeypatch.setattr(run_grades_module, "_save_references", real)
+    monkeypatch.undo()
     write_run_dir(run, [problems[0], ProblemSpec("q", "4", "", 1, "Algebra")], samples.iloc[:0])
     try:
         grades = verify.grade_run(run, progress=False)
