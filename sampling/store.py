@@ -187,7 +187,7 @@ def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> None:
-    """A RunDirError naming the first run setting or config definition that differs."""
+    """A RunDirError naming the first run setting that differs, or every config whose definition does."""
     for key in RUN_IDENTITY_KEYS:
         if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
             continue
@@ -203,15 +203,20 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
                 f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"
                 f"  now:      {json.dumps(new, sort_keys=True)}\n{fix}"
             )
+    changed: dict[str, str] = {}
     for config_id, config in manifest["configs"].items():
         old = existing["configs"].get(config_id)
         if old is not None and old != config:
-            changed = ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(config.get(k))}"
-                                for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
-            raise RunDirError(
-                f"config {config_id!r} in {run_dir} was sampled with other settings ({changed}). "
-                "Give the changed config a new id or use a new --out directory."
-            )
+            changed[config_id] = ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(config.get(k))}"
+                                           for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
+    if len(changed) == 1:
+        (config_id, what), = changed.items()
+        raise RunDirError(f"config {config_id!r} in {run_dir} was sampled with other settings ({what}). "
+                          "Give the changed config a new id or use a new --out directory.")
+    if changed:  # e.g. max_tokens or a [sampling] temperature: every config at once
+        listed = "\n".join(f"  {config_id}: {what}" for config_id, what in changed.items())
+        raise RunDirError(f"{len(changed)} configs in {run_dir} were sampled with other settings:\n{listed}\n"
+                          "Use a new --out directory (or give the changed configs new ids).")
 
 
 def _identity(key: str, value: Any) -> Any:

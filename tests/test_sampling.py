@@ -390,6 +390,8 @@ def test_changed_config_is_refused_and_new_config_is_added(reference_run: Path, 
     changed = [{"policy": "random", "c": 2, "k": 3, "ref_length": 40, "base_temperature": 0.5, "id": "random-c2-k3"}]
     with pytest.raises(RunDirError, match=r"config 'random-c2-k3' .* other settings \(base_temperature: 1.0 -> 0.5\)"):
         run_experiment(_experiment(configs=changed), run_dir, block_size=8, report=lambda _: None)
+    with pytest.raises(RunDirError, match=r"5 configs in .* other settings:\n  base: max_tokens: \d+ -> 9(.|\n)*  margin-"):
+        run_experiment(_experiment(max_tokens=9), run_dir, block_size=8, report=lambda _: None)  # every config at once
     with pytest.raises(RunDirError, match="different 'n'"):
         run_experiment(_experiment(n=5), run_dir, block_size=8, report=lambda _: None)
     with pytest.raises(RunDirError, match=r"\(5 problems, now 6: check --problems/--levels\)"):
