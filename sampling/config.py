@@ -197,6 +197,9 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
             used = sorted(POLICY_PARAMETERS[raw["policy"]]) or ["none"]
             raise ConfigError(f"{place}: {', '.join(sorted(stray))} do{'es' if len(stray) == 1 else ''} not apply to "
                               f"policy {raw['policy']!r} (its settings: {', '.join(used)})")
+        idle = {"base": ("oracle_temperature", "oracle"), "oracle": ("base_temperature", "base")}.get(policy_name)
+        if idle and idle[0] in raw:  # it would only change the config's id
+            raise ConfigError(f"{place}: {idle[0]} does not apply to policy {policy_name!r} (it never samples the {idle[1]})")
         for entry in _expand(raw, place):
             try:
                 policy = PolicySpec(

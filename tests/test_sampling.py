@@ -567,6 +567,8 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"configs": [{"policy": "judge", "alpha": 0.2, "k": 2, "max_c": 1, "every": 0}]}, r"#1: judge policy needs every >= 1"),
     ({"configs": [{"policy": "judge", "k": 2, "max_c": 1}]}, r"#1: judge policy needs alpha in \(0, 1\).*got alpha=None"),
     ({"configs": [{"policy": "base", "id": ""}]}, r"#1: id must be letters, digits and _.+-"),
+    ({"configs": [{"policy": "oracle", "base_temperature": 0.3}]}, r"#1: base_temperature does not apply to policy 'oracle'"),
+    ({"configs": [{"policy": "base", "oracle_temperature": 0}]}, r"#1: oracle_temperature does not apply to policy 'base'"),
     ({"configs": [{"policy": "base", "id": "../x"}]}, r"#1: id must be letters, digits and _.+-.*'../x'"),
     ({"configs": [{"policy": "base", "id": "_ref"}]}, r"#1: id must be letters"),
     ({"name": "../../escape"}, r"x.toml: name names the run dir .* got '../../escape'"),
