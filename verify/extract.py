@@ -5,8 +5,8 @@ Rules, in order (the first rule that yields a non-empty answer wins):
 1. The last `\\boxed{...}` or `\\fbox{...}` whose braces balance (escaped `\\{`/`\\}` do not count).
    A box left open (a truncated completion) or an empty box is skipped and the one before it is
    tried. `\\boxed 5` (argument without braces) takes the text up to the next `$` or line end.
-   Boxes right before it joined only by "and", commas and `$` (`$\\boxed{-2}$ and
-   $\\boxed{1}$`) are one list answer, `-2, 1`.
+   Boxes right before it joined only by "and" (also `\\text{ and }`), commas, `\\quad`, `$` and the
+   same "x =" (`$x=\\boxed{-2}$ and $x=\\boxed{1}$`) are one list answer, `-2, 1`; "or" is not.
 2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X". X runs to the first
    sentence end (". ") or parenthetical remark (" (since ...", not " (or ...") of its line; `**`,
    one pair of math delimiters around all of it (not "$2$ and $3$", two spans), a trailing period
@@ -84,7 +84,7 @@ def _unbraced_argument(text: str, arg_start: int) -> str:
 
 def extract_boxed(text: str) -> str | None:
     """Content of the last balanced, non-empty `\\boxed{}`/`\\fbox{}` in text, or None; boxes just before
-    it that are joined to it only by "and", commas and `$` are part of the answer ("a, b")."""
+    it that are joined to it as a list (see the module docstring) are part of the answer ("a, b")."""
     boxes = _box_starts(text)
     if not boxes:
         return None
