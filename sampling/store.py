@@ -77,32 +77,32 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (mismatch, corruption, bad input)."""
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a dot-prefixed temp file in the same folder, fsync, rename; never leaves the temp file."""
+@contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A dot-prefixed temp path beside `path` to write; once written it is fsynced and renamed over `path`.
+    The temp file is never left behind, whatever fails."""
     tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def write_table_atomic(table: pa.Table, path: Path, **options) -> None:
-    """Write a Parquet file under a dot-prefixed temp name, fsync, rename; never leaves a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    try:
-        pq.write_table(table, tmp, **options)
+        yield tmp
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write bytes to a temp file in the same folder, fsync, rename; never leaves the temp file."""
+    with _replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_table_atomic(table: pa.Table, path: Path, **options) -> None:
+    """Write a Parquet file under a dot-prefixed temp name, fsync, rename; never leaves a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _replacing(path) as tmp:
+        pq.write_table(table, tmp, **options)
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:

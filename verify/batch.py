@@ -13,7 +13,7 @@ import atexit
 import threading
 import time
 from collections.abc import Callable, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 import pandas as pd
@@ -68,6 +68,14 @@ class BatchStats:
     def calls(self) -> int:
         """math-verify calls made: decided ones plus those that timed out or failed."""
         return self.verified + self.timeouts + self.errors
+
+    def add(self, other: BatchStats) -> None:
+        """Add another batch's counts and phase timings to these (one call graded in several batches)."""
+        for item in fields(self):
+            if item.name != "seconds":
+                setattr(self, item.name, getattr(self, item.name) + getattr(other, item.name))
+        for phase, seconds in other.seconds.items():
+            self.seconds[phase] = self.seconds.get(phase, 0.0) + seconds
 
 
 @dataclass

@@ -117,14 +117,19 @@ def grades_dir(run_dir: str | os.PathLike[str], grader: str) -> Path:
     return Path(run_dir) / GRADES_DIR / f"grader={grader}"
 
 
-def _regrade_marker(run_dir: Path, grader: str) -> Path:
-    """A file that exists while a regrade is under way (or was interrupted)."""
-    return run_dir / GRADES_DIR / "_cache" / f"{grader}.regrading"
+def _cache_dir(run_dir: Path) -> Path:
+    """The folder of the graders' caches (skipped when `_grades/` is read as a dataset)."""
+    return run_dir / GRADES_DIR / "_cache"
 
 
 def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
-    """Path of a grader's cache file (kind: pairs or classes)."""
-    return run_dir / GRADES_DIR / "_cache" / f"{grader}.{kind}.parquet"
+    """Path of a grader's cache file (kind: pairs, classes or references)."""
+    return _cache_dir(run_dir) / f"{grader}.{kind}.parquet"
+
+
+def _regrade_marker(run_dir: Path, grader: str) -> Path:
+    """A file that exists while a regrade is under way (or was interrupted)."""
+    return _cache_dir(run_dir) / f"{grader}.regrading"
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -434,7 +439,7 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
                 _save_references(run, grader, recorded)
             _write_part(run, grader, graded)
             newly += len(graded)
-            _add_stats(batch, result.stats)
+            batch.add(result.stats)
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
                 _save_pairs(run, grader, cache)
                 pairs_saved = time.monotonic()
@@ -498,14 +503,6 @@ def _write_part(run: Path, grader: str, graded: pd.DataFrame) -> None:
     now = time.time_ns()
     name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.localtime(now / 1e9))}.{now % 10**9:09d}-{uuid.uuid4().hex[:8]}.parquet"
     write_table_atomic(table, grades_dir(run, grader) / name)
-
-
-def _add_stats(total: BatchStats, chunk: BatchStats) -> None:
-    """Add one chunk's grading counts and timings to the call's."""
-    for name in ("samples", "no_answer", "pairs", "cached", "fast", "verified", "timeouts", "errors"):
-        setattr(total, name, getattr(total, name) + getattr(chunk, name))
-    for phase, seconds in chunk.seconds.items():
-        total.seconds[phase] = total.seconds.get(phase, 0.0) + seconds
 
 
 class _OverallProgress:
