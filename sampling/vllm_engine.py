@@ -282,6 +282,8 @@ class VllmEngine:
         self.eos_ids, self.sentinel_id = set(eos_ids), sentinel_id
         self.max_model_len = max_model_len
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ROLES}
+        if oracle_path is not None:
+            refuse_two_in_process_gpu_engines()
         self.base = _make_llm(base_path, "base", {**options, **per_model["base"]}, max_model_len,
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
         # the oracle gets one position more where its model has it: a judge request scores a full-length
@@ -604,7 +606,7 @@ class VllmEngine:
             seed=segment_seed(row.request.seed, row.generated, PROVENANCE_BASE),
             stop_token_ids=[self.sentinel_id] if extra else None, extra_args=extra,
             logprobs=self.entropy_logprobs or None, detokenize=False, skip_clone=True,
-            stream_interval=spec.every if kind == "stream" else None,
+            **({"stream_interval": spec.every} if kind == "stream" and _per_request_stream_interval() else {}),
         ), kind)
         if kind == "stream":
             row.stream, row.stream_done = request_id, False
@@ -729,6 +731,26 @@ def _option(options: dict[str, Any], name: str, default: Any, kind: type, least:
     if not number or value < least or (kind is int and value != int(value)):
         raise VllmEngineError(f"engine_options.{name} must be a{'n integer' if kind is int else ' number'} >= {least}, got {value!r}")
     return kind(value)
+
+
+def refuse_two_in_process_gpu_engines() -> None:
+    """Refuse VLLM_ENABLE_V1_MULTIPROCESSING=0 on a GPU, where two in-process vLLM engines break each other's CUDA graphs."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu() and os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING") == "0":
+        raise VllmEngineError(
+            "VLLM_ENABLE_V1_MULTIPROCESSING=0 on a GPU: the base and the oracle would run as two vLLM engines in "
+            "this one process, and on a GPU the first then fails at its next step (vLLM 0.26 on an H100: 'CUDA graph "
+            "capturing detected at an inappropriate time'); unset it, so that each model runs in its own engine "
+            "process (vLLM's GPU default)")
+
+
+@functools.lru_cache(maxsize=1)
+def _per_request_stream_interval() -> bool:
+    """Whether this vLLM's SamplingParams takes `stream_interval` (newer than 0.26); older ones stream every token."""
+    from vllm import SamplingParams
+
+    return "stream_interval" in SamplingParams.__struct_fields__
 
 
 def _resolved_numerics(llm: Any) -> dict[str, Any]:

