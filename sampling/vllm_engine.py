@@ -105,13 +105,28 @@ class VllmEngineError(ValueError):
     """A request or option the vLLM engine cannot serve."""
 
 
+OLDEST_VLLM = "0.26"  # the oldest vLLM this engine has run on (0.26.0, on an H100); 0.25 and older were never tried
+
+
 def vllm_available() -> str | None:
-    """None when vllm imports, else the reason it does not."""
+    """None when a vLLM this engine runs on imports, else the reason it cannot be used."""
     try:
-        import vllm  # noqa: F401
+        import vllm
     except Exception as exc:  # noqa: BLE001 - any import failure means "not available"
         return f"{type(exc).__name__}: {exc}"
-    return None
+    return vllm_too_old(getattr(vllm, "__version__", ""))
+
+
+def vllm_too_old(version: str) -> str | None:
+    """Why a vLLM of this version cannot run the engine, or None (also when the version does not parse)."""
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        too_old = Version(version) < Version(OLDEST_VLLM)
+    except InvalidVersion:
+        return None
+    return (f"vLLM {version} is older than {OLDEST_VLLM}, the oldest this engine has run on (its request API "
+            "changes between versions); install a newer one") if too_old else None
 
 
 def topk_entropy(logprobs: list[float]) -> float:

@@ -25,7 +25,7 @@ from sampling.store import ENGINE_KEY, config_seconds, read_samples, timing_devi
 from sampling.torch_engine import TorchEngine
 from sampling.vllm_engine import (
     OWN_OPTIONS, PERFORMANCE_OPTIONS, RESERVED_OPTIONS, VllmEngineError, check_engine_options, check_sentinel, choose_sentinel,
-    recorded_options, segment_seed, topk_entropy, vllm_available, vllm_engine_for, vllm_option_names,
+    recorded_options, segment_seed, topk_entropy, vllm_available, vllm_engine_for, vllm_option_names, vllm_too_old,
 )
 from verify.run_grades import grade_run
 from verify.tables import class_votes, summarize_grades
@@ -33,9 +33,9 @@ from verify.tables import class_votes, summarize_grades
 MISSING = vllm_available()
 if MISSING is not None:
     if os.environ.get("STUDY_REQUIRE_VLLM") == "1":
-        raise RuntimeError(f"STUDY_REQUIRE_VLLM=1 but vllm does not import: {MISSING}")
-    print(f"\nskipping the vLLM engine tests: vllm does not import ({MISSING})")
-    pytest.skip(f"vllm does not import: {MISSING}", allow_module_level=True)
+        raise RuntimeError(f"STUDY_REQUIRE_VLLM=1 but vllm cannot be used: {MISSING}")
+    print(f"\nskipping the vLLM engine tests: vllm cannot be used ({MISSING})")
+    pytest.skip(f"vllm cannot be used: {MISSING}", allow_module_level=True)
 
 MAX_TOKENS = 160
 GREEDY = SamplingParams(0.0)
@@ -69,6 +69,12 @@ def test_topk_entropy_is_exact_on_a_full_distribution_and_a_lower_bound_on_a_tru
     truncated = topk_entropy(np.log(probs[:3]).tolist())
     assert truncated <= exact + 1e-12
     assert truncated == pytest.approx(-(probs[:3] * np.log(probs[:3])).sum() - 0.2 * math.log(0.1))
+
+
+def test_a_vllm_older_than_the_engine_runs_on_is_named_as_the_reason() -> None:
+    assert "vLLM 0.25.1 is older than 0.26" in vllm_too_old("0.25.1")
+    assert vllm_too_old("0.26.0") is None and vllm_too_old("0.32.0") is None and vllm_too_old("0.34.0.dev3+gabc") is None
+    assert vllm_too_old("not a version") is None  # a build that does not say: let it try
 
 
 def test_segment_seeds_are_pure_and_distinct() -> None:
