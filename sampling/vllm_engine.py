@@ -762,7 +762,7 @@ def refuse_two_in_process_gpu_engines() -> None:
 
 @functools.lru_cache(maxsize=1)
 def _per_request_stream_interval() -> bool:
-    """Whether this vLLM's SamplingParams takes `stream_interval` (newer than 0.26); older ones stream every token."""
+    """Whether this vLLM's SamplingParams takes `stream_interval` (0.32 does, 0.26 does not: a stream then reports every token)."""
     from vllm import SamplingParams
 
     return "stream_interval" in SamplingParams.__struct_fields__

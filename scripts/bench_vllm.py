@@ -21,15 +21,13 @@ import os
 import time
 from collections.abc import Iterator
 
-# the engine runs vLLM in-process on CPU (two LLMs in one process); on a GPU each LLM keeps its engine-core process
-
-from experiments.toy.generator import held_out_problems  # noqa: E402
-from experiments.toy.tokenizer import prompt_ids  # noqa: E402
-from sampling.models import load_pair  # noqa: E402
-from sampling.policy import PolicySpec  # noqa: E402
-from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed  # noqa: E402
-from sampling.torch_engine import TorchEngine  # noqa: E402
-from sampling.vllm_engine import vllm_engine_for  # noqa: E402
+from experiments.toy.generator import held_out_problems
+from experiments.toy.tokenizer import prompt_ids
+from sampling.models import load_pair
+from sampling.policy import PolicySpec
+from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed
+from sampling.torch_engine import TorchEngine
+from sampling.vllm_engine import vllm_engine_for
 
 MAX_TOKENS = 192
 GUIDED = {
@@ -150,7 +148,7 @@ def main() -> None:
     pair = load_pair("toy:base", "toy:oracle")
     tok = pair.tokenizer
     options = {} if args.judge_windows is None else {"judge_windows": args.judge_windows}
-    engine = vllm_engine_for(pair, max_model_len=320, options=options)
+    engine = vllm_engine_for(pair, max_model_len=320, options=options)  # in-process on CPU; on a GPU one engine-core process per model
     prompts = [prompt_ids(tok, p) for p in held_out_problems(args.problems)]
     engine.run_block(requests_for(prompts[:4], 2, GUIDED["random-c4-k5"], "warmup"))  # compile/warm both models
     with counting_steps(engine.oracle) as oracle_steps:
