@@ -376,7 +376,7 @@ def test_interrupted_run_keeps_finished_pairs_and_says_so(tmp_path: Path, monkey
     assert code == 130 and "grades of this call were not saved" in text and "1 comparison(s)" in text
     assert read_grades(run).empty
     cache_dir = run / "_grades" / "_cache"
-    assert [p.name for p in cache_dir.iterdir()] == ["math-verify.pairs.parquet"]  # no temp file left behind
+    assert sorted(p.name for p in cache_dir.iterdir()) == ["math-verify.lock", "math-verify.pairs.parquet"]  # no temp file left behind
     monkeypatch.setattr(verify.batch, "grade_pairs", real)
     code, text = _invoke("verify", str(run), "--no-progress")
     assert code == 0 and "2 samples graded now" in text and "1 cached" in text

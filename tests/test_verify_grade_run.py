@@ -2,6 +2,8 @@
 clear errors, the counts table and the per-config summary."""
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -526,3 +528,23 @@ def test_an_interrupt_before_a_chunks_references_are_recorded_never_accepts_stal
         assert "'q' differs" in str(exc)
     else:  # q was never graded against 3: graded now against 4
         assert dict(zip(grades["problem_id"], grades["correct"])) == {"p": True, "q": False}
+
+
+def test_a_second_grading_call_is_refused_while_another_process_grades_the_run(run_dir: Path) -> None:
+    """Two grading calls on one run and grader would both write the class registry (one's classes lost):
+    while another process holds the run's grading lock a call is refused and writes nothing;
+    once that process is killed (no clean exit) the lock is gone and grading works."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from verify.run_grades import _grading_lock; "
+         "lock = _grading_lock(Path(sys.argv[1]), 'math-verify'); lock.__enter__(); print('held', flush=True); time.sleep(120)", str(run_dir)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunDirError, match="another process .* is grading this run with math-verify now; wait for it"):
+            verify.grade_run(run_dir, progress=False)
+        assert _parts(run_dir) == []
+        verify.grade_run(run_dir, grader="strict", progress=False)  # another grader's lock is its own
+    finally:
+        holder.kill()
+        holder.wait()
+    assert len(verify.grade_run(run_dir, progress=False)) == 2 * len(TEXTS)

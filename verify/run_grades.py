@@ -33,13 +33,17 @@ Likewise grades made under other grading rules (`GRADING_RULES`, recorded with t
 pair cache; runs graded before it was recorded count as rules 1): an upgrade of study that changes
 what a grade is refuses to add to them until `regrade=True`, and a regrade does not reuse the
 pair cache's verdicts from other rules.
+One grading call at a time per run and grader: a call holds an exclusive lock on
+`_cache/<grader>.lock` (released when its process ends, however it ends), and a second call while
+it is held is refused, rather than both writing the class registry.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,6 +134,33 @@ def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
 def _regrade_marker(run_dir: Path, grader: str) -> Path:
     """A file that exists while a regrade is under way (or was interrupted)."""
     return _cache_dir(run_dir) / f"{grader}.regrading"
+
+
+@contextlib.contextmanager
+def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
+    """Hold the run's grading lock for one grader; RunDirError if another process holds it.
+
+    An flock: the system releases it when its holder exits, so a killed call leaves no stale lock.
+    Where no lock file can be made (a read-only run, a system without flock) nothing can write
+    grades either, and the call goes on unlocked."""
+    try:
+        import fcntl
+
+        _cache_dir(run_dir).mkdir(parents=True, exist_ok=True)
+        handle = open(_cache_dir(run_dir) / f"{grader}.lock", "a")
+    except (ImportError, OSError):
+        yield
+        return
+    with handle:  # never written: a call with nothing to grade changes no file
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunDirError(f"{run_dir}: another process (`study verify` or `study fit`) is grading this run with "
+                              f"{grader} now; wait for it to finish, then run this again") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _parquet_files(folder: Path) -> list[Path]:
@@ -366,6 +397,13 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     files = sample_files(run)
     if not files:
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
+    with _grading_lock(run, grader):
+        return _grade_files(run, grader, sink, timeout, workers, regrade, problems, files, started)
+
+
+def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, workers: int | None, regrade: bool,
+                 problems: pd.DataFrame, files: list[Path], started: float) -> tuple[pd.DataFrame, RunGradeStats]:
+    """_grade_run's work, with the run's grading lock held."""
     keys = read_sample_columns(files, KEY_COLUMNS, sink)
     parts = _parquet_files(grades_dir(run, grader))
     marker = _regrade_marker(run, grader)
