@@ -548,3 +548,15 @@ def test_a_second_grading_call_is_refused_while_another_process_grades_the_run(r
         holder.kill()
         holder.wait()
     assert len(verify.grade_run(run_dir, progress=False)) == 2 * len(TEXTS)
+
+
+def test_grading_goes_on_unlocked_where_the_file_system_has_no_flock(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Some network file systems refuse flock (ENOSYS): grading then runs as it did before locks, unlocked."""
+    import errno
+    import fcntl
+
+    def no_flock(handle, operation):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    assert len(verify.grade_run(run_dir, progress=False)) == 2 * len(TEXTS)

@@ -141,26 +141,32 @@ def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
     """Hold the run's grading lock for one grader; RunDirError if another process holds it.
 
     An flock: the system releases it when its holder exits, so a killed call leaves no stale lock.
-    Where no lock file can be made (a read-only run, a system without flock) nothing can write
-    grades either, and the call goes on unlocked."""
+    Where no lock file can be made (a read-only run) nothing can write grades either, and the call
+    goes on unlocked; so it does where the system or file system has no flock."""
     try:
         import fcntl
 
         _cache_dir(run_dir).mkdir(parents=True, exist_ok=True)
-        handle = open(_cache_dir(run_dir) / f"{grader}.lock", "a")
+        handle = open(_cache_dir(run_dir) / f"{grader}.lock", "a")  # never written: a call with nothing to grade changes no file
     except (ImportError, OSError):
+        handle = None
+    if handle is None:
         yield
         return
-    with handle:  # never written: a call with nothing to grade changes no file
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            locked = True
         except BlockingIOError:
             raise RunDirError(f"{run_dir}: another process (`study verify` or `study fit`) is grading this run with "
                               f"{grader} now; wait for it to finish, then run this again") from None
+        except OSError:  # a file system without flock (some network ones)
+            locked = False
         try:
             yield
         finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            if locked:
+                fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _parquet_files(folder: Path) -> list[Path]:
