@@ -344,8 +344,11 @@ def run_experiment(
         block_seconds = time.perf_counter() - block_start
         for record in records:
             record.text = pair.tokenizer.decode(record.token_ids, skip_special_tokens=True)
-        store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name, device=device)
-        written += len(records)
+        if store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name, device=device):
+            written += len(records)
+        else:  # written once: grades made from the first file never go stale
+            report(f"note: block {block.config_id}/{block.key} was written by another process while this one sampled it "
+                   "(two workers on one shard?); its file is kept and these samples dropped")
         if progress is not None:
             progress.update(task, advance=len(records))
     return RunResult(Path(run_dir), len(todo), len(mine) - len(todo), written, tokens, time.time() - start)

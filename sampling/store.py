@@ -18,6 +18,7 @@ import json
 import os
 import re
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -77,32 +78,55 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (mismatch, corruption, bad input)."""
 
 
+@dataclass
+class _Staged:
+    """A temp file being written beside its destination, and whether it was moved there."""
+
+    tmp: Path
+    placed: bool = False
+
+
 @contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
-    """A dot-prefixed temp path beside `path` to write; once written it is fsynced and renamed over `path`.
-    The temp file is never left behind, whatever fails."""
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+def _replacing(path: Path, keep_existing: bool = False) -> Iterator[_Staged]:
+    """A dot-prefixed temp path beside `path` to write; once written it is fsynced and renamed over `path`
+    (with `keep_existing`, moved there only if no `path` exists: an existing file is kept). The temp file
+    is never left behind, whatever fails."""
+    staged = _Staged(path.with_name(f".tmp-{os.getpid()}-{path.name}"))
     try:
-        yield tmp
-        with open(tmp, "rb") as handle:
+        yield staged
+        with open(staged.tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        if not keep_existing:
+            os.replace(staged.tmp, path)
+            staged.placed = True
+        else:
+            try:
+                os.link(staged.tmp, path)  # atomic, and refuses an existing path
+                staged.placed = True
+            except FileExistsError:
+                pass
+            except OSError:  # a file system without hard links: check, then rename
+                if not path.exists():
+                    os.replace(staged.tmp, path)
+                    staged.placed = True
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        if staged.tmp.exists():
+            staged.tmp.unlink()
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write bytes to a temp file in the same folder, fsync, rename; never leaves the temp file."""
-    with _replacing(path) as tmp:
-        tmp.write_bytes(data)
+    with _replacing(path) as staged:
+        staged.tmp.write_bytes(data)
 
 
-def write_table_atomic(table: pa.Table, path: Path, **options) -> None:
-    """Write a Parquet file under a dot-prefixed temp name, fsync, rename; never leaves a half file."""
+def write_table_atomic(table: pa.Table, path: Path, keep_existing: bool = False, **options) -> bool:
+    """Write a Parquet file under a dot-prefixed temp name, fsync, rename; never leaves a half file.
+    With `keep_existing`, a file already at `path` is kept and this table dropped: returns False."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _replacing(path) as tmp:
-        pq.write_table(table, tmp, **options)
+    with _replacing(path, keep_existing) as staged:
+        pq.write_table(table, staged.tmp, **options)
+    return staged.placed
 
 
 def read_manifest(run_dir: Path) -> dict[str, Any]:
@@ -320,17 +344,21 @@ DEVICE_KEY = b"study.device"
 
 
 def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord],
-                seconds: float | None = None, engine: str | None = None, device: str | None = None) -> Path:
-    """Write one finished block atomically (zstd Parquet), with its measured engine seconds if given."""
+                seconds: float | None = None, engine: str | None = None, device: str | None = None) -> bool:
+    """Write one finished block atomically (zstd Parquet), with its measured engine seconds if given.
+
+    A block is written once: if another process (a second worker on the same shard) wrote it first,
+    its file is kept and False returned, so grades made from it never go stale."""
     path = shard_path(run_dir, config_id, block_key)
+    if path.exists():
+        return False
     table = records_table(records)
     extra = {key: value.encode() for key, value in ((ENGINE_KEY, engine), (DEVICE_KEY, device)) if value}
     if seconds is not None:
         extra[SECONDS_KEY] = repr(float(seconds)).encode()
     if extra:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
-    write_table_atomic(table, path, compression="zstd")
-    return path
+    return write_table_atomic(table, path, keep_existing=True, compression="zstd")
 
 
 def shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:

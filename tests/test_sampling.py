@@ -877,3 +877,34 @@ def test_per_config_temperatures_get_their_own_ids() -> None:
                                       {"policy": "random", "c": 2, "k": 3, "oracle_temperature": [0, 0.6]}])
     assert list(experiment.configs) == ["oracle", "oracle-ot0", "random-c2-k3-ot0", "random-c2-k3-ot0.6"]
     assert experiment.configs["oracle-ot0"].oracle.temperature == 0.0
+
+
+def test_a_block_another_worker_wrote_meanwhile_is_kept_not_overwritten(reference_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two workers on one shard: a block the other wrote while this one sampled it is kept (grades made from
+    it stay right, even where a GPU's samples differ run to run); this one's copy is dropped, and the run says so."""
+    import copy
+
+    from sampling import store
+
+    write = store.write_shard
+    first: list[str] = []
+
+    def other_worker_first(run_dir, config_id, block_key, records, **timing):
+        if not first:  # the other worker finishes this block a moment earlier, with other samples
+            first.append(f"{config_id}/{block_key}")
+            theirs = [copy.copy(r) for r in records]
+            for record in theirs:
+                record.text = "the other worker's sample"
+            assert write(run_dir, config_id, block_key, theirs, **timing)
+        return write(run_dir, config_id, block_key, records, **timing)
+
+    monkeypatch.setattr(store, "write_shard", other_worker_first)
+    notes: list[str] = []
+    result = run_experiment(_experiment(), tmp_path / "twice", block_size=8, report=notes.append)
+    samples = read_samples(tmp_path / "twice")
+    config_id, _ = first[0].split("/", 1)
+    theirs = samples[samples["text"] == "the other worker's sample"]
+    assert len(theirs) > 0 and set(theirs["config_id"]) == {config_id}
+    assert any(f"block {first[0]} was written by another process" in note for note in notes)
+    assert len(samples) == len(read_samples(reference_run)) and result.samples_written == len(samples) - len(theirs)
+    assert not list((tmp_path / "twice").rglob(".tmp-*"))
