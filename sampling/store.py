@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +92,7 @@ def _replacing(path: Path, keep_existing: bool = False) -> Iterator[_Staged]:
     """A dot-prefixed temp path beside `path` to write; once written it is fsynced and renamed over `path`
     (with `keep_existing`, moved there only if no `path` exists: an existing file is kept). The temp file
     is never left behind, whatever fails."""
-    staged = _Staged(path.with_name(f".tmp-{os.getpid()}-{path.name}"))
+    staged = _Staged(path.with_name(f".tmp-{uuid.uuid4().hex}-{path.name}"))  # unique across hosts too (pids are not)
     try:
         yield staged
         with open(staged.tmp, "rb") as handle:

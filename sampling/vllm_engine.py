@@ -122,7 +122,7 @@ def vllm_too_old(version: str) -> str | None:
     from packaging.version import InvalidVersion, Version
 
     try:
-        too_old = Version(version) < Version(OLDEST_VLLM)
+        too_old = Version(version).release < Version(OLDEST_VLLM).release  # 0.26.0rc1 and dev builds of 0.26 count as 0.26
     except InvalidVersion:
         return None
     return (f"vLLM {version} is older than {OLDEST_VLLM}, the oldest this engine has run on (its request API "

@@ -88,3 +88,39 @@ def test_models_match_by_content_not_path(tmp_path: Path) -> None:
     with pytest.raises(RunDirError, match="different 'models'") as error:
         open_run(run, _manifest("a", sha="other"), PROBLEMS)
     assert "/models/base" not in str(error.value) and json.dumps("other") in str(error.value)
+
+
+def test_a_block_written_once_keeps_a_file_that_appears_while_it_writes(tmp_path: Path, monkeypatch) -> None:
+    """The race the early check cannot see: another worker's file lands between this write's check and its
+    move into place. The first file is kept (an atomic hard link refuses to replace it), False is returned,
+    and no temp file is left; where hard links fail (EPERM), an existing file is still kept."""
+    import errno
+    import os
+
+    import pyarrow as pa
+
+    path = tmp_path / "samples" / "cfg" / "block.parquet"
+    theirs = pa.table({"who": ["theirs"]})
+    write_table = store.pq.write_table
+
+    def theirs_land_first(table, where, **options):
+        write_table(table, where, **options)
+        if not path.exists():
+            write_table(theirs, path)
+
+    monkeypatch.setattr(store.pq, "write_table", theirs_land_first)
+    assert store.write_table_atomic(pa.table({"who": ["mine"]}), path, keep_existing=True) is False
+    assert store.pq.read_table(path)["who"].to_pylist() == ["theirs"]
+    assert [p.name for p in path.parent.iterdir()] == ["block.parquet"]
+    monkeypatch.setattr(store.pq, "write_table", write_table)
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    assert store.write_table_atomic(pa.table({"who": ["mine"]}), path, keep_existing=True) is False
+    assert store.pq.read_table(path)["who"].to_pylist() == ["theirs"]
+    fresh = path.with_name("other.parquet")
+    assert store.write_table_atomic(pa.table({"who": ["mine"]}), fresh, keep_existing=True) is True
+    assert store.pq.read_table(fresh)["who"].to_pylist() == ["mine"]
+    assert sorted(p.name for p in path.parent.iterdir()) == ["block.parquet", "other.parquet"]

@@ -74,6 +74,7 @@ def test_topk_entropy_is_exact_on_a_full_distribution_and_a_lower_bound_on_a_tru
 def test_a_vllm_older_than_the_engine_runs_on_is_named_as_the_reason() -> None:
     assert "vLLM 0.25.1 is older than 0.26" in vllm_too_old("0.25.1")
     assert vllm_too_old("0.26.0") is None and vllm_too_old("0.32.0") is None and vllm_too_old("0.34.0.dev3+gabc") is None
+    assert vllm_too_old("0.26.0rc1") is None and vllm_too_old("0.26.0.dev12+gabc") is None  # pre-releases of 0.26
     assert vllm_too_old("not a version") is None  # a build that does not say: let it try
 
 

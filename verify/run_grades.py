@@ -141,21 +141,23 @@ def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
     """Hold the run's grading lock for one grader; RunDirError if another process holds it.
 
     An flock: the system releases it when its holder exits, so a killed call leaves no stale lock.
-    Where no lock file can be made (a read-only run) nothing can write grades either, and the call
-    goes on unlocked; so it does where the system or file system has no flock."""
+    Where no lock file can be made (a run folder this user may not write) nothing can write grades
+    either, and the call goes on unlocked; so it does where the system or file system has no flock."""
     try:
         import fcntl
 
         _cache_dir(run_dir).mkdir(parents=True, exist_ok=True)
-        handle = open(_cache_dir(run_dir) / f"{grader}.lock", "a")  # never written: a call with nothing to grade changes no file
+        # opened read-only (flock needs no more), so another user who may write the run can lock a file
+        # the first one created; never written, so a call with nothing to grade changes no file's content
+        descriptor: int | None = os.open(_cache_dir(run_dir) / f"{grader}.lock", os.O_RDONLY | os.O_CREAT, 0o666)
     except (ImportError, OSError):
-        handle = None
-    if handle is None:
+        descriptor = None
+    if descriptor is None:
         yield
         return
-    with handle:
+    try:
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
             locked = True
         except BlockingIOError:
             raise RunDirError(f"{run_dir}: another process (`study verify` or `study fit`) is grading this run with "
@@ -166,7 +168,9 @@ def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
             yield
         finally:
             if locked:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+                fcntl.flock(descriptor, fcntl.LOCK_UN)
+    finally:
+        os.close(descriptor)
 
 
 def _parquet_files(folder: Path) -> list[Path]:
