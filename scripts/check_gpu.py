@@ -11,8 +11,9 @@
    CPU, so on other GPUs or versions an occasional near-tie may flip late in a sample; a policy far
    below 100% means something is wrong.
 2. A 5-problem, 4-sample run of a real experiment config into runs/gpu-check-CONFIG (needs the
-   models from the hub, or local snapshot folders named in the config), graded, with per-config
-   accuracy, tokens and wall time.
+   models from the hub, or local snapshot folders named in the config), graded: per-config pass@1,
+   coverage and no-answer rate, the run's tokens and wall time, and per-config engine ms/sample
+   with the device it recorded.
 
 Each step runs in its own process (a vLLM engine keeps its GPU memory until its process ends); the
 exit code is non-zero when step 1 finds differences or step 2 fails.
