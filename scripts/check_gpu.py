@@ -1,8 +1,8 @@
 """First thing to run on a GPU machine: is the vLLM engine right here, and does a real run work?
 
-    python scripts/check_gpu.py                      # both steps, the Llama MATH-500 config
+    python scripts/check_gpu.py                      # all steps, the Llama MATH-500 config
     python scripts/check_gpu.py --config experiments/qwen2.5-1.5b-7b-math500.toml
-    python scripts/check_gpu.py --skip-real          # step 1 only (no hub access needed)
+    python scripts/check_gpu.py --skip-real          # steps 1 and 2 only (no hub access needed)
 
 1. Greedy equivalence on the toy models: every policy, 20 held-out problems, the vLLM engine on this
    GPU against the torch engine on CPU. Prints, per policy, how many samples have identical token
@@ -10,13 +10,16 @@
    so were all on an H100 with vLLM 0.26.0 (BENCHMARKS.md); GPU kernels round differently from the
    CPU, so on other GPUs or versions an occasional near-tie may flip late in a sample; a policy far
    below 100% means something is wrong.
-2. A 5-problem, 4-sample run of a real experiment config into runs/gpu-check-CONFIG (needs the
+2. study's own sampling path (runner, run directory, block timings, grading): a 5-problem, 4-sample
+   run of experiments/toy.toml with the vLLM engine into runs/gpu-check-toy, reported as step 3
+   reports its run (no hub access needed).
+3. A 5-problem, 4-sample run of a real experiment config into runs/gpu-check-CONFIG (needs the
    models from the hub, or local snapshot folders named in the config), graded: per-config pass@1,
    coverage and no-answer rate, the run's tokens and wall time, and per-config engine ms/sample
    with the device it recorded.
 
 Each step runs in its own process (a vLLM engine keeps its GPU memory until its process ends); the
-exit code is non-zero when step 1 finds differences or step 2 fails.
+exit code is non-zero when step 1 finds differences or step 2 or 3 fails.
 """
 from __future__ import annotations
 
@@ -35,6 +38,7 @@ POLICIES = {
     "margin": dict(name="margin", delta=0.5, k=2, max_c=3),
     "judge": dict(name="judge", alpha=0.3, k=3, every=6, max_c=3),
 }
+TOY_CONFIG = Path(__file__).resolve().parent.parent / "experiments" / "toy.toml"
 FIELDS = ("token_ids", "provenance", "interventions", "base_decode", "base_prefill", "oracle_decode", "oracle_prefill", "discarded")
 
 
@@ -66,12 +70,12 @@ def greedy_equivalence(problems: int) -> bool:
 
 
 def real_run(config: Path, out: Path) -> None:
-    """Step 2: 5 problems x 4 samples of a real experiment config, graded."""
+    """Steps 2 and 3: 5 problems x 4 samples of an experiment config with the vLLM engine, graded."""
     from sampling.config import load_experiment
     from sampling.runner import run_experiment
     from verify.tables import summarize_run
 
-    experiment = replace(load_experiment(config), problems=5, n=4)
+    experiment = replace(load_experiment(config), problems=5, n=4, engine="vllm")
     started = time.time()
     result = run_experiment(experiment, out, report=print)
     print(f"  {result.samples_written} samples, {result.tokens:,} tokens in {time.time() - started:.0f} s -> {out}")
@@ -89,28 +93,34 @@ def main() -> None:
     parser.add_argument("--config", type=Path, default=Path("experiments/llama-1b-8b-math500.toml"))
     parser.add_argument("--out", type=Path, default=None, help="step 2's run dir (default runs/gpu-check-CONFIG)")
     parser.add_argument("--problems", type=int, default=20)
-    parser.add_argument("--skip-real", action="store_true", help="step 1 only")
+    parser.add_argument("--skip-real", action="store_true", help="steps 1 and 2 only")
     parser.add_argument("--equivalence-only", action="store_true", help="step 1 alone, in this process (how main runs it)")
-    parser.add_argument("--real-only", action="store_true", help="step 2 alone, in this process (how main runs it)")
+    parser.add_argument("--toy-only", action="store_true", help="step 2 alone, in this process (how main runs it)")
+    parser.add_argument("--real-only", action="store_true", help="step 3 alone, in this process (how main runs it)")
     args = parser.parse_args()
     out = args.out or Path("runs") / f"gpu-check-{args.config.stem}"
     if args.real_only:
         real_run(args.config, out)
+        return
+    if args.toy_only:
+        real_run(TOY_CONFIG, Path("runs") / "gpu-check-toy")
         return
     if args.equivalence_only:
         ok = greedy_equivalence(args.problems)
         print("   all identical" if ok else "   NOT all identical: see the counts above")
         sys.exit(0 if ok else 1)
     # each step in a fresh process: vLLM engines keep their GPU memory (and, multiprocessing, their
-    # engine-core processes) until their process ends, and step 2 needs that memory for the real models
+    # engine-core processes) until their process ends, and step 3 needs that memory for the real models
     print("1. greedy equivalence, toy models: vLLM engine vs torch engine", flush=True)
     step1 = subprocess.run([sys.executable, __file__, "--equivalence-only", "--problems", str(args.problems)])
+    print(f"2. a 5-problem run of {TOY_CONFIG} through study's runner, vLLM engine", flush=True)
+    step2 = subprocess.run([sys.executable, __file__, "--toy-only"])
     if not args.skip_real:
-        print(f"2. a 5-problem run of {args.config}", flush=True)
-        step2 = subprocess.run([sys.executable, __file__, "--real-only", "--config", str(args.config), "--out", str(out)])
-        if step2.returncode != 0:
-            sys.exit(step2.returncode)
-    sys.exit(step1.returncode)
+        print(f"3. a 5-problem run of {args.config}", flush=True)
+        step3 = subprocess.run([sys.executable, __file__, "--real-only", "--config", str(args.config), "--out", str(out)])
+        if step3.returncode != 0:
+            sys.exit(step3.returncode)
+    sys.exit(step1.returncode or step2.returncode)
 
 
 if __name__ == "__main__":

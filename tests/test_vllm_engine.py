@@ -538,6 +538,28 @@ def test_greedy_records_are_identical_with_vllms_multiprocessing_engine_core(tmp
 
 
 
+def test_the_gpu_check_runs_the_toy_experiment_through_the_runner(tmp_path: Path, capsys, monkeypatch) -> None:
+    """check_gpu.py step 2 (no hub needed): experiments/toy.toml with the vLLM engine, 5 problems x 4 samples,
+    graded, each config's pass@1 and engine ms/sample printed with the device the blocks recorded."""
+    import sys
+
+    import pyarrow.parquet as pq
+
+    from sampling.runner import device_name
+
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
+    import check_gpu
+
+    check_gpu.real_run(check_gpu.TOY_CONFIG, tmp_path / "toy")
+    printed = capsys.readouterr().out
+    samples = read_samples(tmp_path / "toy")
+    assert len(samples) == 5 * 4 * samples.config_id.nunique() and samples.config_id.nunique() >= 7
+    assert f"{len(samples)} samples" in printed and "pass@1" in printed
+    assert f"measured on ['{device_name('vllm')}']" in printed
+    assert {pq.read_metadata(f).metadata[ENGINE_KEY] for f in (tmp_path / "toy" / "samples").glob("*/*.parquet")} == {b"vllm"}
+    sys.modules.pop("check_gpu", None)
+
+
 def test_the_llama_experiment_runs_end_to_end_on_stand_in_models(tmp_path: Path) -> None:
     """experiments/llama-1b-8b-math500.toml as shipped (chat prompts, engine options, every policy of its
     grid), with the toy pair standing in for the hub models (given a chat template) and toy problems:
