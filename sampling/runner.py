@@ -324,8 +324,14 @@ def run_experiment(
     total_samples = sum(b.size for b in todo)
     task = progress.add_task("sampling", total=total_samples, tokens=0) if progress is not None else None
     start, tokens, written = time.time(), 0, 0
+    ahead, taken = 0, 0  # blocks another worker wrote before this one began them / before it wrote them
     for number, block in enumerate(todo, start=1):
         config = experiment.configs[block.config_id]
+        if store.shard_path(run_dir, block.config_id, block.key).exists():  # another worker finished it meanwhile
+            ahead += 1
+            if progress is not None:
+                progress.update(task, advance=block.size)
+            continue
         if progress is not None:
             progress.update(task, description=f"{block.config_id} (block {number}/{len(todo)})")
         requests = [
@@ -347,8 +353,13 @@ def run_experiment(
         if store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name, device=device):
             written += len(records)
         else:  # written once: grades made from the first file never go stale
+            taken += 1
             report(f"note: block {block.config_id}/{block.key} was written by another process while this one sampled it "
                    "(two workers on one shard?); its file is kept and these samples dropped")
         if progress is not None:
             progress.update(task, advance=len(records))
-    return RunResult(Path(run_dir), len(todo), len(mine) - len(todo), written, tokens, time.time() - start)
+    if ahead:
+        report(f"note: {ahead} block(s) of this shard were written by another process while this one ran "
+               "(two workers on one shard?): skipped here")
+    elsewhere = ahead + taken
+    return RunResult(Path(run_dir), len(todo) - elsewhere, len(mine) - len(todo) + elsewhere, written, tokens, time.time() - start)

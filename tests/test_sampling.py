@@ -907,4 +907,34 @@ def test_a_block_another_worker_wrote_meanwhile_is_kept_not_overwritten(referenc
     assert len(theirs) > 0 and set(theirs["config_id"]) == {config_id}
     assert any(f"block {first[0]} was written by another process" in note for note in notes)
     assert len(samples) == len(read_samples(reference_run)) and result.samples_written == len(samples) - len(theirs)
+    assert result.blocks_skipped == 1 and result.blocks_done == len(list((reference_run / "samples").glob("*/*.parquet"))) - 1
     assert not list((tmp_path / "twice").rglob(".tmp-*"))
+
+
+def test_blocks_another_worker_finished_meanwhile_are_skipped(reference_run: Path, tmp_path: Path, monkeypatch) -> None:
+    """Two workers on one shard at different speeds: a block the other one finished while this one ran is not
+    sampled again here (no engine time spent on it), and the run says how many it skipped."""
+    import shutil
+
+    from sampling import store
+
+    write = store.write_shard
+    ahead: list[Path] = []
+
+    def other_worker_ahead(run_dir, config_id, block_key, records, **timing):
+        placed = write(run_dir, config_id, block_key, records, **timing)
+        if not ahead:  # after this worker's first block, the other one has finished two later blocks
+            for source in sorted((reference_run / "samples").glob("*/*.parquet"))[-2:]:
+                target = Path(run_dir) / "samples" / source.parent.name / source.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(source, target)
+                ahead.append(target)
+        return placed
+
+    monkeypatch.setattr(store, "write_shard", other_worker_ahead)
+    notes: list[str] = []
+    result = run_experiment(_experiment(), tmp_path / "ahead", block_size=8, report=notes.append)
+    blocks = len(list((reference_run / "samples").glob("*/*.parquet")))
+    assert result.blocks_done == blocks - 2 and result.blocks_skipped == 2
+    assert any("2 block(s) of this shard were written by another process" in note for note in notes)
+    pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(tmp_path / "ahead")))
