@@ -69,7 +69,7 @@ def greedy_equivalence(problems: int) -> bool:
     return all_equal
 
 
-def real_run(config: Path, out: Path) -> None:
+def small_run(config: Path, out: Path) -> None:
     """Steps 2 and 3: 5 problems x 4 samples of an experiment config with the vLLM engine, graded."""
     from sampling.config import load_experiment
     from sampling.runner import run_experiment
@@ -91,7 +91,7 @@ def main() -> None:
     """Run the checks."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", type=Path, default=Path("experiments/llama-1b-8b-math500.toml"))
-    parser.add_argument("--out", type=Path, default=None, help="step 2's run dir (default runs/gpu-check-CONFIG)")
+    parser.add_argument("--out", type=Path, default=None, help="step 3's run dir (default runs/gpu-check-CONFIG)")
     parser.add_argument("--problems", type=int, default=20)
     parser.add_argument("--skip-real", action="store_true", help="steps 1 and 2 only")
     parser.add_argument("--equivalence-only", action="store_true", help="step 1 alone, in this process (how main runs it)")
@@ -100,10 +100,10 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or Path("runs") / f"gpu-check-{args.config.stem}"
     if args.real_only:
-        real_run(args.config, out)
+        small_run(args.config, out)
         return
     if args.toy_only:
-        real_run(TOY_CONFIG, Path("runs") / "gpu-check-toy")
+        small_run(TOY_CONFIG, Path("runs") / "gpu-check-toy")
         return
     if args.equivalence_only:
         ok = greedy_equivalence(args.problems)

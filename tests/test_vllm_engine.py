@@ -550,7 +550,7 @@ def test_the_gpu_check_runs_the_toy_experiment_through_the_runner(tmp_path: Path
     monkeypatch.syspath_prepend(str(Path(__file__).resolve().parent.parent / "scripts"))
     import check_gpu
 
-    check_gpu.real_run(check_gpu.TOY_CONFIG, tmp_path / "toy")
+    check_gpu.small_run(check_gpu.TOY_CONFIG, tmp_path / "toy")
     printed = capsys.readouterr().out
     samples = read_samples(tmp_path / "toy")
     assert len(samples) == 5 * 4 * samples.config_id.nunique() and samples.config_id.nunique() >= 7
