@@ -25,7 +25,7 @@ from typing import Literal, Mapping
 import numpy as np
 import pandas as pd
 
-from fit.counts import SECONDS_COLUMN, TOKEN_COLUMNS, CountsError, _show
+from fit.counts import SECONDS_COLUMN, TOKEN_COLUMNS, CountsError, show_cell
 
 CostModel = Literal["flops", "decode", "price", "seconds"]
 COST_MODELS: tuple[str, ...] = ("flops", "decode", "price", "seconds")
@@ -132,7 +132,7 @@ def add_seconds_per_sample(counts: pd.DataFrame, source: str) -> pd.DataFrame:
     if wrong.any():
         i = int(np.flatnonzero(wrong)[0])
         raise CountsError(f"{source}: column '{SECONDS_COLUMN}', row {i + 1}: measured seconds must be a number > 0, "
-                          f"got {_show(column.iloc[i])}" + (f" ({int(wrong.sum())} rows affected)" if wrong.sum() > 1 else ""))
+                          f"got {show_cell(column.iloc[i])}" + (f" ({int(wrong.sum())} rows affected)" if wrong.sum() > 1 else ""))
     unmeasured = ~np.isfinite(seconds)
     if unmeasured.any():
         names = sorted(set(map(str, counts["group"][unmeasured])))

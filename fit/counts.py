@@ -79,7 +79,7 @@ def _where(source: str, column: str, row: int, csv: bool) -> str:
     return f"{source}: column '{column}', row {row + 1}{line}"
 
 
-def _show(value: object) -> str:
+def show_cell(value: object) -> str:
     """A cell as written: numbers bare (12.5, not np.float64(12.5) or '12.5'), other text quoted."""
     if isinstance(value, str):
         try:
@@ -96,7 +96,7 @@ def _integer_column(df: pd.DataFrame, column: str, source: str, csv: bool) -> np
     bad = ~np.isfinite(values) | (values != np.round(values))
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise CountsError(f"{_where(source, column, i, csv)}: expected an integer, got {_show(df[column].iloc[i])}")
+        raise CountsError(f"{_where(source, column, i, csv)}: expected an integer, got {show_cell(df[column].iloc[i])}")
     _check(np.abs(values) > MAX_COUNT, df, column, source, csv, f"expected at most {MAX_COUNT:,} (2^53)")
     return values.astype(np.int64)
 
@@ -111,7 +111,7 @@ def _check(mask: np.ndarray, df: pd.DataFrame, column: str, source: str, csv: bo
     """Raise for the first row where `mask` is True."""
     if mask.any():
         i = int(np.flatnonzero(mask)[0])
-        raise CountsError(f"{_where(source, column, i, csv)}: {what}, got {_show(df[column].iloc[i])}"
+        raise CountsError(f"{_where(source, column, i, csv)}: {what}, got {show_cell(df[column].iloc[i])}"
                           + (f" ({int(mask.sum())} rows affected)" if mask.sum() > 1 else ""))
 
 
