@@ -93,7 +93,7 @@ def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str
 
 def print_table(run: FitRun, doc: dict[str, Any]) -> None:
     """The per-config table on the console."""
-    from fit.report import group_list, grouped_warnings, table_rows
+    from fit.report import extrapolation_methods, group_list, grouped_warnings, table_rows
 
     rows = table_rows(run, doc)
     title = "study fit" + (f" — cost: {doc['cost_model']} ({doc['cost_unit']})" if doc.get("cost_unit") else "")
@@ -105,7 +105,7 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
         table.add_row(*(r.get(c, "—") for c in cols))
     console.print(table)
     console.print("[dim]\\[lo, hi]: 95% CI over problems (bootstrap; Wilson for coverage@n); †: extrapolated beyond the sampled n "
-                  f"({doc['estimator']} fit); a, b: coverage(k) = exp(a·k^b).[/]")
+                  f"({extrapolation_methods(doc)}); a, b: coverage(k) = exp(a·k^b).[/]", highlight=False)
     for w, names in grouped_warnings(doc):
         console.print(f"[yellow]warning[/] {group_list(names)}: {w}", highlight=False)
     for note in doc.get("notes", []):

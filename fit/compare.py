@@ -17,8 +17,11 @@ CIs come from the paired bootstrap over problems (the same resampled problems fo
 costs resampled too), so shared problem difficulty cancels. A replicate that never reaches a
 target (within 10^6 × n) needs infinite compute: it stays in the interval (multiplier 0 when g
 never reaches T, ∞ when the reference never does), and an interval bound among such replicates is
-unbounded (JSON null, with the replicate counts in ``unreached``). A crossover is a budget where
-cov_g(B) − cov_r(B) changes sign.
+unbounded (JSON null, with the replicate counts in ``unreached``); so does the point estimate (∞ is
+JSON null marked ``"infinite": true``, and ``note`` says which curve never reaches T). A curve that
+stops being known before it reaches T (no fit beyond n, a failed replicate) needs unknown compute
+(NaN: dropped from the interval, ``note`` says so). A crossover is a budget where cov_g(B) − cov_r(B)
+changes sign.
 """
 from __future__ import annotations
 
@@ -54,17 +57,22 @@ class ComputeCurve:
         return self.ks * self.cost
 
     def compute_for(self, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Compute per problem to reach each target: point (T,), replicates (B, T), extrapolated (T,)."""
+        """Compute per problem to reach each target: point (T,), replicates (B, T), extrapolated (T,).
+
+        Infinite where the curve never reaches a target, NaN where that is unknown (no fit beyond n);
+        both count as extrapolated (the answer lies beyond the sampled range)."""
         targets = np.asarray(targets, float)
-        k_point = curves.invert_rows(targets[None, :], self.ks, self.point[None, :])[0]
+        k_point = self.point_samples_to_reach(targets)
         k_boot = self.samples_to_reach(np.broadcast_to(targets, (len(self.boot), targets.size)))
-        return k_point * self.cost, k_boot * self.cost_boot[:, None], k_point > self.k_empirical
+        return k_point * self.cost, k_boot * self.cost_boot[:, None], ~(k_point <= self.k_empirical)
+
+    def point_samples_to_reach(self, coverage: np.ndarray) -> np.ndarray:
+        """k at which the point curve reaches each coverage (T,): inf where it never does, NaN where unknown."""
+        return _samples_to_reach(np.asarray(coverage, float)[None, :], self.ks, self.point[None, :])[0]
 
     def samples_to_reach(self, coverage: np.ndarray) -> np.ndarray:
-        """k at which each replicate reaches coverage (B, T): inf where a replicate never does, NaN for failed ones."""
-        k = curves.invert_rows(coverage, self.ks, self.boot)
-        valid = np.isfinite(self.boot).any(axis=1)[:, None] & np.isfinite(coverage)
-        return np.where(np.isnan(k) & valid, np.inf, k)
+        """k at which each replicate reaches coverage (B, T): inf where a replicate never does, NaN where unknown."""
+        return _samples_to_reach(coverage, self.ks, self.boot)
 
     def coverage_at(self, budgets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Coverage reached with each budget: point (T,), replicates (B, T), extrapolated (T,)."""
@@ -73,6 +81,16 @@ class ComputeCurve:
         point = curves.interp_rows(k_point[None, :], self.ks, self.point[None, :])[0]
         boot = curves.interp_rows(budgets[None, :] / self.cost_boot[:, None], self.ks, self.boot)
         return point, boot, k_point > self.k_empirical
+
+
+def _samples_to_reach(coverage: np.ndarray, ks: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """curves.invert_rows, with inf where a row is known on the whole grid and never reaches the coverage.
+
+    A row that stops being known before reaching it (a replicate or point curve without a fit beyond
+    n, a failed replicate) gives NaN: whether it would reach the coverage is unknown, not "never"."""
+    k = curves.invert_rows(coverage, ks, rows)
+    known = np.isfinite(rows).all(axis=1)[:, None] & np.isfinite(coverage)
+    return np.where(np.isnan(k) & known, np.inf, k)
 
 
 def _monotone(rows: np.ndarray) -> np.ndarray:
@@ -99,6 +117,8 @@ def _entry(value: float, boot: np.ndarray, extrapolated: bool, level: float, unr
     """One JSON cell: value, CI, extrapolated flag (and how many replicates never reached the target)."""
     low, high = ci_list(boot, level)
     cell = {"multiplier": json_float(value), "low": low, "high": high, "extrapolated": bool(extrapolated), **extra}
+    if np.isposinf(value):  # JSON has no infinity: null, marked
+        cell["infinite"] = True
     if unreached and (unreached["config"] or unreached["reference"]):
         cell["unreached"] = unreached
     return cell
@@ -108,6 +128,8 @@ def _compute_entry(value: float, boot: np.ndarray, extrapolated: bool, level: fl
     """Compute per problem to reach one target, with CI (and how many replicates never reach it)."""
     low, high = ci_list(boot, level)
     cell = {"compute": json_float(value), "low": low, "high": high, "extrapolated": bool(extrapolated)}
+    if np.isposinf(value):  # never reached: JSON has no infinity, null marked
+        cell["infinite"] = True
     unreached = int(np.isposinf(boot).sum())
     if unreached:
         cell["unreached"] = {"config": unreached, "replicates": int((~np.isnan(boot)).sum())}
@@ -138,14 +160,14 @@ def multipliers_at_budgets(g: ComputeCurve, r: ComputeCurve, budgets: np.ndarray
     """
     budgets = np.asarray(budgets, float)
     cov, cov_boot, eg = g.coverage_at(budgets)
-    k_r = curves.invert_rows(cov[None, :], r.ks, r.point[None, :])[0]
+    k_r = r.point_samples_to_reach(cov)
     k_rb = r.samples_to_reach(cov_boot)
-    k_g = curves.invert_rows(cov[None, :], g.ks, g.point[None, :])[0]
+    k_g = g.point_samples_to_reach(cov)
     k_gb = g.samples_to_reach(cov_boot)
     with np.errstate(invalid="ignore", divide="ignore"):
         m = np.where(cov > 0, k_r * r.cost / (k_g * g.cost), np.nan)
         mb = np.where(cov_boot > 0, k_rb * r.cost_boot[:, None] / (k_gb * g.cost_boot[:, None]), np.nan)
-    return m, mb, eg | (k_r > r.k_empirical), cov
+    return m, mb, eg | ~(k_r <= r.k_empirical), cov
 
 
 def crossovers(g: ComputeCurve, r: ComputeCurve, points: int = 400) -> list[dict[str, Any]]:
@@ -179,6 +201,23 @@ def default_budgets(reference: ComputeCurve) -> list[float]:
     return [k * reference.cost for k in ks]
 
 
+def _reach_note(name: str, compute: float, target: float) -> str | None:
+    """Why a config has no finite compute for a coverage: it never reaches it, or its curve beyond n is unknown."""
+    if np.isposinf(compute):
+        return f"{name} does not reach {target:.3g} within 10^{EXTRAPOLATE_DECADES}× its n"
+    if np.isnan(compute):
+        return f"{name} does not reach {target:.3g} within its n, and has no fit to extrapolate with"
+    return None
+
+
+def _budget_key(budget: float, budgets: list[float]) -> str:
+    """fit.json's key of a budget: 6 significant digits, more where two budgets would share a key."""
+    for digits in (6, 9, 12, 17):
+        if len({f"{b:.{digits}g}" for b in budgets}) == len(set(budgets)):
+            return f"{budget:.{digits}g}"
+    return repr(float(budget))
+
+
 def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
             targets: tuple[float, ...] = DEFAULT_TARGETS, budgets: list[float] | None = None,
             level: float = 0.95) -> dict[str, Any]:
@@ -201,17 +240,20 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
             m, mb, ex, cg, cr, cgb, crb = multipliers_at_targets(g, r, targets_arr)
             block: dict[str, Any] = {"reference": ref_name, "targets": {}, "budgets": {}}
             for i, t in enumerate(targets):
-                note = None
-                if not np.isfinite(cg[i]):
-                    note = f"{name} does not reach {t:g} within 10^{EXTRAPOLATE_DECADES}× its n"
-                elif not np.isfinite(cr[i]):
-                    note = f"{ref_name} does not reach {t:g} within 10^{EXTRAPOLATE_DECADES}× its n"
+                note = _reach_note(name, cg[i], t) or _reach_note(ref_name, cr[i], t)
                 block["targets"][str(t)] = _entry(m[i], mb[:, i], ex[i], level, _unreached(cgb[:, i], crb[:, i]), note=note)
             if budgets:
                 bm, bmb, bex, bcov = multipliers_at_budgets(g, r, np.asarray(budgets, float))
+                k_r = r.point_samples_to_reach(bcov)
                 for i, b in enumerate(budgets):
-                    block["budgets"][f"{b:.6g}"] = _entry(bm[i], bmb[:, i], bex[i], level, _unreached(np.where(np.isnan(bmb[:, i]), np.nan, 0.0), bmb[:, i]),
-                                                          coverage=json_float(bcov[i]))
+                    note = None
+                    if np.isnan(bcov[i]):
+                        note = f"{name}'s coverage at this budget is unknown (no fit beyond its n)"
+                    elif bcov[i] > 0:
+                        note = _reach_note(ref_name, k_r[i], float(bcov[i]))
+                    block["budgets"][_budget_key(b, budgets)] = _entry(
+                        bm[i], bmb[:, i], bex[i], level, _unreached(np.where(np.isnan(bmb[:, i]), np.nan, 0.0), bmb[:, i]),
+                        coverage=json_float(bcov[i]), note=note)
             block["crossovers"] = crossovers(g, r) if name != ref_name else []
             entry[f"vs_{role}"] = block
         out["configs"][name] = entry

@@ -83,7 +83,7 @@ def per_token_rates(model: CostModel, n_params: Mapping[str, float] | None = Non
                 "oracle_decode": 2 * no, "oracle_prefill": 2 * no * prefill}
     if model == "price":
         if prices is None:
-            raise ValueError("cost model 'price' needs prices (--prices or the manifest's 'prices')")
+            raise ValueError("cost model 'price' needs prices (--prices, or 'prices' in the experiment's [cost] table)")
         return {"base_decode": prices.base_output / 1e6, "base_prefill": prices.base_input / 1e6,
                 "oracle_decode": prices.oracle_output / 1e6, "oracle_prefill": prices.oracle_input / 1e6}
     if model == "seconds":

@@ -103,7 +103,8 @@ def interp_rows(x: np.ndarray, grid: np.ndarray, rows: np.ndarray) -> np.ndarray
     r = np.arange(rows.shape[0])[:, None]
     y0, y1 = rows[r, idx - 1], rows[r, idx]
     t = np.clip((x2 - x0) / (x1 - x0), 0.0, 1.0)
-    out = y0 + t * (y1 - y0)
+    with np.errstate(invalid="ignore"):  # at a grid point the value there, even where a neighbour is NaN
+        out = np.where(t == 0, y0, np.where(t == 1, y1, y0 + t * (y1 - y0)))
     out = np.where((x2 < grid[0]) | (x2 > grid[-1]) | ~np.isfinite(x2), np.nan, out)
     return out[:, 0] if squeeze else out
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -304,6 +305,9 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
     """pass@1 and coverage@n per difficulty level for each group."""
     if "level" not in run.counts.columns or run.counts["level"].nunique(dropna=True) < 2:
         return []
+    problems = run.counts.dropna(subset=["level"]).groupby("level")["problem"].nunique()
+    position = _level_positions(list(problems.index))
+    problems = problems.iloc[np.argsort([position[level] for level in problems.index], kind="stable")]
     paths = []
     for suffix, names in _pages(list(run.groups), run):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True, layout="constrained")
@@ -311,11 +315,13 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
             f = run.groups[name].frame.dropna(subset=["level"])
             by = f.assign(p1=f["correct"] / f["n"], solved=(f["correct"] > 0).astype(float)).groupby("level")
             agg = by[["p1", "solved"]].mean()
-            a1.plot(agg.index, agg["p1"], "o-", color=COLORS[i % 10], label=name)
-            a2.plot(agg.index, agg["solved"], "o-", color=COLORS[i % 10], label=name)
-        problems = run.counts.dropna(subset=["level"]).groupby("level")["problem"].nunique()
+            agg = agg.iloc[np.argsort([position[level] for level in agg.index], kind="stable")]
+            x = [position[level] for level in agg.index]
+            a1.plot(x, agg["p1"], "o-", color=COLORS[i % 10], label=name)
+            a2.plot(x, agg["solved"], "o-", color=COLORS[i % 10], label=name)
         for ax, title in ((a1, "pass@1 by level"), (a2, "coverage@n by level")):
-            ax.set_xticks(list(problems.index), [f"{level:g}\n({count} problem{'s' * (count != 1)})" for level, count in problems.items()],
+            ax.set_xticks([position[level] for level in problems.index],
+                          [f"{_level_label(level)}\n({count} problem{'s' * (count != 1)})" for level, count in problems.items()],
                           fontsize=8)
             ax.set_xlabel("difficulty level")
             ax.set_ylim(0, 1.02)
@@ -325,6 +331,20 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
         _outside_legend(a2, _legend_title(run))
         paths += _save(fig, out_dir, f"coverage_by_level{suffix}")
     return paths
+
+
+def _level_positions(levels: list[Any]) -> dict[Any, float]:
+    """x position of each level: its value when levels are numbers, else its rank in natural order ("Level 2" before "Level 10")."""
+    if all(isinstance(level, (int, float, np.number)) for level in levels):
+        return {level: float(level) for level in levels}
+    natural = sorted(levels, key=lambda level: [(0, int(part), "") if part.isdigit() else (1, 0, part)
+                                                for part in re.split(r"(\d+)", str(level))])
+    return {level: float(i) for i, level in enumerate(natural)}
+
+
+def _level_label(level: Any) -> str:
+    """A level as a tick label: numbers without trailing zeros, text as written."""
+    return f"{level:g}" if isinstance(level, (int, float, np.number)) else str(level)
 
 
 def cost_breakdown(run: FitRun, out_dir: Path) -> list[Path]:

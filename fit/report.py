@@ -68,13 +68,14 @@ def fmt_ci(value: float | None, low: float | None, high: float | None, form=lamb
 
 
 def fmt_mult(cell: dict[str, Any] | None) -> str:
-    """'2.1× [1.6, 2.8]' with † when extrapolated, or a dash."""
-    if not cell or cell.get("multiplier") is None:
+    """'2.1× [1.6, 2.8]' with † when extrapolated, '∞×' where the reference never reaches the coverage, or a dash."""
+    if not cell or (cell.get("multiplier") is None and not cell.get("infinite")):
         return DASH
+    value = math.inf if cell.get("infinite") else cell["multiplier"]
     low, high = cell["low"], cell["high"]
     if cell.get("unreached"):  # a bound among replicates that never reach the coverage is unbounded
         low, high = (math.inf if x is None else x for x in (low, high))
-    text = f"{fmt_ci(cell['multiplier'], low, high, lambda x: '∞' if math.isinf(x) else f'{x:.3g}')}×"
+    text = f"{fmt_ci(value, low, high, lambda x: '∞' if math.isinf(x) else f'{x:.3g}')}×"
     return text + ("†" if cell.get("extrapolated") else "")
 
 
@@ -135,6 +136,17 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|")
 
 
+def extrapolation_methods(doc: dict[str, Any]) -> str:
+    """The fit the † values come from: the run's estimator, and the groups whose predictions fell back to another."""
+    other: dict[str, list[str]] = {}
+    for name, g in doc["groups"].items():
+        methods = {p.get("method") for p in g.get("predict", {}).values() if p.get("extrapolated")}
+        for method in sorted(m for m in methods if m and m != doc["estimator"]):
+            other.setdefault(method, []).append(name)
+    shown = "; ".join(f"{method} for {group_list([f'`{n}`' for n in names])}" for method, names in other.items())
+    return f"{doc['estimator']} fit" + (f"; {shown}" if shown else "")
+
+
 def grouped_warnings(doc: dict[str, Any]) -> list[tuple[str, list[str]]]:
     """Each distinct group warning once, with the groups that have it (first-seen order)."""
     seen: dict[str, list[str]] = {}
@@ -174,6 +186,7 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
             row.update({f"@{label}": fmt_mult(c) for label, c in zip(labels, block["budgets"].values())})
             rows.append(row)
         out.append(_md_table(rows) + "\n")
+        out += _reach_notes(comp, role)
         cross = [f"- `{name}`: " + "; ".join(
             f"at {c['budget']:.3g} {unit} (coverage {fmt(c['coverage'])}), then `{c['ahead_after']}` ahead"
             + (" †" if c["extrapolated"] else "") for c in entry[f"vs_{role}"]["crossovers"])
@@ -182,6 +195,22 @@ def _multiplier_tables(doc: dict[str, Any]) -> list[str]:
                    "with the CIs above, as with few problems a crossing can be noise):\n\n"
                    + ("\n".join(cross) if cross else "none in the fitted range") + "\n")
     return out
+
+
+def _reach_notes(comp: dict[str, Any], role: str) -> list[str]:
+    """Why cells have no finite multiplier (a curve never reaches the coverage, or is unknown there), each reason once."""
+    configs: dict[str, list[str]] = {}
+    for name, entry in comp["configs"].items():
+        block = entry[f"vs_{role}"]
+        for cell in [*block["targets"].values(), *block["budgets"].values()]:
+            if cell.get("note") and name not in configs.setdefault(cell["note"], []):
+                configs[cell["note"]].append(name)
+    if not configs:
+        return []
+    return ["Cells without a finite multiplier (0×: the config never reaches the coverage; ∞×: the reference "
+            "never does; —: unknown):\n\n" + "\n".join(f"- {note} (row{'s' if len(names) > 1 else ''} "
+                                                       f"{group_list([f'`{n}`' for n in names], shown=10)})"
+                                                       for note, names in configs.items()) + "\n"]
 
 
 def _samples_label(k: float, ref: str) -> str:
@@ -223,7 +252,7 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
              + (f"Cost model: `{doc['cost_model']}` ({unit})." if unit else "No cost information."),
              "\n## Summary\n",
              "Values with [low, high] are 95% CIs; † marks values extrapolated beyond the sampled number of "
-             "samples (from the fit); a and b are the power law coverage(k) = exp(a·k^b).\n",
+             f"samples (from the {extrapolation_methods(doc)}); a and b are the power law coverage(k) = exp(a·k^b).\n",
              _md_table(table_rows(run, doc))]
     mult = _multiplier_tables(doc)
     if mult:
@@ -242,9 +271,9 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
             for p in (q for q in paths if q.suffix == ".png"):
                 parts.append(f"![{name}]({_link(p, base_dir)})\n\n*{PLOT_CAPTIONS.get(name, name)}*\n")
     warn = [f"- {group_list([f'`{n}`' for n in names], shown=10)}: {w}" for w, names in grouped_warnings(doc)]
-    warn += [f"- {x}" for x in doc.get("notes", [])]
     cost_note = COST_NOTES.get(doc.get("cost_model") or "", "")
-    parts += ["\n## Notes\n", METHOD_NOTE + (f"- {cost_note}\n" if cost_note else ""),
+    notes = "".join(f"- {x}\n" for x in doc.get("notes", []))
+    parts += ["\n## Notes\n", METHOD_NOTE + (f"- {cost_note}\n" if cost_note else "") + notes,
               *(["\nWarnings:\n", "\n".join(warn)] if warn else [])]
     return "\n".join(parts) + "\n"
 

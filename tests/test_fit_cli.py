@@ -114,6 +114,31 @@ def test_counts_report_with_references(app: typer.Typer, tmp_path: Path) -> None
     assert doc["comparison"]["configs"]["b"]["vs_base"]["targets"]["0.5"]["multiplier"] == 1.0
 
 
+def test_levels_written_as_text_are_plotted_in_natural_order(app: typer.Typer, tmp_path: Path) -> None:
+    """A counts file whose levels are text ("Level 2") gets its by-level plot, levels in natural order."""
+    import matplotlib.pyplot as plt
+
+    from fit import plots
+
+    rng = np.random.default_rng(0)
+    levels = np.array(["Level 10", "Level 2", "Level 1"])[np.arange(30) % 3]
+    frame = pd.DataFrame({"config": "b", "problem": np.arange(30), "n": 20, "correct": rng.binomial(20, 0.3, 30),
+                          "cost_per_sample": 1.0, "level": levels})
+    path = tmp_path / "c.csv"
+    frame.to_csv(path, index=False)
+    shown: list[list[str]] = []
+    real_save = plots._save
+    plots._save = lambda fig, *a: shown.append([t.get_text() for t in fig.axes[0].get_xticklabels()]) or real_save(fig, *a)
+    try:
+        res = _invoke(app, "report", "--counts", path, "--boot", 20, "--out", tmp_path / "rep")
+    finally:
+        plots._save = real_save
+        plt.close("all")
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "rep" / "plots" / "coverage_by_level.png").exists()
+    assert ["Level 1\n(10 problems)", "Level 2\n(10 problems)", "Level 10\n(10 problems)"] in shown
+
+
 def test_a_cost_model_asked_for_replaces_the_cost_column(app: typer.Typer, tmp_path: Path) -> None:
     """--cost/--n-params cost the token sums even where the table has a cost_per_sample column; asked
     for without what it needs, or together with --cost-column, it is an error, not a silent fallback."""

@@ -150,3 +150,58 @@ def test_reference_replicates_that_never_match_a_budget_count_as_unbounded() -> 
     cell = next(iter(out["guided"]["vs_base"]["budgets"].values()))
     assert cell["high"] is None and cell["unreached"]["config"] == 0
     assert 90 <= cell["unreached"]["reference"] <= 100 and cell["unreached"]["replicates"] == 100
+
+
+def test_replicates_without_a_fit_beyond_n_are_unknown_not_unreached() -> None:
+    """Replicates (and a point curve) with no fit beyond n do not reach a target within n: that is unknown
+    (NaN, dropped from the interval), not "never" (which would count them as infinite compute)."""
+    tops = np.full(100, 0.97)
+    known = _plateau_curve("base", np.ones(100), 1.0)
+    unknown = _plateau_curve("guided", tops, 0.97)
+    beyond = unknown.ks > unknown.k_empirical
+    unknown.boot[:, beyond] = np.nan
+    out = compare.compare({"guided": unknown, "base": known}, {"base": "base"}, targets=(0.5, 0.95), budgets=[])["configs"]
+    reached = out["guided"]["vs_base"]["targets"]["0.5"]  # inside n: replicates known there
+    assert "unreached" not in reached and reached["low"] is not None
+    cell = out["guided"]["vs_base"]["targets"]["0.95"]  # point curve known beyond n, replicates not
+    assert "unreached" not in cell and cell["low"] is None and cell["high"] is None and cell["multiplier"] is not None
+    unknown.point[beyond] = np.nan
+    out = compare.compare({"guided": unknown, "base": known}, {"base": "base"}, targets=(0.95,), budgets=[])["configs"]
+    cell = out["guided"]["vs_base"]["targets"]["0.95"]
+    assert cell["multiplier"] is None and "infinite" not in cell and "no fit" in cell["note"]
+    compute = out["guided"]["compute_to_target"]["0.95"]
+    assert compute["compute"] is None and "infinite" not in compute and "unreached" not in compute
+
+
+def test_a_curve_that_never_reaches_a_target_gives_zero_or_infinite_multipliers() -> None:
+    """A config whose whole curve levels off below the target: multiplier 0 against a reference that reaches it,
+    ∞ (null in JSON, marked `infinite`) for the reference against it; the report shows both and says why."""
+    from fit.report import _multiplier_tables, fmt_mult
+
+    low = _plateau_curve("low", np.full(100, 0.9), 0.9)
+    high = _plateau_curve("high", np.ones(100), 1.0)
+    out = compare.compare({"low": low, "high": high}, {"base": "low"}, targets=(0.95,), budgets=[1e6])
+    low_cell = out["configs"]["low"]["vs_base"]["targets"]["0.95"]
+    high_cell = out["configs"]["high"]["vs_base"]["targets"]["0.95"]
+    assert high_cell["multiplier"] is None and high_cell["infinite"] is True and high_cell["extrapolated"] is True
+    assert high_cell["note"] == "low does not reach 0.95 within 10^6× its n"
+    assert low_cell["multiplier"] is None and "infinite" not in low_cell  # ∞ / ∞: undefined
+    assert out["configs"]["low"]["compute_to_target"]["0.95"]["infinite"] is True
+    assert fmt_mult(high_cell).startswith("∞")
+    budget_cell = next(iter(out["configs"]["high"]["vs_base"]["budgets"].values()))  # high's coverage there: > 0.9
+    assert budget_cell["infinite"] is True and "low does not reach" in budget_cell["note"]
+    against_high = compare.compare({"low": low, "high": high}, {"base": "high"}, targets=(0.95,), budgets=[])
+    cell = against_high["configs"]["low"]["vs_base"]["targets"]["0.95"]
+    assert cell["multiplier"] == 0.0 and cell["note"] == "low does not reach 0.95 within 10^6× its n"
+    assert fmt_mult(cell).startswith("0")
+    text = "\n".join(_multiplier_tables({"comparison": {**out, "cost_unit": "FLOPs"}}))
+    assert "- low does not reach 0.95 within 10^6× its n (rows `low`, `high`)" in text
+
+
+def test_budgets_that_round_alike_keep_distinct_keys(scaled: dict[str, compare.ComputeCurve]) -> None:
+    """Budgets equal to 6 significant digits are keyed with more digits instead of overwriting each other."""
+    budgets = [10.0, 10.0000001]
+    cells = compare.compare(scaled, {"base": "base"}, TARGETS, budgets)["configs"]["guided"]["vs_base"]["budgets"]
+    assert len(cells) == 2
+    plain = compare.compare(scaled, {"base": "base"}, TARGETS, [10.0, 20.0])["configs"]["guided"]["vs_base"]["budgets"]
+    assert list(plain) == ["10", "20"]

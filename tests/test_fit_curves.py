@@ -81,6 +81,9 @@ def test_interp_and_invert_rows() -> None:
     assert x[1, 0] == pytest.approx(3.0) and np.isnan(x[1, 1])
     y = curves.interp_rows(np.array([1.5, 3.0]), grid, rows)
     assert y == pytest.approx([0.35, 0.2])
+    unknown_after = np.array([[0.0, 0.2, np.nan, np.nan]])  # known up to k = 1 (a curve with no fit beyond n)
+    assert curves.interp_rows(np.array([1.0]), grid, unknown_after)[0] == 0.2
+    assert np.isnan(curves.interp_rows(np.array([1.5]), grid, unknown_after)[0])
 
 
 def test_percentile_ci_ignores_failed_replicates() -> None:
