@@ -187,6 +187,13 @@ def test_lone_surrogate_is_written_escaped(tmp_path: Path) -> None:
     assert code == 0, text
     row = json.loads(out.read_text(encoding="utf-8"))
     assert row["correct"] is True and row["completion"] == "\\boxed{5} \ud83d"
+    # in the answer itself (wrong), and as the reference too (the same string: right)
+    source.write_text('{"reference": "5", "completion": "\\\\boxed{\\ud83d5}"}\n'
+                      '{"reference": "\\ud83d", "completion": "\\\\boxed{\\ud83d}"}\n', encoding="utf-8")
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [(r["extracted"], r["correct"]) for r in rows] == [("\ud83d5", False), ("\ud83d", True)]
 
 
 def test_bad_run_dir_is_a_clear_error(tmp_path: Path) -> None:

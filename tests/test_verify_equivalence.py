@@ -59,6 +59,13 @@ MUST_HOLD = [  # (answer, reference)
     ("52_{\\text{8}}", "52_8"),  # numbers in a base: compared by value and base
     ("(52)_8", "52_8"),
     ("52_{\\text{eight}}", "52_8"),
+    ("52_{\\text{octal}}", "52_8"),
+    ("{(-1,6)}", "(-1,6)"),  # braces grouping the whole answer (a TeX group) change nothing
+    ("{\\text{even}}", "\\text{even}"),
+    ("{58,500}", "58,500"),
+    ("18 dollars", "18"),  # a number's unit in plain words is dropped, as in \\text{} (both read alike)
+    ("18 cookies", "18"),
+    ("18 dollars per hour", "18"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -78,6 +85,13 @@ NEAR_MISSES = [  # (answer, reference)
     ("6 - 4 i", "6 - 5i"),
     ("8 000", "0"),  # not 8 times 000
     ("1 2345", "12345"),  # not a group of three: left as math-verify reads it
+    ("52_3", "52_8"),  # digits the base does not have, or no base (math-verify would ignore the subscript)
+    ("204_3", "204_5"),
+    ("52_{40}", "52_8"),
+    ("40_0", "40_9"),
+    ("19 dollars", "18"),
+    ("2 pi", "2\\pi"),  # a word of mathematics is not a unit
+    ("{1}{2}", "(1,2)"),  # two groups, not one
 ]
 
 

@@ -86,6 +86,12 @@ def test_boxes(text: str, expected: str | None) -> None:
         ("Answer: 3.5", "3.5"),
         ("Answer: x \\in (2, 5)", "x \\in (2, 5)"),
         ("Answer: (1; 2)", "(1; 2)"),
+        ("The final answer is 42.\n\n#### Verification\nWe check 6*7=42.", "42"),  # a markdown heading, not GSM8K's ####
+        ("Answer: 42\n\n#### Step 3\n6*7 = 42", "42"),
+        ("#### Check\nno answer here", None),
+        ("#### x = 5", "x = 5"),
+        ("The final answer is: x = 3, since 2+1=3", "x = 3"),
+        ("Answer: 7, because 3+4 = 7", "7"),
     ],
 )
 def test_fallbacks(text: str, expected: str | None) -> None:

@@ -238,10 +238,11 @@ def grade_batch(
     undecided_array = np.array(pair_undecided + [None], dtype=object)
     frame = pd.DataFrame(
         {
-            "extracted": pd.array(extracted, dtype=object),
+            "extracted": pd.Series(extracted, dtype=object),
             "correct": sample_correct,
-            "key": key_array[sample_pair],
-            "undecided": undecided_array[sample_pair],
+            # object columns, not pandas' Arrow strings: a lone surrogate in a JSONL answer must not fail the grade
+            "key": pd.Series(key_array[sample_pair], dtype=object),
+            "undecided": pd.Series(undecided_array[sample_pair], dtype=object),
         }
     )
     return BatchResult(frame, stats)

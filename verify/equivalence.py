@@ -95,11 +95,20 @@ def fast_verdict(reference: str, answer: str) -> bool | None:
     ref_based, ans_based = base_number(ref), base_number(ans)
     if ref_based is not None and ans_based is not None:  # math-verify ignores subscripts: 52_9 would equal 52_8
         return ref_based == ans_based
+    if ref_based is not None and _in_a_base(ans):  # 52_3, 52_{40}: written in a base, but not a number there
+        return False
     return None
+
+
+def _in_a_base(answer: str) -> bool:
+    """Whether an answer is written as digits with a base subscript (`52_3`), valid in that base or not."""
+    match = _BASE_NUMBER.fullmatch(answer.replace("$", "").strip())
+    return match is not None and any(c.isdigit() for c in match.group(1))
 
 
 _BASE_WORDS = {w: b for b, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
                                           "thirteen fourteen fifteen sixteen".split()) if b >= 2}
+_BASE_WORDS.update(binary=2, ternary=3, octal=8, decimal=10, hex=16, hexadecimal=16)
 _BASE_NUMBER = re.compile(r"\(?\s*([0-9A-Za-z]+)\s*\)?\s*_\s*(?:\{\s*)?(?:\\(?:text|mathrm)\s*\{\s*)?"
                           r"([0-9]+|[a-z]+)\s*(?:\}\s*)?(?:\}\s*)?")
 
@@ -167,11 +176,48 @@ _STOP_IN_TEXT = re.compile(r"(?<=[A-Za-z])\.(?=\s*\}+\s*$)")  # "\\text{east.}"
 
 def tidy(answer: str) -> str:
     """An answer as math-verify should read it: no spacing inside digit groups ("1\\,234", "8 000") or before
-    the imaginary unit ("5 i"), degrees as ^\\circ ("90°"), no closing full stop ("3.", "\\text{east.}")."""
+    the imaginary unit ("5 i"), degrees as ^\\circ ("90°"), no closing full stop ("3.", "\\text{east.}"), no
+    braces around all of it ("{(-1,6)}": a TeX group), and a number's unit in plain words dropped ("18 dollars")
+    as math-verify drops it in `\\text{}` (it reads plain words as products of letters)."""
     tidied = _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", answer))
     tidied = _SPACED_I.sub("", _DEGREES.sub(lambda _: "^\\circ", tidied))
     tidied = _CLOSING_STOP.sub("", _STOP_IN_TEXT.sub("", tidied))
+    tidied = _unit_dropped(_ungrouped(tidied))
     return tidied if tidied.strip() else answer
+
+
+def _ungrouped(answer: str) -> str:
+    """answer without TeX group braces around all of it ("{(-1,6)}", "{{5}}"; `\\{1, 2\\}` is a set, kept)."""
+    text = answer.strip()
+    while text.startswith("{") and text.endswith("}") and _group_end(text) == len(text) - 1:
+        text = text[1:-1].strip()
+    return text if text else answer
+
+
+def _group_end(text: str) -> int:
+    """Index of the brace closing the group that opens text[0] (escaped braces do not count), or -1."""
+    depth = 0
+    for match in re.finditer(r"\\.|[{}]", text, re.DOTALL):
+        if match.group() == "{":
+            depth += 1
+        elif match.group() == "}":
+            depth -= 1
+            if depth == 0:
+                return match.start()
+    return -1
+
+
+_NUMBER_WITH_UNIT = re.compile(r"\s*(-?\d[\d,]*(?:\.\d+)?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*)\s*")  # not "5 times x"
+_NOT_UNITS = frozenset({"and", "or", "plus", "minus", "over", "pi", "sqrt", "sin", "cos", "tan", "cot", "sec",
+                        "csc", "log", "ln", "exp", "infty", "infinity", "mod", "divided", "by"})
+
+
+def _unit_dropped(answer: str) -> str:
+    """A number followed only by plain words ("18 dollars", "3 cm") as the number; words of arithmetic stay ("2 pi")."""
+    match = _NUMBER_WITH_UNIT.fullmatch(answer)
+    if match is None or any(word.lower() in _NOT_UNITS for word in match.group(2).split()):
+        return answer
+    return match.group(1)
 
 
 def _parse(answer: str, timeout_s: int) -> list[Any]:
@@ -261,7 +307,9 @@ def compare_cached(reference: str, answer: str, timeout: float | None = DEFAULT_
     from math_verify import verify
 
     _quiet_math_verify()
-    seconds = _alarm_seconds(timeout)
+    # math-verify's own alarm is only a backstop a second past the pool's limit: were it to fire first, its
+    # timeout would come back as a decided (and cached) "wrong" instead of the pool's undecided timeout
+    seconds = _alarm_seconds(timeout) + 1
     gold = _parse_cached(reference, seconds)
     pred = _parse_cached(answer, seconds)
     correct = bool(verify(gold, pred, timeout_seconds=seconds))
@@ -285,6 +333,8 @@ def compare(reference: str, answer: str, grader: str = "math-verify") -> tuple[b
     key = fast_key(answer)
     if key is None and (based := base_number(answer)) is not None:
         key = f"b:{based[0]}_{based[1]}"
+    elif key is None and _in_a_base(answer):  # digits the base does not have: no value, its spelling is its key
+        key = "s:" + normalize_strict(answer)
     if verdict:
         return True, key or "s:" + normalize_strict(answer)
     if key is None:  # a wrong answer whose key needs sympy

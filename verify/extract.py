@@ -7,8 +7,9 @@ Rules, in order (the first rule that yields a non-empty answer wins):
    tried. `\\boxed 5` (argument without braces) takes the text up to the next `$` or line end.
    Boxes right before it joined only by "and" (also `\\text{ and }`), commas, `\\quad`, `$` and the
    same "x =" (`$x=\\boxed{-2}$ and $x=\\boxed{1}$`) are one list answer, `-2, 1`; "or" is not.
-2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X". X runs to the first
-   sentence end (". ") or parenthetical remark (" (since ...", not " (or ...") of its line; `**`,
+2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X" (not a markdown heading,
+   "#### Check": after "####" an X that starts with a word is skipped). X runs to the first
+   sentence end (". ") or remark (" (since ...", not " (or ..."; ", since", ", because") of its line; `**`,
    one pair of math delimiters around all of it (not "$2$ and $3$", two spans), a trailing period
    and Minerva's "I hope it is correct." are stripped.
 3. Otherwise `None`: the sample has no answer (graded wrong, counted separately).
@@ -27,7 +28,8 @@ _ANCHOR_RE = re.compile(r"final\s+answer\s+is\s*:?|\banswer\s*:|####", re.IGNORE
 _LINE_RE = re.compile(r"[^\S\n]*(?:\n\s*)?([^\n]*)")
 _HOPE_RE = re.compile(r"\.?\s*I hope it is correct\.?\s*$", re.IGNORECASE)
 _MATH_DELIMS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
-_SENTENCE_END_RE = re.compile(r"(?<=\S)\.\s|\s\((?!or\b)(?=[A-Za-z]{2})")  # "6. Each ...", "3 (since ..." (not "(or ...")
+_SENTENCE_END_RE = re.compile(r"(?<=\S)\.\s|\s\((?!or\b)(?=[A-Za-z]{2})|,\s+(?:since|because)\b")  # "6. Each ...",
+# "3 (since ..." (not "(or ..."), "3, since ..."
 
 
 def _box_starts(text: str) -> list[tuple[int, int]]:
@@ -195,9 +197,13 @@ def extract_fallback(text: str) -> str | None:
     """Answer after the last "final answer is", "Answer:" or "####" anchor that has one, or None."""
     for anchor in reversed(list(_ANCHOR_RE.finditer(text))):
         answer = _clean(_answer_span(_HOPE_RE.sub("", _rest_of_line(text, anchor.end()))))
-        if answer:
+        if answer and not (anchor.group() == "####" and _HEADING_RE.match(answer)):
             return answer
     return None
+
+
+# after "####", a word (two letters or more) is a markdown heading ("#### Verification"), not GSM8K's answer
+_HEADING_RE = re.compile(r"[A-Za-z]{2,}")
 
 
 def extract_answer(text: str) -> str | None:

@@ -89,7 +89,8 @@ PAIR_SCHEMA = pa.schema(
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
 REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
-GRADING_RULES = 2  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists)
+GRADING_RULES = 3  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists;
+# 3: "####" headings, ", since", digits a base lacks, group braces, units in plain words)
 _RULES_KEY = b"study.grading_rules"
 
 
