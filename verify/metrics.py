@@ -43,7 +43,7 @@ __all__ = [
 ]
 
 
-_SMALL_C = 64  # up to this many successes pass@k uses the exact product form
+_SMALL_C = 64  # up to this many successes (or samples k) pass@k uses the exact product form
 
 
 def unbiased_pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> np.ndarray:
@@ -55,16 +55,18 @@ def unbiased_pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> np.ndarray:
     out[always] = 1.0
     rest = ok & ~always & (k > 0) & (c > 0)
     nr, cr, kr = n[rest], c[rest], k[rest]
-    # C(n-c, k) / C(n, k) = prod_{j<c} (1 - k/(n-j)): exact product form for few successes (where
-    # pass@k can be tiny and relative precision matters), B(n-k+1, k) / B(n-c-k+1, k) otherwise.
-    small = cr <= _SMALL_C
+    # C(n-c, k) / C(n, k) = prod_{j<c} (1 - k/(n-j)) = prod_{j<k} (1 - c/(n-j)): the shorter product where c or
+    # k is small (where pass@k can be tiny and relative precision matters), B(n-k+1, k) / B(n-c-k+1, k) otherwise
+    terms = np.minimum(cr, kr)
+    small = terms <= _SMALL_C
     log_fail = np.empty(nr.shape)
     log_fail[~small] = betaln(nr[~small] - kr[~small] + 1, kr[~small]) - betaln(nr[~small] - cr[~small] - kr[~small] + 1, kr[~small])
-    ns, cs, ks = nr[small], cr[small], kr[small]
+    ns, ts = nr[small], terms[small]
+    other = np.maximum(cr, kr)[small]  # prod_{j<t} (1 - other/(n-j)), t = min(c, k), other = max(c, k)
     acc = np.zeros(ns.shape)
-    for j in range(int(cs.max(initial=0))):
-        live = j < cs
-        acc[live] += np.log1p(-ks[live] / (ns[live] - j))
+    for j in range(int(ts.max(initial=0))):
+        live = j < ts
+        acc[live] += np.log1p(-other[live] / (ns[live] - j))
     log_fail[small] = acc
     out[rest] = 0.0 - np.expm1(log_fail)  # 0.0 - x: never a negative zero
     out[ok & ~always & ~rest] = 0.0  # k == 0 or c == 0
