@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from fit.analysis import DEFAULT_PREDICT_FACTORS
+from fit.analysis import DEFAULT_PREDICT_FACTORS, json_float
 from fit.pipeline import FitRun
 
 DASH = "—"
@@ -90,7 +90,8 @@ def _summary_cell(run: FitRun, name: str, metric: str, fallback: dict[str, Any] 
     """A metric with CI from verify's summary (run dirs), else from our own fit."""
     if run.summary is not None and name in run.summary.index and metric in run.summary.columns:
         row = run.summary.loc[name]
-        return fmt_ci(float(row[metric]), float(row[f"{metric}_lo"]), float(row[f"{metric}_hi"]), prob)
+        value, low, high = (json_float(row[key]) for key in (metric, f"{metric}_lo", f"{metric}_hi"))
+        return fmt_ci(value, low, high, prob)
     if fallback is None:
         return DASH
     return fmt_ci(fallback["value"], fallback["low"], fallback["high"], prob)

@@ -23,7 +23,9 @@ def _fail(message: str, code: int = 2) -> None:
 
 
 def _ci(mean: float, lo: float, hi: float) -> str:
-    """'0.523' over '[0.481, 0.566]' (two lines keep the table narrow)."""
+    """'0.523' over '[0.481, 0.566]' (two lines keep the table narrow); the mean and "(no CI: one problem)" where there is none."""
+    if lo != lo or hi != hi:  # NaN: one problem, nothing to resample
+        return f"{mean:.3f}\n(no CI: one problem)" if mean == mean else "—"
     return f"{mean:.3f}\n[{lo:.3f}, {hi:.3f}]"
 
 
@@ -59,7 +61,8 @@ def _breakdown_table(grades: Any, run_dir: Path, by: str) -> Any:
     from verify.tables import counts_from_grades
 
     counts = counts_from_grades(grades, read_problems(run_dir))
-    table = Table(title=f"pass@1 by {by}: mean [95% bootstrap CI over problems]", title_justify="left")
+    table = Table(title=f"pass@1 by {by}: mean [95% CI over problems: bootstrap, Wilson where each problem is "
+                        "always or never solved]", title_justify="left")
     for name in ("config", by, "problems", "pass@1"):
         table.add_column(name, justify="left" if name == "config" else "right")
     for row in breakdown(counts, ["config", by], ks=(1,)).to_dict("records"):

@@ -111,7 +111,8 @@ def bootstrap_ci(
     values: ArrayLike, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """CI of the mean over problems (axis 0), NaN rows dropped per column: percentile bootstrap, or the
-    Wilson interval where every value is 0 or 1."""
+    Wilson interval where every value is 0 or 1; none (NaN) for a single problem whose value is neither
+    (resampling one problem says nothing about the spread)."""
     x = np.asarray(values, dtype=np.float64)
     squeeze = x.ndim == 1
     x = x.reshape(len(x), -1)
@@ -126,7 +127,9 @@ def bootstrap_ci(
         if np.all((v == 0) | (v == 1)):
             lo[col], hi[col] = proportion_ci(int(v.sum()), len(v), ci)
             continue
-        if len(v) == 1 or np.all(v == v[0]):
+        if len(v) == 1:
+            continue
+        if np.all(v == v[0]):
             lo[col] = hi[col] = v[0]
             continue
         weights = rng.multinomial(len(v), np.full(len(v), 1.0 / len(v)), size=n_boot)
