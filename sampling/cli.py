@@ -98,6 +98,8 @@ def sample(
         experiment = replace(experiment, **overrides)
         shard_spec = parse_shard(shard)
         run_dir = out or Path("runs") / f"{experiment.name}{data_tag}-n{experiment.n}"
+        if Path(run_dir).exists() and not Path(run_dir).is_dir():
+            raise RunDirError(f"--out {run_dir} is a file, not a run directory; choose a folder (new, empty, or a run to continue)")
         with progress_bar() as progress:
             result = run_experiment(
                 experiment, run_dir, shard=shard_spec, block_size=block_size, skip_bad_rows=skip_bad_rows,
@@ -113,14 +115,20 @@ def sample(
         print_error(f"cannot write{where}: {exc.strerror or exc}{saved}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
-        if run_dir is not None:
+        if run_dir is not None and (Path(run_dir) / MANIFEST).is_file():
             console.print(f"interrupted: the finished blocks are saved in {run_dir}; run the same command again to continue")
+        else:
+            console.print("interrupted before the run directory was written: nothing was saved")
         raise typer.Exit(130) from None
     console.print(
         f"{result.samples_written:,} samples in {result.blocks_done} block(s) written to {result.run_dir} "
         f"({result.blocks_skipped} block(s) already done) in {result.seconds:.1f} s"
     )
-    table_console().print(summary_table(result.run_dir))
+    try:
+        table_console().print(summary_table(result.run_dir))
+    except RunDirError as exc:  # a shard damaged by something else: what this call wrote is saved
+        print_error(str(exc))
+        raise typer.Exit(2) from None
 
 
 def duration(seconds: float) -> str:

@@ -37,6 +37,7 @@ prices = { base = { input = 0.02, output = 0.04 }, oracle = { input = 0.2, outpu
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import tomllib
@@ -167,6 +168,10 @@ def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(POLICY_KEYS)}")
     grid = {key: value if isinstance(value, list) else [value] for key, value in entry.items() if key in GRID_KEYS}
+    empty = [key for key, values in grid.items() if not values]
+    if empty:  # the product would be empty: the entry would vanish without a word
+        raise ConfigError(f"{where}: {', '.join(empty)} {'is an empty list' if len(empty) == 1 else 'are empty lists'}; "
+                          "give at least one value")
     if "id" in entry and any(len(v) > 1 for v in grid.values()):
         raise ConfigError(f"{where}: an explicit id cannot be used with a grid of values")
     for key, values in grid.items():
@@ -286,13 +291,15 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
         raise ConfigError(f"{source}: [models] needs 'oracle' for non-base policies")
     prompt = _table(data.get("prompt", {}), f"{source}: [prompt]", {"template", "chat", "system", "add_bos"})
     template = _string(prompt.get("template", "{problem}\n"), f"{source}: [prompt] template")
-    if "{problem}" not in template:
-        raise ConfigError(f"{source}: [prompt] template must contain {{problem}}")
+    marker = "\0study-problem\0"
     try:
-        template.format(problem="")
+        filled = template.format(problem=marker)
     except (KeyError, IndexError, ValueError) as exc:
         raise ConfigError(f"{source}: [prompt] template may use only {{problem}} (write a literal brace as {{{{ or }}}}): "
                           f"{type(exc).__name__}: {exc}") from None
+    if marker not in filled:  # "{{problem}}" is a literal "{problem}": the question would never be in the prompt
+        raise ConfigError(f"{source}: [prompt] template must contain {{problem}} (where the problem goes; "
+                          f"{{{{problem}}}} is the literal text {{problem}}), got {template!r}")
     engine = data.get("engine", "torch")
     if engine not in ("torch", "vllm"):
         raise ConfigError(f"{source}: engine must be 'torch' or 'vllm', got {engine!r}")
@@ -333,6 +340,11 @@ def load_experiment(path: Path) -> Experiment:
     beside = path.parent / experiment.dataset  # a relative dataset file not found from here is read beside the TOML
     if experiment.dataset not in DATASET_NAMES and not Path(experiment.dataset).exists() and beside.is_file():
         experiment.dataset = str(beside)
+    for config_id, config in experiment.configs.items():  # so is a judge head file
+        head = config.policy.head
+        if head and head != "toy" and not Path(head).exists() and (path.parent / head).is_file():
+            experiment.configs[config_id] = dataclasses.replace(
+                config, policy=dataclasses.replace(config.policy, head=str(path.parent / head)))
     return experiment
 
 

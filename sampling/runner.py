@@ -56,7 +56,7 @@ class Block:
 
 def parse_shard(text: str | None) -> tuple[int, int]:
     """'2/8' -> (2, 8); None -> (0, 1)."""
-    if not text:
+    if text is None:
         return 0, 1
     try:
         index, count = (int(part) for part in text.split("/"))
@@ -141,7 +141,16 @@ def config_manifest(experiment: Experiment) -> dict[str, dict[str, Any]]:
             "base_temperature": config.base.temperature, "oracle_temperature": config.oracle.temperature,
             "top_p": config.base.top_p, "max_tokens": config.max_tokens,
         }
+        if config.policy.head:  # a judge head is matched by its content, as the models are (a retrained head is another judge)
+            out[config_id]["head_sha256"] = _head_sha256(config.policy.head)
     return out
+
+
+def _head_sha256(head: str) -> str:
+    """sha256 of a judge head's file."""
+    from sampling.judge_head import resolve_head
+
+    return hashlib.sha256(resolve_head(head).read_bytes()).hexdigest()
 
 
 def load_experiment_problems(experiment: Experiment, skip_bad_rows: bool = False, report: Callable[[str], None] | None = None) -> list[Problem]:
@@ -350,6 +359,10 @@ def run_experiment(
         block_seconds = time.perf_counter() - block_start
         for record in records:
             record.text = pair.tokenizer.decode(record.token_ids, skip_special_tokens=True)
+        if store.config_definition_changed(run_dir, block.config_id, manifest["configs"][block.config_id]):
+            raise store.RunDirError(f"config {block.config_id!r} was redefined in {run_dir} by another `study sample` "
+                                    "while this one sampled it (it had no samples yet); this block is dropped. Run "
+                                    "the same experiment as the other worker.")
         if store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name, device=device):
             written += len(records)
         else:  # written once: grades made from the first file never go stale

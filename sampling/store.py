@@ -157,7 +157,8 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem],
     """Create a run directory or check that an existing one matches; returns the manifest in force.
 
     New config ids are added to an existing run, and a given cost section replaces the recorded one;
-    a config id whose definition changed, or any change of models, dataset, problems, seed, n,
+    a config id whose definition changed (unless it has no samples yet: then the new definition
+    replaces it, and `on_wait` is told), or any change of models, dataset, problems, seed, n,
     prompt settings or the prompts' token ids, or blocking, is refused. Concurrent shard workers
     take turns (`_manifest_lock`): one creates the run, and no worker's additions are lost.
     """
@@ -167,7 +168,7 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem],
             raise RunDirError(f"config id {config_id!r} must be letters, digits and _.+- (no spaces or slashes)")
     with _manifest_lock(run_dir, on_wait):
         if (run_dir / MANIFEST).exists():
-            return _join_run(run_dir, manifest)
+            return _join_run(run_dir, manifest, on_wait)
         # an empty folder, or one left by a creation that died before its manifest
         leftovers = [p for p in run_dir.iterdir() if not p.name.startswith(".") and p.name != PROBLEMS]
         if any(p.name != SAMPLES_DIR or any(p.iterdir()) for p in leftovers):
@@ -193,10 +194,15 @@ def check_join(run_dir: Path, manifest: dict[str, Any]) -> None:
     _check_compatible(Path(run_dir), read_manifest(Path(run_dir)), manifest)
 
 
-def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+def _join_run(run_dir: Path, manifest: dict[str, Any], report: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Check a new manifest against the run's and add its new configs (and cost); the manifest in force."""
     existing = read_manifest(run_dir)
-    _check_compatible(run_dir, existing, manifest)
+    redefined = _check_compatible(run_dir, existing, manifest)
+    for config_id in redefined:
+        if report is not None:
+            report(f"note: config {config_id!r} was defined otherwise in {run_dir} but has no samples there yet: "
+                   "its new definition replaces the old one")
+        del existing["configs"][config_id]
     added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
     # the cost model only says how `study fit` reads the run: a config that gives one updates it
     new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
@@ -211,8 +217,9 @@ def _join_run(run_dir: Path, manifest: dict[str, Any]) -> dict[str, Any]:
     return existing
 
 
-def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> None:
-    """A RunDirError naming the first run setting that differs, or every config whose definition does."""
+def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
+    """A RunDirError naming the first run setting that differs, or every config whose definition does and that
+    has samples; the configs defined otherwise that have none yet (added by a worker that then drew nothing)."""
     for key in RUN_IDENTITY_KEYS:
         if key in OPTIONAL_IDENTITY_KEYS and key not in existing:
             continue
@@ -229,9 +236,15 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
                 f"  now:      {json.dumps(new, sort_keys=True)}\n{fix}"
             )
     changed: dict[str, str] = {}
+    unsampled: list[str] = []
     for config_id, config in manifest["configs"].items():
         old = existing["configs"].get(config_id)
+        if old is not None:
+            old, config = _config_identity(old, config)
         if old is not None and old != config:
+            if not config_has_samples(run_dir, config_id):
+                unsampled.append(config_id)
+                continue
             changed[config_id] = ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(config.get(k))}"
                                            for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
     if len(changed) == 1:
@@ -242,6 +255,31 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
         listed = "\n".join(f"  {config_id}: {what}" for config_id, what in changed.items())
         raise RunDirError(f"{len(changed)} configs in {run_dir} were sampled with other settings:\n{listed}\n"
                           "Use a new --out directory (or give the changed configs new ids).")
+    return unsampled
+
+
+def config_has_samples(run_dir: Path, config_id: str) -> bool:
+    """Whether any shard of the config is in the run (temp files of a block being written count: it will be)."""
+    folder = Path(run_dir) / SAMPLES_DIR / config_id
+    return folder.is_dir() and any(path.suffix == ".parquet" for path in folder.iterdir())
+
+
+def config_definition_changed(run_dir: Path, config_id: str, definition: dict[str, Any]) -> bool:
+    """Whether the run's manifest now defines the config otherwise (another worker redefined it while it had no samples)."""
+    recorded = read_manifest(Path(run_dir))["configs"].get(config_id)
+    return recorded is None or _config_identity(recorded, definition)[0] != _config_identity(recorded, definition)[1]
+
+
+def _config_identity(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parts of a config's old and new definitions that must match: a judge head by its content (sha256), not
+    the path it is read from; by its path where the run recorded no content (a run made before heads were hashed)."""
+    if "head_sha256" in old and "head_sha256" in new:
+        drop = "head"
+    elif "head_sha256" in old or "head_sha256" in new:
+        drop = "head_sha256"
+    else:
+        return old, new
+    return ({k: v for k, v in old.items() if k != drop}, {k: v for k, v in new.items() if k != drop})
 
 
 def _identity(key: str, value: Any) -> Any:
@@ -301,7 +339,25 @@ def read_problems(run_dir: Path) -> list[Problem]:
     path = Path(run_dir) / PROBLEMS
     if not path.exists():
         raise RunDirError(f"{run_dir}: missing {PROBLEMS}")
-    return [Problem(**row) for row in pq.read_table(path).to_pylist()]
+    try:
+        return [Problem(**row) for row in pq.read_table(path).to_pylist()]
+    except (pa.ArrowException, OSError) as exc:
+        raise RunDirError(f"{path}: unreadable ({exc}); was it damaged? `study sample` with the run's experiment "
+                          "writes it again if you remove it") from None
+
+
+def _unreadable_shard(path: Path, exc: Exception) -> RunDirError:
+    """The error for a samples shard that cannot be read."""
+    return RunDirError(f"{path}: unreadable samples shard ({exc}); was it damaged? Remove it and run the same "
+                       "`study sample` command again: its block is sampled again, identically")
+
+
+def _read_footer(path: Path) -> pq.FileMetaData:
+    """A shard's Parquet footer; RunDirError naming the file if it cannot be read."""
+    try:
+        return pq.read_metadata(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable_shard(path, exc) from None
 
 
 def shard_path(run_dir: Path, config_id: str, block_key: str) -> Path:
@@ -367,7 +423,7 @@ def shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
     for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
         if path.name.startswith("."):
             continue
-        metadata = pq.read_metadata(path)
+        metadata = _read_footer(path)
         seconds = footer_seconds(metadata, path)
         if seconds is not None:
             device = (metadata.metadata or {}).get(DEVICE_KEY, b"unrecorded").decode(errors="replace")
@@ -398,7 +454,7 @@ def timing_devices(run_dir: Path) -> dict[str, set[str]]:
 
 def shard_seconds(path: Path) -> float | None:
     """The engine's wall-clock seconds for a shard's block (None for shards written without timing)."""
-    return footer_seconds(pq.read_metadata(path), path)
+    return footer_seconds(_read_footer(path), path)
 
 
 def footer_seconds(footer: pq.FileMetaData, path: Path) -> float | None:
@@ -418,4 +474,10 @@ def read_samples(run_dir: Path, columns: list[str] | None = None):
     root = Path(run_dir) / SAMPLES_DIR
     if not any(root.glob("*/*.parquet")):
         return SAMPLES_SCHEMA.empty_table().to_pandas()[columns or SAMPLES_SCHEMA.names]
-    return pq.read_table(root, columns=columns, schema=SAMPLES_SCHEMA).to_pandas()
+    try:
+        return pq.read_table(root, columns=columns, schema=SAMPLES_SCHEMA).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        for path in sorted(root.glob("*/*.parquet")):  # name the shard that fails
+            if not path.name.startswith("."):
+                _read_footer(path)
+        raise RunDirError(f"{root}: unreadable samples ({exc})") from None

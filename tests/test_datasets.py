@@ -59,7 +59,7 @@ def test_toy_dataset_by_name_is_deterministic_and_spread_over_levels() -> None:
 def test_malformed_rows_error_names_file_and_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n" + json.dumps({"problem": "no answer", "solution": "none"}) + "\n")
-    with pytest.raises(DatasetError, match=r"bad.jsonl, row 1: no reference answer"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl, row 2: no reference answer"):
         load_problems(str(path))
     messages: list[str] = []
     problems = load_problems(str(path), skip_bad_rows=True, report=messages.append)
@@ -67,10 +67,21 @@ def test_malformed_rows_error_names_file_and_row(tmp_path: Path) -> None:
     assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows)"]
 
 
+def test_duplicate_ids_are_bad_rows(tmp_path: Path) -> None:
+    """A second row with an id already seen is an error naming the row, or (--skip-bad-rows) skipped and counted."""
+    path = tmp_path / "dup.jsonl"
+    path.write_text("".join(json.dumps({"id": "a", "problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(2)))
+    with pytest.raises(DatasetError, match=r"dup.jsonl, row 2: duplicate problem id 'a'"):
+        load_problems(str(path))
+    messages: list[str] = []
+    assert [p.answer for p in load_problems(str(path), skip_bad_rows=True, report=messages.append)] == ["1"]
+    assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows)"]
+
+
 def test_missing_problem_text_and_bad_json(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"answer": "2"}) + "\n")
-    with pytest.raises(DatasetError, match="row 0: missing 'problem'"):
+    with pytest.raises(DatasetError, match="x.jsonl, row 1: missing 'problem'"):
         load_problems(str(path))
     path.write_text("{not json}\n")
     with pytest.raises(DatasetError, match="x.jsonl, line 1: invalid JSON"):
@@ -100,7 +111,7 @@ def test_rows_that_are_not_objects_and_unreadable_files(tmp_path: Path) -> None:
     """A row that is not an object is a bad row (skippable); unreadable JSON or non-UTF-8 names the file."""
     path = tmp_path / "list_row.jsonl"
     path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n[1, 2]\nnull\n")
-    with pytest.raises(DatasetError, match=r"list_row.jsonl, row 1: expected an object .* got list"):
+    with pytest.raises(DatasetError, match=r"list_row.jsonl, row 2: expected an object .* got list"):
         load_problems(str(path))
     assert len(load_problems(str(path), skip_bad_rows=True, report=lambda _: None)) == 1
     path = tmp_path / "trailing.json"

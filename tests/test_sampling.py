@@ -21,7 +21,7 @@ from sampling.config import ConfigError, parse_experiment
 from sampling.models import ModelError, load_pair
 from sampling.policy import PolicySpec
 from sampling.records import GuidedConfig, SampleRequest, SamplingParams, derive_seed, uniforms
-from sampling.runner import run_experiment
+from sampling.runner import config_manifest, run_experiment
 from sampling.store import RunDirError, read_samples
 from sampling.torch_engine import TorchEngine, sample_tokens, step_statistics
 
@@ -547,6 +547,10 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"levels": [1, "2"]}, r"x.toml: levels must be an integer, got '2'"),
     ({"prompt": {"chat": "false"}}, r"\[prompt\] chat must be true or false, got 'false'"),
     ({"prompt": {"template": "{problem} {x}"}}, r"\[prompt\] template may use only \{problem\}.*KeyError"),
+    ({"prompt": {"template": "Q: {{problem}}"}}, r"\[prompt\] template must contain \{problem\}.*literal text"),
+    ({"prompt": {"template": "Q:"}}, r"\[prompt\] template must contain \{problem\}"),
+    ({"configs": [{"policy": "base"}, {"policy": "random", "c": [], "k": 2}]}, r"#2: c is an empty list"),
+    ({"configs": [{"policy": "random", "c": [], "k": []}]}, r"#1: c, k are empty lists"),
     ({"engine_options": 5}, r"engine_options must be a table"),
     ({"models": {"base": "toy:base", "oracle": "toy:oracle", "judge": "x"}}, r"\[models\]: unknown key"),
     ({"configs": {"policy": "base"}}, r"configs must be a list of tables"),
@@ -822,6 +826,79 @@ def test_what_would_fail_later_is_refused_before_the_run_dir_is_written(tmp_path
     assert len(read_samples(run_dir)) == 1
 
 
+def test_a_judge_head_is_part_of_the_config_by_its_content(tmp_path: Path) -> None:
+    """A run with a judge head records the head's sha256: a retrained head under the same path is refused, the same
+    head under another path is accepted; a relative head path is read beside the experiment's TOML."""
+    import shutil
+
+    from sampling.config import load_experiment
+    from sampling.judge_head import TOY_HEAD, load_head, save_head
+
+    def experiment_file(folder: Path, head: str) -> Path:
+        folder.mkdir(exist_ok=True)
+        (folder / "judge.toml").write_text(
+            'name = "j"\nn = 2\nproblems = 1\nmax_tokens = 24\n[models]\nbase = "toy:base"\noracle = "toy:oracle"\n'
+            f'[[configs]]\npolicy = "judge"\nk = 2\nalpha = 0.2\nmax_c = 2\nhead = "{head}"\nid = "jh"\n')
+        return folder / "judge.toml"
+
+    toml = experiment_file(tmp_path / "exp", "head.safetensors")
+    shutil.copy(TOY_HEAD, tmp_path / "exp" / "head.safetensors")
+    experiment = load_experiment(toml)  # read from elsewhere: the head is found beside the TOML
+    assert experiment.configs["jh"].policy.head == str(tmp_path / "exp" / "head.safetensors")
+    run_dir = tmp_path / "run"
+    run_experiment(experiment, run_dir, block_size=8, report=lambda _: None)
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    assert len(manifest["configs"]["jh"]["head_sha256"]) == 64
+    shutil.copy(TOY_HEAD, tmp_path / "elsewhere.safetensors")  # the same head under another path: the same config
+    moved = load_experiment(experiment_file(tmp_path / "other", str(tmp_path / "elsewhere.safetensors")))
+    weight, bias = load_head("toy")
+    save_head(tmp_path / "exp" / "head.safetensors", -weight.numpy(), -bias)  # retrained in place
+    load_head.cache_clear()
+    with pytest.raises(RunDirError, match=r"config 'jh' .* other settings \(head_sha256: "):
+        run_experiment(load_experiment(toml), run_dir, block_size=8, report=lambda _: None)
+    run_experiment(moved, run_dir, block_size=8, report=lambda _: None)  # accepted: nothing left to sample
+    assert len(read_samples(run_dir)) == 2
+
+
+def test_a_config_with_no_samples_yet_may_be_redefined(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A config recorded in the run but never sampled (a shard worker with no work for it, or a kill right after the
+    manifest update) takes a new definition, with a note; one with samples is still refused. A worker whose config
+    is redefined under it while it samples drops the block instead of writing samples of the old definition."""
+    from sampling import store as store_module
+
+    run_dir = tmp_path / "run"
+    first = {"policy": "margin", "delta": 0.3, "k": 2, "max_c": 2, "id": "m"}
+    run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}]), run_dir, block_size=8, report=lambda _: None)
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    recorded = config_manifest(_experiment(problems=2, n=2, configs=[first]))["m"]
+    store_module.write_manifest(run_dir, {**manifest, "configs": {**manifest["configs"], "m": recorded}})  # added, never sampled
+    notes: list[str] = []
+    fixed = _experiment(problems=2, n=2, configs=[{"policy": "base"}, {**first, "k": 3}])
+    run_experiment(fixed, run_dir, block_size=8, report=notes.append)
+    assert any("config 'm' was defined otherwise" in note and "no samples" in note for note in notes)
+    assert json.loads((run_dir / "_manifest.json").read_text())["configs"]["m"]["k"] == 3
+    assert set(read_samples(run_dir)["config_id"]) == {"base", "m"}
+    with pytest.raises(RunDirError, match=r"config 'm' in .* was sampled with other settings \(k: 3 -> 2\)"):
+        run_experiment(_experiment(problems=2, n=2, configs=[first]), run_dir, block_size=8, report=lambda _: None)
+
+    other = tmp_path / "other"
+    run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}]), other, block_size=8, report=lambda _: None)
+    original_check = store_module.config_definition_changed
+
+    def check_after_redefinition(run_dir, config_id, definition):  # another worker redefines 'm' while this one samples it
+        if config_id == "m":
+            manifest = json.loads((other / "_manifest.json").read_text())
+            manifest["configs"]["m"] = {**manifest["configs"]["m"], "k": 2}
+            store_module.write_manifest(other, manifest)
+        return original_check(run_dir, config_id, definition)
+
+    monkeypatch.setattr(store_module, "config_definition_changed", check_after_redefinition)
+    with pytest.raises(RunDirError, match=r"config 'm' was redefined in .* by another `study sample`"):
+        run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}, {**first, "k": 3}]), other, block_size=8,
+                       report=lambda _: None)
+    assert not store_module.config_has_samples(other, "m")
+
+
 def test_an_engine_that_fails_to_start_leaves_no_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine starts before the manifest is written: a start that fails does not lock the --out folder."""
     import sampling.runner as runner
@@ -938,3 +1015,32 @@ def test_blocks_another_worker_finished_meanwhile_are_skipped(reference_run: Pat
     assert result.blocks_done == blocks - 2 and result.blocks_skipped == 2
     assert any("2 block(s) of this shard were written by another process" in note for note in notes)
     pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(tmp_path / "ahead")))
+
+
+@pytest.mark.parametrize("text", ["", "1", "a/b", "3/3", "-1/2", "1/0"])
+def test_bad_shard_specs_are_refused(text: str) -> None:
+    """--shard must be i/N with 0 <= i < N; an empty value (an unset variable in a job script) is refused, not
+    taken as the whole run."""
+    from sampling.runner import parse_shard
+
+    with pytest.raises(ValueError, match="--shard"):
+        parse_shard(text)
+    assert parse_shard(None) == (0, 1) and parse_shard("2/8") == (2, 8)
+
+
+def test_a_damaged_shard_or_problems_file_is_named(reference_run: Path, tmp_path: Path) -> None:
+    """A shard or problems file damaged by something else: reading the run names the file and what to do."""
+    import shutil
+
+    from sampling.store import read_problems, shard_timings
+
+    run_dir = tmp_path / "damaged"
+    shutil.copytree(reference_run, run_dir)
+    shard = sorted((run_dir / "samples" / "oracle").glob("*.parquet"))[0]
+    shard.write_bytes(b"not parquet")
+    for read in (read_samples, lambda r: list(shard_timings(r))):
+        with pytest.raises(RunDirError, match=rf"{shard.name}: unreadable samples shard .* Remove it and run the same"):
+            read(run_dir)
+    (run_dir / "_problems.parquet").write_bytes(b"")
+    with pytest.raises(RunDirError, match=r"_problems.parquet: unreadable"):
+        read_problems(run_dir)
