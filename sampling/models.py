@@ -37,7 +37,9 @@ def fingerprint(name_or_path: str) -> str:
     for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + [path / "config.json"]:
         if file.exists():
             digest.update(file.name.encode())
-            digest.update(file.read_bytes())
+            with file.open("rb") as handle:  # in chunks: a checkpoint file can be larger than memory
+                for chunk in iter(lambda: handle.read(1 << 24), b""):
+                    digest.update(chunk)
     return digest.hexdigest()
 
 
