@@ -240,7 +240,10 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
             m, mb, ex, cg, cr, cgb, crb = multipliers_at_targets(g, r, targets_arr)
             block: dict[str, Any] = {"reference": ref_name, "targets": {}, "budgets": {}}
             for i, t in enumerate(targets):
-                note = _reach_note(name, cg[i], t) or _reach_note(ref_name, cr[i], t)
+                if np.isposinf(cg[i]) and np.isposinf(cr[i]) and name != ref_name:
+                    note = f"neither {name} nor {ref_name} reaches {t:.3g} within 10^{EXTRAPOLATE_DECADES}× its n"
+                else:
+                    note = _reach_note(name, cg[i], t) or _reach_note(ref_name, cr[i], t)
                 block["targets"][str(t)] = _entry(m[i], mb[:, i], ex[i], level, _unreached(cgb[:, i], crb[:, i]), note=note)
             if budgets:
                 bm, bmb, bex, bcov = multipliers_at_budgets(g, r, np.asarray(budgets, float))
@@ -248,9 +251,13 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
                 for i, b in enumerate(budgets):
                     note = None
                     if np.isnan(bcov[i]):
-                        note = f"{name}'s coverage at this budget is unknown (no fit beyond its n)"
-                    elif bcov[i] > 0:
-                        note = _reach_note(ref_name, k_r[i], float(bcov[i]))
+                        note = f"{name}'s coverage at a budget is unknown (no fit beyond its n)"
+                    elif bcov[i] > 0 and np.isposinf(k_r[i]):
+                        note = (f"{ref_name} does not reach the coverage {name} has at a budget within "
+                                f"10^{EXTRAPOLATE_DECADES}× its n")
+                    elif bcov[i] > 0 and np.isnan(k_r[i]):
+                        note = (f"{ref_name} does not reach the coverage {name} has at a budget within its n, "
+                                "and has no fit to extrapolate with")
                     block["budgets"][_budget_key(b, budgets)] = _entry(
                         bm[i], bmb[:, i], bex[i], level, _unreached(np.where(np.isnan(bmb[:, i]), np.nan, 0.0), bmb[:, i]),
                         coverage=json_float(bcov[i]), note=note)

@@ -209,7 +209,7 @@ def _reach_notes(comp: dict[str, Any], role: str) -> list[str]:
     if not configs:
         return []
     return ["Cells without a finite multiplier (0×: the config never reaches the coverage; ∞×: the reference "
-            "never does; —: unknown):\n\n" + "\n".join(f"- {note} (row{'s' if len(names) > 1 else ''} "
+            "never does; —: neither does, or unknown):\n\n" + "\n".join(f"- {note} (row{'s' if len(names) > 1 else ''} "
                                                        f"{group_list([f'`{n}`' for n in names], shown=10)})"
                                                        for note, names in configs.items()) + "\n"]
 

@@ -61,7 +61,7 @@ def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
     """Map one raw row (MATH, MATH-500, GSM8K, or our own format) to a Problem, or raise DatasetError."""
     from verify import extract_answer  # the one balanced-brace \boxed{} extractor
 
-    where = f"{source}, row {index + 1}"  # rows counted from 1, as lines are (the default id keeps the 0-based index)
+    where = f"{source}, row {index + 1}"  # data rows counted from 1 (blank JSONL lines are no rows; ids keep the 0-based index)
     if not isinstance(row, dict):
         raise DatasetError(f"{where}: expected an object with problem and answer fields, got {type(row).__name__}")
     text = row.get("problem") or row.get("question")

@@ -359,11 +359,12 @@ def run_experiment(
         block_seconds = time.perf_counter() - block_start
         for record in records:
             record.text = pair.tokenizer.decode(record.token_ids, skip_special_tokens=True)
-        if store.config_definition_changed(run_dir, block.config_id, manifest["configs"][block.config_id]):
-            raise store.RunDirError(f"config {block.config_id!r} was redefined in {run_dir} by another `study sample` "
-                                    "while this one sampled it (it had no samples yet); this block is dropped. Run "
-                                    "the same experiment as the other worker.")
         if store.write_shard(run_dir, block.config_id, block.key, records, seconds=block_seconds, engine=engine.name, device=device):
+            if store.withdraw_if_redefined(run_dir, block.config_id, manifest["configs"][block.config_id],
+                                           store.shard_path(run_dir, block.config_id, block.key)):
+                raise store.RunDirError(f"config {block.config_id!r} was redefined in {run_dir} by another `study "
+                                        "sample` while this one sampled it (it had no samples yet); this block is "
+                                        "dropped. Run the same experiment as the other worker.")
             written += len(records)
         else:  # written once: grades made from the first file never go stale
             taken += 1

@@ -270,6 +270,18 @@ def config_definition_changed(run_dir: Path, config_id: str, definition: dict[st
     return recorded is None or _config_identity(recorded, definition)[0] != _config_identity(recorded, definition)[1]
 
 
+def withdraw_if_redefined(run_dir: Path, config_id: str, definition: dict[str, Any], shard: Path) -> bool:
+    """After writing a shard: if another worker redefined its config meanwhile, remove the shard (True).
+
+    Under the manifest lock, so a redefinition (which needs a config with no shard) either came before
+    this check, and is seen, or comes after it, and sees the shard and is refused."""
+    with _manifest_lock(Path(run_dir)):
+        if not config_definition_changed(run_dir, config_id, definition):
+            return False
+        shard.unlink(missing_ok=True)
+        return True
+
+
 def _config_identity(old: dict[str, Any], new: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The parts of a config's old and new definitions that must match: a judge head by its content (sha256), not
     the path it is read from; by its path where the run recorded no content (a run made before heads were hashed)."""

@@ -54,7 +54,7 @@ def test_sample_into_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> Non
     """--out naming a file, or inside a read-only folder: one line naming the path, exit 2, no traceback."""
     (tmp_path / "file").write_text("mine")
     result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--out", str(tmp_path / "file")])
-    assert result.exit_code == 2 and "cannot write" in result.output and "file" in result.output, result.output
+    assert result.exit_code == 2 and "file" in result.output and "is a file, not a run directory" in result.output, result.output
     assert "Traceback" not in result.output and (tmp_path / "file").read_text() == "mine"
     locked = tmp_path / "locked"
     locked.mkdir()

@@ -189,7 +189,11 @@ def test_a_curve_that_never_reaches_a_target_gives_zero_or_infinite_multipliers(
     assert out["configs"]["low"]["compute_to_target"]["0.95"]["infinite"] is True
     assert fmt_mult(high_cell).startswith("∞")
     budget_cell = next(iter(out["configs"]["high"]["vs_base"]["budgets"].values()))  # high's coverage there: > 0.9
-    assert budget_cell["infinite"] is True and "low does not reach" in budget_cell["note"]
+    assert budget_cell["infinite"] is True and budget_cell["note"].startswith("low does not reach the coverage high has")
+    lower = _plateau_curve("lower", np.full(100, 0.8), 0.8)
+    both = compare.compare({"lower": lower, "low": low}, {"base": "low"}, targets=(0.95,), budgets=[])
+    cell = both["configs"]["lower"]["vs_base"]["targets"]["0.95"]
+    assert cell["multiplier"] is None and cell["note"] == "neither lower nor low reaches 0.95 within 10^6× its n"
     against_high = compare.compare({"low": low, "high": high}, {"base": "high"}, targets=(0.95,), budgets=[])
     cell = against_high["configs"]["low"]["vs_base"]["targets"]["0.95"]
     assert cell["multiplier"] == 0.0 and cell["note"] == "low does not reach 0.95 within 10^6× its n"

@@ -892,7 +892,7 @@ def test_a_config_with_no_samples_yet_may_be_redefined(tmp_path: Path, monkeypat
             store_module.write_manifest(other, manifest)
         return original_check(run_dir, config_id, definition)
 
-    monkeypatch.setattr(store_module, "config_definition_changed", check_after_redefinition)
+    monkeypatch.setattr(store_module, "config_definition_changed", check_after_redefinition)  # read after the write
     with pytest.raises(RunDirError, match=r"config 'm' was redefined in .* by another `study sample`"):
         run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}, {**first, "k": 3}]), other, block_size=8,
                        report=lambda _: None)

@@ -66,6 +66,13 @@ MUST_HOLD = [  # (answer, reference)
     ("18 dollars", "18"),  # a number's unit in plain words is dropped, as in \\text{} (both read alike)
     ("18 cookies", "18"),
     ("18 dollars per hour", "18"),
+    ("18 times", "18"),
+    ("{5 \\choose 2}", "10"),  # braces that make a binomial stay
+    ("{10 \\choose 3}", "\\binom{10}{3}"),
+    ("25 percent", "0.25"),  # words that change the value stay for math-verify to read
+    ("25 percent", "25"),
+    ("5 xy", "5xy"),  # a short word may be variables
+    ("{5.}", "5"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -92,6 +99,11 @@ NEAR_MISSES = [  # (answer, reference)
     ("19 dollars", "18"),
     ("2 pi", "2\\pi"),  # a word of mathematics is not a unit
     ("{1}{2}", "(1,2)"),  # two groups, not one
+    ("5 squared", "5"),
+    ("3 halves", "3"),
+    ("5 sixths", "5"),
+    ("1 billion", "1"),
+    ("5 xy", "5"),
 ]
 
 

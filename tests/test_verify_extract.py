@@ -90,6 +90,9 @@ def test_boxes(text: str, expected: str | None) -> None:
         ("Answer: 42\n\n#### Step 3\n6*7 = 42", "42"),
         ("#### Check\nno answer here", None),
         ("#### x = 5", "x = 5"),
+        ("...\n#### Monday", "Monday"),  # a word on the last line is GSM8K's answer, not a heading
+        ("#### sqrt(2)\n", "sqrt(2)"),
+        ("#### Final Answer\n\n$\\frac{1}{2}$", "\\frac{1}{2}"),  # a heading over the answer
         ("The final answer is: x = 3, since 2+1=3", "x = 3"),
         ("Answer: 7, because 3+4 = 7", "7"),
     ],

@@ -44,7 +44,8 @@ def test_pass_at_k_large_n_matches_exact_rationals() -> None:
     """Large n (where binomials overflow floats) agrees with exact 1 - C(n-c,k)/C(n,k) to 1e-12 relative, also
     with many successes and small k (a tiny pass@1 of a real Pythia problem: 71 of 100,096)."""
     for n, c, k in [(10_000, 3, 100), (10_000, 1, 1), (100_000, 50, 1000), (5000, 4990, 5), (20_000, 1, 10_000),
-                    (100_096, 71, 1), (1_000_000, 65, 1), (1_000_000, 500, 3), (5000, 200, 100), (1_000_000, 100_000, 2)]:
+                    (100_096, 71, 1), (1_000_000, 65, 1), (1_000_000, 500, 3), (5000, 200, 100), (1_000_000, 100_000, 2),
+                    (10_000_000, 65, 65), (10_000_000, 1000, 1000)]:
         exact = 1 - Fraction(comb(n - c, k), comb(n, k))
         got = pass_at_k([n], [c], k)[0]
         assert got == pytest.approx(float(exact), rel=1e-12, abs=0)

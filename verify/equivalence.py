@@ -6,10 +6,12 @@ The `math-verify` grader's verdict is defined as
 
 (`verify` is not symmetric: the reference is the gold). `tidy` removes what math-verify misreads
 and no reader would: LaTeX spacing between digits (`1\\,234`, a thin space grouping digits, is
-1234) and one closing full stop (`3.` is 3; an ellipsis `...` is kept). `fast_verdict` decides
+1234), one closing full stop (`3.` is 3; an ellipsis `...` is kept), braces around the whole answer,
+and a number's unit in plain words (see `tidy`). `fast_verdict` decides
 the common cases without sympy and is exact with respect to that definition: identical strings are equal, and two
 plain integers or integer fractions are compared as exact rationals (which is what math-verify does
-with them). Everything else goes to math-verify, normally inside a `verify.pool.TaskPool` worker,
+with them); the one exception is numbers in a base (`52_8`), which it compares by value and base where
+math-verify ignores the subscript. Everything else goes to math-verify, normally inside a `verify.pool.TaskPool` worker,
 because math-verify's own timeouts use `signal.alarm` (main thread only) and cannot interrupt C
 code such as a huge integer power.
 
@@ -103,7 +105,8 @@ def fast_verdict(reference: str, answer: str) -> bool | None:
 def _in_a_base(answer: str) -> bool:
     """Whether an answer is written as digits with a base subscript (`52_3`), valid in that base or not."""
     match = _BASE_NUMBER.fullmatch(answer.replace("$", "").strip())
-    return match is not None and any(c.isdigit() for c in match.group(1))
+    return (match is not None and any(c.isdigit() for c in match.group(1))
+            and (match.group(2).isdigit() or match.group(2).lower() in _BASE_WORDS))  # not "x_{oct}": left to math-verify
 
 
 _BASE_WORDS = {w: b for b, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
@@ -179,10 +182,10 @@ def tidy(answer: str) -> str:
     the imaginary unit ("5 i"), degrees as ^\\circ ("90°"), no closing full stop ("3.", "\\text{east.}"), no
     braces around all of it ("{(-1,6)}": a TeX group), and a number's unit in plain words dropped ("18 dollars")
     as math-verify drops it in `\\text{}` (it reads plain words as products of letters)."""
-    tidied = _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", answer))
+    tidied = _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", _ungrouped(answer)))
     tidied = _SPACED_I.sub("", _DEGREES.sub(lambda _: "^\\circ", tidied))
     tidied = _CLOSING_STOP.sub("", _STOP_IN_TEXT.sub("", tidied))
-    tidied = _unit_dropped(_ungrouped(tidied))
+    tidied = _unit_dropped(tidied)
     return tidied if tidied.strip() else answer
 
 
@@ -190,8 +193,13 @@ def _ungrouped(answer: str) -> str:
     """answer without TeX group braces around all of it ("{(-1,6)}", "{{5}}"; `\\{1, 2\\}` is a set, kept)."""
     text = answer.strip()
     while text.startswith("{") and text.endswith("}") and _group_end(text) == len(text) - 1:
+        if _GROUP_OPERATOR.search(text):  # "{5 \\choose 2}": the braces are what make it one binomial or fraction
+            break
         text = text[1:-1].strip()
     return text if text else answer
+
+
+_GROUP_OPERATOR = re.compile(r"\\(?:choose|over|atop|brace|brack|above)(?![A-Za-z])")
 
 
 def _group_end(text: str) -> int:
@@ -208,15 +216,28 @@ def _group_end(text: str) -> int:
 
 
 _NUMBER_WITH_UNIT = re.compile(r"\s*(-?\d[\d,]*(?:\.\d+)?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*)\s*")  # not "5 times x"
-_NOT_UNITS = frozenset({"and", "or", "plus", "minus", "over", "pi", "sqrt", "sin", "cos", "tan", "cot", "sec",
-                        "csc", "log", "ln", "exp", "infty", "infinity", "mod", "divided", "by"})
+# words that change the number or are mathematics, not a unit ("25 percent" is 0.25 to math-verify, "3 halves" 1.5)
+_NOT_UNITS = frozenset("""and or plus minus over pi sqrt sin cos tan cot sec csc log ln exp infty infinity mod divided by
+    percent percentage dozen dozens score hundred hundreds thousand thousands million millions billion billions
+    trillion trillions squared cubed half halves third thirds quarter quarters factorial choose power root roots
+    inverse negative""".split())
+# two- and three-letter words read as units; any other short word may be a product of variables ("5 xy")
+_SHORT_UNITS = frozenset("""cm mm km kg mg lb lbs oz ft yd mi mph kph hr hrs min mins ml gal qt pt day yr yrs sq
+    cal usd eur gbp cup deg kw mb gb kb tb hz""".split())
 
 
 def _unit_dropped(answer: str) -> str:
-    """A number followed only by plain words ("18 dollars", "3 cm") as the number; words of arithmetic stay ("2 pi")."""
+    """A number followed only by words of a unit ("18 dollars", "3 cm") as the number; words that change the value
+    ("25 percent", "3 halves", "1 billion", "2 pi") or may be variables ("5 xy") keep the answer as it is."""
     match = _NUMBER_WITH_UNIT.fullmatch(answer)
-    if match is None or any(word.lower() in _NOT_UNITS for word in match.group(2).split()):
+    if match is None:
         return answer
+    words = match.group(2).lower().split()
+    if "per cent" in " ".join(words):
+        return answer
+    for word in words:
+        if word in _NOT_UNITS or word.endswith("ths") or (len(word) <= 3 and word not in _SHORT_UNITS | {"per"}):
+            return answer
     return match.group(1)
 
 

@@ -7,8 +7,9 @@ Rules, in order (the first rule that yields a non-empty answer wins):
    tried. `\\boxed 5` (argument without braces) takes the text up to the next `$` or line end.
    Boxes right before it joined only by "and" (also `\\text{ and }`), commas, `\\quad`, `$` and the
    same "x =" (`$x=\\boxed{-2}$ and $x=\\boxed{1}$`) are one list answer, `-2, 1`; "or" is not.
-2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X" (not a markdown heading,
-   "#### Check": after "####" an X that starts with a word is skipped). X runs to the first
+2. Otherwise the last of "final answer is X", "Answer: X" and GSM8K's "#### X" (not a markdown heading:
+   after "####", a word with more text on the lines below is a section title and skipped, except
+   "#### Final Answer", whose answer is the next line). X runs to the first
    sentence end (". ") or remark (" (since ...", not " (or ..."; ", since", ", because") of its line; `**`,
    one pair of math delimiters around all of it (not "$2$ and $3$", two spans), a trailing period
    and Minerva's "I hope it is correct." are stripped.
@@ -196,14 +197,28 @@ def _answer_span(line: str) -> str:
 def extract_fallback(text: str) -> str | None:
     """Answer after the last "final answer is", "Answer:" or "####" anchor that has one, or None."""
     for anchor in reversed(list(_ANCHOR_RE.finditer(text))):
-        answer = _clean(_answer_span(_HOPE_RE.sub("", _rest_of_line(text, anchor.end()))))
-        if answer and not (anchor.group() == "####" and _HEADING_RE.match(answer)):
+        start = anchor.end()
+        answer = _clean(_answer_span(_HOPE_RE.sub("", _rest_of_line(text, start))))
+        if answer and anchor.group() == "####" and _is_heading(text, start, answer):
+            if not _ANSWER_HEADING_RE.fullmatch(answer):
+                continue  # "#### Verification" and text below it: a section, not an answer
+            line_end = text.find("\n", start)  # "#### Final Answer" over the answer: the answer is the next line
+            answer = _clean(_answer_span(_HOPE_RE.sub("", _rest_of_line(text, line_end)))) if line_end != -1 else ""
+        if answer:
             return answer
     return None
 
 
-# after "####", a word (two letters or more) is a markdown heading ("#### Verification"), not GSM8K's answer
-_HEADING_RE = re.compile(r"[A-Za-z]{2,}")
+# "#### Verification" with text on the lines below is a markdown heading, not GSM8K's "#### 72" (which ends a
+# solution; "#### Monday" or "#### sqrt(2)" on the last line is still an answer)
+_HEADING_START_RE = re.compile(r"[A-Za-z]{2,}")
+_ANSWER_HEADING_RE = re.compile(r"(?:the\s+)?(?:final\s+)?answer\s*:?", re.IGNORECASE)
+
+
+def _is_heading(text: str, start: int, answer: str) -> bool:
+    """Whether the "####" anchor ending at start is a markdown heading: a word, and more text on the lines below."""
+    line_end = text.find("\n", start)
+    return bool(_HEADING_START_RE.match(answer)) and line_end != -1 and bool(text[line_end:].strip())
 
 
 def extract_answer(text: str) -> str | None:

@@ -44,6 +44,7 @@ __all__ = [
 
 
 _SMALL_C = 64  # up to this many successes (or samples k) pass@k uses the exact product form
+_MAX_PRODUCT_TERMS = 4096  # ... and up to this many where pass@k is small
 
 
 def unbiased_pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> np.ndarray:
@@ -58,7 +59,8 @@ def unbiased_pass_at_k(n: ArrayLike, c: ArrayLike, k: ArrayLike) -> np.ndarray:
     # C(n-c, k) / C(n, k) = prod_{j<c} (1 - k/(n-j)) = prod_{j<k} (1 - c/(n-j)): the shorter product where c or
     # k is small (where pass@k can be tiny and relative precision matters), B(n-k+1, k) / B(n-c-k+1, k) otherwise
     terms = np.minimum(cr, kr)
-    small = terms <= _SMALL_C
+    # also where pass@k is small (c·k < n, so min(c, k) < sqrt(n)): there the betaln difference cancels to ~1e-5
+    small = (terms <= _SMALL_C) | ((cr * kr < nr) & (terms <= _MAX_PRODUCT_TERMS))
     log_fail = np.empty(nr.shape)
     log_fail[~small] = betaln(nr[~small] - kr[~small] + 1, kr[~small]) - betaln(nr[~small] - cr[~small] - kr[~small] + 1, kr[~small])
     ns, ts = nr[small], terms[small]
