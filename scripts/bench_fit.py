@@ -49,7 +49,7 @@ def in_process(path: Path, out: Path) -> dict[str, float]:
 
     t = {"start": time.perf_counter()}
     counts = load_counts(path)
-    counts, model, unit = _with_costs(counts, None, "flops", {"base": 1e9, "oracle": 8e9}, None)
+    counts, model, unit = _with_costs(counts, None, "flops", {"base": 1e9, "oracle": 8e9}, None, str(path))
     t["load"] = time.perf_counter()
     options = FitOptions()
     groups = fit_groups(counts, options)

@@ -457,3 +457,16 @@ def test_random_grid_keeps_variants_apart() -> None:
     assert set(grid[grid["variant"] == "oracle_temperature=0.0"]["config"]) == {c for c in configs if c.endswith("-ot0")}
     same = random_grid({"configs": {k: v for k, v in configs.items() if not k.endswith("-ot0")}})
     assert set(same["variant"]) == {""}
+
+
+def test_the_fit_benchmark_runs_its_in_process_stages(tmp_path: Path) -> None:
+    """scripts/bench_fit.py's in-process path keeps up with the pipeline's internals (small sizes)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_fit", Path(__file__).parent.parent / "scripts" / "bench_fit.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    path = tmp_path / "counts.csv"
+    bench.synthetic_counts(40, 3, 20).to_csv(path, index=False)
+    stages = bench.in_process(path, tmp_path)
+    assert list(stages) == ["load", "fit", "compare", "json", "plots"] and all(s >= 0 for s in stages.values())
