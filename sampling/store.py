@@ -226,6 +226,9 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
         if key in SAMPLING_ONLY_KEYS and key not in manifest:
             continue
         old, new = _identity(key, existing.get(key)), _identity(key, manifest.get(key))
+        if key == "models" and isinstance(old, dict) and isinstance(new, dict):  # what older runs did not record (stop_ids)
+            new = {role: {k: v for k, v in entry.items() if k in old[role]}
+                   if isinstance(entry, dict) and isinstance(old.get(role), dict) else entry for role, entry in new.items()}
         if old != new:
             why = MISMATCH_WHY.get(key, "")
             if key == "problems_sha256" and existing.get("num_problems") != manifest.get("num_problems"):

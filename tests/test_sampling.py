@@ -899,6 +899,31 @@ def test_a_config_with_no_samples_yet_may_be_redefined(tmp_path: Path, monkeypat
     assert not store_module.config_has_samples(other, "m")
 
 
+def test_a_models_end_of_sequence_ids_are_part_of_the_run(tmp_path: Path) -> None:
+    """generation_config.json's end ids (not in the weights' sha256) are recorded: a run continued with other ids
+    is refused; a run recorded before they were (no stop_ids) continues."""
+    import shutil
+
+    from sampling.models import TOY_MODELS_DIR
+
+    base = tmp_path / "base"
+    shutil.copytree(TOY_MODELS_DIR / "base", base)
+    experiment = _experiment(problems=1, n=2, configs=[{"policy": "base"}], models={"base": str(base), "oracle": "toy:oracle"})
+    run_dir = tmp_path / "run"
+    run_experiment(experiment, run_dir, block_size=8, report=lambda _: None)
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    assert manifest["models"]["base"]["stop_ids"] == [2]
+    older = tmp_path / "older"
+    shutil.copytree(run_dir, older)
+    del manifest["models"]["base"]["stop_ids"]
+    (older / "_manifest.json").write_text(json.dumps(manifest))
+    config = json.loads((base / "generation_config.json").read_text())
+    (base / "generation_config.json").write_text(json.dumps({**config, "eos_token_id": [2, 3]}))
+    with pytest.raises(RunDirError, match=r"(?s)different 'models'.*\[2, 3\]"):
+        run_experiment(experiment, run_dir, block_size=8, report=lambda _: None)
+    run_experiment(experiment, older, block_size=8, report=lambda _: None)  # nothing recorded to compare with
+
+
 def test_an_engine_that_fails_to_start_leaves_no_run_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The engine starts before the manifest is written: a start that fails does not lock the --out folder."""
     import sampling.runner as runner
