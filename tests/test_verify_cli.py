@@ -438,3 +438,17 @@ def test_a_full_disk_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Monkey
     code, text = _invoke("verify", str(run), "--no-progress")
     assert code == 2 and "No space left on device" in text and "Traceback" not in text and "run the same command again" in text
     assert not (run / "_grades" / "grader=math-verify").exists()
+
+
+def test_numbers_are_written_back_as_given(tmp_path: Path) -> None:
+    """Fields grading does not touch keep their numbers exactly as written: no underflow to 0.0, no rounding of a
+    long decimal, no re-spelling of an exponent; a string that looks like the writer's placeholder stays a string."""
+    source = tmp_path / "in.jsonl"
+    line = ('{"reference": 0.5, "completion": "\\\\boxed{1/2}", "score": 1e-400, "big": 12345678901234567890.123456789, '
+            '"e": 1e20, "nested": {"x": [0.1, 2.50]}, "s": "\\u0000x:0\\u0000"}')
+    source.write_text(line + "\n", encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    written = out.read_text(encoding="utf-8").strip()
+    assert written.startswith(line[:-1] + ", ") and json.loads(written)["correct"] is True

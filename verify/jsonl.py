@@ -8,6 +8,7 @@ import decimal
 import json
 import math
 import os
+import re
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -48,12 +49,45 @@ def _refuse_constant(name: str) -> Any:
     raise _NonFinite(f"{name} is not valid JSON (NaN and Infinity are not allowed)")
 
 
+class _JsonNumber(float):
+    """A JSON number read as a float that remembers how it was written, so the output row writes it as given
+    (`1e-400` is not 0.0 there, nor a 30-digit decimal rounded)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _JsonNumber:
+        """The float of text, keeping text."""
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+
 def _finite_float(text: str) -> float:
     """json parse_float hook: a float, refusing numbers that overflow a double (they would be written as Infinity)."""
-    value = float(text)
+    value = _JsonNumber(text)
     if not math.isfinite(value):
         raise _NonFinite(f"number {text[:40]} is too large for a double (give it as a string)")
     return value
+
+
+def _dumps(row: dict[str, Any], ensure_ascii: bool) -> str:
+    """A row as one JSON line, numbers read from the input written as they were given."""
+    nonce, texts = uuid.uuid4().hex, []
+
+    def marked(value: Any) -> Any:
+        if isinstance(value, _JsonNumber):
+            texts.append(value.text)
+            return f"\0{nonce}:{len(texts) - 1}\0"
+        if isinstance(value, dict):
+            return {key: marked(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [marked(item) for item in value]
+        return value
+
+    line = json.dumps(marked(row), ensure_ascii=ensure_ascii, allow_nan=False)
+    if not texts:
+        return line
+    return re.sub(rf'"\\u0000{nonce}:(\d+)\\u0000"', lambda match: texts[int(match[1])], line)
 
 
 def _parse_line(line: str, source: Path, lineno: int) -> Any:
@@ -178,9 +212,9 @@ def _write_rows(target: Path, rows: list[dict[str, Any]]) -> None:
         with tmp.open("w", encoding="utf-8") as handle:
             for out in rows:
                 try:
-                    handle.write(json.dumps(out, ensure_ascii=False, allow_nan=False) + "\n")
+                    handle.write(_dumps(out, ensure_ascii=False) + "\n")
                 except UnicodeEncodeError:  # a lone surrogate (a truncated emoji) has no UTF-8: write it escaped
-                    handle.write(json.dumps(out, allow_nan=False) + "\n")
+                    handle.write(_dumps(out, ensure_ascii=True) + "\n")
         os.replace(tmp, target)
     except OSError as exc:
         raise InputError(f"{target}: cannot write ({exc.strerror})") from None
