@@ -246,7 +246,10 @@ def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, la
     if norm is None and (finite.size == 0 or finite.min() == finite.max()):  # one value (or none): a scale around it
         centre = float(finite[0]) if finite.size else 0.0
         norm = Normalize(vmin=centre - 0.5, vmax=centre + 0.5)
-    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, norm=norm, aspect="auto", origin="lower")
+    shown = vals
+    if isinstance(norm, LogNorm):  # 0 and ∞ (a curve that never reaches the coverage) at the ends of the scale
+        shown = np.where(vals == 0, norm.vmin, np.where(np.isposinf(vals), norm.vmax, vals))
+    im = ax.imshow(np.ma.masked_invalid(shown), cmap=cmap, norm=norm, aspect="auto", origin="lower")
     ax.set_xticks(range(table.shape[1]), [f"{v:g}" for v in table.columns])
     ax.set_yticks(range(table.shape[0]), [f"{v:g}" for v in table.index])
     ax.set_xlabel("k (oracle tokens per intervention)")
@@ -254,7 +257,8 @@ def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, la
     ax.set_title(title, fontsize=10)
     for (r, c), v in np.ndenumerate(vals):
         mark = "†" if marks is not None and bool(marks.iat[r, c]) else ""
-        ax.text(c, r, "n/a" if not np.isfinite(v) else format(v, fmt) + mark, ha="center", va="center",
+        text = "∞" if np.isposinf(v) else "n/a" if not np.isfinite(v) else "0" if v == 0 and isinstance(norm, LogNorm) else format(v, fmt)
+        ax.text(c, r, text if text == "n/a" else text + mark, ha="center", va="center",
                 fontsize=8, color="black", bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.6))
     bar = plt.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label=label)
     if ticks is not None:
@@ -278,7 +282,8 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
     target = str(run.comparison["targets"][0]) if "base" in run.references and comp else None
     if target is not None:
         cells = [comp[cid]["vs_base"]["targets"][target] for cid in grid["config"]]
-        grid = grid.assign(mult=[np.nan if cell["multiplier"] is None else cell["multiplier"] for cell in cells],
+        grid = grid.assign(mult=[np.inf if cell.get("infinite") else np.nan if cell["multiplier"] is None
+                                 else cell["multiplier"] for cell in cells],
                            extra=[cell["extrapolated"] for cell in cells])
     variants = list(dict.fromkeys(grid["variant"]))
     ncols = 2 if target is not None else 1
@@ -292,7 +297,8 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
         if target is not None:
             m = part.pivot_table(index="c", columns="k", values="mult", aggfunc="mean", dropna=False)  # n/a cells stay
             ex = part.pivot_table(index="c", columns="k", values="extra", aggfunc="max").reindex_like(m).fillna(False)
-            finite = m.to_numpy(dtype=float)[np.isfinite(m.to_numpy(dtype=float))]
+            values = m.to_numpy(dtype=float)
+            finite = values[np.isfinite(values) & (values > 0)]  # 0 and ∞ are drawn at the ends of the scale
             span = int(np.ceil(max(1.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)))
             norm = LogNorm(vmin=2.0 ** -span, vmax=2.0 ** span)  # symmetric around 1 (white)
             _heat(row[1], m, ".2f", f"compute multiplier vs base at coverage {pct(target)}{label}\n"

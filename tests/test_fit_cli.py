@@ -317,12 +317,12 @@ CONFIGS = {"base": ("base", None, None, 0.15), "oracle": ("oracle", None, None, 
            "random_c2_k2": ("random", 2, 2, 0.25), "random_c2_k4": ("random", 2, 4, 0.3)}
 
 
-def make_run_dir(root: Path, n: int = 16, seed: int = 0) -> Path:
+def make_run_dir(root: Path, n: int = 16, seed: int = 0, configs: dict[str, tuple] = CONFIGS) -> Path:
     """A graded-on-demand run dir: 12 integer problems, six configs, token counts like a guided sampler."""
     rng = np.random.default_rng(seed)
     problems = [ProblemSpec(f"p{i}", str(i + 2), "", 1 + i % 3, "Arithmetic") for i in range(12)]
     rows = []
-    for cid, (policy, c, k, p) in CONFIGS.items():
+    for cid, (policy, c, k, p) in configs.items():
         for i, prob in enumerate(problems):
             p_i = min(0.95, p * (1 + i % 4) / 2)
             for j in range(n):
@@ -338,7 +338,7 @@ def make_run_dir(root: Path, n: int = 16, seed: int = 0) -> Path:
     write_run_dir(root, problems, pd.DataFrame(rows))
     manifest = {"models": {"base": {"path": "b", "sha256": "0", "n_params": 310_000},
                            "oracle": {"path": "o", "sha256": "1", "n_params": 2_450_000}},
-                "configs": {cid: {"policy": pol, "k": k, "c": c} for cid, (pol, c, k, _) in CONFIGS.items()},
+                "configs": {cid: {"policy": pol, "k": k, "c": c} for cid, (pol, c, k, _) in configs.items()},
                 "n": n, "seed": seed}
     (root / "_manifest.json").write_text(json.dumps(manifest))
     return root
@@ -348,6 +348,20 @@ def make_run_dir(root: Path, n: int = 16, seed: int = 0) -> Path:
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One synthetic run dir shared by the run-dir tests."""
     return make_run_dir(tmp_path_factory.mktemp("runs") / "toy")
+
+
+@pytest.mark.parametrize("never", ["random_c1_k2", "base"])
+def test_configs_that_never_reach_the_target_are_drawn_in_the_heatmap(app: typer.Typer, tmp_path: Path, never: str) -> None:
+    """A random config that never solves anything (multiplier 0 at every target) or a base that never does (∞ for
+    every config): fit and report finish and draw the c×k heatmap, the cells at the ends of the scale."""
+    configs = {**CONFIGS, never: (*CONFIGS[never][:3], 0.0)}
+    run = make_run_dir(tmp_path / "run", configs=configs)
+    res = _invoke(app, "report", run, "--boot", 20)
+    assert res.exit_code == 0, res.output
+    assert (run / "_fit" / "plots" / "ck_heatmap.png").exists() and (run / "_fit" / "report.md").exists()
+    doc = json.loads((run / "_fit" / "fit.json").read_text())
+    cell = doc["comparison"]["configs"]["random_c1_k2"]["vs_base"]["targets"]["0.5"]
+    assert (cell["multiplier"] == 0.0) if never == "random_c1_k2" else cell["infinite"] is True
 
 
 def test_fit_run_dir_writes_json_and_every_plot(app: typer.Typer, run_dir: Path) -> None:
