@@ -87,8 +87,8 @@ def fmt_pred(p: dict[str, Any]) -> str:
 
 
 def _summary_cell(run: FitRun, name: str, metric: str, fallback: dict[str, Any] | None) -> str:
-    """A metric with CI from verify's summary (run dirs), else from our own fit."""
-    if run.summary is not None and name in run.summary.index and metric in run.summary.columns:
+    """A metric with CI from our own fit (as in fit.json), else from verify's summary (maj@n, run dirs only)."""
+    if fallback is None and run.summary is not None and name in run.summary.index and metric in run.summary.columns:
         row = run.summary.loc[name]
         value, low, high = (json_float(row[key]) for key in (metric, f"{metric}_lo", f"{metric}_hi"))
         return fmt_ci(value, low, high, prob)

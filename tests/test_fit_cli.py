@@ -420,6 +420,12 @@ def test_report_run_dir_links_existing_plots(app: typer.Typer, run_dir: Path) ->
     links = re.findall(r"\]\(([^)]+\.png)\)", text)
     assert len(links) == 7 and all((run_dir / "_fit" / link).exists() for link in links)
     assert "## Equal compute" in text and "Where the compute goes" in text and "NaN" not in text
+    from fit.report import fmt_ci, prob  # pass@1 and coverage@n with the CIs fit.json has (one interval per value)
+
+    doc = json.loads((run_dir / "_fit" / "fit.json").read_text())
+    for metric in ("pass@1", "coverage@n"):
+        cell = doc["groups"]["base"][metric]
+        assert f"| {fmt_ci(cell['value'], cell['low'], cell['high'], prob)} |" in text
 
 
 def test_default_is_most_recent_run(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
