@@ -6,8 +6,8 @@ takes the next k tokens instead. Engines ask it; it never touches a model.
 
 - `base`: never (c = 0).  `oracle`: always (c = infinity; every token is the oracle's).
 - `random(c, k)`: c intervention positions drawn uniformly without replacement from
-  [0, ref_length) of the generated sequence (ref_length is a config value, default 100 for the
-  toy world: about the mean toy solution length). An intervention fires at the first base step
+  [0, ref_length) of the generated sequence (ref_length is a config value, default 100; the toy
+  experiments set 50, about the toy solutions' mean length). An intervention fires at the first base step
   whose position is >= a drawn position, one per drawn position, so overlapping draws run back to
   back. Draws past the end of a sample are simply unused; `interventions` records the used ones.
 - `entropy(tau, k, max_c)`: fire when the base's next-token entropy (nats, full distribution at
