@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -119,6 +119,7 @@ def collect_tokens(
     problems = {p.id: p for p in read_problems(run_dir)}
     samples = read_samples(run_dir, columns=["config_id", "problem_id", "sample_index", "token_ids", "provenance", "finish_reason"])
     samples = samples[samples.config_id == config]
+    check_grader_graded(run_dir, grader)
     grader = choose_grader(run_dir, grader)
     grades = verify.grade_run(run_dir, grader, progress=False)[["config_id", "problem_id", "sample_index", "correct"]]
     samples = samples.merge(grades, on=["config_id", "problem_id", "sample_index"], how="left")
@@ -166,6 +167,36 @@ def collect_tokens(
     return (pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=columns)), counts
 
 
+def check_grader_graded(run_dir: Path, grader: str | None) -> None:
+    """Refuse a grader other than the ones that graded the run: grading the run here would change the grades
+    `study fit` reads by default (`fit.rundir.choose_grader`). A run with no grades yet is graded as `study fit` would."""
+    from verify.equivalence import GRADERS
+    from verify.run_grades import grades_dir
+
+    graded = [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
+    if grader is not None and graded and grader not in graded:
+        raise AnalysisError(f"{run_dir} was graded with {', '.join(graded)}, not {grader}: run `study verify {run_dir} "
+                            f"--grader {grader}` first if you want its grades (analyze reads a run's grades, it does "
+                            "not add a grader of its own)")
+
+
+def previous_analysis(out: Path, name: str, summary: dict[str, Any]) -> str | None:
+    """A note when this analysis replaces one made with other settings (grader, locator, samples, seed)."""
+    path = out / f"first_wrong_summary_{name}.json"
+    if not path.is_file():
+        return None
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    keys = ("grader", "locator", "max_samples", "seed", "n_boot")
+    changed = [f"{key} {old.get(key)} -> {summary.get(key)}" for key in keys if key in old and old.get(key) != summary.get(key)]
+    if not changed:
+        return None
+    return (f"replaced the earlier analysis of this config ({'; '.join(changed)}); "
+            f"`study analyze` with the earlier settings writes it again")
+
+
 def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_boot: int = 500, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None, locator: str = "auto",
                 grader: str | None = None) -> tuple[pd.DataFrame, dict[str, int], Path]:
@@ -193,9 +224,10 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
     out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
     name = config if locator == default_locator(read_manifest(run_dir)) else f"{config}.{locator}"
+    summary = {**counts, "max_samples": max_samples, "seed": seed, "n_boot": n_boot}
+    counts["replaced"] = previous_analysis(out, name, summary)
     tokens.to_parquet(out / f"first_wrong_tokens_{name}.parquet")
     table.to_csv(out / f"first_wrong_auc_{name}.csv", index=False)
-    summary = {**counts, "max_samples": max_samples, "seed": seed, "n_boot": n_boot}
     (out / f"first_wrong_summary_{name}.json").write_text(json.dumps(summary, indent=1))
     plot_signals(tokens, table, out, name)
     return table, counts, out

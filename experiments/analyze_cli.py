@@ -24,7 +24,7 @@ def analyze(
                                "(default: the one `study verify` graded the run with).", show_default=False),
 ) -> None:
     """Where do wrong samples first go wrong, and do entropy, top-1, margin or the oracle flag it (ROC AUC)?"""
-    from experiments.analyze import AnalysisError, NothingWrong, analyze_run, check_request
+    from experiments.analyze import AnalysisError, NothingWrong, analyze_run, check_grader_graded, check_request
     from fit.counts import CountsError
     from fit.report import auc_cell
     from fit.rundir import choose_grader
@@ -32,6 +32,7 @@ def analyze(
 
     try:
         _, resolved = check_request(run_dir, config, locator)  # before models load or a progress bar shows
+        check_grader_graded(run_dir, grader)
         grader = choose_grader(run_dir, grader)
         with Progress(TextColumn("rescoring wrong samples"), BarColumn(), MofNCompleteColumn(),
                       TimeRemainingColumn(), console=console) as progress:
@@ -62,6 +63,8 @@ def analyze(
               if counts["selected"] < counts["wrong"] else "")
     unlocated = ("cut off while still recoverable, or unsolved by the oracle" if resolved == "rollout"
                  else "no token leaves the canonical solution")
+    if counts.get("replaced"):
+        console.print(f"note: {counts['replaced']}", highlight=False)
     console.print(
         f"{counts['wrong']:,} of {counts['samples']:,} samples wrong{subset}; analysed {counts['analysed']:,}; "
         f"{counts['no_wrong_token']:,} without a located wrong token ({unlocated}); {counts['first_wrong_by_oracle']:,} first went wrong "

@@ -10,7 +10,7 @@ from typing import Any
 
 import pandas as pd
 
-from fit.analysis import DEFAULT_PREDICT_FACTORS, json_float
+from fit.analysis import DEFAULT_PREDICT_FACTORS, MIN_PROBLEMS_FOR_CI, json_float
 from fit.pipeline import FitRun
 
 DASH = "—"
@@ -305,13 +305,19 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
         if summary and summary.get("selected", 0) < summary.get("wrong", 0):
             notes.append(f"a random subset of {summary['selected']:,} of its {summary['wrong']:,} wrong samples, "
                          f"--max-samples {summary['max_samples']}")
+        if summary.get("analysed") is not None and summary.get("selected", 0) > summary["analysed"]:
+            notes.append(f"{summary['analysed']:,} analysed: {summary.get('no_wrong_token', 0):,} without a located "
+                         f"wrong token, {summary.get('first_wrong_by_oracle', 0):,} first wrong in an oracle segment")
+        if summary.get("problems") is not None and summary["problems"] < MIN_PROBLEMS_FOR_CI:
+            notes.append(f"from {summary['problems']} problem(s) only: the CIs are unreliable")
         located = f" ({'; '.join(notes)})" if notes else ""
         out += [f"\nConfig `{name}`{located}:\n", _md_table([
             {"signal": r.signal, "ROC AUC": auc_cell(r.auc, r.low, r.high),
              "first wrong tokens": f"{r.positives:,}", "earlier tokens": f"{r.negatives:,}"} for r in frame.itertuples()])]
-        roc = folder / f"first_wrong_roc_{config}.png"
-        if roc.exists():
-            out.append(f"\n![first wrong token ROC, {config}]({_link(roc, base_dir)})\n")
+        for kind, what in (("roc", "ROC"), ("hist", "histograms")):
+            plot = folder / f"first_wrong_{kind}_{config}.png"
+            if plot.exists():
+                out.append(f"\n![first wrong token {what}, {config}]({_link(plot, base_dir)})\n")
     return out
 
 

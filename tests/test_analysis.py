@@ -163,8 +163,22 @@ def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -
     }, "test")
     run(experiment, run_dir, block_size=128, report=lambda _: None)
     tokens, counts = collect_tokens(run_dir, "base", max_samples=60, with_hidden=True)
+    from experiments.toy.judge_train import _held_out
+
+    held_only = tokens[tokens["problem_id"].map(_held_out)]  # no training tokens: refused, not an all-zero head saved
+    with pytest.raises(ValueError, match="the training half of the problems has no first wrong tokens"):
+        train_judge_head(held_only)
     fit = train_judge_head(tokens)
     assert 0.5 < fit.heldout_auc <= 1 and fit.weight.shape == (224,)
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+
+    again = tmp_path / "again.safetensors"  # the CLI says when it replaces a head (runs match heads by sha256)
+    outputs = [CliRunner().invoke(app, ["toy", "train-judge", str(run_dir), "--max-samples", "60", "--out", str(again)])
+               for _ in range(2)]
+    assert all(r.exit_code == 0 for r in outputs), outputs[-1].output
+    assert "was replaced" not in outputs[0].output and "was replaced" in " ".join(outputs[1].output.split())
     head = tmp_path / "head.safetensors"
     save_head(head, fit.weight, fit.bias)
     assert load_head(str(head))[0].shape == (224,)
@@ -240,6 +254,10 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     shutil.copytree(toy_run, few)
     result = CliRunner().invoke(app, ["analyze", str(few), "--max-samples", "3", "--boot", "10"])
     assert result.exit_code == 0 and "CIs (a bootstrap over problems) are unreliable" in " ".join(result.output.split())
+    result = CliRunner().invoke(app, ["report", str(few), "--boot", "10"])  # the report says so too, and shows both plots
+    report = (few / "_fit" / "report.md").read_text()
+    assert result.exit_code == 0 and "problem(s) only: the CIs are unreliable" in report
+    assert "first_wrong_hist_base.png" in report and "first_wrong_roc_base.png" in report
     empty = tmp_path / "empty"  # a config without samples yet (an interrupted run) is an error, not "all correct"
     shutil.copytree(toy_run, empty)
     shutil.rmtree(empty / "samples" / "random-c2-k3")
@@ -260,8 +278,13 @@ def test_analysis_reads_the_grades_of_the_grader_that_graded_the_run(toy_run: Pa
     shutil.copytree(toy_run, run_dir, ignore=shutil.ignore_patterns("_grades", "_fit"))
     grade_run(run_dir, "strict", progress=False)
     _, counts, _ = analyze_run(run_dir, "base", max_samples=5, n_boot=5)
-    assert counts["grader"] == "strict" and counts["locator"] == "exact"
+    assert counts["grader"] == "strict" and counts["locator"] == "exact" and counts["replaced"] is None
     assert not (run_dir / "_grades" / "grader=math-verify").exists()
+    with pytest.raises(AnalysisError, match=r"graded with strict, not math-verify: run `study verify .* --grader math-verify`"):
+        analyze_run(run_dir, "base", max_samples=5, n_boot=5, grader="math-verify")  # would add a grader fit then reads
+    assert not (run_dir / "_grades" / "grader=math-verify").exists()
+    _, counts, _ = analyze_run(run_dir, "base", max_samples=4, n_boot=5)  # other settings: said, not silent
+    assert counts["replaced"].startswith("replaced the earlier analysis of this config (max_samples 5 -> 4)")
 
 
 def test_rollout_locator_stops_on_every_stop_id() -> None:

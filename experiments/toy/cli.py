@@ -117,12 +117,15 @@ def train_judge(
     except ValueError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
+    replaced = out.exists()
     save_head(_write_parent(out), fit.weight, fit.bias)
     console.print(
         f"judge head from {counts['analysed']:,} wrong samples: ROC AUC {fit.train_auc:.3f} on {fit.train_rows:,} training tokens, "
-        + (f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems" if fit.heldout_rows
-           else "no held-out tokens to measure it on (too few problems)") + f"; saved {out}"
+        + f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems; saved {out}"
     )
+    if replaced:  # runs record a head by its sha256: those made with the old one cannot be continued with this one
+        console.print(f"note: {out} was replaced; runs whose judge configs used the old head are refused if continued "
+                      "with this one (give the new head another --out to keep both)", highlight=False)
 
 
 @toy_app.command("eval")

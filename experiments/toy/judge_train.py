@@ -61,6 +61,10 @@ def train_judge_head(tokens: pd.DataFrame) -> JudgeHeadFit:
     held = tokens["problem_id"].map(_held_out).to_numpy()
     features = np.stack(tokens["oracle_hidden"].to_numpy()).astype(float)
     labels = tokens["label"].to_numpy(bool)
+    for part, rows in (("training", ~held), ("held-out", held)):
+        if labels[rows].sum() == 0 or (~labels[rows]).sum() == 0:  # an all-zero head, or an AUC of nothing
+            raise ValueError(f"the {part} half of the problems has no {'first wrong' if labels[rows].sum() == 0 else 'earlier'} "
+                             f"tokens ({int(rows.sum())} tokens in all): sample more problems of the training split")
     weight, bias = fit_logistic(features[~held], labels[~held])
     scores = features @ weight + bias
     return JudgeHeadFit(weight, bias, roc_auc(scores[~held], labels[~held]), roc_auc(scores[held], labels[held]),
