@@ -168,16 +168,22 @@ def collect_tokens(
 
 
 def check_grader_graded(run_dir: Path, grader: str | None) -> None:
-    """Refuse a grader other than the ones that graded the run: grading the run here would change the grades
-    `study fit` reads by default (`fit.rundir.choose_grader`). A run with no grades yet is graded as `study fit` would."""
+    """Refuse a grader other than the ones that graded the run (or, with no grades yet, than the one `study fit`
+    would grade it with): grading the run here would change the grades `study fit` reads (`fit.rundir.choose_grader`)."""
+    from fit.rundir import choose_grader
     from verify.equivalence import GRADERS
     from verify.run_grades import grades_dir
 
+    if grader is None:
+        return
+    choose_grader(run_dir, grader)  # an unknown name is named as such
     graded = [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
-    if grader is not None and graded and grader not in graded:
-        raise AnalysisError(f"{run_dir} was graded with {', '.join(graded)}, not {grader}: run `study verify {run_dir} "
-                            f"--grader {grader}` first if you want its grades (analyze reads a run's grades, it does "
-                            "not add a grader of its own)")
+    default = choose_grader(run_dir, None)
+    if grader not in graded and grader != default:
+        what = f"was graded with {', '.join(graded)}" if graded else f"has no grades yet (`study fit` would grade it with {default})"
+        raise AnalysisError(f"{run_dir} {what}, not {grader}: run `study verify {run_dir} --grader {grader}` first if "
+                            "you want its grades (analyze reads a run's grades; grading it here with another grader "
+                            "would change the grades `study fit` reads)")
 
 
 def previous_analysis(out: Path, name: str, summary: dict[str, Any]) -> str | None:
@@ -189,8 +195,10 @@ def previous_analysis(out: Path, name: str, summary: dict[str, Any]) -> str | No
         old = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    keys = ("grader", "locator", "max_samples", "seed", "n_boot")
-    changed = [f"{key} {old.get(key)} -> {summary.get(key)}" for key in keys if key in old and old.get(key) != summary.get(key)]
+    keys = {"grader": "grader", "locator": "locator", "max_samples": "max-samples", "seed": "seed", "n_boot": "boot"}
+    every_wrong = all(d.get("selected") == d.get("wrong") for d in (old, summary))  # a larger --max-samples changes nothing
+    changed = [f"{flag} {old.get(key)} -> {summary.get(key)}" for key, flag in keys.items()
+               if key in old and old.get(key) != summary.get(key) and not (key == "max_samples" and every_wrong)]
     if not changed:
         return None
     return (f"replaced the earlier analysis of this config ({'; '.join(changed)}); "

@@ -121,9 +121,9 @@ def load_pair(base_name: str, oracle_name: str | None, dtype: str = "float32", w
             "name": name, "path": path, "sha256": fingerprint(path),
             "n_params": sum(p.numel() for p in model.parameters()),
             "n_params_non_embedding": sum(p.numel() for n, p in model.named_parameters() if "embed" not in n and "lm_head" not in n),
-            # where sampling stops: the tokenizer's and generation_config.json's end ids (not in the sha256 above)
-            "stop_ids": sorted(stop_ids(path, tokenizers[role])),
         }
+        if role == "base":  # where both engines stop: the tokenizer's and the base's generation_config.json end ids
+            entries[role]["stop_ids"] = sorted(stop_ids(path, tokenizers[role]))  # (not in the sha256 above)
     if oracle_name is not None:
         check_same_tokenizer(tokenizers["base"], tokenizers["oracle"], base_name, oracle_name)
     return LoadedPair(loaded["base"], loaded.get("oracle"), tokenizers["base"], entries)

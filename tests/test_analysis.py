@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments.analyze import AnalysisError, analyze_run
+from fit.counts import CountsError
 from experiments.toy.first_wrong import NotAToyProblem, canonical_completion, first_wrong_token, parse_expression
 from experiments.toy.generator import held_out_problems
 from fit.signals import auc_table, roc_auc, roc_curve
@@ -174,11 +175,11 @@ def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -
 
     from experiments.cli import app
 
-    again = tmp_path / "again.safetensors"  # the CLI says when it replaces a head (runs match heads by sha256)
-    outputs = [CliRunner().invoke(app, ["toy", "train-judge", str(run_dir), "--max-samples", "60", "--out", str(again)])
-               for _ in range(2)]
+    again = tmp_path / "again.safetensors"  # the CLI says when it replaces a head by another (runs match heads by sha256)
+    outputs = [CliRunner().invoke(app, ["toy", "train-judge", str(run_dir), "--max-samples", str(m), "--out", str(again)])
+               for m in (60, 60, 40)]
     assert all(r.exit_code == 0 for r in outputs), outputs[-1].output
-    assert "was replaced" not in outputs[0].output and "was replaced" in " ".join(outputs[1].output.split())
+    assert ["was replaced" in " ".join(r.output.split()) for r in outputs] == [False, False, True]  # the same head: no note
     head = tmp_path / "head.safetensors"
     save_head(head, fit.weight, fit.bias)
     assert load_head(str(head))[0].shape == (224,)
@@ -283,8 +284,14 @@ def test_analysis_reads_the_grades_of_the_grader_that_graded_the_run(toy_run: Pa
     with pytest.raises(AnalysisError, match=r"graded with strict, not math-verify: run `study verify .* --grader math-verify`"):
         analyze_run(run_dir, "base", max_samples=5, n_boot=5, grader="math-verify")  # would add a grader fit then reads
     assert not (run_dir / "_grades" / "grader=math-verify").exists()
+    ungraded = tmp_path / "ungraded"
+    shutil.copytree(toy_run, ungraded, ignore=shutil.ignore_patterns("_grades", "_fit"))
+    with pytest.raises(AnalysisError, match=r"has no grades yet \(`study fit` would grade it with math-verify\), not strict"):
+        analyze_run(ungraded, "base", max_samples=5, n_boot=5, grader="strict")
+    with pytest.raises(CountsError, match=r"--grader: choose from math-verify, strict, got 'foo'"):
+        analyze_run(run_dir, "base", max_samples=5, n_boot=5, grader="foo")
     _, counts, _ = analyze_run(run_dir, "base", max_samples=4, n_boot=5)  # other settings: said, not silent
-    assert counts["replaced"].startswith("replaced the earlier analysis of this config (max_samples 5 -> 4)")
+    assert counts["replaced"].startswith("replaced the earlier analysis of this config (max-samples 5 -> 4)")
 
 
 def test_rollout_locator_stops_on_every_stop_id() -> None:

@@ -354,10 +354,28 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_configs_that_never_reach_the_target_are_drawn_in_the_heatmap(app: typer.Typer, tmp_path: Path, never: str) -> None:
     """A random config that never solves anything (multiplier 0 at every target) or a base that never does (∞ for
     every config): fit and report finish and draw the c×k heatmap, the cells at the ends of the scale."""
+    import matplotlib.pyplot as plt
+
+    from fit import plots
+
     configs = {**CONFIGS, never: (*CONFIGS[never][:3], 0.0)}
     run = make_run_dir(tmp_path / "run", configs=configs)
-    res = _invoke(app, "report", run, "--boot", 20)
+    drawn: list[str] = []
+    real_save = plots._save
+
+    def keep_cell_texts(fig, out_dir, name):
+        if name == "ck_heatmap":
+            drawn.extend(t.get_text() for t in fig.axes[1].texts)  # the multiplier panel (colour bars come after the panels)
+        return real_save(fig, out_dir, name)
+
+    plots._save = keep_cell_texts
+    try:
+        res = _invoke(app, "report", run, "--boot", 20)
+    finally:
+        plots._save = real_save
+        plt.close("all")
     assert res.exit_code == 0, res.output
+    assert any(t.startswith("0" if never == "random_c1_k2" else "∞") for t in drawn), drawn
     assert (run / "_fit" / "plots" / "ck_heatmap.png").exists() and (run / "_fit" / "report.md").exists()
     doc = json.loads((run / "_fit" / "fit.json").read_text())
     cell = doc["comparison"]["configs"]["random_c1_k2"]["vs_base"]["targets"]["0.5"]

@@ -445,10 +445,15 @@ def test_numbers_are_written_back_as_given(tmp_path: Path) -> None:
     long decimal, no re-spelling of an exponent; a string that looks like the writer's placeholder stays a string."""
     source = tmp_path / "in.jsonl"
     line = ('{"reference": 0.5, "completion": "\\\\boxed{1/2}", "score": 1e-400, "big": 12345678901234567890.123456789, '
-            '"e": 1e20, "nested": {"x": [0.1, 2.50]}, "s": "\\u0000x:0\\u0000"}')
+            '"e": 1e20, "nested": {"x": [0.1, 2.50, -0]}, "s": "\\u0000x:0\\u0000"}')
     source.write_text(line + "\n", encoding="utf-8")
     out = tmp_path / "out.jsonl"
     code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
     assert code == 0, text
     written = out.read_text(encoding="utf-8").strip()
     assert written.startswith(line[:-1] + ", ") and json.loads(written)["correct"] is True
+    deep = '{"reference": "1", "completion": "\\\\boxed{1}", "meta": ' + "[" * 900 + "1.50" + "]" * 900 + "}"
+    source.write_text(deep + "\n", encoding="utf-8")  # deeper than Python recurses: written (numbers as Python spells them)
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    assert json.loads(out.read_text(encoding="utf-8"))["correct"] is True

@@ -70,6 +70,11 @@ def _finite_float(text: str) -> float:
     return value
 
 
+def _integer(text: str) -> int | float:
+    """json parse_int hook: the integer, except `-0`, kept as written (an int would write it back as 0)."""
+    return _JsonNumber(text) if text == "-0" else int(text)
+
+
 def _dumps(row: dict[str, Any], ensure_ascii: bool) -> str:
     """A row as one JSON line, numbers read from the input written as they were given."""
     nonce, texts = uuid.uuid4().hex, []
@@ -84,7 +89,10 @@ def _dumps(row: dict[str, Any], ensure_ascii: bool) -> str:
             return [marked(item) for item in value]
         return value
 
-    line = json.dumps(marked(row), ensure_ascii=ensure_ascii, allow_nan=False)
+    try:
+        line = json.dumps(marked(row), ensure_ascii=ensure_ascii, allow_nan=False)
+    except RecursionError:  # nested deeper than Python recurses: numbers as Python writes them
+        return json.dumps(row, ensure_ascii=ensure_ascii, allow_nan=False)
     if not texts:
         return line
     return re.sub(rf'"\\u0000{nonce}:(\d+)\\u0000"', lambda match: texts[int(match[1])], line)
@@ -93,7 +101,7 @@ def _dumps(row: dict[str, Any], ensure_ascii: bool) -> str:
 def _parse_line(line: str, source: Path, lineno: int) -> Any:
     """One JSONL line as a Python value, or InputError naming the line and the column within it."""
     try:
-        return json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float)
+        return json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_integer)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{source}:{lineno}:{exc.colno}: malformed JSON ({exc.msg} at line {lineno}, column {exc.colno})"

@@ -1,6 +1,7 @@
 """`study toy ...`: show toy problems, train the toy models, evaluate them."""
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -100,7 +101,8 @@ def train_judge(
     config: str = typer.Option("base", "--config"),
     max_samples: int = typer.Option(2000, "--max-samples", min=1, help="Wrong samples to learn from."),
     out: Path = typer.Option(MODELS_DIR / "judge_head.safetensors", "--out", show_default=False,
-                             help="Where to write the head (default: the shipped toy head, which is overwritten)."),
+                             help="Where to write the head (default: the shipped toy head, which is overwritten). "
+                                  "Both halves of the problems (training, held out) need located mistakes."),
 ) -> None:
     """Train the learned judge (a linear mistake head on the oracle's hidden states) on exact toy labels."""
     from experiments.analyze import AnalysisError, collect_tokens
@@ -117,8 +119,9 @@ def train_judge(
     except ValueError as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    replaced = out.exists()
+    before = hashlib.sha256(out.read_bytes()).hexdigest() if out.is_file() else None
     save_head(_write_parent(out), fit.weight, fit.bias)
+    replaced = before is not None and before != hashlib.sha256(out.read_bytes()).hexdigest()
     console.print(
         f"judge head from {counts['analysed']:,} wrong samples: ROC AUC {fit.train_auc:.3f} on {fit.train_rows:,} training tokens, "
         + f"{fit.heldout_auc:.3f} on {fit.heldout_rows:,} tokens of held-out problems; saved {out}"
