@@ -25,7 +25,7 @@ base_temperature = 1.0
 oracle_temperature = 1.0   # 0 = greedy
 top_p = 1.0
 
-[[configs]]                # lists expand to a grid; ids are generated unless given
+[[configs]]                # lists expand to a grid; ids are generated unless given (random-c4-k5; a grid over ref_length adds -r50)
 policy = "random"
 c = [1, 2, 4]
 k = [2, 5]
@@ -209,7 +209,8 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
             try:
                 policy = PolicySpec(
                     name=entry["policy"], k=int(entry.get("k", 0)), c=int(entry.get("c", 0)),
-                    tau=entry.get("tau"), delta=entry.get("delta"), max_c=entry.get("max_c"),
+                    tau=entry.get("tau"), delta=entry.get("delta"),
+                    max_c=None if entry.get("max_c") is None else int(entry["max_c"]),  # 3.0 is 3 (id and record)
                     ref_length=int(entry.get("ref_length", 100)),
                     alpha=entry.get("alpha"), every=int(entry.get("every", 8)), head=entry.get("head"),
                 )
@@ -226,7 +227,9 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
             if "id" in entry and not (isinstance(entry["id"], str) and CONFIG_ID_PATTERN.match(entry["id"])):
                 raise ConfigError(f"{place}: id must be letters, digits and _.+-, starting with a letter or digit "
                                   f"(leave it out for the generated id), got {entry['id']!r}")
-            config_id = entry.get("id") or config_id_for(policy) + temperature_suffix(entry)
+            ref_grid = isinstance(raw.get("ref_length"), list) and len(raw["ref_length"]) > 1  # a grid over it: in the id
+            config_id = (entry.get("id") or config_id_for(policy) + (f"-r{policy.ref_length}" if ref_grid else "")
+                         + temperature_suffix(entry))
             if config_id in configs:
                 raise ConfigError(f"{place}: duplicate config id {config_id!r}")
             configs[config_id] = config

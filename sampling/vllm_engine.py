@@ -85,6 +85,10 @@ RESERVED_OPTIONS = {
     "max_model_len": "it is the longest prompt plus the experiment's max_tokens (set max_tokens)",
     "max_logprobs": "set engine_options.entropy_logprobs",
     "logprobs_mode": "the engine reads raw logprobs (recorded entropy, judge scores)",
+    "generation_config": "the engine builds every request's sampling parameters itself (temperatures and top_p in "
+                         "[sampling]) and stops on the model folder's end-of-sequence ids",
+    "override_generation_config": "the engine builds every request's sampling parameters itself (set temperatures "
+                                  "and top_p in [sampling])",
 }
 # options that change speed, memory, scheduling, parallelism or caching, not the models' numerics or what is
 # recorded: their only effect on samples is the floating-point reduction order, which already varies with each
@@ -287,7 +291,8 @@ class VllmEngine:
         check_engine_options(options)
         options.pop("sentinel_token_id", None)  # given as sentinel_id (see `vllm_engine_for`)
         # recording base_entropy needs per-token logprobs from vLLM (~20% wall time on the toy pair)
-        self.entropy_logprobs = _option(options, "entropy_logprobs", 0, int)
+        # (K past the vocabulary is the whole vocabulary: the exact entropy; vLLM refuses more than it has)
+        self.entropy_logprobs = min(_option(options, "entropy_logprobs", 0, int), vocab_size)
         # oracle batching (see `_admit`): hold new oracle requests until this fraction of the base's
         # samples wait, or the oldest has waited this many steps
         self.admit_fraction = _option(options, "oracle_admit_fraction", 0.5, float)

@@ -1069,3 +1069,13 @@ def test_a_damaged_shard_or_problems_file_is_named(reference_run: Path, tmp_path
     (run_dir / "_problems.parquet").write_bytes(b"")
     with pytest.raises(RunDirError, match=r"_problems.parquet: unreadable"):
         read_problems(run_dir)
+
+
+def test_grid_ids_stay_distinct_and_integers_are_integers() -> None:
+    """A grid over ref_length puts it in the ids (one value keeps the usual id); an integral float such as
+    max_c = 3.0 is the integer 3, in the policy and in the id."""
+    configs = _experiment(configs=[{"policy": "random", "c": 2, "k": 2, "ref_length": [10, 50]},
+                                   {"policy": "random", "c": 1, "k": 2, "ref_length": 50},
+                                   {"policy": "entropy", "tau": 0.3, "k": 2, "max_c": 3.0}]).configs
+    assert list(configs) == ["random-c2-k2-r10", "random-c2-k2-r50", "random-c1-k2", "entropy-t0.3-k2-m3"]
+    assert configs["entropy-t0.3-k2-m3"].policy.max_c == 3 and isinstance(configs["entropy-t0.3-k2-m3"].policy.max_c, int)
