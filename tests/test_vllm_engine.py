@@ -366,21 +366,6 @@ def test_recorded_base_entropy_matches_the_exact_entropy(prompts, torch_engine, 
     assert np.abs(error).max() < 0.05
 
 
-def test_entropy_logprobs_past_the_vocabulary_record_the_exact_entropy(prompts, torch_engine) -> None:
-    """entropy_logprobs larger than the vocabulary is the whole vocabulary (vLLM refuses more than it has): the
-    recorded entropy is the exact one (a base-only engine, as for a run with only base configs)."""
-    from sampling.models import load_pair
-
-    base_only = load_pair("toy:base", None)
-    engine = vllm_engine_for(base_only, max_model_len=320, options={"entropy_logprobs": 10_000})
-    assert engine.entropy_logprobs == base_only.base.config.vocab_size
-    assert engine.sampling_options["entropy_logprobs"] == base_only.base.config.vocab_size
-    requests = _requests(prompts[:4], POLICIES["base"], GREEDY)
-    exact = np.concatenate([r.base_entropy for r in torch_engine.run_block(requests)])
-    recorded = np.concatenate([r.base_entropy for r in engine.run_block(requests)])
-    assert np.abs(exact - recorded).max() < 5e-3
-
-
 def test_sampled_blocks_are_reproducible(prompts, vllm_engine) -> None:
     params = SamplingParams(1.0)
     requests = [request for name in ("entropy", "random", "judge") for request in _requests(prompts[:6], POLICIES[name], params, n=4)]
@@ -640,6 +625,22 @@ def test_every_end_of_sequence_id_of_the_generation_config_ends_a_sample_in_both
     reference = torch_engine.run_block(requests)
     assert_same_records(reference, vllm_engine.run_block(requests), "two eos ids")
     assert all(r.finish_reason == "eos" and r.token_ids[-1] == 4 and 4 not in r.token_ids[:-1] for r in reference)
+
+
+def test_entropy_logprobs_past_the_vocabulary_record_the_exact_entropy(prompts, torch_engine) -> None:
+    """entropy_logprobs larger than the vocabulary is the whole vocabulary (vLLM refuses more than it has): the
+    recorded entropy is the exact one (a base-only engine, as for a run with only base configs; built late in the
+    module, as the other engines of their own are: dropping an in-process engine resets vLLM's parallel state)."""
+    from sampling.models import load_pair
+
+    base_only = load_pair("toy:base", None)
+    engine = vllm_engine_for(base_only, max_model_len=320, options={"entropy_logprobs": 10_000})
+    assert engine.entropy_logprobs == base_only.base.config.vocab_size
+    assert engine.sampling_options["entropy_logprobs"] == base_only.base.config.vocab_size
+    requests = _requests(prompts[:4], POLICIES["base"], GREEDY)
+    exact = np.concatenate([r.base_entropy for r in torch_engine.run_block(requests)])
+    recorded = np.concatenate([r.base_entropy for r in engine.run_block(requests)])
+    assert np.abs(exact - recorded).max() < 5e-3
 
 
 def test_block_timings_name_the_gpu_through_vllms_platform(monkeypatch) -> None:
