@@ -170,14 +170,12 @@ def collect_tokens(
 def check_grader_graded(run_dir: Path, grader: str | None) -> None:
     """Refuse a grader other than the ones that graded the run (or, with no grades yet, than the one `study fit`
     would grade it with): grading the run here would change the grades `study fit` reads (`fit.rundir.choose_grader`)."""
-    from fit.rundir import choose_grader
-    from verify.equivalence import GRADERS
-    from verify.run_grades import grades_dir
+    from fit.rundir import choose_grader, graders_of
 
     if grader is None:
         return
     choose_grader(run_dir, grader)  # an unknown name is named as such
-    graded = [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
+    graded = graders_of(run_dir)
     default = choose_grader(run_dir, None)
     if grader not in graded and grader != default:
         what = f"was graded with {', '.join(graded)}" if graded else f"has no grades yet (`study fit` would grade it with {default})"

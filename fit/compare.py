@@ -201,12 +201,12 @@ def default_budgets(reference: ComputeCurve) -> list[float]:
     return [k * reference.cost for k in ks]
 
 
-def _reach_note(name: str, compute: float, target: float) -> str | None:
+def _reach_note(name: str, compute: float, coverage: str) -> str | None:
     """Why a config has no finite compute for a coverage: it never reaches it, or its curve beyond n is unknown."""
     if np.isposinf(compute):
-        return f"{name} does not reach {target:.3g} within 10^{EXTRAPOLATE_DECADES}× its n"
+        return f"{name} does not reach {coverage} within 10^{EXTRAPOLATE_DECADES}× its n"
     if np.isnan(compute):
-        return f"{name} does not reach {target:.3g} within its n, and has no fit to extrapolate with"
+        return f"{name} does not reach {coverage} within its n, and has no fit to extrapolate with"
     return None
 
 
@@ -243,21 +243,16 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
                 if np.isposinf(cg[i]) and np.isposinf(cr[i]) and name != ref_name:
                     note = f"neither {name} nor {ref_name} reaches {t:.3g} within 10^{EXTRAPOLATE_DECADES}× its n"
                 else:
-                    note = _reach_note(name, cg[i], t) or _reach_note(ref_name, cr[i], t)
+                    note = _reach_note(name, cg[i], f"{t:.3g}") or _reach_note(ref_name, cr[i], f"{t:.3g}")
                 block["targets"][str(t)] = _entry(m[i], mb[:, i], ex[i], level, _unreached(cgb[:, i], crb[:, i]), note=note)
             if budgets:
                 bm, bmb, bex, bcov = multipliers_at_budgets(g, r, np.asarray(budgets, float))
                 k_r = r.point_samples_to_reach(bcov)
                 for i, b in enumerate(budgets):
-                    note = None
                     if np.isnan(bcov[i]):
                         note = f"{name}'s coverage at a budget is unknown (no fit beyond its n)"
-                    elif bcov[i] > 0 and np.isposinf(k_r[i]):
-                        note = (f"{ref_name} does not reach the coverage {name} has at a budget within "
-                                f"10^{EXTRAPOLATE_DECADES}× its n")
-                    elif bcov[i] > 0 and np.isnan(k_r[i]):
-                        note = (f"{ref_name} does not reach the coverage {name} has at a budget within its n, "
-                                "and has no fit to extrapolate with")
+                    else:
+                        note = _reach_note(ref_name, k_r[i], f"the coverage {name} has at a budget") if bcov[i] > 0 else None
                     block["budgets"][_budget_key(b, budgets)] = _entry(
                         bm[i], bmb[:, i], bex[i], level, _unreached(np.where(np.isnan(bmb[:, i]), np.nan, 0.0), bmb[:, i]),
                         coverage=json_float(bcov[i]), note=note)

@@ -62,14 +62,21 @@ def choose_grader(run_dir: str | Path, asked: str | None = None) -> str:
     """The grader whose grades `study fit` reads: the one asked for, else the only one that graded the run
     (`study verify --grader`), else math-verify."""
     from verify.equivalence import GRADERS
-    from verify.run_grades import grades_dir
 
     if asked is not None:
         if asked not in GRADERS:
             raise CountsError(f"--grader: choose from {', '.join(GRADERS)}, got {asked!r}")
         return asked
-    graded = [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
+    graded = graders_of(run_dir)
     return graded[0] if len(graded) == 1 else "math-verify"
+
+
+def graders_of(run_dir: str | Path) -> list[str]:
+    """The graders that have graded the run (`study verify --grader`)."""
+    from verify.equivalence import GRADERS
+    from verify.run_grades import grades_dir
+
+    return [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
 
 
 def run_grades_and_counts(run_dir: str | Path, grader: str = "math-verify") -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -270,7 +270,10 @@ def config_has_samples(run_dir: Path, config_id: str) -> bool:
 def config_definition_changed(run_dir: Path, config_id: str, definition: dict[str, Any]) -> bool:
     """Whether the run's manifest now defines the config otherwise (another worker redefined it while it had no samples)."""
     recorded = read_manifest(Path(run_dir))["configs"].get(config_id)
-    return recorded is None or _config_identity(recorded, definition)[0] != _config_identity(recorded, definition)[1]
+    if recorded is None:
+        return True
+    old, new = _config_identity(recorded, definition)
+    return old != new
 
 
 def withdraw_if_redefined(run_dir: Path, config_id: str, definition: dict[str, Any], shard: Path) -> bool:

@@ -29,6 +29,7 @@ from collections import OrderedDict
 from fractions import Fraction
 from typing import Any
 
+from verify.extract import matching_brace
 from verify.strict import is_equiv, normalize_strict
 
 __all__ = [
@@ -192,27 +193,14 @@ def tidy(answer: str) -> str:
 def _ungrouped(answer: str) -> str:
     """answer without TeX group braces around all of it ("{(-1,6)}", "{{5}}"; `\\{1, 2\\}` is a set, kept)."""
     text = answer.strip()
-    while text.startswith("{") and text.endswith("}") and _group_end(text) == len(text) - 1:
-        if _GROUP_OPERATOR.search(text):  # "{5 \\choose 2}": the braces are what make it one binomial or fraction
-            break
+    # not "{5 \\choose 2}": there the braces are what make it one binomial or fraction
+    while (text.startswith("{") and text.endswith("}") and matching_brace(text, 0) == len(text) - 1
+           and not _GROUP_OPERATOR.search(text)):
         text = text[1:-1].strip()
     return text if text else answer
 
 
 _GROUP_OPERATOR = re.compile(r"\\(?:choose|over|atop|brace|brack|above)(?![A-Za-z])")
-
-
-def _group_end(text: str) -> int:
-    """Index of the brace closing the group that opens text[0] (escaped braces do not count), or -1."""
-    depth = 0
-    for match in re.finditer(r"\\.|[{}]", text, re.DOTALL):
-        if match.group() == "{":
-            depth += 1
-        elif match.group() == "}":
-            depth -= 1
-            if depth == 0:
-                return match.start()
-    return -1
 
 
 _NUMBER_WITH_UNIT = re.compile(r"\s*(-?\d[\d,]*(?:\.\d+)?)\s+([A-Za-z]{2,}(?:\s+[A-Za-z]{2,})*)\s*")  # not "5 times x"

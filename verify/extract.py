@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer", "extract_boxed", "extract_fallback"]
+__all__ = ["extract_answer", "extract_boxed", "extract_fallback", "matching_brace"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
@@ -48,7 +48,7 @@ def _box_starts(text: str) -> list[tuple[int, int]]:
     return found
 
 
-def _matching_brace(text: str, open_pos: int) -> int:
+def matching_brace(text: str, open_pos: int) -> int:
     """Index of the `}` closing the `{` at open_pos, or -1 if it never closes."""
     depth = 0
     for match in _BRACE_RE.finditer(text, open_pos):
@@ -138,7 +138,7 @@ def _box_content(text: str, arg_start: int, state: dict[str, dict[int, int] | No
         return (content, None) if content else None
     pairs = state["pairs"]
     if pairs is None:
-        close = _matching_brace(text, pos)
+        close = matching_brace(text, pos)
         if close == -1:
             # An unclosed box: match every brace once, so earlier boxes cost O(1) each.
             state["pairs"] = _all_matches(text, first_arg)
