@@ -73,6 +73,22 @@ MUST_HOLD = [  # (answer, reference)
     ("25 percent", "25"),
     ("5 xy", "5xy"),  # a short word may be variables
     ("{5.}", "5"),
+    ("\\text{(C) Plane}", "\\text{(C)}"),  # a choice letter with the choice's name
+    ("(E) Hyperbola", "\\text{(E)}"),
+    ("\\frac{20,000}{\\pi}", "\\frac{20000}{\\pi}"),  # thousands separators inside a fraction
+    ("\\frac{20{,}000}{\\pi}", "\\frac{20000}{\\pi}"),
+    ("864 \\text{ in}^2", "864 \\mbox{ inches}^2"),  # spellings of one unit agree
+    ("15 \\text{ square centimeters}", "15\\mbox{ cm}^2"),
+    ("18.90 \\text{ dollars}", "\\$18.90"),
+    ("90 \\text{ degrees}", "90^\\circ"),
+    ("60 \\text{ miles per hour}", "60\\text{ mph}"),
+    ("12 \\text{ square units}", "12"),  # a unit the reference does not name decides nothing
+    ("42 \\text{ inches}", "42"),
+    ("0.333333", "\\frac13"),  # a decimal rounded at its last place
+    ("0.3333333333", "\\frac{1}{3}"),
+    ("0.6666666", "\\frac{2}{3}"),  # or cut off there
+    ("0.0000672", ".0000672"),
+    ("\\{-2, 1\\}", "1,-2"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -104,6 +120,19 @@ NEAR_MISSES = [  # (answer, reference)
     ("5 sixths", "5"),
     ("1 billion", "1"),
     ("5 xy", "5"),
+    ("\\text{(A) Line}", "\\text{(C)}"),
+    ("5.4 \\text{ dollars}", "5.4 \\text{ cents}"),  # math-verify drops units; differing ones are wrong
+    ("864 \\text{ feet}^2", "864 \\mbox{ inches}^2"),
+    ("15 \\text{ cm}", "15\\mbox{ cm}^2"),
+    ("\\frac{270}{7}\\text{ radians}", "\\frac{270}7\\text{ degrees}"),
+    ("90 \\text{ radians}", "90^\\circ"),
+    ("\\{2,4\\}", "(2,4)"),  # a set for a tuple or an interval (math-verify reads them alike)
+    ("\\left\\{ 5, \\infty \\right\\}", "(5,\\infty)"),
+    ("\\{3,4\\}", "(3,4]"),
+    ("0.0000673", ".0000672"),  # math-verify compares numbers to 6 decimal places
+    ("0.03515626", "\\frac{9}{256}"),
+    ("0.1428572", "\\frac{1}{7}"),
+    ("5.0000001", "5"),
 ]
 
 
@@ -176,9 +205,11 @@ def _random_number_string(rng: random.Random) -> str:
     """An integer or integer fraction in one of the spellings the fast path reads."""
     a = rng.choice([0, 1, 2, 3, 4, 6, 7, 12, 100, -3, -1, 10**30 + 7])
     b = rng.choice([1, 2, 3, 4, 6, 8, 12])
-    form = rng.randrange(6)
+    form = rng.randrange(7)
     if form == 0:
         return str(a)
+    if form == 6 and b < 10:  # TeX's single-digit argument without braces
+        return f"\\frac{{{a}}}{b}" if a < 0 or a > 9 else f"\\frac{a}{b}"
     if form == 1:
         return f"\\frac{{{a}}}{{{b}}}"
     if form == 2:

@@ -43,7 +43,7 @@ __all__ = [
     "summarize_run",
 ]
 
-_SUBMODULES = {"batch", "cli", "equivalence", "extract", "run_grades", "jsonl", "metrics", "pool", "progress", "strict", "synthetic", "tables"}
+_SUBMODULES = {"batch", "cli", "equivalence", "extract", "literal", "run_grades", "jsonl", "metrics", "pool", "progress", "strict", "synthetic", "tables"}
 _LAZY = {
     "grade": "verify.batch",
     "is_equivalent": "verify.batch",

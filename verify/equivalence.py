@@ -2,15 +2,21 @@
 
 The `math-verify` grader's verdict is defined as
 
+    verify.literal.literal_verdict(reference, answer), where it decides, else
     math_verify.verify(gold=parse("\\boxed{" + tidy(reference) + "}"), target=parse("\\boxed{" + tidy(answer) + "}"))
+    and not digits_disagree(tidy(reference), tidy(answer))
 
-(`verify` is not symmetric: the reference is the gold). `tidy` removes what math-verify misreads
+(`verify` is not symmetric: the reference is the gold). `literal_verdict` decides what math-verify reads
+past: differing units, a set for a tuple or interval, a choice letter with the choice's name.
+`digits_disagree` checks plain numbers where math-verify rounds to 6 decimal places (`0.0000673` is
+not `.0000672`). `tidy` removes what math-verify misreads
 and no reader would: LaTeX spacing between digits (`1\\,234`, a thin space grouping digits, is
-1234), one closing full stop (`3.` is 3; an ellipsis `...` is kept), braces around the whole answer,
+1234), thousands separators inside a fraction (`\\frac{20,000}{\\pi}`), one closing full stop
+(`3.` is 3; an ellipsis `...` is kept), braces around the whole answer,
 and a number's unit in plain words (see `tidy`). `fast_verdict` decides
 the common cases without sympy and is exact with respect to that definition: identical strings are equal, and two
 plain integers or integer fractions are compared as exact rationals (which is what math-verify does
-with them); the one exception is numbers in a base (`52_8`), which it compares by value and base where
+with them), and `literal_verdict` is asked; the one exception is numbers in a base (`52_8`), which it compares by value and base where
 math-verify ignores the subscript. Everything else goes to math-verify, normally inside a `verify.pool.TaskPool` worker,
 because math-verify's own timeouts use `signal.alarm` (main thread only) and cannot interrupt C
 code such as a huge integer power.
@@ -30,6 +36,7 @@ from fractions import Fraction
 from typing import Any
 
 from verify.extract import matching_brace
+from verify.literal import literal_verdict
 from verify.strict import is_equiv, normalize_strict
 
 __all__ = [
@@ -48,8 +55,9 @@ GRADERS = ("math-verify", "strict")
 DEFAULT_TIMEOUT = 5.0
 _MAX_DIGITS = 40
 _INT_RE = re.compile(r"-?\d{1,%d}" % _MAX_DIGITS, re.ASCII)
-_FRAC_RE = re.compile(
-    r"(?P<sign>-?)\\[dt]?frac\{(?P<num>-?\d{1,%d})\}\{(?P<den>\d{1,%d})\}" % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII
+_FRAC_RE = re.compile(  # \\frac{12}{5}, and TeX's single-digit arguments without braces: \\frac12, \\frac{270}7
+    r"(?P<sign>-?)\\[dt]?frac\s*(?:\{(?P<num>-?\d{1,%d})\}|(?P<num_digit>\d))\s*(?:\{(?P<den>\d{1,%d})\}|(?P<den_digit>\d))"
+    % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII
 )
 _SLASH_RE = re.compile(r"(?P<num>-?\d{1,%d})/(?P<den>\d{1,%d})" % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII)
 _PARSE_CACHE_SIZE = 4096
@@ -64,7 +72,7 @@ def check_grader(grader: str) -> str:
 
 
 def exact_number(text: str) -> Fraction | None:
-    """The exact value of a plain integer, `\\frac{a}{b}` or `a/b` string, else None."""
+    """The exact value of a plain integer, `\\frac{a}{b}` (`\\frac12`) or `a/b` string, else None."""
     text = text.strip()
     if len(text) > 2 * _MAX_DIGITS + 16:
         return None
@@ -73,11 +81,42 @@ def exact_number(text: str) -> Fraction | None:
     match = _FRAC_RE.fullmatch(text) or _SLASH_RE.fullmatch(text)
     if match is None:
         return None
-    den = int(match.group("den"))
+    groups = match.groupdict()
+    den = int(groups.get("den") or groups["den_digit"])
     if den == 0:
         return None
-    value = Fraction(int(match.group("num")), den)
-    return -value if match.groupdict().get("sign") else value
+    value = Fraction(int(groups.get("num") or groups["num_digit"]), den)
+    return -value if groups.get("sign") else value
+
+
+_DECIMAL_RE = re.compile(r"-?\d{0,%d}\.(\d{1,%d})" % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII)
+
+
+def _number_and_places(text: str) -> tuple[Fraction, int | None] | None:
+    """(exact value, decimal places written) of a plain decimal; (value, None) of an integer or fraction; else None."""
+    text = text.strip()
+    if match := _DECIMAL_RE.fullmatch(text):
+        return Fraction(text), len(match.group(1))
+    value = exact_number(text)
+    return None if value is None else (value, None)
+
+
+def _written_as(value: Fraction, decimal: Fraction, places: int) -> bool:
+    """Whether decimal is value at `places` decimal places: rounded (half up or half even) or cut off."""
+    scaled, written = value * 10**places, decimal * 10**places
+    return written in (round(scaled), math.floor(scaled + Fraction(1, 2)), math.ceil(scaled - Fraction(1, 2)), math.trunc(scaled))
+
+
+def digits_disagree(reference: str, answer: str) -> bool:
+    """Whether two plain numbers differ in a digit one of them wrote (`0.0000673` vs `.0000672`, `0.03515626`
+    vs `\\frac{9}{256}`), where math-verify compares numbers only to 6 decimal places. A decimal that is the
+    other number rounded or cut off at its own last place agrees (`0.333333` and `0.3333333` for `\\frac13`)."""
+    ref, ans = _number_and_places(reference), _number_and_places(answer)
+    if ref is None or ans is None or ref[0] == ans[0] or (ref[1] is None and ans[1] is None):
+        return False
+    (ref_value, ref_places), (ans_value, ans_places) = ref, ans
+    return not ((ans_places is not None and _written_as(ref_value, ans_value, ans_places))
+                or (ref_places is not None and _written_as(ans_value, ref_value, ref_places)))
 
 
 def _number_key(value: Fraction) -> str:
@@ -92,6 +131,9 @@ def fast_verdict(reference: str, answer: str) -> bool | None:
         return None
     if ref == ans:
         return True
+    literal = literal_verdict(ref, ans)  # units, a set for a tuple, a named choice: decided as written
+    if literal is not None:
+        return literal
     ref_value, ans_value = exact_number(ref), exact_number(ans)
     if ref_value is not None and ans_value is not None:
         return ref_value == ans_value
@@ -176,6 +218,8 @@ def _join_groups(match: re.Match[str]) -> str:
 _DEGREES = re.compile(r"\s*(?:°|\\degree\b)")  # "90°", "90\\degree": math-verify reads only 90^\\circ
 _SPACED_I = re.compile(r"(?<=\d)(?:\s|\\[,;:! ])+(?=i\b)")  # "5 i", "274\\, i": read apart, i is taken as a real symbol
 _STOP_IN_TEXT = re.compile(r"(?<=[A-Za-z])\.(?=\s*\}+\s*$)")  # "\\text{east.}"
+_BRACED_COMMA = re.compile(r"(?<=\d)\{,\}(?=\d{3}(?!\d))")  # "20{,}000": TeX's thousands separator
+_GROUPED_ARGUMENT = re.compile(r"(?<!\\)\{(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?)\}")  # "\\frac{20,000}{\\pi}": one number
 
 
 def tidy(answer: str) -> str:
@@ -184,6 +228,7 @@ def tidy(answer: str) -> str:
     braces around all of it ("{(-1,6)}": a TeX group), and a number's unit in plain words dropped ("18 dollars")
     as math-verify drops it in `\\text{}` (it reads plain words as products of letters)."""
     tidied = _SPACE_GROUPED.sub(_join_groups, _DIGIT_SPACING.sub("", _ungrouped(answer)))
+    tidied = _GROUPED_ARGUMENT.sub(lambda m: "{" + m.group(1).replace(",", "") + "}", _BRACED_COMMA.sub("", tidied))
     tidied = _SPACED_I.sub("", _DEGREES.sub(lambda _: "^\\circ", tidied))
     tidied = _CLOSING_STOP.sub("", _STOP_IN_TEXT.sub("", tidied))
     tidied = _unit_dropped(tidied)
@@ -255,12 +300,20 @@ def _alarm_seconds(timeout: float | None) -> int:
     return max(1, math.ceil(timeout if timeout is not None else DEFAULT_TIMEOUT))
 
 
-def math_verify_equal(reference: str, answer: str, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
-    """math-verify's verdict for answer against reference, in this process (main thread only)."""
+def _graded(reference: str, answer: str, gold: list[Any], pred: list[Any], seconds: int) -> bool:
+    """The math-verify grader's verdict on parsed answers: study's literal verdict, else math-verify's checked digit by digit."""
     from math_verify import verify
 
+    literal = literal_verdict(reference, answer)
+    if literal is not None:
+        return literal
+    return bool(verify(gold, pred, timeout_seconds=seconds)) and not digits_disagree(tidy(reference), tidy(answer))
+
+
+def math_verify_equal(reference: str, answer: str, timeout: float | None = DEFAULT_TIMEOUT) -> bool:
+    """The `math-verify` grader's verdict for answer against reference, in this process (main thread only)."""
     seconds = _alarm_seconds(timeout)
-    return bool(verify(_parse(reference, seconds), _parse(answer, seconds), timeout_seconds=seconds))
+    return _graded(reference, answer, _parse(reference, seconds), _parse(answer, seconds), seconds)
 
 
 def _safe_to_evaluate(expr: Any) -> bool:
@@ -312,16 +365,14 @@ def answer_key(parsed: list[Any], answer: str, seconds: int = 1) -> str:
 
 
 def compare_cached(reference: str, answer: str, timeout: float | None = DEFAULT_TIMEOUT) -> tuple[bool, str]:
-    """(math-verify verdict, vote key) for one pair; the pool task, run in a worker process."""
-    from math_verify import verify
-
+    """(the math-verify grader's verdict, vote key) for one pair; the pool task, run in a worker process."""
     _quiet_math_verify()
     # math-verify's own alarm is only a backstop a second past the pool's limit: were it to fire first, its
     # timeout would come back as a decided (and cached) "wrong" instead of the pool's undecided timeout
     seconds = _alarm_seconds(timeout) + 1
     gold = _parse_cached(reference, seconds)
     pred = _parse_cached(answer, seconds)
-    correct = bool(verify(gold, pred, timeout_seconds=seconds))
+    correct = _graded(reference, answer, gold, pred, seconds)
     if correct:  # correct answers all vote for the reference's class; no key needed
         return True, "s:" + normalize_strict(answer)
     try:

@@ -89,8 +89,9 @@ PAIR_SCHEMA = pa.schema(
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
 REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
-GRADING_RULES = 3  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists;
-# 3: "####" headings, ", since", digits a base lacks, group braces, units in plain words)
+GRADING_RULES = 4  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists;
+# 3: "####" headings, ", since", digits a base lacks, group braces, units in plain words;
+# 4: differing units, a set for a tuple, named choices, digits past 6 decimal places, thousands inside \frac)
 _RULES_KEY = b"study.grading_rules"
 
 
