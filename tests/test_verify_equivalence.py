@@ -89,6 +89,15 @@ MUST_HOLD = [  # (answer, reference)
     ("0.6666666", "\\frac{2}{3}"),  # or cut off there
     ("0.0000672", ".0000672"),
     ("\\{-2, 1\\}", "1,-2"),
+    ("45\\text{ mi}/\\text{hr}", "45\\text{ mph}"),  # a unit written as a quotient of text groups
+    ("5\\,\\text{m}/\\text{s}", "5\\text{ m/s}"),
+    ("864\\text{ in}\\cdot\\text{in}", "864\\mbox{ inches}^2"),
+    ("100\\text{ mL}", "100\\text{ cm}^3"),  # a millilitre is a cubic centimetre
+    ("1.50\\text{ dollars per pound}", "\\$1.50"),  # a rate against a plain unit decides nothing
+    ("0.8333333333333334", "\\frac{5}{6}"),  # a program's printed double
+    ("3.3333333333333335", "\\frac{10}{3}"),
+    ("0.20000000000000001", "\\frac15"),
+    ("(c) Plane.", "\\text{(C)}"),
 ]
 
 NEAR_MISSES = [  # (answer, reference)
@@ -133,6 +142,9 @@ NEAR_MISSES = [  # (answer, reference)
     ("0.03515626", "\\frac{9}{256}"),
     ("0.1428572", "\\frac{1}{7}"),
     ("5.0000001", "5"),
+    ("0.8333333333333344", "\\frac{5}{6}"),  # long, but not the double nearest 5/6
+    ("{\\{2,4\\}}", "(2,4)"),  # braces around the whole answer change nothing
+    ("{5\\text{ m}^2}", "5\\text{ cm}^2"),
 ]
 
 
@@ -291,6 +303,13 @@ HANGS_IN_C = ("\\boxed{10^{10^{10^{10}}}}", "p - q")  # sympy stalls in C; only 
         ("\\boxed{" + "{" * 5000 + "}" * 4999, "1"),
         ("\\boxed{" + "1+" * 250_000 + "1}", "3"),  # a 500 kB answer
         ("Let me think. " * 75_000 + "\\boxed{((((((((((((((((((((((((((((1)))}", "1"),  # a 1 MB completion
+        ("\\boxed{5" + " " * 100_000 + "x}", "5"),  # a long run of spaces (no regex may backtrack over it twice)
+        ("\\boxed{5" + " " * 100_000 + "x}", "90^\\circ"),
+        ("\\boxed{1\\text{" + " " * 3000 + "}x}", "5\\text{ cm}"),  # text groups, tildes, thin spaces, nested groups
+        ("\\boxed{1" + "~" * 40_000 + "x}", "5\\text{ cm}"),
+        ("\\boxed{1" + "\\," * 40_000 + "x}", "5\\text{ cm}"),
+        ("\\boxed{" + "\\text{" * 15_000 + "(C) Plane" + "}" * 15_000 + "}", "\\text{(D)}"),
+        ("\\boxed{" + "{" * 5000 + "1" + "}" * 5000 + "}", "5"),
     ],
 )
 def test_pathological_inputs_finish_within_the_limit(completion: str, reference: str) -> None:

@@ -35,7 +35,7 @@ from collections import OrderedDict
 from fractions import Fraction
 from typing import Any
 
-from verify.extract import matching_brace
+from verify.extract import brace_pairs
 from verify.literal import literal_verdict
 from verify.strict import is_equiv, normalize_strict
 
@@ -92,31 +92,41 @@ def exact_number(text: str) -> Fraction | None:
 _DECIMAL_RE = re.compile(r"-?\d{0,%d}\.(\d{1,%d})" % (_MAX_DIGITS, _MAX_DIGITS), re.ASCII)
 
 
-def _number_and_places(text: str) -> tuple[Fraction, int | None] | None:
-    """(exact value, decimal places written) of a plain decimal; (value, None) of an integer or fraction; else None."""
+def _number_and_places(text: str) -> tuple[Fraction, int | None, str] | None:
+    """(exact value, decimal places written, digits written) of a plain decimal; (value, None, "") of an integer or
+    fraction; else None."""
     text = text.strip()
     if match := _DECIMAL_RE.fullmatch(text):
-        return Fraction(text), len(match.group(1))
+        return Fraction(text), len(match.group(1)), text.lstrip("-").replace(".", "")
     value = exact_number(text)
-    return None if value is None else (value, None)
+    return None if value is None else (value, None, "")
 
 
-def _written_as(value: Fraction, decimal: Fraction, places: int) -> bool:
-    """Whether decimal is value at `places` decimal places: rounded (half up or half even) or cut off."""
+_FLOAT_DIGITS = 15  # a decimal with this many significant digits may be a double's printed form (Python's repr)
+_FLOAT_ERROR = Fraction(1, 2**50)  # a few units in the last place of a double: its rounding errors, as printed
+
+
+def _written_as(value: Fraction, decimal: Fraction, places: int, digits: str) -> bool:
+    """Whether decimal is value at `places` decimal places: rounded (half up or half even) or cut off, or, with
+    15 or more significant digits, a double within a few units in its last place (`0.8333333333333334` for 5/6,
+    `0.66666666666666674` for 2/3, as a program computes and prints them)."""
     scaled, written = value * 10**places, decimal * 10**places
-    return written in (round(scaled), math.floor(scaled + Fraction(1, 2)), math.ceil(scaled - Fraction(1, 2)), math.trunc(scaled))
+    if written in (round(scaled), math.floor(scaled + Fraction(1, 2)), math.ceil(scaled - Fraction(1, 2)), math.trunc(scaled)):
+        return True
+    return len(digits.lstrip("0")) >= _FLOAT_DIGITS and abs(decimal - value) <= abs(value) * _FLOAT_ERROR
 
 
 def digits_disagree(reference: str, answer: str) -> bool:
     """Whether two plain numbers differ in a digit one of them wrote (`0.0000673` vs `.0000672`, `0.03515626`
     vs `\\frac{9}{256}`), where math-verify compares numbers only to 6 decimal places. A decimal that is the
-    other number rounded or cut off at its own last place agrees (`0.333333` and `0.3333333` for `\\frac13`)."""
+    other number rounded or cut off at its own last place agrees (`0.333333` and `0.3333333` for `\\frac13`),
+    and so does a program's printed double (`0.8333333333333334` for `\\frac56`)."""
     ref, ans = _number_and_places(reference), _number_and_places(answer)
     if ref is None or ans is None or ref[0] == ans[0] or (ref[1] is None and ans[1] is None):
         return False
-    (ref_value, ref_places), (ans_value, ans_places) = ref, ans
-    return not ((ans_places is not None and _written_as(ref_value, ans_value, ans_places))
-                or (ref_places is not None and _written_as(ans_value, ref_value, ref_places)))
+    (ref_value, ref_places, ref_digits), (ans_value, ans_places, ans_digits) = ref, ans
+    return not ((ans_places is not None and _written_as(ref_value, ans_value, ans_places, ans_digits))
+                or (ref_places is not None and _written_as(ans_value, ref_value, ref_places, ref_digits)))
 
 
 def _number_key(value: Fraction) -> str:
@@ -131,7 +141,7 @@ def fast_verdict(reference: str, answer: str) -> bool | None:
         return None
     if ref == ans:
         return True
-    literal = literal_verdict(ref, ans)  # units, a set for a tuple, a named choice: decided as written
+    literal = literal_verdict(_ungrouped(ref), _ungrouped(ans))  # units, a set for a tuple, a named choice: as written
     if literal is not None:
         return literal
     ref_value, ans_value = exact_number(ref), exact_number(ans)
@@ -155,7 +165,7 @@ def _in_a_base(answer: str) -> bool:
 _BASE_WORDS = {w: b for b, w in enumerate("zero one two three four five six seven eight nine ten eleven twelve "
                                           "thirteen fourteen fifteen sixteen".split()) if b >= 2}
 _BASE_WORDS.update(binary=2, ternary=3, octal=8, decimal=10, hex=16, hexadecimal=16)
-_BASE_NUMBER = re.compile(r"\(?\s*([0-9A-Za-z]+)\s*\)?\s*_\s*(?:\{\s*)?(?:\\(?:text|mathrm)\s*\{\s*)?"
+_BASE_NUMBER = re.compile(r"\(?\s*([0-9A-Za-z]+)\s*(?:\)\s*)?_\s*(?:\{\s*)?(?:\\(?:text|mathrm)\s*\{\s*)?"
                           r"([0-9]+|[a-z]+)\s*(?:\}\s*)?(?:\}\s*)?")
 
 
@@ -215,7 +225,7 @@ def _join_groups(match: re.Match[str]) -> str:
     return match.group().replace(" ", "")
 
 
-_DEGREES = re.compile(r"\s*(?:°|\\degree\b)")  # "90°", "90\\degree": math-verify reads only 90^\\circ
+_DEGREES = re.compile(r"(?<!\s)\s*(?:°|\\degree\b)")  # "90°", "90\\degree": math-verify reads only 90^\\circ
 _SPACED_I = re.compile(r"(?<=\d)(?:\s|\\[,;:! ])+(?=i\b)")  # "5 i", "274\\, i": read apart, i is taken as a real symbol
 _STOP_IN_TEXT = re.compile(r"(?<=[A-Za-z])\.(?=\s*\}+\s*$)")  # "\\text{east.}"
 _BRACED_COMMA = re.compile(r"(?<=\d)\{,\}(?=\d{3}(?!\d))")  # "20{,}000": TeX's thousands separator
@@ -239,10 +249,18 @@ def _ungrouped(answer: str) -> str:
     """answer without TeX group braces around all of it ("{(-1,6)}", "{{5}}"; `\\{1, 2\\}` is a set, kept)."""
     text = answer.strip()
     # not "{5 \\choose 2}": there the braces are what make it one binomial or fraction
-    while (text.startswith("{") and text.endswith("}") and matching_brace(text, 0) == len(text) - 1
-           and not _GROUP_OPERATOR.search(text)):
-        text = text[1:-1].strip()
-    return text if text else answer
+    if not text.startswith("{") or _GROUP_OPERATOR.search(text):
+        return text if text else answer
+    pairs = brace_pairs(text, 0)  # one pass, so that thousands of nested groups cost linear time
+    first, last = 0, len(text) - 1
+    while first < last and text[first] == "{" and pairs.get(first) == last:
+        first, last = first + 1, last - 1
+        while first <= last and text[first].isspace():
+            first += 1
+        while last >= first and text[last].isspace():
+            last -= 1
+    inner = text[first:last + 1]
+    return inner if inner else answer
 
 
 _GROUP_OPERATOR = re.compile(r"\\(?:choose|over|atop|brace|brack|above)(?![A-Za-z])")
@@ -304,7 +322,7 @@ def _graded(reference: str, answer: str, gold: list[Any], pred: list[Any], secon
     """The math-verify grader's verdict on parsed answers: study's literal verdict, else math-verify's checked digit by digit."""
     from math_verify import verify
 
-    literal = literal_verdict(reference, answer)
+    literal = literal_verdict(_ungrouped(reference), _ungrouped(answer))
     if literal is not None:
         return literal
     return bool(verify(gold, pred, timeout_seconds=seconds)) and not digits_disagree(tidy(reference), tidy(answer))

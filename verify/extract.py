@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_answer", "extract_boxed", "extract_fallback", "matching_brace"]
+__all__ = ["extract_answer", "extract_boxed", "extract_fallback", "matching_brace", "brace_pairs"]
 
 _BOX_COMMANDS = ("\\boxed", "\\fbox")
 _BRACE_RE = re.compile(r"\\.|[{}]", re.DOTALL)
@@ -62,7 +62,7 @@ def matching_brace(text: str, open_pos: int) -> int:
     return -1
 
 
-def _all_matches(text: str, start: int) -> dict[int, int]:
+def brace_pairs(text: str, start: int) -> dict[int, int]:
     """Map every `{` at or after start to its closing `}` (one linear pass with a stack)."""
     stack: list[int] = []
     pairs: dict[int, int] = {}
@@ -141,7 +141,7 @@ def _box_content(text: str, arg_start: int, state: dict[str, dict[int, int] | No
         close = matching_brace(text, pos)
         if close == -1:
             # An unclosed box: match every brace once, so earlier boxes cost O(1) each.
-            state["pairs"] = _all_matches(text, first_arg)
+            state["pairs"] = brace_pairs(text, first_arg)
     else:
         close = pairs.get(pos, -1)
     if close == -1:
