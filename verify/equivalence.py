@@ -2,7 +2,7 @@
 
 The `math-verify` grader's verdict is defined as
 
-    verify.literal.literal_verdict(reference, answer), where it decides, else
+    verify.literal.literal_verdict(reference, answer), where it decides (braces around a whole answer removed), else
     math_verify.verify(gold=parse("\\boxed{" + tidy(reference) + "}"), target=parse("\\boxed{" + tidy(answer) + "}"))
     and not digits_disagree(tidy(reference), tidy(answer))
 
