@@ -36,7 +36,7 @@ from fractions import Fraction
 from typing import Any
 
 from verify.extract import brace_pairs
-from verify.literal import literal_verdict
+from verify.literal import literal_verdict, unwrapped
 from verify.strict import is_equiv, normalize_strict
 
 __all__ = [
@@ -184,7 +184,6 @@ def base_number(answer: str) -> tuple[int, int] | None:
         return None
 
 
-_TEXT_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mbox)\s*\{([^{}]*)\}")
 _WORDS = re.compile(r"[A-Za-z]{2,}(?: [A-Za-z]+)*")
 
 
@@ -194,13 +193,7 @@ def word_key(answer: str) -> str | None:
     math-verify parses bare words as products of single-letter symbols but `\\text{}` as one name,
     so the two spellings of one word would vote apart; the lower-cased words are the key instead.
     """
-    text = answer.replace("$", "")
-    while True:
-        unwrapped = _TEXT_WRAPPER.sub(r"\1", text)
-        if unwrapped == text:
-            break
-        text = unwrapped
-    text = " ".join(text.replace("~", " ").replace("\\ ", " ").split())
+    text = unwrapped(answer)
     return "w:" + text.lower() if _WORDS.fullmatch(text) else None
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["literal_verdict", "unit_of", "units_differ", "set_for_tuple", "choice_verdict"]
+__all__ = ["literal_verdict", "unit_of", "units_differ", "set_for_tuple", "choice_verdict", "unwrapped"]
 
 # spelling (singular, lower case) -> canonical unit; plurals are read by dropping "s" or "es"
 _UNIT_SPELLINGS: dict[str, tuple[str, ...]] = {
@@ -154,7 +154,7 @@ _CHOICE = re.compile(r"\(?([A-H])\)?")
 _NAMED_CHOICE = re.compile(r"\(([A-Ha-h])\)\s*[A-Za-z][A-Za-z' -]*\.?")
 
 
-def _unwrapped(answer: str) -> str:
+def unwrapped(answer: str) -> str:
     """answer without text wrappers (`\\text{(C) Plane}` -> `(C) Plane`) and `$`, spacing collapsed."""
     text = answer.replace("$", "")
     while (inner := _WRAPPER.sub(r"\1", text)) != text:
@@ -166,8 +166,8 @@ def choice_verdict(reference: str, answer: str) -> bool | None:
     """Right or wrong where the reference is a choice letter `(C)` and the answer a letter with the choice's name."""
     if len(reference) > _MAX_LENGTH or len(answer) > _MAX_LENGTH:
         return None
-    ref = _CHOICE.fullmatch(_unwrapped(reference))
-    named = _NAMED_CHOICE.fullmatch(_unwrapped(answer))
+    ref = _CHOICE.fullmatch(unwrapped(reference))
+    named = _NAMED_CHOICE.fullmatch(unwrapped(answer))
     if ref is None or named is None:
         return None
     return ref.group(1) == named.group(1).upper()
