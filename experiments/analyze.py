@@ -114,6 +114,7 @@ def collect_tokens(
     from sampling.config import PromptFormat
     from sampling.rescore import token_statistics
     from sampling.runner import encode_prompt, prompts_digest
+    from verify.tables import wrong_samples_digest
 
     manifest, locator = check_request(run_dir, config, locator)
     problems = {p.id: p for p in read_problems(run_dir)}
@@ -137,7 +138,8 @@ def collect_tokens(
     else:
         positions = _rollout_positions(wrong, problems, pair, prompts, int(manifest["configs"][config]["max_tokens"]), grader)
     counts = {"samples": len(samples), "wrong": int((samples.correct == False).sum()), "analysed": 0,  # noqa: E712
-              "no_wrong_token": 0, "first_wrong_by_oracle": 0, "selected": len(wrong), "grader": grader, "locator": locator}
+              "no_wrong_token": 0, "first_wrong_by_oracle": 0, "selected": len(wrong), "grader": grader, "locator": locator,
+              "wrong_digest": wrong_samples_digest(grades, config)}  # the report checks it against later grades
     rows = []
     for number, (sample, position) in enumerate(zip(wrong.itertuples(index=False), positions)):
         if progress is not None:

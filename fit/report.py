@@ -5,6 +5,7 @@ import datetime as _dt
 import json
 import math
 import os
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -279,14 +280,35 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
     return "\n".join(parts) + "\n"
 
 
+def stale_analysis_note(summary: dict[str, Any], grades: pd.DataFrame, config: str, rerun: str) -> str | None:
+    """A warning when the samples an analysis took as wrong are no longer the wrong ones (a regrade, new samples); else None.
+
+    `grades` are the current grades of the analysis's grader (`verify.read_grades`); `rerun` the command that redoes it.
+    """
+    from verify.tables import wrong_samples_digest
+
+    if "wrong_digest" not in summary:
+        return (f"made by an earlier version of study, which did not record which samples were wrong, so it cannot be "
+                f"checked against the current grades: `{rerun}` again to be sure")
+    if wrong_samples_digest(grades, config) == summary["wrong_digest"]:
+        return None
+    mine = grades[grades["config_id"] == config]
+    now = f"{int((mine['correct'] == False).sum()):,} of {len(mine):,} now"  # noqa: E712
+    whose = f"the {summary['grader']} grades" if summary.get("grader") else "the grades"
+    return (f"**out of date**: {whose} changed since this analysis "
+            f"({summary.get('wrong', 0):,} of {summary.get('samples', 0):,} samples wrong then, {now}): `{rerun}` again")
+
+
 def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
-    """The `study analyze` results of the run, if it has been analysed."""
+    """The `study analyze` results of the run, if it has been analysed (each checked against the current grades)."""
     from sampling.store import ANALYSIS_DIR, FIT_DIR
+    from verify.run_grades import read_grades
 
     folder = run_dir / FIT_DIR / ANALYSIS_DIR
     tables = sorted(folder.glob("first_wrong_auc_*.csv"))
     if not tables:
         return []
+    grades: dict[str, pd.DataFrame] = {}  # by grader, read once
     out = ["\n## Where samples first go wrong (`study analyze`)\n",
            "ROC AUC of each signal for \"this base token is the sample's first wrong token\" among the base tokens "
            "of wrong samples up to that token (95% bootstrap CI over problems).\n"]
@@ -310,6 +332,14 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
                          f"wrong token, {summary.get('first_wrong_by_oracle', 0):,} first wrong in an oracle segment")
         if summary.get("problems") is not None and summary["problems"] < MIN_PROBLEMS_FOR_CI:
             notes.append(f"from {summary['problems']} problem(s) only: the CIs are unreliable")
+        if summary:
+            grader = summary.get("grader", "math-verify")
+            if grader not in grades:
+                grades[grader] = read_grades(run_dir, grader)
+            rerun = (f"study analyze {shlex.quote(str(run_dir))} --config {shlex.quote(name)} --grader {grader}"
+                     + (f" --locator {locator}" if config != name else ""))
+            stale = stale_analysis_note(summary, grades[grader], name, rerun)
+            notes += [stale] if stale else []
         located = f" ({'; '.join(notes)})" if notes else ""
         out += [f"\nConfig `{name}`{located}:\n", _md_table([
             {"signal": r.signal, "ROC AUC": auc_cell(r.auc, r.low, r.high),

@@ -131,6 +131,51 @@ def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
         analyze_run(toy_run, "nope")
 
 
+def test_report_says_when_a_regrade_left_an_analysis_out_of_date(toy_run: Path, tmp_path: Path) -> None:
+    """The report quotes a stored analysis only with a warning once the samples it took as wrong are not the
+    wrong ones any more: here a problem's reference is corrected and the run regraded, so its samples flip."""
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+    from sampling.store import PROBLEMS
+    from verify import grade_run
+
+    run_dir = tmp_path / "regraded"
+    shutil.copytree(toy_run, run_dir, ignore=shutil.ignore_patterns("_fit"))
+    _, counts, out = analyze_run(run_dir, "base", max_samples=10, n_boot=10)
+
+    def report() -> str:
+        result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10"])
+        assert result.exit_code == 0, result.output
+        return (run_dir / "_fit" / "report.md").read_text()
+
+    assert "out of date" not in report() and "cannot be checked" not in report()
+    grades = grade_run(run_dir, progress=False)
+    solved = grades[(grades.config_id == "base") & grades.correct].problem_id.iloc[0]  # its right answers turn wrong
+    table = pq.read_table(run_dir / PROBLEMS).to_pandas()
+    table.loc[table.id == solved, "answer"] = "\\frac{9999}{7}"
+    pq.write_table(pa.Table.from_pandas(table, preserve_index=False), run_dir / PROBLEMS)
+    regraded = grade_run(run_dir, regrade=True, progress=False)
+    wrong_now = int((regraded[regraded.config_id == "base"].correct == False).sum())  # noqa: E712
+    assert wrong_now > counts["wrong"]
+    text = report()
+    assert (f"**out of date**: the math-verify grades changed since this analysis ({counts['wrong']:,} of "
+            f"{counts['samples']:,} samples wrong then, {wrong_now:,} of {counts['samples']:,} now): "
+            f"`study analyze {run_dir} --config base --grader math-verify` again") in text
+    _, counts, _ = analyze_run(run_dir, "base", max_samples=10, n_boot=10)  # redone: current again
+    assert counts["wrong"] == wrong_now and "out of date" not in report()
+    summary_file = out / "first_wrong_summary_base.json"  # an analysis from before the digest was recorded
+    summary = json.loads(summary_file.read_text())
+    del summary["wrong_digest"]
+    summary_file.write_text(json.dumps(summary))
+    assert "did not record which samples were wrong, so it cannot be checked" in report()
+
+
 def test_analysis_refuses_prompts_that_encode_differently_from_the_run(toy_run: Path, tmp_path: Path) -> None:
     """Rescoring must read the prompts the samples were drawn after: a changed tokenizer or template is an error."""
     import json

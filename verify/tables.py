@@ -1,6 +1,8 @@
 """Tables built from a graded run dir: the counts table (the seam to `fit`) and per-config summaries."""
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample
 from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
 from verify.progress import rich_progress
 
-__all__ = ["SECONDS_COLUMN", "TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "grades_and_counts", "summarize_grades", "summarize_run"]
+__all__ = ["SECONDS_COLUMN", "TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "grades_and_counts", "summarize_grades", "summarize_run", "wrong_samples_digest"]
 
 TOKEN_COLUMNS = ["base_decode", "base_prefill", "oracle_decode", "oracle_prefill"]
 SECONDS_COLUMN = "seconds"  # counts: the engine's measured seconds for the group's samples (NaN if unmeasured)
@@ -84,6 +86,13 @@ def _seconds_per_sample(files: list[Path], footers: list[pq.FileMetaData], shard
     measured = np.array([np.nan if (t := footer_seconds(m, f)) is None else t for f, m in zip(files, footers)], dtype=float)
     with np.errstate(divide="ignore", invalid="ignore"):
         return (measured / sizes)[shard]
+
+
+def wrong_samples_digest(grades: pd.DataFrame, config: str) -> str:
+    """A digest of which of one config's graded samples are wrong: a regrade that flips a verdict, or new wrong samples, change it."""
+    wrong = grades[(grades["config_id"] == config) & (grades["correct"] == False)]  # noqa: E712
+    keys = sorted(zip(wrong["problem_id"].astype(str), wrong["sample_index"].astype(int).tolist()))
+    return hashlib.sha256(json.dumps(keys).encode()).hexdigest()[:16]
 
 
 def class_votes(grades: pd.DataFrame) -> pd.DataFrame:
