@@ -247,7 +247,9 @@ class GroupFit:
             # the fit is also read at n_min, where the extrapolation is anchored to the empirical curve
             method, mp, mb = self.model_coverage(np.concatenate([[self.n_min], k[~within]]), estimator)
             point[~within] = anchored(mp[1:], mp[:1], self.cov[-1:]) if self.options.anchor else mp[1:]
-            if mb is None:
+            if self.no_successes:  # every resample of problems none of which is solved is the same: coverage 0
+                boot[:, ~within] = 0.0
+            elif mb is None:
                 boot[:, ~within] = np.nan
             else:
                 boot[:, ~within] = anchored(mb[:, 1:], mb[:, :1], self.cov_boot[:, -1:]) if self.options.anchor else mb[:, 1:]
@@ -265,11 +267,8 @@ class GroupFit:
             return out
         point, boot, extra, method = self.curve(ks_arr, estimator)
         lo, hi = curves.percentile_ci(boot if len(self.n) > 1 else boot[:0], self.options.level)
-        if len(self.n) > 1 and self.cov[-1] >= 1.0:  # every problem solved by n: resampling them says [1, 1];
-            floor = proportion_ci(len(self.n), len(self.n), self.options.level)[0]  # coverage@n's Wilson low holds on
-            at_or_past_n = ks_arr >= self.n_min  # from coverage@n on, so the interval has no step at n
-            lo = np.where(at_or_past_n, np.fmin(lo, floor), lo)  # also where the saturated fits gave no replicates
-            hi = np.where(at_or_past_n, np.fmax(hi, 1.0), hi)
+        if len(self.n) > 1:
+            lo, hi = self._share_intervals(ks_arr, lo, hi)
         for i, k in enumerate(ks_arr):
             m = method if extra[i] else "empirical"
             if not np.isfinite(point[i]):
@@ -277,6 +276,30 @@ class GroupFit:
             out[_fmt_k(k)] = {"coverage": json_float(point[i]), "low": json_float(lo[i]), "high": json_float(hi[i]),
                               "method": m, "extrapolated": bool(extra[i])}
         return out
+
+    def _share_intervals(self, ks: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Wilson intervals where the coverage is a share of problems, as for coverage@n.
+
+        At a sampled k where every problem's pass@k is 0 or 1 (k = n; problems always or never
+        solved) the bootstrap of a proportion under-covers (it collapses to [1, 1] when all are
+        solved), so the interval is Wilson's. Past min(n) the fit's replicates give the interval,
+        except when every problem is solved by then: resampling them says [1, 1], so coverage@n's
+        Wilson low holds on (coverage only grows with k) and the interval has no step at n.
+        """
+        lo, hi = lo.copy(), hi.copy()
+        sampled = (ks <= self.n_min) & (ks == np.round(ks)) & (ks >= 1)
+        level = self.options.level
+        if sampled.any():
+            values = curves.coverage_matrix(self.n, self.c, ks[sampled])
+            shares = np.all((values == 0) | (values == 1), axis=0)
+            for i, share, column in zip(np.flatnonzero(sampled), shares, values.T):
+                if share:
+                    lo[i], hi[i] = proportion_ci(int(column.sum()), len(column), level)
+        past = ks > self.n_min
+        if past.any() and self.cov[-1] >= 1.0:  # also where the saturated fits gave no replicates
+            floor = proportion_ci(len(self.n), len(self.n), level)[0]
+            lo, hi = np.where(past, np.fmin(lo, floor), lo), np.where(past, 1.0, hi)
+        return lo, hi
 
     def default_predict_ks(self) -> list[float]:
         """DEFAULT_PREDICT_FACTORS × the samples drawn (the group's largest n)."""

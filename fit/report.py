@@ -362,8 +362,8 @@ METHOD_NOTE = """\
   sampled n it is anchored to the empirical curve at the smallest n (its −log coverage scaled to match there).
 - Compute multiplier = compute the reference needs / compute the config needs for the same
   coverage (paired bootstrap over problems for the CI).
-- CIs are 95% bootstrap intervals over problems, except for shares of problems (coverage@n, and pass@1
-  when every problem is always or never solved): Wilson.
+- CIs are 95% bootstrap intervals over problems, except for shares of problems (coverage@n and coverage
+  at k = n, and pass@1 or any sampled k when every problem is always or never solved): Wilson.
 """
 
 COST_NOTES = {

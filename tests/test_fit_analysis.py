@@ -151,3 +151,37 @@ def test_coverage_at_n_ci_is_the_wilson_interval(groups) -> None:
     assert groups["zero"].to_json()["pass@1"]["high"] == pytest.approx(0.0876, abs=1e-4)
     normal = groups["normal"].to_json()["pass@1"]
     assert normal["low"] < normal["value"] < normal["high"] < 0.5  # fractional values: the bootstrap
+
+
+def test_coverage_at_a_sampled_k_that_is_a_share_of_problems_has_the_wilson_interval(groups) -> None:
+    """At k = n every problem's pass@k is 0 or 1, so the prediction there is coverage@n, with its Wilson interval
+    (the bootstrap under-covers a share near 1); inside n, fractional pass@k keeps the bootstrap."""
+    from verify.metrics import proportion_ci
+
+    counts = validate_counts(_frame("almost", 100, [0, *range(2, 21)]), "test")  # 19 of 20 problems solved
+    g = fit_groups(counts, FitOptions(n_boot=200))["almost"]
+    at_n = g.predict([100])["100"]
+    wilson = proportion_ci(19, 20)
+    assert at_n["coverage"] == 0.95 and (at_n["low"], at_n["high"]) == pytest.approx(wilson)
+    assert [g.to_json()["coverage@n"][key] for key in ("low", "high")] == pytest.approx(wilson)
+    inside = g.predict([50])["50"]
+    assert inside["low"] > wilson[0] and inside["high"] < 1.0  # the bootstrap's interval of fractional values
+    normal = groups["normal"].predict([100])["100"]  # a share at n = 100 there too
+    assert normal["low"] == pytest.approx(groups["normal"].to_json()["coverage@n"]["low"])
+
+
+def test_a_group_with_no_successes_has_replicates_of_zero_beyond_n(groups) -> None:
+    """Resampling problems none of which is solved always gives coverage 0: its replicates past n are 0, not unknown,
+    so its compute multipliers have intervals."""
+    from fit import compare
+
+    point, boot, extrapolated, _ = groups["zero"].curve(np.array([10.0, 500.0, 1e6]))
+    assert point.tolist() == [0.0, 0.0, 0.0] and extrapolated.tolist() == [False, True, True]
+    assert np.all(boot == 0.0)
+    counts = validate_counts(pd.concat([_frame("base", 100, np.arange(20) % 7), _frame("none", 100, np.zeros(20, int))]),
+                             "test")
+    counts["cost_per_sample"] = np.where(counts["group"] == "none", 0.5, 1.0)
+    fitted = fit_groups(counts, FitOptions(n_boot=40))
+    curves_ = {name: compare.compute_curve(g, g.frame["cost_per_sample"].to_numpy(float)) for name, g in fitted.items()}
+    cell = compare.compare(curves_, {"base": "base"}, targets=(0.5,), budgets=[])["configs"]["none"]["vs_base"]["targets"]["0.5"]
+    assert cell["multiplier"] == 0.0 and cell["low"] == 0.0 and cell["high"] == 0.0
