@@ -57,6 +57,16 @@ def summary_table(run_dir: Path) -> Table:
     return table
 
 
+def _io_failure(exc: OSError, run_dir: Path | None) -> str:
+    """'cannot write PATH' for the run directory and what is in it, 'cannot read PATH' for inputs (datasets, heads)."""
+    if not exc.filename:
+        return "cannot read or write"
+    path = Path(exc.filename).absolute()
+    out = Path(run_dir).absolute() if run_dir is not None else None
+    inside = out is not None and (path == out or out in path.parents or path in out.parents)
+    return f"cannot {'write' if inside else 'read'} {exc.filename}"
+
+
 def sample(
     config: Optional[Path] = typer.Option(None, "--config", help="Experiment TOML (default: the toy experiment)."),
     n: Optional[int] = typer.Option(None, "--n", help="Samples per problem and config."),
@@ -108,11 +118,10 @@ def sample(
     except (ConfigError, DatasetError, ModelError, RunDirError, ValueError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
-    except OSError as exc:  # a read-only or full disk, --out naming a file: what was written stays valid
-        where = f" {exc.filename}" if exc.filename else ""
+    except OSError as exc:  # a read-only or full disk, an input that is a folder: what was written stays valid
         started = run_dir is not None and (Path(run_dir) / MANIFEST).is_file()
         saved = f"; the finished blocks are saved in {run_dir}, run the same command again to continue" if started else ""
-        print_error(f"cannot write{where}: {exc.strerror or exc}{saved}")
+        print_error(f"{_io_failure(exc, run_dir)}: {exc.strerror or exc}{saved}")
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         if run_dir is not None and (Path(run_dir) / MANIFEST).is_file():

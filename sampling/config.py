@@ -22,7 +22,7 @@ add_bos = true
 
 [sampling]
 base_temperature = 1.0
-oracle_temperature = 1.0   # 0 = greedy
+oracle_temperature = 1.0   # 0 = greedy; a sampling temperature is at least 1e-5
 top_p = 1.0
 
 [[configs]]                # lists expand to a grid; ids are generated unless given (random-c4-k5; a grid over ref_length adds -r50)
@@ -47,7 +47,7 @@ from typing import Any
 
 from sampling.datasets import DATASET_NAMES
 from sampling.policy import POLICY_NAMES, PolicySpec
-from sampling.records import GuidedConfig, SamplingParams
+from sampling.records import MIN_TEMPERATURE, GuidedConfig, SamplingParams
 from sampling.store import CONFIG_ID_PATTERN
 
 GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every", "base_temperature", "oracle_temperature")
@@ -287,8 +287,8 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
         _number(value, f"{source}: [sampling] {key}")
         if key == "top_p" and not 0 < value <= 1:
             raise ConfigError(f"{source}: [sampling] top_p must be in (0, 1], got {value!r}")
-        if key != "top_p" and value < 0:
-            raise ConfigError(f"{source}: [sampling] {key} must be >= 0 (0 = greedy), got {value!r}")
+        if key != "top_p" and (value < 0 or 0 < value < MIN_TEMPERATURE):
+            raise ConfigError(f"{source}: [sampling] {key} must be 0 (greedy) or at least {MIN_TEMPERATURE:g}, got {value!r}")
     configs = build_configs(data.get("configs", []), sampling, max_tokens, source)
     if "oracle" not in models and any(c.policy.name != "base" for c in configs.values()):
         raise ConfigError(f"{source}: [models] needs 'oracle' for non-base policies")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 TOY_HEAD = Path(__file__).resolve().parent.parent / "experiments" / "toy" / "models" / "judge_head.safetensors"
@@ -16,13 +17,23 @@ def resolve_head(name: str) -> Path:
     path = TOY_HEAD if name == "toy" else Path(name)
     if not path.exists():
         raise ValueError(f"judge head {name!r} not found at {path} (train one with `study toy train-judge`)")
+    if not path.is_file():
+        raise ValueError(f"judge head {name!r}: {path} is not a file (a head is one .safetensors file)")
     return path
 
 
 @lru_cache(maxsize=8)
 def load_head(name: str) -> tuple[torch.Tensor, float]:
     """(weight [hidden], bias) of a saved head."""
-    tensors = load_file(str(resolve_head(name)))
+    path = resolve_head(name)
+    where = f"judge head {name!r}" + ("" if str(path) == name else f" ({path})")
+    try:
+        tensors = load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{where}: cannot read it as safetensors ({exc})") from None
+    missing = [key for key in ("weight", "bias") if key not in tensors]
+    if missing:
+        raise ValueError(f"{where}: no {' or '.join(missing)} tensor in it (a head saved by `study toy train-judge` has both)")
     return tensors["weight"].float(), float(tensors["bias"])
 
 

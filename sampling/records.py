@@ -13,6 +13,9 @@ PROVENANCE_BASE = 0
 PROVENANCE_ORACLE = 1
 
 
+MIN_TEMPERATURE = 1e-5  # the smallest temperature that samples (vLLM's _SAMPLING_EPS: below it, greedy)
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     """How one model samples: temperature 0 means greedy; top_p in (0, 1]."""
@@ -25,6 +28,9 @@ class SamplingParams:
             raise ValueError(f"temperature and top_p must be finite numbers, got {self.temperature} and {self.top_p}")
         if self.temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if 0 < self.temperature < MIN_TEMPERATURE:  # logits / a subnormal temperature overflow to inf: NaN probabilities
+            raise ValueError(f"temperature must be 0 (greedy) or at least {MIN_TEMPERATURE:g} (vLLM samples smaller ones "
+                             f"greedily), got {self.temperature:g}")
         if not 0 < self.top_p <= 1:
             raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
 

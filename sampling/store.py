@@ -166,15 +166,20 @@ def open_run(run_dir: Path, manifest: dict[str, Any], problems: list[Problem],
     for config_id in manifest["configs"]:
         if not CONFIG_ID_PATTERN.match(config_id):
             raise RunDirError(f"config id {config_id!r} must be letters, digits and _.+- (no spaces or slashes)")
+    table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
     with _manifest_lock(run_dir, on_wait):
         if (run_dir / MANIFEST).exists():
-            return _join_run(run_dir, manifest, on_wait)
+            joined = _join_run(run_dir, manifest, on_wait)
+            if not (run_dir / PROBLEMS).exists():  # removed after damage (see `read_problems`); the problems matched
+                write_table_atomic(table, run_dir / PROBLEMS, keep_existing=True)
+                if on_wait is not None:
+                    on_wait(f"note: wrote {run_dir / PROBLEMS} again (it was missing)")
+            return joined
         # an empty folder, or one left by a creation that died before its manifest
         leftovers = [p for p in run_dir.iterdir() if not p.name.startswith(".") and p.name != PROBLEMS]
         if any(p.name != SAMPLES_DIR or any(p.iterdir()) for p in leftovers):
             raise RunDirError(f"{run_dir} exists and is not a run directory; choose an empty or new --out")
         (run_dir / SAMPLES_DIR).mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pylist([p.to_dict() for p in problems], schema=problems_schema())
         write_table_atomic(table, run_dir / PROBLEMS)
         write_manifest(run_dir, manifest)
     return manifest
@@ -356,26 +361,31 @@ def read_problems(run_dir: Path) -> list[Problem]:
     """The problems of a run."""
     path = Path(run_dir) / PROBLEMS
     if not path.exists():
-        raise RunDirError(f"{run_dir}: missing {PROBLEMS}")
+        raise RunDirError(f"{run_dir}: missing {PROBLEMS}; `study sample` with the run's experiment writes it again")
     try:
         return [Problem(**row) for row in pq.read_table(path).to_pylist()]
     except (pa.ArrowException, OSError) as exc:
-        raise RunDirError(f"{path}: unreadable ({exc}); was it damaged? `study sample` with the run's experiment "
-                          "writes it again if you remove it") from None
+        raise unreadable_problems(path, exc) from None
 
 
-def _unreadable_shard(path: Path, exc: Exception) -> RunDirError:
+def unreadable_problems(path: Path, exc: Exception) -> RunDirError:
+    """The error for a problems file that cannot be read."""
+    return RunDirError(f"{path}: unreadable ({exc}); was it damaged? `study sample` with the run's experiment "
+                       "writes it again if you remove it")
+
+
+def unreadable_shard(path: Path, exc: Exception) -> RunDirError:
     """The error for a samples shard that cannot be read."""
     return RunDirError(f"{path}: unreadable samples shard ({exc}); was it damaged? Remove it and run the same "
                        "`study sample` command again: its block is sampled again, identically")
 
 
-def _read_footer(path: Path) -> pq.FileMetaData:
+def read_footer(path: Path) -> pq.FileMetaData:
     """A shard's Parquet footer; RunDirError naming the file if it cannot be read."""
     try:
         return pq.read_metadata(path)
     except (pa.ArrowException, OSError) as exc:
-        raise _unreadable_shard(path, exc) from None
+        raise unreadable_shard(path, exc) from None
 
 
 def shard_path(run_dir: Path, config_id: str, block_key: str) -> Path:
@@ -441,7 +451,7 @@ def shard_timings(run_dir: Path) -> Iterator[tuple[str, float, int, str]]:
     for path in sorted((Path(run_dir) / SAMPLES_DIR).glob("*/*.parquet")):
         if path.name.startswith("."):
             continue
-        metadata = _read_footer(path)
+        metadata = read_footer(path)
         seconds = footer_seconds(metadata, path)
         if seconds is not None:
             device = (metadata.metadata or {}).get(DEVICE_KEY, b"unrecorded").decode(errors="replace")
@@ -472,7 +482,7 @@ def timing_devices(run_dir: Path) -> dict[str, set[str]]:
 
 def shard_seconds(path: Path) -> float | None:
     """The engine's wall-clock seconds for a shard's block (None for shards written without timing)."""
-    return footer_seconds(_read_footer(path), path)
+    return footer_seconds(read_footer(path), path)
 
 
 def footer_seconds(footer: pq.FileMetaData, path: Path) -> float | None:
@@ -497,5 +507,5 @@ def read_samples(run_dir: Path, columns: list[str] | None = None):
     except (pa.ArrowException, OSError) as exc:
         for path in sorted(root.glob("*/*.parquet")):  # name the shard that fails
             if not path.name.startswith("."):
-                _read_footer(path)
+                read_footer(path)
         raise RunDirError(f"{root}: unreadable samples ({exc})") from None

@@ -65,6 +65,11 @@ def test_sample_into_an_unwritable_place_is_a_clear_error(tmp_path: Path) -> Non
             assert result.exit_code == 2 and "cannot write" in result.output and "Permission denied" in result.output, result.output
     finally:
         locked.chmod(0o700)
+    folder = tmp_path / "data.jsonl"  # an input that cannot be read is not called a write failure
+    folder.mkdir()
+    result = runner.invoke(app, ["sample", "--n", "1", "--problems", "1", "--dataset", str(folder), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "cannot read" in result.output and "data.jsonl" in result.output, result.output
+    assert "Traceback" not in result.output and not (tmp_path / "r").exists()
 
 
 def test_counts_below_their_minimum_are_usage_errors(tmp_path: Path) -> None:

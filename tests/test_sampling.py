@@ -559,7 +559,9 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"configs": [{"policy": "entropy", "tau": "0.5", "k": 2, "max_c": 1}]}, r"#1: tau must be a finite number, got '0.5'"),
     ({"configs": [{"policy": "entropy", "tau": 0.5, "k": 2, "max_c": 1.5}]}, r"#1: max_c must be an integer"),
     ({"sampling": {"top_p": 1.5}}, r"x.toml: \[sampling\] top_p must be in \(0, 1\], got 1.5"),
-    ({"sampling": {"oracle_temperature": -1}}, r"x.toml: \[sampling\] oracle_temperature must be >= 0"),
+    ({"sampling": {"oracle_temperature": -1}}, r"x.toml: \[sampling\] oracle_temperature must be 0 \(greedy\) or at least 1e-05, got -1"),
+    ({"sampling": {"base_temperature": 1e-310}}, r"x.toml: \[sampling\] base_temperature must be 0 \(greedy\) or at least 1e-05, got 1e-310"),
+    ({"configs": [{"policy": "oracle", "oracle_temperature": 1e-6}]}, r"#1: temperature must be 0 \(greedy\) or at least 1e-05 \(vLLM samples smaller ones greedily\), got 1e-06"),
     ({"configs": [{"policy": "base", "k": 5}]}, r"#1: k does not apply to policy 'base' \(its settings: none\)"),
     ({"configs": [{"policy": ["base", "oracle"]}]}, r"#1: policy must be a string, got \['base', 'oracle'\]"),
     ({"configs": [{"policy": "oracle", "max_tokens": 3}]}, r"#1: unknown key\(s\) \['max_tokens'\]"),
@@ -818,6 +820,17 @@ def test_what_would_fail_later_is_refused_before_the_run_dir_is_written(tmp_path
     judge = {"policy": "judge", "k": 2, "alpha": 0.2, "max_c": 2, "head": str(tmp_path / "missing.safetensors")}
     with pytest.raises(ValueError, match="judge head .* not found"):
         run_experiment(_experiment(configs=[{"policy": "base"}, judge]), run_dir, block_size=8, report=lambda _: None)
+    garbage, headless, folder = tmp_path / "garbage.safetensors", tmp_path / "headless.safetensors", tmp_path / "folder"
+    garbage.write_text("garbage")
+    from safetensors.torch import save_file
+    import torch
+
+    save_file({"bias": torch.tensor(0.0)}, str(headless))
+    folder.mkdir()
+    for head, why in ((garbage, r"cannot read it as safetensors"), (headless, r"no weight tensor in it"),
+                      (folder, r".*folder is not a file")):
+        with pytest.raises(ValueError, match=rf"judge head '.*{head.name}': {why}"):
+            run_experiment(_experiment(configs=[{**judge, "head": str(head)}]), run_dir, block_size=8, report=lambda _: None)
     with pytest.raises(ValueError, match="the judge head reads the oracle's hidden states"):
         run_experiment(_experiment(engine="vllm", configs=[{**judge, "head": "toy"}]), run_dir, block_size=8,
                        report=lambda _: None)
@@ -1069,6 +1082,27 @@ def test_a_damaged_shard_or_problems_file_is_named(reference_run: Path, tmp_path
     (run_dir / "_problems.parquet").write_bytes(b"")
     with pytest.raises(RunDirError, match=r"_problems.parquet: unreadable"):
         read_problems(run_dir)
+
+
+def test_a_removed_problems_file_is_written_again_by_the_same_command(reference_run: Path, tmp_path: Path) -> None:
+    """The advice for a damaged problems file (remove it, run `study sample` again) restores it, also when every
+    block is done; grading reads the run again."""
+    import shutil
+
+    from sampling.store import read_problems
+    from verify import grade_run
+
+    run_dir = tmp_path / "restored"
+    shutil.copytree(reference_run, run_dir)
+    expected = read_problems(run_dir)
+    (run_dir / "_problems.parquet").unlink()
+    with pytest.raises(RunDirError, match=r"missing _problems.parquet; `study sample` with the run's experiment writes it again"):
+        read_problems(run_dir)
+    notes: list[str] = []
+    result = run_experiment(_experiment(), run_dir, block_size=8, report=notes.append)
+    assert result.samples_written == 0 and read_problems(run_dir) == expected
+    assert any("_problems.parquet again (it was missing)" in note for note in notes)
+    assert len(grade_run(run_dir, progress=False)) == len(read_samples(run_dir))
 
 
 def test_grid_ids_stay_distinct_and_integers_are_integers() -> None:

@@ -118,6 +118,22 @@ def test_missing_and_unreadable_inputs(tmp_path: Path) -> None:
     assert code != 0 and "unknown grader" in text
 
 
+def test_a_damaged_shard_or_problems_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    """An unreadable samples shard or problems file: `study verify` names it and says what to do."""
+    problems = [ProblemSpec("a", "5", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": ["base"] * 2, "problem_id": ["a"] * 2, "sample_index": [0, 1],
+                            "text": ["\\boxed{5}", "\\boxed{4}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    shard = next((run / "samples").rglob("*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:100])
+    code, text = _invoke("verify", str(run))
+    assert code == 2 and "Traceback" not in text, text
+    assert shard.name in text and "unreadable samples shard" in text and "Remove it" in text, text
+    (run / "_problems.parquet").write_bytes(b"")
+    code, text = _invoke("verify", str(run))
+    assert code == 2 and "_problems.parquet: unreadable" in text and "Traceback" not in text, text
+
+
 def test_run_dir_summary_and_rerun(tmp_path: Path) -> None:
     """A run dir is graded, summarised per config with CIs, and a re-run grades nothing."""
     problems = [ProblemSpec("a", "5", "", 1, "Algebra"), ProblemSpec("b", "\\frac{1}{2}", "", 2, "Algebra")]

@@ -52,7 +52,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, write_table_atomic
+from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, unreadable_problems, unreadable_shard, write_table_atomic
 from verify.batch import UNDECIDED, BatchStats, grade_batch
 from verify.pool import TaskPool
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
@@ -204,7 +204,10 @@ def read_problems(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
     path = Path(run_dir) / PROBLEMS
     if not path.is_file():
         raise RunDirError(f"{path}: not found (is {run_dir} a run directory?)")
-    frame = pq.read_table(path).to_pandas()
+    try:
+        frame = pq.read_table(path).to_pandas()
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable_problems(path, exc) from None
     _require_columns(frame.columns, ["id", "answer"], path)
     for column in ("level", "subject"):
         if column not in frame.columns:
@@ -226,9 +229,12 @@ def read_sample_columns(files: list[Path], columns: list[str], progress: Progres
     sink.phase("read", len(files))
     parts = []
     for i, path in enumerate(files):
-        schema = pq.read_schema(path)
-        _require_columns(schema.names, columns, path)
-        frame = pq.read_table(path, columns=columns).to_pandas()
+        try:
+            schema = pq.read_schema(path)
+            _require_columns(schema.names, columns, path)
+            frame = pq.read_table(path, columns=columns).to_pandas()
+        except (pa.ArrowException, OSError) as exc:
+            raise unreadable_shard(path, exc) from None
         frame["_shard"] = i
         parts.append(frame)
         sink.advance("read")

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from sampling.store import footer_seconds
+from sampling.store import footer_seconds, read_footer
 from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample_columns, sample_files
 from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
 from verify.progress import rich_progress
@@ -66,7 +66,7 @@ def grades_and_counts(run_dir: str | os.PathLike[str], grader: str = "math-verif
     """A run dir's grades (grading ungraded samples first) and its counts table, each read once."""
     grades = grade_run(run_dir, grader, progress=progress)
     files = sample_files(run_dir)
-    footers = [pq.read_metadata(f) for f in files]  # each shard's columns and block seconds, one read
+    footers = [read_footer(f) for f in files]  # each shard's columns and block seconds, one read
     available = set.intersection(*(set(f.schema.to_arrow_schema().names) for f in footers)) if files else set()
     token_cols = [c for c in TOKEN_COLUMNS if c in available]
     tokens = None
