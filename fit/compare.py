@@ -36,6 +36,7 @@ from fit.analysis import GroupFit, ci_list, json_float
 DEFAULT_TARGETS: tuple[float, ...] = (0.5, 0.8, 0.95)
 EXTRAPOLATE_DECADES = 6  # the fitted curve is followed up to 10^6 × the largest n
 SATURATED = 0.999  # crossovers where both curves are above this are not reported
+TIE = 1e-12  # coverages closer than this are equal (curves that touch do not cross)
 
 
 @dataclass
@@ -181,15 +182,23 @@ def crossovers(g: ComputeCurve, r: ComputeCurve, points: int = 400) -> list[dict
     cr, _, er = r.coverage_at(budgets)
     diff = cg - cr
     live = np.isfinite(diff) & (np.maximum(cg, cr) < SATURATED)
+    tied = np.abs(diff) <= TIE
     out = []
-    for i in range(len(budgets) - 1):
-        if not (live[i] and live[i + 1]) or diff[i] == 0 or np.sign(diff[i]) == np.sign(diff[i + 1]):
+    leader = None  # index of the last live budget where one curve was ahead
+    for i in range(len(budgets)):
+        if not live[i]:
+            leader = None
             continue
-        t = diff[i] / (diff[i] - diff[i + 1])
-        b = float(np.exp(np.log(budgets[i]) + t * (np.log(budgets[i + 1]) - np.log(budgets[i]))))
-        out.append({"budget": b, "coverage": json_float(cg[i] + t * (cg[i + 1] - cg[i])),
-                    "ahead_after": g.name if diff[i + 1] > 0 else r.name,
-                    "extrapolated": bool(eg[i + 1] or er[i + 1])})
+        if tied[i]:  # equal curves (both flat at one coverage) hand the lead to nobody
+            continue
+        if leader is not None and np.sign(diff[i]) != np.sign(diff[leader]):
+            j = i - 1  # the old leader's last budget, or the end of a tie: the new leader goes ahead after it
+            t = 0.0 if tied[j] else diff[j] / (diff[j] - diff[i])
+            b = float(np.exp(np.log(budgets[j]) + t * (np.log(budgets[i]) - np.log(budgets[j]))))
+            out.append({"budget": b, "coverage": json_float(cg[j] + t * (cg[i] - cg[j])),
+                        "ahead_after": g.name if diff[i] > 0 else r.name,
+                        "extrapolated": bool(eg[i] or er[i])})
+        leader = i
     return out
 
 

@@ -112,11 +112,11 @@ def incomplete_note(run_dir: str | Path) -> str | None:
             f"there (see `study status {run_dir}`)")
 
 
-def run_summary(grades: pd.DataFrame) -> pd.DataFrame:
+def run_summary(grades: pd.DataFrame, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> pd.DataFrame:
     """verify.summarize_grades of a run's grades, indexed by config (pass@1, coverage@n, maj@n and their _lo/_hi)."""
     from verify.tables import summarize_grades
 
-    return summarize_grades(grades).set_index("config")
+    return summarize_grades(grades, n_boot=n_boot, ci=level, seed=seed).set_index("config")
 
 
 def maj_curves(grades: pd.DataFrame, k_max: dict[str, int], n_resamples: int = 200, seed: int = 0,

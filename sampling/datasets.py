@@ -1,7 +1,9 @@
 """Problem records and dataset loading: the toy world, MATH, MATH-500, GSM8K, or a local file."""
 from __future__ import annotations
 
+import decimal
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -44,8 +46,8 @@ def parse_level(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, float):  # a Parquet level column with a missing value is float64
-        return int(value) if value.is_integer() else None
+    if isinstance(value, (float, decimal.Decimal)):  # a Parquet level column with a missing value is float64
+        return int(value) if math.isfinite(value) and value == int(value) else None
     text = str(value).strip().removeprefix("Level").strip()
     return int(text) if text.isdigit() else None
 
@@ -57,17 +59,46 @@ def _gsm8k_answer(answer_field: str) -> str | None:
     return answer_field.rsplit("####", 1)[1].strip().replace(",", "")
 
 
-def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
-    """Map one raw row (MATH, MATH-500, GSM8K, or our own format) to a Problem, or raise DatasetError."""
+def _number_text(value: Any, where: str, field: str) -> str:
+    """A number field as exact text (1e20 is 100000000000000000000, as `study verify --input` reads it)."""
+    from verify.jsonl import exact_number_text
+
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DatasetError(f"{where}: {field!r} must be a finite number, got {value}")
+        value = decimal.Decimal(repr(value))  # a float column (Parquet): its shortest exact spelling
+    if isinstance(value, decimal.Decimal) and not value.is_finite():
+        raise DatasetError(f"{where}: {field!r} must be a finite number, got {value}")
+    try:
+        return exact_number_text(value)
+    except ValueError as exc:
+        raise DatasetError(f"{where}: {field!r}: {exc}; give it as a string") from None
+
+
+def _scalar_text(value: Any, where: str, field: str) -> str:
+    """A string or number field as text; anything else (true, a list, an object) is an error naming the field."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (int, float, decimal.Decimal)) and not isinstance(value, bool):
+        return _number_text(value, where, field)
+    raise DatasetError(f"{where}: {field!r} must be a string or a number, got {type(value).__name__} {value!r:.60}")
+
+
+def normalise_row(row: dict[str, Any], index: int, source: str, where: str | None = None) -> Problem:
+    """Map one raw row (MATH, MATH-500, GSM8K, or our own format) to a Problem, or raise DatasetError.
+
+    `where` names the row in errors (default "SOURCE, row N", data rows counted from 1)."""
     from verify import extract_answer  # the one balanced-brace \boxed{} extractor
 
-    where = f"{source}, row {index + 1}"  # data rows counted from 1 (blank JSONL lines are no rows; ids keep the 0-based index)
+    where = where or f"{source}, row {index + 1}"
     if not isinstance(row, dict):
         raise DatasetError(f"{where}: expected an object with problem and answer fields, got {type(row).__name__}")
     text = row.get("problem") or row.get("question")
     if not isinstance(text, str) or not text.strip():
         raise DatasetError(f"{where}: missing 'problem' (or 'question') text")
     answer = row.get("answer")
+    if answer is not None:
+        answer = _scalar_text(answer, where, "answer")
     if isinstance(answer, str) and "####" in answer:  # GSM8K: the answer field is a worked solution
         answer = _gsm8k_answer(answer)
     if answer is None or (isinstance(answer, str) and not answer.strip()):
@@ -75,8 +106,8 @@ def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
         answer = extract_answer(solution) if isinstance(solution, str) else None
     if answer is None or not str(answer).strip():
         raise DatasetError(f"{where}: no reference answer ('answer' field or \\boxed{{}} in 'solution')")
-    identifier = next((row[key] for key in ("id", "unique_id", "idx") if row.get(key) not in (None, "")), None)
-    identifier = str(identifier) if identifier is not None else f"{Path(source).stem}-{index}"
+    key = next((key for key in ("id", "unique_id", "idx") if row.get(key) not in (None, "")), None)
+    identifier = _scalar_text(row[key], where, key) if key is not None else f"{Path(source).stem}-{index}"
     subject = row.get("subject") or row.get("type")
     return Problem(
         id=identifier,
@@ -87,14 +118,18 @@ def normalise_row(row: dict[str, Any], index: int, source: str) -> Problem:
     )
 
 
-def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: bool = False) -> tuple[list[Problem], int]:
-    """Normalise all rows; returns problems and the number of skipped rows (only with skip_bad_rows)."""
+def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: bool = False,
+                   lines: Sequence[int] | None = None) -> tuple[list[Problem], int]:
+    """Normalise all rows; returns problems and the number of skipped rows (only with skip_bad_rows).
+
+    Errors name a row by its number from 1, and its line in the file where `lines` gives it (JSONL)."""
     problems: list[Problem] = []
     skipped = 0
     seen: set[str] = set()
     for index, row in enumerate(rows):
+        where = f"{source}, row {index + 1}" + (f" (line {lines[index]})" if lines is not None else "")
         try:
-            problem = normalise_row(row, index, source)
+            problem = normalise_row(row, index, source, where)
         except DatasetError:
             if not skip_bad_rows:
                 raise
@@ -102,7 +137,7 @@ def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: b
             continue
         if problem.id in seen:
             if not skip_bad_rows:
-                raise DatasetError(f"{source}, row {index + 1}: duplicate problem id {problem.id!r}")
+                raise DatasetError(f"{where}: duplicate problem id {problem.id!r}")
             skipped += 1  # the first row with the id is kept
             continue
         seen.add(problem.id)
@@ -110,37 +145,52 @@ def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: b
     return problems, skipped
 
 
-def read_local_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of a local .jsonl / .json / .parquet file."""
+def _json(text: str) -> Any:
+    """JSON with numbers kept exact (Decimal) for answers given as numbers."""
+    return json.loads(text, parse_float=decimal.Decimal)
+
+
+def read_local_rows(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
+    """Rows of a local .jsonl / .json / .parquet file, and each row's line for a .jsonl file (blank lines skipped)."""
     if not path.exists():
         raise DatasetError(f"dataset file not found: {path} (looked at {Path(path).resolve()})")
     suffix = path.suffix.lower()
     if suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        return pq.read_table(path).to_pylist()
-    try:
-        if suffix == ".jsonl":
-            rows = []
-            with path.open(encoding="utf-8") as handle:
-                for line_number, line in enumerate(handle, start=1):
-                    if not line.strip():
-                        continue
-                    try:
-                        rows.append(json.loads(line))
-                    except json.JSONDecodeError as exc:
-                        raise DatasetError(f"{path}, line {line_number}: invalid JSON ({exc.msg})") from None
-            return rows
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
-    except UnicodeDecodeError as exc:
-        raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        try:
+            return pq.read_table(path).to_pylist(), None
+        except pa.ArrowException as exc:
+            raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
+    if suffix == ".jsonl":
+        rows, lines, offset = [], [], 0
+        with path.open("rb") as handle:
+            for line_number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DatasetError(f"{path}, line {line_number}: not UTF-8 text ({exc.reason} at byte "
+                                       f"{offset + exc.start} of the file)") from None
+                offset += len(raw)
+                if not line.strip():
+                    continue
+                try:
+                    rows.append(_json(line))
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(f"{path}, line {line_number}: invalid JSON ({exc.msg})") from None
+                lines.append(line_number)
+        return rows, lines
     if suffix == ".json":
+        try:
+            data = _json(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError as exc:
+            raise DatasetError(f"{path}: invalid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno})") from None
+        except UnicodeDecodeError as exc:
+            raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if not isinstance(data, list):
             raise DatasetError(f"{path}: expected a JSON list of rows")
-        return data
+        return data, None
     raise DatasetError(f"{path}: unsupported dataset file type {suffix!r} (use .jsonl, .json or .parquet)")
 
 
@@ -186,8 +236,9 @@ def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -
     if name_or_path == "toy-train":
         return toy_train_problems()
     path = Path(name_or_path)
+    lines = None
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or path.exists():
-        rows, source = read_local_rows(path), str(path)
+        (rows, lines), source = read_local_rows(path), str(path)
     elif name_or_path in DATASET_NAMES:
         try:
             rows, source = _hub_rows(name_or_path), name_or_path
@@ -201,7 +252,7 @@ def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -
         raise DatasetError(
             f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)} or a .jsonl/.parquet path"
         )
-    problems, skipped = normalise_rows(rows, source, skip_bad_rows=skip_bad_rows)
+    problems, skipped = normalise_rows(rows, source, skip_bad_rows=skip_bad_rows, lines=lines)
     if skipped and report is not None:
         report(f"skipped {skipped} bad row(s) of {source} (--skip-bad-rows)")
     if not problems:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -59,7 +60,7 @@ def test_toy_dataset_by_name_is_deterministic_and_spread_over_levels() -> None:
 def test_malformed_rows_error_names_file_and_row(tmp_path: Path) -> None:
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n" + json.dumps({"problem": "no answer", "solution": "none"}) + "\n")
-    with pytest.raises(DatasetError, match=r"bad.jsonl, row 2: no reference answer"):
+    with pytest.raises(DatasetError, match=r"bad.jsonl, row 2 \(line 2\): no reference answer"):
         load_problems(str(path))
     messages: list[str] = []
     problems = load_problems(str(path), skip_bad_rows=True, report=messages.append)
@@ -71,7 +72,7 @@ def test_duplicate_ids_are_bad_rows(tmp_path: Path) -> None:
     """A second row with an id already seen is an error naming the row, or (--skip-bad-rows) skipped and counted."""
     path = tmp_path / "dup.jsonl"
     path.write_text("".join(json.dumps({"id": "a", "problem": f"{i}+1?", "answer": str(i + 1)}) + "\n" for i in range(2)))
-    with pytest.raises(DatasetError, match=r"dup.jsonl, row 2: duplicate problem id 'a'"):
+    with pytest.raises(DatasetError, match=r"dup.jsonl, row 2 \(line 2\): duplicate problem id 'a'"):
         load_problems(str(path))
     messages: list[str] = []
     assert [p.answer for p in load_problems(str(path), skip_bad_rows=True, report=messages.append)] == ["1"]
@@ -81,7 +82,7 @@ def test_duplicate_ids_are_bad_rows(tmp_path: Path) -> None:
 def test_missing_problem_text_and_bad_json(tmp_path: Path) -> None:
     path = tmp_path / "x.jsonl"
     path.write_text(json.dumps({"answer": "2"}) + "\n")
-    with pytest.raises(DatasetError, match="x.jsonl, row 1: missing 'problem'"):
+    with pytest.raises(DatasetError, match=r"x.jsonl, row 1 \(line 1\): missing 'problem'"):
         load_problems(str(path))
     path.write_text("{not json}\n")
     with pytest.raises(DatasetError, match="x.jsonl, line 1: invalid JSON"):
@@ -111,7 +112,7 @@ def test_rows_that_are_not_objects_and_unreadable_files(tmp_path: Path) -> None:
     """A row that is not an object is a bad row (skippable); unreadable JSON or non-UTF-8 names the file."""
     path = tmp_path / "list_row.jsonl"
     path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n[1, 2]\nnull\n")
-    with pytest.raises(DatasetError, match=r"list_row.jsonl, row 2: expected an object .* got list"):
+    with pytest.raises(DatasetError, match=r"list_row.jsonl, row 2 \(line \d\): expected an object .* got list"):
         load_problems(str(path))
     assert len(load_problems(str(path), skip_bad_rows=True, report=lambda _: None)) == 1
     path = tmp_path / "trailing.json"
@@ -120,8 +121,48 @@ def test_rows_that_are_not_objects_and_unreadable_files(tmp_path: Path) -> None:
         load_problems(str(path))
     path = tmp_path / "latin1.jsonl"
     path.write_bytes(b'{"problem": "caf\xe9?", "answer": "2"}\n')
-    with pytest.raises(DatasetError, match=r"latin1.jsonl: not UTF-8"):
+    with pytest.raises(DatasetError, match=r"latin1.jsonl, line 1: not UTF-8 text \(invalid continuation byte at byte 16 of"):
         load_problems(str(path))
+    good = (json.dumps({"problem": "1+1?", "answer": "2"}) + "\n").encode()
+    path = tmp_path / "deep.jsonl"  # the offset is the file's, past the decoder's buffer, and the line is named
+    path.write_bytes(good * 1500 + b"\n" + b'{"problem": "x\xff", "answer": "1"}\n')
+    with pytest.raises(DatasetError, match=rf"deep.jsonl, line 1502: not UTF-8 text \(invalid start byte at byte {1500 * len(good) + 1 + 14} "):
+        load_problems(str(path))
+    path = tmp_path / "junk.parquet"
+    path.write_bytes(b"not parquet at all")
+    with pytest.raises(DatasetError, match=r"junk.parquet: not a readable Parquet file"):
+        load_problems(str(path))
+
+
+@pytest.mark.parametrize("answer, error", [
+    (True, "'answer' must be a string or a number, got bool True"),
+    ([1, 2], "'answer' must be a string or a number, got list"),
+    ({"x": 1}, "'answer' must be a string or a number, got dict"),
+    (float("nan"), "'answer' must be a finite number, got nan"),
+])
+def test_answers_that_are_not_strings_or_numbers_are_refused(tmp_path: Path, answer, error: str) -> None:
+    """An answer that is true, a list, an object or NaN is a bad row naming the field, not str() of it."""
+    path = tmp_path / "types.jsonl"
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n\n" + json.dumps({"problem": "2+2?", "answer": answer}) + "\n")
+    with pytest.raises(DatasetError, match=rf"types.jsonl, row 2 \(line 3\): {re.escape(error)}"):
+        load_problems(str(path))
+    path.write_text(json.dumps({"problem": "1+1?", "answer": "2", "id": [1]}) + "\n")
+    with pytest.raises(DatasetError, match=r"row 1 \(line 1\): 'id' must be a string or a number, got list"):
+        load_problems(str(path))
+
+
+def test_numeric_answers_are_read_exactly(tmp_path: Path) -> None:
+    """A JSON or Parquet number is its exact value written out, as `study verify --input` reads references."""
+    import pandas as pd
+
+    rows = [{"problem": "a", "answer": 1e20}, {"problem": "b", "answer": 0.1}, {"problem": "c", "answer": -7},
+            {"problem": "d", "answer": 2.50, "level": 3.0}]
+    path = tmp_path / "numbers.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows).replace("2.5", "2.50"))
+    problems = load_problems(str(path))
+    assert [p.answer for p in problems] == ["100000000000000000000", "0.1", "-7", "2.5"] and problems[3].level == 3
+    pd.DataFrame(rows).to_parquet(tmp_path / "numbers.parquet")
+    assert [p.answer for p in load_problems(str(tmp_path / "numbers.parquet"))] == ["100000000000000000000", "0.1", "-7", "2.5"]
 
 
 def test_selection_by_level_and_count() -> None:

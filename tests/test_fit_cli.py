@@ -399,6 +399,15 @@ def test_fit_run_dir_writes_json_and_every_plot(app: typer.Typer, run_dir: Path)
     assert "maj@n" in res.output and "×base @50%" in res.output
     maj = doc["groups"]["oracle"]["maj@n"]  # the table's maj@n is in fit.json too
     assert maj["low"] <= maj["value"] <= maj["high"]
+    from verify import read_grades
+    from verify.tables import summarize_grades
+
+    for boot, seed in ((60, 0), (7, 3)):  # its CI is drawn with the fit's --boot and --seed, as every other CI
+        res = _invoke(app, "fit", run_dir, "--boot", boot, "--seed", seed, "--no-plots", "--json", run_dir / "s.json")
+        assert res.exit_code == 0, res.output
+        maj = json.loads((run_dir / "s.json").read_text())["groups"]["random_c2_k4"]["maj@n"]
+        expected = summarize_grades(read_grades(run_dir), n_boot=boot, seed=seed).set_index("config").loc["random_c2_k4"]
+        assert [maj["low"], maj["high"]] == pytest.approx([expected["maj@n_lo"], expected["maj@n_hi"]])
 
 
 def test_fit_reads_the_grades_of_the_grader_that_graded_the_run(app: typer.Typer, tmp_path: Path) -> None:

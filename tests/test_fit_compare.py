@@ -209,3 +209,21 @@ def test_budgets_that_round_alike_keep_distinct_keys(scaled: dict[str, compare.C
     assert len(cells) == 2
     plain = compare.compare(scaled, {"base": "base"}, TARGETS, [10.0, 20.0])["configs"]["guided"]["vs_base"]["budgets"]
     assert list(plain) == ["10", "20"]
+
+
+def test_curves_that_tie_hand_the_lead_to_nobody() -> None:
+    """Two curves flat at the same coverage for a while are tied, not crossing: a lead change is reported once,
+    where the new leader goes ahead, and a touch that ends with the same leader is no crossover."""
+    ks = np.concatenate([[0.0], np.arange(1.0, 101.0)])
+    flat = np.minimum(ks / 20, 0.75)  # 0.75 from k = 15
+    rise = np.where(ks < 40, np.minimum(ks / 20, 0.75), np.minimum(0.75 + (ks - 40) / 400, 0.9))  # ahead from k = 40
+
+    def curve(name: str, point: np.ndarray) -> compare.ComputeCurve:
+        return compare.ComputeCurve(name, ks, point, point[None, :], 100, 1.0, np.ones(1), "test")
+
+    ahead_early = np.where(ks < 10, ks / 10 * 0.75, flat)  # ahead before k = 15, then tied, then behind `rise`
+    cross = compare.crossovers(curve("early", ahead_early), curve("rise", rise))
+    assert [c["ahead_after"] for c in cross] == ["rise"]
+    assert 39 <= cross[0]["budget"] <= 41 and cross[0]["coverage"] == pytest.approx(0.75)
+    touch = np.where((ks >= 15) & (ks <= 30), flat, flat - 0.01 * (ks > 0))  # behind `flat`, level with it for a while
+    assert compare.crossovers(curve("touch", np.maximum(touch, 0)), curve("flat", flat)) == []
