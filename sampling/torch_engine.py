@@ -96,6 +96,9 @@ class TorchEngine:
             raise ValueError(f"block of {len(requests)} requests exceeds {self.slots} cache slots")
         rows = [_Row.start(req) for req in requests]
         for row in rows:
+            if not row.request.prompt_ids:
+                raise ValueError(f"problem {row.request.problem_id!r}: the prompt has no tokens (a model needs at least one "
+                                 "to predict the first; add_bos = true, or a template with text, gives it one)")
             need = len(row.request.prompt_ids) + row.request.config.max_tokens
             if need > self.max_len:
                 raise ValueError(f"prompt + max_tokens = {need} exceeds the engine's max_len {self.max_len}")
@@ -110,10 +113,11 @@ class TorchEngine:
         self._share_prompts(rows)
         active = list(slots)
         while active:
+            before = sum(rows[i].record.base_decode + rows[i].record.oracle_decode for i in active)
             self._step(rows, active)
-            produced = len(active)
+            produced = sum(rows[i].record.base_decode + rows[i].record.oracle_decode for i in active) - before
             active = self._compact(rows, active)
-            if on_tokens is not None:
+            if on_tokens is not None:  # tokens written this step, by either model (a judge's rolled-back ones too)
                 on_tokens(produced)
         return [row.finish() for row in rows]
 

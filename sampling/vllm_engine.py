@@ -423,6 +423,9 @@ class VllmEngine:
         """Refuse what this engine cannot run, naming the config."""
         request = row.request
         spec = request.config.policy
+        if not request.prompt_ids:
+            raise VllmEngineError(f"problem {request.problem_id!r}: the prompt has no tokens (a model needs at least one to "
+                                  "predict the first; add_bos = true, or a template with text, gives it one)")
         if spec.name != "base" and self.oracle is None:
             raise VllmEngineError(f"config {request.config_id!r} needs an oracle model")
         if spec.name == "judge" and spec.head:
@@ -459,12 +462,10 @@ class VllmEngine:
         if kind == "stream":
             self._streamed(row, output)
         elif kind == "base":
-            self._base_done(row, output.outputs[0])
-            self._report(len(output.outputs[0].token_ids))
+            self._report(self._base_done(row, output.outputs[0]))
             self._advance(row)
         elif kind == "oracle":
-            self._oracle_done(row, output.outputs[0])
-            self._report(len(output.outputs[0].token_ids))
+            self._report(self._oracle_done(row, output.outputs[0]))
             self._advance(row)
         elif kind == "judge":
             self._judge_scored(row, output)
@@ -632,8 +633,8 @@ class VllmEngine:
             row.stream, row.stream_done = request_id, False
         return request_id
 
-    def _base_done(self, row: _Row, output: Any) -> None:
-        """Append a finished base segment; a tripped stop starts an intervention."""
+    def _base_done(self, row: _Row, output: Any) -> int:
+        """Append a finished base segment; a tripped stop starts an intervention. The tokens appended."""
         tokens = list(output.token_ids)
         logprobs = output.logprobs or [None] * len(tokens)
         tripped = bool(tokens) and tokens[-1] == self.sentinel_id and output.stop_reason == self.sentinel_id
@@ -649,6 +650,7 @@ class VllmEngine:
         row.filled[PROVENANCE_BASE] = len(row.tokens)
         if tripped and not row.done:
             row.hand_to_oracle()
+        return len(tokens)  # the sentinel a tripped stop forced is no token of the sample
 
     def _submit_oracle_segment(self, row: _Row) -> None:
         """The oracle writes its intervention's k tokens (or to the end for policy oracle)."""
@@ -662,11 +664,12 @@ class VllmEngine:
             seed=segment_seed(row.request.seed, row.generated, PROVENANCE_ORACLE), logprobs=0 if judge else None,
         ), "oracle")
 
-    def _oracle_done(self, row: _Row, output: Any) -> None:
-        """Append a finished oracle segment (a judge sample's: remember the oracle's score of each token)."""
+    def _oracle_done(self, row: _Row, output: Any) -> int:
+        """Append a finished oracle segment (a judge sample's: remember the oracle's score of each token); the tokens appended."""
         if output.logprobs:
             scores = [math.exp(step[token].logprob) for token, step in zip(output.token_ids, output.logprobs)]
             self._scores.put(row.tokens + list(output.token_ids), len(row.tokens), scores)
+        before = len(row.tokens)
         for token in output.token_ids:
             row.append(int(token), PROVENANCE_ORACLE, row.trip_entropy, self.eos_ids)
             row.trip_entropy = math.nan
@@ -677,6 +680,7 @@ class VllmEngine:
         row.filled[PROVENANCE_ORACLE] = len(row.tokens)
         if row.oracle_left == 0:
             row.judged = row.generated  # the judge never re-scores the oracle's own tokens
+        return len(row.tokens) - before
 
     def _submit_judge(self, row: _Row, reuse_cache: bool = True) -> None:
         """The oracle scores the buffered base tokens it has not scored, in one prefill (prompt logprobs).

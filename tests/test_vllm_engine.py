@@ -208,9 +208,12 @@ def _requests(prompts, spec: PolicySpec, params: SamplingParams, n: int = 1) -> 
 @pytest.mark.parametrize("name", list(POLICIES))
 def test_greedy_records_are_identical_to_the_torch_engine(name, prompts, torch_engine, vllm_engine) -> None:
     requests = _requests(prompts, POLICIES[name], GREEDY)
-    reference = torch_engine.run_block(requests)
-    records = vllm_engine.run_block(requests)
+    counted = {"torch": [], "vllm": []}  # the progress bar's tokens: every token either model wrote, rolled back ones too
+    reference = torch_engine.run_block(requests, on_tokens=counted["torch"].append)
+    records = vllm_engine.run_block(requests, on_tokens=counted["vllm"].append)
     assert_same_records(reference, records, name)
+    written = sum(r.base_decode + r.oracle_decode for r in records)
+    assert sum(counted["torch"]) == sum(counted["vllm"]) == written, (name, {k: sum(v) for k, v in counted.items()}, written)
     if name == "oracle":
         assert all(set(r.provenance) == {1} for r in records)
     elif name != "base":
@@ -389,6 +392,13 @@ def test_the_engine_reports_the_options_that_define_what_it_samples(vllm_engine)
 def test_head_judge_is_refused_with_the_reason(prompts, vllm_engine) -> None:
     with pytest.raises(VllmEngineError, match="hidden states"):
         vllm_engine.run_block(_requests(prompts[:1], PolicySpec("judge", alpha=0.5, k=2, max_c=2, head="toy"), GREEDY))
+
+
+def test_an_empty_prompt_is_refused_by_both_engines(vllm_engine, torch_engine) -> None:
+    """A model needs a token to predict the first one from (the torch engine had sampled uninitialised logits)."""
+    for engine in (torch_engine, vllm_engine):
+        with pytest.raises(ValueError, match="problem 'p0': the prompt has no tokens"):
+            engine.run_block(_requests([()], POLICIES["base"], GREEDY))
 
 
 def test_a_judge_without_room_for_its_scoring_token_is_refused(prompts, vllm_engine) -> None:
