@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
 from fit import curves  # noqa: E402
 from fit.counts import TOKEN_COLUMNS  # noqa: E402
@@ -61,13 +61,20 @@ def _sci(v: float) -> str:
 
 
 def _log(ax: plt.Axes, *axes: str, fmt=_short) -> None:
-    """Log scale on the named axes ('x', 'y') with plain major labels and few unlabeled minor ticks."""
+    """Log scale on the named axes ('x', 'y') with plain major labels and few minor ticks (2, 5), which are
+    labelled too when the axis spans less than two decades (n = 8 samples would show only "1")."""
     for name in axes:
         axis = ax.xaxis if name == "x" else ax.yaxis
         (ax.set_xscale if name == "x" else ax.set_yscale)("log")
         axis.set_major_formatter(FuncFormatter(lambda v, _pos: fmt(v)))
         axis.set_minor_locator(LogLocator(base=10, subs=(2.0, 5.0), numticks=12))  # few ticks: fast to draw
-        axis.set_minor_formatter(NullFormatter())
+        axis.set_minor_formatter(FuncFormatter(lambda v, _pos, axis=axis: fmt(v) if _narrow(axis) else ""))
+
+
+def _narrow(axis) -> bool:
+    """Whether a log axis spans less than two decades (drawn now: its limits are final)."""
+    low, high = sorted(axis.get_view_interval())
+    return low > 0 and high / low < 100
 
 
 def _pages(names: list[str], run: FitRun) -> list[tuple[str, list[str]]]:
@@ -302,7 +309,7 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
             span = int(np.ceil(max(1.0, float(np.max(np.abs(np.log2(finite)))) if finite.size else 1.0)))
             norm = LogNorm(vmin=2.0 ** -span, vmax=2.0 ** span)  # symmetric around 1 (white)
             _heat(row[1], m, ".2f", f"compute multiplier vs base at coverage {pct(target)}{label}\n"
-                  f"(>1: guided needs less {run.cost_unit}; † extrapolated)", "RdBu", "multiplier (×, log scale)", norm, ex,
+                  f"(>1: guided needs less compute; † extrapolated)", "RdBu", "multiplier (×, log scale)", norm, ex,
                   ticks=[2.0 ** j for j in range(-span, span + 1)])
     return _save(fig, out_dir, "ck_heatmap")
 
