@@ -12,6 +12,16 @@ from experiments.toy.train import toy_answer_value
 from sampling.models import load_pair, resolve_model
 
 
+def test_the_toy_train_dataset_has_distinct_problems() -> None:
+    """Ids are the expression's hash: the train split skips repeated expressions (the stream repeats small level-1
+    ones, the first at 299), so `--dataset toy-train` at its default 500 problems has 500 distinct ids."""
+    from sampling.datasets import load_problems
+
+    problems = load_problems("toy-train")
+    assert len(problems) == 500 and len({p.id for p in problems}) == 500
+    assert generate_split("train", 299) == generate_split("train", 500)[:299]
+
+
 def test_generator_is_deterministic() -> None:
     assert generate_split("train", 200, seed=3) == generate_split("train", 200, seed=3)
     assert held_out_problems(50) == held_out_problems(50)
@@ -124,6 +134,9 @@ def test_toy_commands_check_their_output_paths_before_working(tmp_path) -> None:
     result = CliRunner().invoke(app, ["toy", "train", "--model", "base", "--steps", "1", "--checkpoints",
                                       "--out", str(tmp_path / "m")])
     assert result.exit_code == 2 and "give --eval-every N too" in result.output
+    for where in (tmp_path / "afile", tmp_path / "afile" / "models"):  # refused before training, not after it
+        result = CliRunner().invoke(app, ["toy", "train", "--model", "base", "--steps", "1", "--out", str(where)])
+        assert result.exit_code == 2 and "afile is a file, not a folder" in result.output and "training" not in result.output
     out = tmp_path / "new" / "eval.json"
     result = CliRunner().invoke(app, ["toy", "eval", "--problems", "1", "--base-samples", "1", "--oracle-samples", "1",
                                       "--json", str(out)])

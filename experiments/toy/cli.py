@@ -53,6 +53,14 @@ def _output_file(path: Path, option: str) -> Path:
     return path
 
 
+def _output_folder(path: Path, option: str) -> Path:
+    """A folder the command will write into at the end, checked now: it and its parents must be folders where they exist."""
+    existing = next(p for p in [path.resolve(), *path.resolve().parents] if p.exists())
+    if not existing.is_dir():
+        raise ValueError(f"{option} {path}: {existing} is a file, not a folder")
+    return path
+
+
 def _write_parent(path: Path) -> Path:
     """Create the folder an output file goes into."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,6 +95,11 @@ def train(
     if checkpoints and not eval_every:
         print_error("--checkpoints saves the weights at each evaluation: give --eval-every N too")
         raise typer.Exit(2)
+    try:  # before the work: a model takes minutes to an hour to train
+        _output_folder(out, "--out")
+    except ValueError as exc:
+        print_error(str(exc))
+        raise typer.Exit(2) from None
     for name in names:
         spec = SPECS[name] if steps is None else replace(SPECS[name], steps=steps)
         console.print(f"training {name}: {spec}")

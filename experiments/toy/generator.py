@@ -147,8 +147,11 @@ def iter_split(split: str, seed: int = 0, level_weights: dict[int, float] | None
 def generate_split(
     split: str, count: int, seed: int = 0, level_weights: dict[int, float] | None = None
 ) -> list[ToyProblem]:
-    """The first `count` problems of a split's stream."""
-    return list(itertools.islice(iter_split(split, seed, level_weights), count))
+    """The first `count` distinct problems of a split's stream (a repeated expression is skipped: problem ids
+    are the expression's hash, and a dataset's ids must be unique)."""
+    seen: set[str] = set()
+    distinct = (p for p in iter_split(split, seed, level_weights) if not (p.expression in seen or seen.add(p.expression)))
+    return list(itertools.islice(distinct, count))
 
 
 HELD_OUT_SIZE = 500  # the held-out test set (the `toy` dataset); smaller counts are its first problems
