@@ -231,10 +231,12 @@ def toy_train_problems(count: int = TOY_TEST_SIZE, seed: int = 0) -> list[Proble
 
 def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -> list[Problem]:
     """Load a dataset by short name (toy, toy-train, math500, math, gsm8k) or local file path."""
-    if name_or_path == "toy":
-        return toy_problems()
-    if name_or_path == "toy-train":
-        return toy_train_problems()
+    if name_or_path in ("toy", "toy-train"):
+        problems = toy_problems() if name_or_path == "toy" else toy_train_problems()
+        ids = [p.id for p in problems]
+        if len(set(ids)) != len(ids):  # the generator's own guarantee, checked: a run's problem ids must be unique
+            raise DatasetError(f"{name_or_path}: problem ids repeat ({len(ids) - len(set(ids))} duplicates)")
+        return problems
     path = Path(name_or_path)
     lines = None
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or path.exists():
