@@ -164,8 +164,8 @@ def test_run_dir_summary_and_rerun(tmp_path: Path) -> None:
     assert code != 0 and "--by must be" in text
 
 
-def test_timed_out_pairs_are_not_cached_and_regrade_retries_them(tmp_path: Path) -> None:
-    """A comparison that times out is graded wrong but never cached; --regrade with a larger --timeout
+def test_timed_out_pairs_are_not_decided_and_regrade_retries_them(tmp_path: Path) -> None:
+    """A comparison that times out is graded wrong and never cached as decided; --regrade with a larger --timeout
     grades it again (and only it: decided pairs come from the cache), replacing the old grades."""
     from verify.run_grades import grades_dir, read_grades
 
@@ -184,6 +184,28 @@ def test_timed_out_pairs_are_not_cached_and_regrade_retries_them(tmp_path: Path)
     assert len(list(grades_dir(run, "math-verify").glob("*.parquet"))) == 1  # the old part is gone
     code, text = _invoke("verify", str(run), "--no-progress", "--regrade")
     assert code == 0 and "2 cached" in text and "0 math-verify" in text  # now decided: from the cache
+
+
+def test_an_answer_left_undecided_keeps_its_verdict_for_later_samples_until_a_regrade(tmp_path: Path) -> None:
+    """Samples added after a call that timed out on an answer get that answer's verdict (wrong, undecided), not a
+    fresh comparison: one answer, one verdict and one class within a problem; --regrade compares it again for all."""
+    from verify.run_grades import read_grades
+
+    problems = [ProblemSpec("a", "3\\sqrt{13}", "", 1, "Algebra")]
+    first = pd.DataFrame({"config_id": "base", "problem_id": ["a"], "sample_index": [0], "text": ["\\boxed{\\sqrt{117}}"]})
+    run = write_run_dir(tmp_path / "run", problems, first)
+    code, text = _invoke("verify", str(run), "--no-progress", "--timeout", "0.001")
+    assert code == 0 and "1 timed out" in text, text
+    write_run_dir(run, problems, first.assign(sample_index=1))  # a resumed run's new sample, same answer
+    code, text = _invoke("verify", str(run), "--no-progress")  # the default timeout would decide it (correct)
+    assert code == 0, text
+    assert "1 samples graded now" in text and "1 left undecided by an earlier call" in text and "--regrade" in text
+    grades = read_grades(run)
+    assert grades["correct"].tolist() == [False, False] and grades["answer_class"].nunique() == 1
+    code, text = _invoke("verify", str(run), "--no-progress", "--regrade", "--timeout", "30")
+    assert code == 0 and "0 timed out" in text and "timed out or failed" not in text, text
+    grades = read_grades(run)
+    assert grades["correct"].tolist() == [True, True] and grades["answer_class"].tolist() == [0, 0]
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "1e10"])

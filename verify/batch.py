@@ -35,7 +35,7 @@ __all__ = [
     "is_equivalent",
 ]
 
-UNDECIDED = ("timeout", "error")  # outcomes graded wrong but never cached: the pair is graded again next time
+UNDECIDED = ("timeout", "error")  # outcomes graded wrong; never cached here (a run's cache keeps them until a regrade)
 PairCache = MutableMapping[tuple[str, str], tuple[bool, str, str]]  # -> (correct, key, how)
 _EXTRACT_CHUNK = 20_000
 _MAX_KEY_CHARS = 512
@@ -62,6 +62,7 @@ class BatchStats:
     verified: int = 0
     timeouts: int = 0
     errors: int = 0
+    undecided_cached: int = 0  # of `cached`: pairs a run's earlier call left undecided (graded wrong until --regrade)
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -202,6 +203,9 @@ def grade_batch(
             todo.append(j)
         else:
             correct[j], keys[j] = hit[0], hit[1]
+            if hit[2] in UNDECIDED:  # kept by a run's cache so one answer gets one verdict until a regrade
+                pair_undecided[j] = hit[2]
+                stats.undecided_cached += 1
     stats.cached = len(pairs) - len(todo)
     stats.seconds["dedupe"] = time.perf_counter() - clock
 

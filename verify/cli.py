@@ -119,9 +119,11 @@ def _verify_run(
     )
     if stats.batch is not None:
         console.print(_batch_line(stats.batch))
-        undecided = stats.batch.timeouts + stats.batch.errors
+        undecided = stats.batch.timeouts + stats.batch.errors + stats.batch.undecided_cached
         if undecided:
-            console.print(f"{undecided:,} pair(s) timed out or failed (undecided) and are graded wrong; "
+            earlier = (f" ({stats.batch.undecided_cached:,} left undecided by an earlier call, so that one answer gets "
+                       "one verdict)" if stats.batch.undecided_cached else "")
+            console.print(f"{undecided:,} pair(s) timed out or failed (undecided) and are graded wrong{earlier}; "
                           f"`study verify {run_dir} --regrade --timeout {max(2 * timeout, 30):g}` tries them again")
     if grades.empty:
         console.print("no samples to summarise")

@@ -22,8 +22,9 @@ Samples are graded in chunks of whole shards (`CHUNK_SAMPLES`), so only one chun
 memory; each chunk writes its own part. An interrupted call (Ctrl-C) keeps the finished chunks'
 grades and the pairs it finished in the pair cache (GradingInterrupted says how many of each), so a
 re-run grades only the rest and does not compare those pairs again.
-Pairs that timed out or crashed their worker are graded wrong and not cached; `regrade=True`
-(`study verify --regrade`) grades every sample again, which re-tries just those. A run whose
+Pairs that timed out or crashed their worker are graded wrong and cached as undecided, so the run's
+later samples with the same answer get the same verdict; `regrade=True` (`study verify --regrade`)
+grades every sample again, which re-tries just those. A run whose
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
 consistent. A reference answer that differs from the one its problem's samples were graded against
 (the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale.
@@ -274,14 +275,17 @@ def _rules_of(path: Path) -> int:
     return int(metadata.get(_RULES_KEY, b"1"))
 
 
-def _load_pairs(run_dir: Path, grader: str) -> dict[tuple[str, str], tuple[bool, str, str]]:
-    """The on-disk (reference, extracted) -> (correct, key, how) cache; empty if made under other grading rules."""
+def _load_pairs(run_dir: Path, grader: str, undecided: bool = True) -> dict[tuple[str, str], tuple[bool, str, str]]:
+    """The on-disk (reference, extracted) -> (correct, key, how) cache; empty if made under other grading rules.
+
+    Pairs that timed out or failed (`how` in UNDECIDED, graded wrong) are kept so that new samples with the same
+    answer get the same verdict; `undecided=False` (a regrade) leaves them out, to be compared again."""
     path = _cache_path(run_dir, grader, "pairs")
     if not path.is_file() or _rules_of(path) != GRADING_RULES:
         return {}
     table = pq.read_table(path, schema=PAIR_SCHEMA).to_pydict()
     columns = (table["reference"], table["extracted"], table["correct"], table["key"], table["how"])
-    return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns) if h not in UNDECIDED}  # older runs cached them
+    return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns) if undecided or h not in UNDECIDED}
 
 
 def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[bool, str, str]]) -> None:
@@ -299,6 +303,14 @@ def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[b
         schema=PAIR_SCHEMA,
     )
     write_table_atomic(_with_rules(table), _cache_path(run_dir, grader, "pairs"))
+
+
+def _keep_undecided(cache: dict[tuple[str, str], tuple[bool, str, str]], references: list[str], frame: pd.DataFrame) -> None:
+    """Cache the pairs this batch left undecided (graded wrong): the run's later samples with the same answer get
+    the same verdict, and `--regrade` compares them again (see `_load_pairs`)."""
+    undecided = frame["undecided"].notna().to_numpy()
+    for i in np.flatnonzero(undecided):
+        cache.setdefault((references[i], frame["extracted"].iat[i]), (False, frame["key"].iat[i], frame["undecided"].iat[i]))
 
 
 def _save_interrupted(
@@ -453,7 +465,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         shown = ", ".join(repr(p) for p in unknown[:5])
         raise RunDirError(f"{run}: samples refer to problem id(s) missing from the problems file: {shown}")
 
-    cache = _load_pairs(run, grader)
+    cache = _load_pairs(run, grader, undecided=not regrade)
     known = len(cache)
     registry = _load_classes(run, grader)
     newly = 0
@@ -481,6 +493,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             result = grade_batch(completions, references, grader, timeout, workers, cache=cache,
                                  progress=overall, pool=pool)
             del completions
+            _keep_undecided(cache, references, result.frame)
             graded = pd.concat([chunk[KEY_COLUMNS], result.frame], axis=1)
             classes, registry = _assign_classes(graded, registry)
             graded["answer_class"] = classes
