@@ -260,6 +260,10 @@ def test_grades_from_older_grading_rules_are_refused_until_regraded(tmp_path: Pa
     assert sorted(p.read_bytes() for p in _parts(run)) == before  # nothing written
     assert verify.grade_run(run, progress=False, regrade=True)["correct"].tolist() == [False, False]
     assert len(verify.grade_run(run, progress=False)) == 2  # graded under today's rules: accepted again
+    (cache / "math-verify.references.parquet").unlink()  # removed by hand: the message does not blame the rules
+    with pytest.raises(RunDirError, match=r"no record of their grading rules .* or _grades/_cache/math-verify.references"
+                                          r".parquet was removed\); run `study verify .* --regrade`"):
+        verify.grade_run(run, progress=False)
 
 
 def test_interrupted_regrade_never_leaves_stale_grades_accepted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -277,8 +281,9 @@ def test_interrupted_regrade_never_leaves_stale_grades_accepted(tmp_path: Path, 
 
     real_unlink = Path.unlink
     monkeypatch.setattr(Path, "unlink", lambda self, *a, **k: killed() if self.name.startswith("part-") else real_unlink(self, *a, **k))
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(run_grades_module.GradingInterrupted) as interrupted:  # what the CLI reports: a regrade unfinished
         verify.grade_run(run, progress=False, regrade=True)
+    assert interrupted.value.regrade and interrupted.value.graded == 2
     monkeypatch.setattr(Path, "unlink", real_unlink)
     assert len(_parts(run)) == 2 and read_grades(run)["correct"].tolist() == [False, True]
     with pytest.raises(RunDirError, match="--regrade"):
@@ -560,3 +565,19 @@ def test_grading_goes_on_unlocked_where_the_file_system_has_no_flock(run_dir: Pa
 
     monkeypatch.setattr(fcntl, "flock", no_flock)
     assert len(verify.grade_run(run_dir, progress=False)) == 2 * len(TEXTS)
+
+
+def test_temp_files_of_a_killed_call_are_removed_by_the_next(tmp_path: Path) -> None:
+    """A grading call killed mid-write leaves a hidden temp file; the next call of that grader removes its own
+    (another grader's, which may be writing now, stay)."""
+    from verify.run_grades import grades_dir
+
+    run = write_run_dir(tmp_path / "run", PROBLEMS, _samples("base", TEXTS[:2]))
+    verify.grade_run(run, progress=False)
+    cache = run / "_grades" / "_cache"
+    left = [grades_dir(run, "math-verify") / ".tmp-0a1b-part-x.parquet", cache / ".tmp-0a1b-math-verify.classes.parquet"]
+    other = cache / ".tmp-0a1b-strict.pairs.parquet"
+    for path in [*left, other]:
+        path.write_bytes(b"half")
+    assert len(verify.grade_run(run, progress=False)) == 2
+    assert not any(path.exists() for path in left) and other.exists()

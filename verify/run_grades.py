@@ -347,7 +347,11 @@ def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
 def _check_rules(run_dir: Path, grader: str, graded: bool) -> None:
     """Refuse to add to grades made under other grading rules than this version of study's."""
     path = _cache_path(run_dir, grader, "references")
-    rules = _rules_of(path) if path.is_file() else (1 if graded else GRADING_RULES)
+    if graded and not path.is_file():
+        raise RunDirError(f"{run_dir}: its {grader} grades carry no record of their grading rules (made by a version of "
+                          f"study from before rules 2, or {path.relative_to(run_dir)} was removed); run "
+                          f"`study verify {run_dir} --regrade` to grade every sample under the current rules")
+    rules = _rules_of(path) if path.is_file() else GRADING_RULES
     if rules != GRADING_RULES:
         raise RunDirError(f"{run_dir}: its {grader} grades were made under grading rules {rules}, and this version of "
                           f"study grades under rules {GRADING_RULES} (answer extraction or equivalence changed); "
@@ -428,7 +432,15 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     if not files:
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
     with _grading_lock(run, grader):
+        _remove_stale_temps(run, grader)
         return _grade_files(run, grader, sink, timeout, workers, regrade, problems, files, started)
+
+
+def _remove_stale_temps(run: Path, grader: str) -> None:
+    """Remove this grader's temp files left by a grading call that was killed mid-write (readers skip them;
+    with the grading lock held, no other call of this grader is writing)."""
+    for stale in [*grades_dir(run, grader).glob(".tmp-*"), *_cache_dir(run).glob(f".tmp-*-{grader}.*")]:
+        stale.unlink(missing_ok=True)
 
 
 def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, workers: int | None, regrade: bool,
@@ -512,15 +524,16 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
                 _save_pairs(run, grader, cache)
                 pairs_saved = time.monotonic()
-    except KeyboardInterrupt:
-        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly, regrade) from None
+        pool.close()
+        _save_pairs(run, grader, cache)
+        for old in replaced:  # after the new parts are complete (which outrank them: read_grades keeps the newest)
+            old.unlink(missing_ok=True)
+        _save_references(run, grader, recorded)
+        marker.unlink(missing_ok=True)  # last: until here an interrupted regrade is refused, never accepted half done
+    except KeyboardInterrupt:  # also while finishing: every part is written, a regrade's marker may remain
+        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly, regrade and marker.exists()) from None
     finally:
         pool.close()
-    _save_pairs(run, grader, cache)
-    for old in replaced:  # after the new parts are complete (which outrank them: read_grades keeps the newest)
-        old.unlink(missing_ok=True)
-    _save_references(run, grader, recorded)
-    marker.unlink(missing_ok=True)  # last: until here an interrupted regrade is refused, never accepted half done
 
     grades = read_grades(run, grader)
     grade_code, key_code = _key_codes(grades, keys)  # codes compare within one call only
