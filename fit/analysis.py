@@ -247,9 +247,7 @@ class GroupFit:
             # the fit is also read at n_min, where the extrapolation is anchored to the empirical curve
             method, mp, mb = self.model_coverage(np.concatenate([[self.n_min], k[~within]]), estimator)
             point[~within] = anchored(mp[1:], mp[:1], self.cov[-1:]) if self.options.anchor else mp[1:]
-            if self.no_successes:  # every resample of problems none of which is solved is the same: coverage 0
-                boot[:, ~within] = 0.0
-            elif mb is None:
+            if mb is None:
                 boot[:, ~within] = np.nan
             else:
                 boot[:, ~within] = anchored(mb[:, 1:], mb[:, :1], self.cov_boot[:, -1:]) if self.options.anchor else mb[:, 1:]
@@ -261,6 +259,8 @@ class GroupFit:
         ks_arr = np.asarray(ks, float)
         if self.no_successes:
             high = np.minimum(1.0, 3.0 * ks_arr / (len(self.n) * self.n_min))
+            share = proportion_ci(0, len(self.n), self.options.level)[1]  # from n on at least coverage@n's Wilson bound
+            high = np.where(ks_arr >= self.n_min, np.maximum(high, share), high)
             for k, hi in zip(ks_arr, high):
                 out[_fmt_k(k)] = {"coverage": 0.0, "low": 0.0, "high": float(hi),
                                   "method": "zero_successes_bound", "extrapolated": bool(k > self.n_min)}

@@ -336,8 +336,10 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
             grader = summary.get("grader", "math-verify")
             if grader not in grades:
                 grades[grader] = read_grades(run_dir, grader)
-            rerun = (f"study analyze {shlex.quote(str(run_dir))} --config {shlex.quote(name)} --grader {grader}"
-                     + (f" --locator {locator}" if config != name else ""))
+            settings = [f"--{flag} {summary[key]}" for key, flag in (("max_samples", "max-samples"), ("seed", "seed"),
+                                                                       ("n_boot", "boot")) if key in summary]
+            rerun = " ".join([f"study analyze {shlex.quote(str(run_dir))} --config {shlex.quote(name)} --grader {grader}",
+                              *([f"--locator {locator}"] if config != name else []), *settings])
             stale = stale_analysis_note(summary, grades[grader], name, rerun)
             notes += [stale] if stale else []
         located = f" ({'; '.join(notes)})" if notes else ""

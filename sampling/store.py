@@ -67,6 +67,8 @@ MISMATCH_WHY = {  # what a mismatch of these keys means, where the values alone 
     "prompts_sha256": " (the same prompt settings now give other token ids: the tokenizer or its chat template changed)",
     "engine_options": " (the engine settings that define what is sampled: [engine_options], or a default of this "
                       "machine's such as dtype)",
+    "problems_sha256": " (the problems' ids, texts or answers; if the dataset file did not change, study now reads "
+                       "it otherwise: numbers in answer and id fields are read exactly, 1.0 as 1 and 1e-07 as 0.0000001)",
 }
 MISMATCH_FIX = {  # what to do instead of a new --out ({old}: the run's value)
     "engine": "Pass --engine {old} to continue it, or use a new --out directory.",

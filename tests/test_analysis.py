@@ -166,7 +166,7 @@ def test_report_says_when_a_regrade_left_an_analysis_out_of_date(toy_run: Path, 
     text = report()
     assert (f"**out of date**: the math-verify grades changed since this analysis ({counts['wrong']:,} of "
             f"{counts['samples']:,} samples wrong then, {wrong_now:,} of {counts['samples']:,} now): "
-            f"`study analyze {run_dir} --config base --grader math-verify` again") in text
+            f"`study analyze {run_dir} --config base --grader math-verify --max-samples 10 --seed 0 --boot 10` again") in text
     _, counts, _ = analyze_run(run_dir, "base", max_samples=10, n_boot=10)  # redone: current again
     assert counts["wrong"] == wrong_now and "out of date" not in report()
     summary_file = out / "first_wrong_summary_base.json"  # an analysis from before the digest was recorded

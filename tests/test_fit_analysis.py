@@ -170,18 +170,25 @@ def test_coverage_at_a_sampled_k_that_is_a_share_of_problems_has_the_wilson_inte
     assert normal["low"] == pytest.approx(groups["normal"].to_json()["coverage@n"]["low"])
 
 
-def test_a_group_with_no_successes_has_replicates_of_zero_beyond_n(groups) -> None:
-    """Resampling problems none of which is solved always gives coverage 0: its replicates past n are 0, not unknown,
-    so its compute multipliers have intervals."""
+def test_a_group_with_no_successes_is_bounded_by_coverage_at_n_from_n_on(groups) -> None:
+    """No success at all: at k = n the bound is coverage@n's Wilson interval (a share of problems), and past n the
+    rule of three once it is larger; its replicates past n stay unknown (a fit of no successes says nothing of
+    how far past n it stays at 0), so its multipliers have no interval rather than [0, 0]."""
     from fit import compare
+    from verify.metrics import proportion_ci
 
-    point, boot, extrapolated, _ = groups["zero"].curve(np.array([10.0, 500.0, 1e6]))
-    assert point.tolist() == [0.0, 0.0, 0.0] and extrapolated.tolist() == [False, True, True]
-    assert np.all(boot == 0.0)
+    zero = groups["zero"]  # 40 problems, n = 50
+    wilson = proportion_ci(0, 40)[1]
+    pred = zero.predict([49, 50, 51, 500])
+    assert pred["49"]["high"] == pytest.approx(3 * 49 / (40 * 50))  # sampled, below n: the rule of three
+    assert pred["50"]["high"] == pytest.approx(wilson) == zero.to_json()["coverage@n"]["high"]
+    assert pred["51"]["high"] == pytest.approx(wilson) and pred["500"]["high"] == pytest.approx(3 * 500 / (40 * 50))
+    _, boot, _, _ = zero.curve(np.array([10.0, 500.0]))
+    assert np.all(boot[:, 0] == 0.0) and np.all(np.isnan(boot[:, 1]))
     counts = validate_counts(pd.concat([_frame("base", 100, np.arange(20) % 7), _frame("none", 100, np.zeros(20, int))]),
                              "test")
     counts["cost_per_sample"] = np.where(counts["group"] == "none", 0.5, 1.0)
     fitted = fit_groups(counts, FitOptions(n_boot=40))
     curves_ = {name: compare.compute_curve(g, g.frame["cost_per_sample"].to_numpy(float)) for name, g in fitted.items()}
     cell = compare.compare(curves_, {"base": "base"}, targets=(0.5,), budgets=[])["configs"]["none"]["vs_base"]["targets"]["0.5"]
-    assert cell["multiplier"] == 0.0 and cell["low"] == 0.0 and cell["high"] == 0.0
+    assert cell["multiplier"] == 0.0 and cell["low"] is None and cell["high"] is None

@@ -199,7 +199,7 @@ def test_an_answer_left_undecided_keeps_its_verdict_for_later_samples_until_a_re
     write_run_dir(run, problems, first.assign(sample_index=1))  # a resumed run's new sample, same answer
     code, text = _invoke("verify", str(run), "--no-progress")  # the default timeout would decide it (correct)
     assert code == 0, text
-    assert "1 samples graded now" in text and "1 left undecided by an earlier call" in text and "--regrade" in text
+    assert "1 samples graded now" in text and "1 of them from the cache, left undecided earlier" in text and "--regrade" in text
     grades = read_grades(run)
     assert grades["correct"].tolist() == [False, False] and grades["answer_class"].nunique() == 1
     code, text = _invoke("verify", str(run), "--no-progress", "--regrade", "--timeout", "30")

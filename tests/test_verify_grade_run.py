@@ -579,5 +579,25 @@ def test_temp_files_of_a_killed_call_are_removed_by_the_next(tmp_path: Path) -> 
     other = cache / ".tmp-0a1b-strict.pairs.parquet"
     for path in [*left, other]:
         path.write_bytes(b"half")
+    real_unlink = Path.unlink
+
+    def read_only(self, *args, **kwargs):
+        if self.name.startswith(".tmp-"):
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_unlink(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:  # a run this user may only read: graded as before, temps kept
+        patch.setattr(Path, "unlink", read_only)
+        assert len(verify.grade_run(run, progress=False)) == 2
+    assert all(path.exists() for path in left)
+    def no_flock(*args):
+        raise OSError(38, "Function not implemented")
+
+    import fcntl
+
+    with pytest.MonkeyPatch.context() as patch:  # no lock held (a file system without flock): another call may be writing
+        patch.setattr(fcntl, "flock", no_flock)
+        assert len(verify.grade_run(run, progress=False)) == 2
+    assert all(path.exists() for path in left)
     assert len(verify.grade_run(run, progress=False)) == 2
     assert not any(path.exists() for path in left) and other.exists()

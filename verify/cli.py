@@ -109,6 +109,11 @@ def _verify_run(
             _fail(f"interrupted: the regrade is unfinished{kept}; `study verify {run_dir} --regrade` finishes it "
                   "(until then the run's grades are refused)", INTERRUPTED)
             return
+        whole = isinstance(exc, GradingInterrupted) and exc.whole
+        if whole:
+            _fail(f"interrupted while finishing: the grades of all {graded:,} sample(s) of this call were saved{kept}",
+                  INTERRUPTED)
+            return
         done = (f"the grades of {graded:,} sample(s) were saved, the rest of this call's were not{kept}; "
                 if graded else f"the grades of this call were not saved{kept}; ")
         _fail(f"interrupted: {done}re-running `study verify {run_dir}` grades the samples still ungraded", INTERRUPTED)
@@ -121,8 +126,8 @@ def _verify_run(
         console.print(_batch_line(stats.batch))
         undecided = stats.batch.timeouts + stats.batch.errors + stats.batch.undecided_cached
         if undecided:
-            earlier = (f" ({stats.batch.undecided_cached:,} left undecided by an earlier call, so that one answer gets "
-                       "one verdict)" if stats.batch.undecided_cached else "")
+            earlier = (f" ({stats.batch.undecided_cached:,} of them from the cache, left undecided earlier, so that one "
+                       "answer gets one verdict)" if stats.batch.undecided_cached else "")
             console.print(f"{undecided:,} pair(s) timed out or failed (undecided) and are graded wrong{earlier}; "
                           f"`study verify {run_dir} --regrade --timeout {max(2 * timeout, 30):g}` tries them again")
     if grades.empty:

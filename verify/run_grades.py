@@ -100,12 +100,14 @@ class GradingInterrupted(KeyboardInterrupt):
     """Ctrl-C while grading a run dir: `graded` samples (the finished chunks) were saved, and `saved` newly
     decided pairs of the unfinished chunk were kept in the pair cache."""
 
-    def __init__(self, saved: int, graded: int = 0, regrade: bool = False) -> None:
-        """Remember what was kept, and whether a regrade was interrupted (it must be finished with regrade=True)."""
-        super().__init__(saved, graded, regrade)
+    def __init__(self, saved: int, graded: int = 0, regrade: bool = False, whole: bool = False) -> None:
+        """Remember what was kept, whether a regrade was interrupted (it must be finished with regrade=True), and
+        whether every sample of the call had its grade saved (interrupted while finishing)."""
+        super().__init__(saved, graded, regrade, whole)
         self.saved = saved
         self.graded = graded
         self.regrade = regrade
+        self.whole = whole
 
 
 @dataclass
@@ -140,8 +142,8 @@ def _regrade_marker(run_dir: Path, grader: str) -> Path:
 
 
 @contextlib.contextmanager
-def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
-    """Hold the run's grading lock for one grader; RunDirError if another process holds it.
+def _grading_lock(run_dir: Path, grader: str) -> Iterator[bool]:
+    """Hold the run's grading lock for one grader (yields whether it is really held); RunDirError if another process holds it.
 
     An flock: the system releases it when its holder exits, so a killed call leaves no stale lock.
     Where no lock file can be made (a run folder this user may not write) nothing can write grades
@@ -156,7 +158,7 @@ def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
     except (ImportError, OSError):
         descriptor = None
     if descriptor is None:
-        yield
+        yield False
         return
     try:
         try:
@@ -168,7 +170,7 @@ def _grading_lock(run_dir: Path, grader: str) -> Iterator[None]:
         except OSError:  # a file system without flock (some network ones)
             locked = False
         try:
-            yield
+            yield locked
         finally:
             if locked:
                 fcntl.flock(descriptor, fcntl.LOCK_UN)
@@ -431,16 +433,20 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
     files = sample_files(run)
     if not files:
         raise RunDirError(f"{run / SAMPLES_DIR}: no samples shards (*.parquet) found")
-    with _grading_lock(run, grader):
-        _remove_stale_temps(run, grader)
+    with _grading_lock(run, grader) as locked:
+        if locked:  # no other call of this grader is writing: temp files of its are a killed call's
+            _remove_stale_temps(run, grader)
         return _grade_files(run, grader, sink, timeout, workers, regrade, problems, files, started)
 
 
 def _remove_stale_temps(run: Path, grader: str) -> None:
-    """Remove this grader's temp files left by a grading call that was killed mid-write (readers skip them;
-    with the grading lock held, no other call of this grader is writing)."""
+    """Remove this grader's temp files left by a grading call that was killed mid-write (readers skip them);
+    best effort: a run this user may only read keeps them."""
     for stale in [*grades_dir(run, grader).glob(".tmp-*"), *_cache_dir(run).glob(f".tmp-*-{grader}.*")]:
-        stale.unlink(missing_ok=True)
+        try:
+            stale.unlink(missing_ok=True)
+        except OSError:
+            return
 
 
 def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, workers: int | None, regrade: bool,
@@ -531,7 +537,8 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         _save_references(run, grader, recorded)
         marker.unlink(missing_ok=True)  # last: until here an interrupted regrade is refused, never accepted half done
     except KeyboardInterrupt:  # also while finishing: every part is written, a regrade's marker may remain
-        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly, regrade and marker.exists()) from None
+        raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly, regrade and marker.exists(),
+                                 whole=newly == len(todo)) from None
     finally:
         pool.close()
 
