@@ -115,23 +115,20 @@ def test_rows_that_are_not_objects_and_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(DatasetError, match=r"list_row.jsonl, row 2 \(line \d\): expected an object .* got list"):
         load_problems(str(path))
     assert len(load_problems(str(path), skip_bad_rows=True, report=lambda _: None)) == 1
-    path = tmp_path / "trailing.json"
-    path.write_text('[{"problem": "1+1?", "answer": "2"},]')
-    with pytest.raises(DatasetError, match=r"trailing.json: invalid JSON"):
-        load_problems(str(path))
-    path = tmp_path / "latin1.jsonl"
-    path.write_bytes(b'{"problem": "caf\xe9?", "answer": "2"}\n')
-    with pytest.raises(DatasetError, match=r"latin1.jsonl, line 1: not UTF-8 text \(invalid continuation byte at byte 16 of"):
-        load_problems(str(path))
     good = (json.dumps({"problem": "1+1?", "answer": "2"}) + "\n").encode()
-    path = tmp_path / "deep.jsonl"  # the offset is the file's, past the decoder's buffer, and the line is named
-    path.write_bytes(good * 1500 + b"\n" + b'{"problem": "x\xff", "answer": "1"}\n')
-    with pytest.raises(DatasetError, match=rf"deep.jsonl, line 1502: not UTF-8 text \(invalid start byte at byte {1500 * len(good) + 1 + 14} "):
-        load_problems(str(path))
-    path = tmp_path / "junk.parquet"
-    path.write_bytes(b"not parquet at all")
-    with pytest.raises(DatasetError, match=r"junk.parquet: not a readable Parquet file"):
-        load_problems(str(path))
+    unreadable = [  # file, its bytes, the error
+        ("trailing.json", b'[{"problem": "1+1?", "answer": "2"},]', r"trailing.json: invalid JSON"),
+        ("latin1.jsonl", b'{"problem": "caf\xe9?", "answer": "2"}\n',
+         r"latin1.jsonl, line 1: not UTF-8 text \(invalid continuation byte at byte 16 of"),
+        # the offset is the file's, past the decoder's buffer, and the line is named
+        ("deep.jsonl", good * 1500 + b"\n" + b'{"problem": "x\xff", "answer": "1"}\n',
+         rf"deep.jsonl, line 1502: not UTF-8 text \(invalid start byte at byte {1500 * len(good) + 1 + 14} "),
+        ("junk.parquet", b"not parquet at all", r"junk.parquet: not a readable Parquet file"),
+    ]
+    for name, data, error in unreadable:
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(DatasetError, match=error):
+            load_problems(str(tmp_path / name))
 
 
 @pytest.mark.parametrize("answer, error", [
