@@ -5,7 +5,9 @@ pair is graded once; a cache dict (persisted by `verify.grade_run`) skips pairs 
 gains each decided pair as soon as it is graded (so an interrupted batch keeps its finished work).
 Pairs the fast path cannot decide go to math-verify in a `TaskPool` with a hard per-task time
 limit; a pair that times out or crashes its worker is undecided: graded wrong (the frame's
-`undecided` column says "timeout" or "error"), and not cached.
+`undecided` column says "timeout" or "error"), and not cached here; a run's cache keeps such pairs
+(`verify.run_grades`) so its later samples get the same verdict, and a cached undecided pair is
+reported undecided again (`BatchStats.undecided_cached`).
 """
 from __future__ import annotations
 
