@@ -78,7 +78,9 @@ def test_jsonl_custom_fields_and_strict_grader(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
-        ('{"reference": "1", "completion": "x"}\n{"reference": "1", "completion": \n', [":2:", "malformed JSON"]),
+        ('{"reference": "1", "completion": "x"}\n{"reference": "1", "completion": \n', [":2:34:", "malformed JSON",
+                                                                                        "at line 2, column 34"]),
+        ('{"reference": "1", "completion": \r\n', [":1:34:", "at line 1, column 34"]),  # a cut-off row: its last column
         ('{"reference": "1", "completion": "x"}\n\n{"completion": "x"}\n', [":3:", "missing field 'reference'", "'completion'"]),
         ('{"reference": "1"}\n', [":1:", "missing field 'completion'"]),
         ('[1, 2]\n', [":1:", "expected a JSON object"]),

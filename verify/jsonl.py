@@ -100,8 +100,9 @@ def _dumps(row: dict[str, Any], ensure_ascii: bool) -> str:
 
 def _parse_line(line: str, source: Path, lineno: int) -> Any:
     """One JSONL line as a Python value, or InputError naming the line and the column within it."""
-    try:
-        return json.loads(line, parse_constant=_refuse_constant, parse_float=_finite_float, parse_int=_integer)
+    try:  # without its line break: an error at the end of a cut-off row is at its last column, not a next line's first
+        return json.loads(line.rstrip("\r\n"), parse_constant=_refuse_constant, parse_float=_finite_float,
+                          parse_int=_integer)
     except json.JSONDecodeError as exc:
         raise InputError(
             f"{source}:{lineno}:{exc.colno}: malformed JSON ({exc.msg} at line {lineno}, column {exc.colno})"
