@@ -75,12 +75,26 @@ def test_jsonl_custom_fields_and_strict_grader(tmp_path: Path) -> None:
     assert [json.loads(line)["correct"] for line in out.read_text().splitlines()] == [False, True]
 
 
+def test_integers_longer_than_python_converts_are_graded_and_kept(tmp_path: Path) -> None:
+    """A 5,000-digit reference (Python refuses to convert over 4,300 digits to int) is read exactly and graded; a
+    4,500-digit extra field is written back digit for digit."""
+    big, extra = "7" * 5000, "9" * 4500
+    source = tmp_path / "big.jsonl"
+    source.write_text(f'{{"reference": {big}, "completion": "\\\\boxed{{{big}}}", "x": {extra}}}\n', encoding="utf-8")
+    out = tmp_path / "out.jsonl"
+    code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
+    assert code == 0, text
+    written = out.read_text()
+    assert f'"x": {extra},' in written and f'"reference": {big},' in written and '"correct": true' in written
+
+
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
         ('{"reference": "1", "completion": "x"}\n{"reference": "1", "completion": \n', [":2:34:", "malformed JSON",
                                                                                         "at line 2, column 34"]),
         ('{"reference": "1", "completion": \r\n', [":1:34:", "at line 1, column 34"]),  # a cut-off row: its last column
+        ('{"reference": "1", "completion": "x", "d": ' + "[" * 5000 + "]" * 5000 + "}\n", [":1:", "nests arrays or objects too deeply"]),
         ('{"reference": "1", "completion": "x"}\n\n{"completion": "x"}\n', [":3:", "missing field 'reference'", "'completion'"]),
         ('{"reference": "1"}\n', [":1:", "missing field 'completion'"]),
         ('[1, 2]\n', [":1:", "expected a JSON object"]),

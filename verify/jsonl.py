@@ -49,6 +49,9 @@ def _refuse_constant(name: str) -> Any:
     raise _NonFinite(f"{name} is not valid JSON (NaN and Infinity are not allowed)")
 
 
+_MAX_INT_DIGITS = 4000  # Python refuses to convert longer digit strings to int (sys.get_int_max_str_digits: 4,300)
+
+
 class _JsonNumber(float):
     """A JSON number read as a float that remembers how it was written, so the output row writes it as given
     (`1e-400` is not 0.0 there, nor a 30-digit decimal rounded)."""
@@ -71,8 +74,11 @@ def _finite_float(text: str) -> float:
 
 
 def _integer(text: str) -> int | float:
-    """json parse_int hook: the integer, except `-0`, kept as written (an int would write it back as 0)."""
-    return _JsonNumber(text) if text == "-0" else int(text)
+    """json parse_int hook: the integer, except `-0` and integers longer than Python converts (4,300 digits),
+    kept as written (an int would write -0 back as 0)."""
+    if text == "-0" or len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        return _JsonNumber(text)
+    return int(text)
 
 
 def _dumps(row: dict[str, Any], ensure_ascii: bool) -> str:
@@ -107,6 +113,8 @@ def _parse_line(line: str, source: Path, lineno: int) -> Any:
         raise InputError(
             f"{source}:{lineno}:{exc.colno}: malformed JSON ({exc.msg} at line {lineno}, column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise InputError(f"{source}:{lineno}: the row nests arrays or objects too deeply to read") from None
     except ValueError as exc:  # _NonFinite, or an integer too long to convert
         raise InputError(f"{source}:{lineno}: {exc}") from None
 
@@ -136,7 +144,7 @@ def _text_field(row: dict[str, Any], field: str, where: str, line: str, allow_nu
     if isinstance(value, str):
         return value
     if allow_number and isinstance(value, (int, float)) and not isinstance(value, bool):
-        exact = value if isinstance(value, int) else json.loads(line, parse_float=decimal.Decimal)[field]
+        exact = value if isinstance(value, int) else json.loads(line, parse_float=decimal.Decimal, parse_int=decimal.Decimal)[field]
         try:
             return exact_number_text(exact)
         except ValueError as exc:
