@@ -30,7 +30,10 @@ class SampleState:
 
     @classmethod
     def start(cls, request: SampleRequest) -> "SampleState":
-        """Initial state of one sample (the oracle policy hands everything to the oracle)."""
+        """Initial state of one sample (the oracle policy hands everything to the oracle); ValueError for an empty prompt."""
+        if not request.prompt_ids:
+            raise ValueError(f"problem {request.problem_id!r}: the prompt has no tokens (a model needs at least one to "
+                             "predict the first; add_bos = true, or a template with text, gives it one)")
         record = SampleRecord(request.config_id, request.problem_id, request.sample_index, request.seed)
         spec = request.config.policy
         row = cls(request, record, list(request.prompt_ids), [-1] * len(request.prompt_ids), policies.start(spec, request.seed))

@@ -96,9 +96,6 @@ class TorchEngine:
             raise ValueError(f"block of {len(requests)} requests exceeds {self.slots} cache slots")
         rows = [_Row.start(req) for req in requests]
         for row in rows:
-            if not row.request.prompt_ids:
-                raise ValueError(f"problem {row.request.problem_id!r}: the prompt has no tokens (a model needs at least one "
-                                 "to predict the first; add_bos = true, or a template with text, gives it one)")
             need = len(row.request.prompt_ids) + row.request.config.max_tokens
             if need > self.max_len:
                 raise ValueError(f"prompt + max_tokens = {need} exceeds the engine's max_len {self.max_len}")

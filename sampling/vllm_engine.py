@@ -423,9 +423,6 @@ class VllmEngine:
         """Refuse what this engine cannot run, naming the config."""
         request = row.request
         spec = request.config.policy
-        if not request.prompt_ids:
-            raise VllmEngineError(f"problem {request.problem_id!r}: the prompt has no tokens (a model needs at least one to "
-                                  "predict the first; add_bos = true, or a template with text, gives it one)")
         if spec.name != "base" and self.oracle is None:
             raise VllmEngineError(f"config {request.config_id!r} needs an oracle model")
         if spec.name == "judge" and spec.head:

@@ -5,9 +5,9 @@ pair is graded once; a cache dict (persisted by `verify.grade_run`) skips pairs 
 gains each decided pair as soon as it is graded (so an interrupted batch keeps its finished work).
 Pairs the fast path cannot decide go to math-verify in a `TaskPool` with a hard per-task time
 limit; a pair that times out or crashes its worker is undecided: graded wrong (the frame's
-`undecided` column says "timeout" or "error"), and not cached here; a run's cache keeps such pairs
-(`verify.run_grades`) so its later samples get the same verdict, and a cached undecided pair is
-reported undecided again (`BatchStats.undecided_cached`).
+`undecided` column says "timeout" or "error"), and not cached unless asked (`keep_undecided`: a run's
+cache keeps them so its later samples get the same verdict); a cached undecided pair is reported
+undecided again (`BatchStats.undecided_cached`).
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ __all__ = [
     "is_equivalent",
 ]
 
-UNDECIDED = ("timeout", "error")  # outcomes graded wrong; never cached here (a run's cache keeps them until a regrade)
+UNDECIDED = ("timeout", "error")  # outcomes graded wrong; cached only with keep_undecided (a run's, until a regrade)
 PairCache = MutableMapping[tuple[str, str], tuple[bool, str, str]]  # -> (correct, key, how)
 _EXTRACT_CHUNK = 20_000
 _MAX_KEY_CHARS = 512
@@ -167,8 +167,10 @@ def grade_batch(
     cache: PairCache | None = None,
     progress: ProgressSink | None = None,
     pool: TaskPool | None = None,
+    keep_undecided: bool = False,
 ) -> BatchResult:
-    """Grade completions against references (same length); cache gains the newly graded pairs."""
+    """Grade completions against references (same length); cache gains the newly decided pairs, and with
+    `keep_undecided` (a run's cache: one answer, one verdict until a regrade) the undecided ones too."""
     check_grader(grader)
     if len(completions) != len(references):
         raise ValueError(f"{len(completions)} completions but {len(references)} references")
@@ -218,7 +220,7 @@ def grade_batch(
     todo_pairs = [pairs[j] for j in todo]
 
     def done(t: int, result: PairGrade) -> None:
-        if cache is not None and result.how not in UNDECIDED:  # a timeout may pass with a larger --timeout
+        if cache is not None and (keep_undecided or result.how not in UNDECIDED):  # a timeout may pass with a larger --timeout
             cache[todo_pairs[t]] = (result.correct, result.key, result.how)
         sink.advance("grade", int(multiplicity[todo[t]]))
 

@@ -307,14 +307,6 @@ def _save_pairs(run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[b
     write_table_atomic(_with_rules(table), _cache_path(run_dir, grader, "pairs"))
 
 
-def _keep_undecided(cache: dict[tuple[str, str], tuple[bool, str, str]], references: list[str], frame: pd.DataFrame) -> None:
-    """Cache the pairs this batch left undecided (graded wrong): the run's later samples with the same answer get
-    the same verdict, and `--regrade` compares them again (see `_load_pairs`)."""
-    undecided = frame["undecided"].notna().to_numpy()
-    for i in np.flatnonzero(undecided):
-        cache.setdefault((references[i], frame["extracted"].iat[i]), (False, frame["key"].iat[i], frame["undecided"].iat[i]))
-
-
 def _save_interrupted(
     run_dir: Path, grader: str, cache: dict[tuple[str, str], tuple[bool, str, str]], known: int
 ) -> int:
@@ -509,9 +501,8 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             completions = [t if isinstance(t, str) else None for t in chunk["text"]]
             overall.chunk(len(chunk))
             result = grade_batch(completions, references, grader, timeout, workers, cache=cache,
-                                 progress=overall, pool=pool)
+                                 progress=overall, pool=pool, keep_undecided=True)  # `--regrade` retries them: `_load_pairs`
             del completions
-            _keep_undecided(cache, references, result.frame)
             graded = pd.concat([chunk[KEY_COLUMNS], result.frame], axis=1)
             classes, registry = _assign_classes(graded, registry)
             graded["answer_class"] = classes
@@ -530,7 +521,6 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
                 _save_pairs(run, grader, cache)
                 pairs_saved = time.monotonic()
-        pool.close()
         _save_pairs(run, grader, cache)
         for old in replaced:  # after the new parts are complete (which outrank them: read_grades keeps the newest)
             old.unlink(missing_ok=True)
