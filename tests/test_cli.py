@@ -107,3 +107,26 @@ def test_sample_says_what_it_does_not_do(tmp_path: Path, monkeypatch) -> None:
 def test_status_of_a_missing_folder_says_so(tmp_path: Path) -> None:
     result = runner.invoke(app, ["status", str(tmp_path / "gone")])
     assert result.exit_code == 2 and "gone does not exist" in result.output
+
+
+def test_ctrl_c_while_study_loads_is_one_line() -> None:
+    """Ctrl-C during the imports (a second or two before any command runs) exits 130 without a traceback."""
+    import subprocess
+    import sys
+    from importlib.metadata import entry_points
+
+    assert [e.value for e in entry_points(group="console_scripts", name="study")] == ["experiments.main:main"]
+    interrupt_at_scipy = (  # a real SIGINT, delivered while experiments.cli imports its stages
+        "import os, signal, sys\n"
+        "class Interrupt:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'scipy':\n"
+        "            os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.meta_path.insert(0, Interrupt())\n"
+        "from experiments.main import main\n"
+        "main()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", interrupt_at_scipy, "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.strip() == "interrupted while starting: nothing was done"
+    assert done.stdout == ""
