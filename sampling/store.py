@@ -207,8 +207,10 @@ def _join_run(run_dir: Path, manifest: dict[str, Any], report: Callable[[str], N
     redefined = _check_compatible(run_dir, existing, manifest)
     for config_id in redefined:
         if report is not None:
+            stale = (f"; grades of its old samples are stale: run `study verify {run_dir} --regrade` once it is sampled"
+                     if (run_dir / GRADES_DIR).is_dir() else "")
             report(f"note: config {config_id!r} was defined otherwise in {run_dir} but has no samples there yet: "
-                   "its new definition replaces the old one")
+                   f"its new definition replaces the old one{stale}")
         del existing["configs"][config_id]
     added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
     # the cost model only says how `study fit` reads the run: a config that gives one updates it

@@ -912,6 +912,32 @@ def test_a_config_with_no_samples_yet_may_be_redefined(tmp_path: Path, monkeypat
     assert not store_module.config_has_samples(other, "m")
 
 
+def test_grades_of_a_redefined_configs_old_samples_are_refused(tmp_path: Path) -> None:
+    """A graded config whose shards are removed and which is then sampled under a new definition (same sample keys)
+    does not keep its old samples' grades: verify refuses them until --regrade, which grades the new samples."""
+    import shutil
+
+    import verify
+
+    run_dir = tmp_path / "run"
+    run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}, {"policy": "oracle"}]), run_dir,
+                   block_size=8, report=lambda _: None)
+    verify.grade_run(run_dir, progress=False)
+    shutil.rmtree(run_dir / "samples" / "base")
+    notes: list[str] = []
+    run_experiment(_experiment(problems=2, n=2, max_tokens=6, configs=[{"policy": "base"}]), run_dir, block_size=8,
+                   report=notes.append)
+    assert any("config 'base' was defined otherwise" in note and "--regrade" in note for note in notes)
+    with pytest.raises(RunDirError, match=r"config\(s\) 'base' were redefined after their samples were graded .*--regrade"):
+        verify.grade_run(run_dir, progress=False)
+    grades = verify.grade_run(run_dir, progress=False, regrade=True)
+    samples = read_samples(run_dir)
+    base = samples[samples.config_id == "base"]
+    assert (base["base_decode"] <= 6).all() and not base["text"].str.contains("boxed").any()  # cut short: no answer
+    assert grades[grades.config_id == "base"]["extracted"].isna().all()
+    assert len(verify.grade_run(run_dir, progress=False)) == len(samples)  # the record is current again
+
+
 def test_a_models_end_of_sequence_ids_are_part_of_the_run(tmp_path: Path) -> None:
     """generation_config.json's end ids (not in the weights' sha256) are recorded: a run continued with other ids
     is refused; a run recorded before they were (no stop_ids) continues."""

@@ -27,7 +27,9 @@ later samples with the same answer get the same verdict; `regrade=True` (`study 
 grades every sample again, which re-tries just those. A run whose
 class registry is missing (its `_cache` deleted) is regraded whole, so majority-vote classes stay
 consistent. A reference answer that differs from the one its problem's samples were graded against
-(the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale.
+(the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale; so
+are grades of a config that `study sample` redefined after they were made (its samples replaced; the
+definition each graded config had is recorded with the references).
 A regrade leaves a marker (`_cache/<grader>.regrading`) until it completes: an interrupted regrade
 mixes old and new parts, so plain calls are refused until `regrade=True` finishes it.
 Likewise grades made under other grading rules (`GRADING_RULES`, recorded with the references and the
@@ -41,6 +43,8 @@ it is held is refused, rather than both writing the class registry.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import time
 import uuid
@@ -53,7 +57,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.store import GRADES_DIR, PROBLEMS, SAMPLES_DIR, RunDirError, unreadable_problems, unreadable_shard, write_table_atomic
+from sampling.store import (GRADES_DIR, MANIFEST, PROBLEMS, SAMPLES_DIR, RunDirError, read_manifest, unreadable_problems,
+                             unreadable_shard, write_table_atomic)
 from verify.batch import UNDECIDED, BatchStats, grade_batch
 from verify.pool import TaskPool
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
@@ -94,6 +99,7 @@ GRADING_RULES = 4  # bump whenever extraction or equivalence changes a grade (2:
 # 3: "####" headings, ", since", digits a base lacks, group braces, units in plain words;
 # 4: differing units, a set for a tuple, named choices, digits past 6 decimal places, thousands inside \frac)
 _RULES_KEY = b"study.grading_rules"
+_DEFINITIONS_KEY = b"study.config_definitions"  # in the references record: what each config was when graded
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -338,6 +344,34 @@ def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
     return dict(zip(table["problem_id"], table["reference"]))
 
 
+def config_definitions(run_dir: Path) -> dict[str, str]:
+    """config id -> sha256 of its definition in the run's manifest (a config redefined by `study sample` gets
+    another); {} for a run dir without a manifest (one written by hand)."""
+    if not (run_dir / MANIFEST).is_file():
+        return {}
+    return {config_id: hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
+            for config_id, config in read_manifest(run_dir)["configs"].items()}
+
+
+def _load_definitions(run_dir: Path, grader: str) -> dict[str, str]:
+    """config id -> the definition digest its samples were graded under (empty for runs graded before this was kept)."""
+    path = _cache_path(run_dir, grader, "references")
+    if not path.is_file():
+        return {}
+    recorded = (pq.read_schema(path).metadata or {}).get(_DEFINITIONS_KEY)
+    return json.loads(recorded) if recorded else {}
+
+
+def _check_definitions(run_dir: Path, grader: str, current: dict[str, str], recorded: dict[str, str]) -> None:
+    """Refuse to keep grades of a config that was redefined after they were made (its samples were replaced)."""
+    changed = sorted(c for c, digest in recorded.items() if c in current and current[c] != digest)
+    if changed:
+        shown = ", ".join(repr(c) for c in changed)
+        raise RunDirError(f"{run_dir}: config(s) {shown} were redefined after their samples were graded ({grader}): "
+                          "`study sample` replaced those samples, so the stored grades are stale: run "
+                          f"`study verify {run_dir} --regrade`")
+
+
 def _check_rules(run_dir: Path, grader: str, graded: bool) -> None:
     """Refuse to add to grades made under other grading rules than this version of study's."""
     path = _cache_path(run_dir, grader, "references")
@@ -361,11 +395,12 @@ def _check_references(run_dir: Path, grader: str, answers: dict[str, str], recor
                           f"graded against ({grader}); the stored grades are stale: run `study verify {run_dir} --regrade`")
 
 
-def _save_references(run_dir: Path, grader: str, references: dict[str, str]) -> None:
-    """Record the reference each graded problem was graded against."""
+def _save_references(run_dir: Path, grader: str, references: dict[str, str], definitions: dict[str, str]) -> None:
+    """Record the reference each graded problem was graded against, and the definition of each graded config."""
     table = pd.DataFrame({"problem_id": list(references), "reference": list(references.values())})
-    write_table_atomic(_with_rules(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False)),
-                       _cache_path(run_dir, grader, "references"))
+    table = _with_rules(pa.Table.from_pandas(table, schema=REFERENCE_SCHEMA, preserve_index=False))
+    metadata = {**table.schema.metadata, _DEFINITIONS_KEY: json.dumps(definitions, sort_keys=True).encode()}
+    write_table_atomic(table.replace_schema_metadata(metadata), _cache_path(run_dir, grader, "references"))
 
 
 def _assign_classes(graded: pd.DataFrame, registry: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -459,6 +494,9 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         _check_rules(run, grader, graded=bool(parts))
     recorded = {} if regrade else _load_references(run, grader)  # a regrade starts the record over
     _check_references(run, grader, answers, recorded)
+    definitions = config_definitions(run)
+    graded_definitions = {} if regrade else _load_definitions(run, grader)
+    _check_definitions(run, grader, definitions, graded_definitions)
     replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
     key_code, graded_code = _key_codes(keys, existing)
@@ -513,8 +551,9 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
                                _cache_path(run, grader, "classes"))
             for problem in chunk["problem_id"].unique():
                 recorded[problem] = answers[problem]
+            graded_definitions.update({c: definitions[c] for c in chunk["config_id"].unique() if c in definitions})
             if not regrade:
-                _save_references(run, grader, recorded)
+                _save_references(run, grader, recorded, graded_definitions)
             _write_part(run, grader, graded)
             newly += len(graded)
             batch.add(result.stats)
@@ -524,7 +563,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         _save_pairs(run, grader, cache)
         for old in replaced:  # after the new parts are complete (which outrank them: read_grades keeps the newest)
             old.unlink(missing_ok=True)
-        _save_references(run, grader, recorded)
+        _save_references(run, grader, recorded, graded_definitions)
         marker.unlink(missing_ok=True)  # last: until here an interrupted regrade is refused, never accepted half done
     except KeyboardInterrupt:  # also while finishing: every part is written, a regrade's marker may remain
         raise GradingInterrupted(_save_interrupted(run, grader, cache, known), newly, regrade and marker.exists(),
