@@ -18,7 +18,7 @@ def analyze(
     config: str = typer.Option("base", "--config", help="Which config's wrong samples to analyse."),
     max_samples: int = typer.Option(1000, "--max-samples", min=1, help="Analyse at most this many wrong samples (random subset)."),
     boot: int = typer.Option(500, "--boot", min=2, help="Bootstrap replicates (over problems) for the AUC CIs."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=0, max=2**32 - 1, help="Seed of the bootstrap and of the sample choice."),
     locator: str = typer.Option("auto", "--locator", help="exact (toy world), rollout (greedy oracle rollouts, any dataset), or auto."),
     grader: str = typer.Option(None, "--grader", help="Whose grades say which samples are wrong: math-verify or strict "
                                "(default: the one `study verify` graded the run with).", show_default=False),

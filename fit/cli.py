@@ -165,7 +165,7 @@ ESTIMATOR = typer.Option(DEFAULT_ESTIMATOR, "--estimator", help=f"Extrapolation:
 PL_METHOD = typer.Option(power_law.DEFAULT_METHOD, "--power-law-method", help=f"{', '.join(power_law.METHODS)}.")
 FAMILY = typer.Option(beta_binomial.DEFAULT_FAMILY, "--family", help=f"Distribution of p: {', '.join(beta_binomial.FAMILIES)}.")
 BOOT = typer.Option(200, "--boot", help="Bootstrap replicates over problems.")
-SEED = typer.Option(0, "--seed", help="Seed of the bootstrap.")
+SEED = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap.")
 RUNS = typer.Option(Path("runs"), "--runs", help="Where to look for the most recent run.")
 GRADER = typer.Option(None, "--grader", help="Run dirs: whose grades to read, math-verify or strict (default: the one "
                       "`study verify` graded the run with; math-verify if none or both).", show_default=False)

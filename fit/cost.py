@@ -56,10 +56,16 @@ class Prices:
     @classmethod
     def from_mapping(cls, prices: Mapping[str, Mapping[str, float]]) -> "Prices":
         """From {'base': {'input': .., 'output': ..}, 'oracle': {...}} (a manifest's ``prices``)."""
-        try:
-            values = [float(prices[m][io]) for m in MODELS for io in ("input", "output")]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ValueError("prices must look like {'base': {'input': x, 'output': y}, 'oracle': {...}}") from exc
+        shape = "prices must look like {'base': {'input': x, 'output': y}, 'oracle': {...}}"
+        if not isinstance(prices, Mapping) or set(prices) != set(MODELS):
+            raise ValueError(f"{shape}, got {prices!r}")
+        for m in MODELS:
+            if not isinstance(prices[m], Mapping) or set(prices[m]) != {"input", "output"}:
+                raise ValueError(f"{shape}, got {m} = {prices[m]!r}")
+        values = [prices[m][io] for m in MODELS for io in ("input", "output")]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in values):  # "0.02" or true is a typo
+            raise ValueError(f"prices must be numbers, got {prices!r}")
+        values = [float(v) for v in values]
         if any(not np.isfinite(v) or v < 0 for v in values):
             raise ValueError(f"prices must be non-negative numbers, got {values}")
         return cls(*values)

@@ -11,13 +11,14 @@ max_tokens = 200
 engine = "torch"           # torch | vllm
 
 [models]
-base = "toy:base"          # a local HF folder, a hub id, or toy:base / toy:oracle
+base = "toy:base"          # a local HF folder, a hub id, or toy:base / toy:oracle (relative paths: from the current
+                           # folder, else beside this file, as for dataset and a judge head)
 oracle = "toy:oracle"
 
 [prompt]
 template = "{problem}\\n"  # str.format with {problem}; chat = true applies the tokenizer's chat template
 chat = false
-system = ""
+system = ""                # the chat template's system message (chat = true only)
 add_bos = true
 
 [sampling]
@@ -40,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +53,7 @@ from sampling.records import MIN_TEMPERATURE, GuidedConfig, SamplingParams
 from sampling.store import CONFIG_ID_PATTERN
 
 GRID_KEYS = ("c", "k", "tau", "delta", "max_c", "ref_length", "alpha", "every", "base_temperature", "oracle_temperature")
+MAX_CONFIG_ID = 120  # characters; a config id names a folder (file names stop at 255 bytes)
 POLICY_KEYS = {"policy", "id", *GRID_KEYS, "top_p", "head"}
 TOP_KEYS = {"name", "dataset", "problems", "levels", "n", "seed", "max_tokens", "engine", "models", "prompt", "sampling", "configs",
             "engine_options", "cost"}
@@ -182,6 +185,9 @@ def _expand(entry: dict[str, Any], where: str) -> list[dict[str, Any]]:
     for key in ("policy", "id", "head"):
         if key in entry:
             _string(entry[key], f"{where}: {key}")
+    if "head" in entry and not entry["head"].strip():
+        raise ConfigError(f"{where}: head is empty: give \"toy\" or a judge head file, or leave it out for the "
+                          "oracle-probability judge")
     keys = list(grid)
     return [{**entry, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -232,6 +238,9 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
                          + temperature_suffix(entry))
             if config_id in configs:
                 raise ConfigError(f"{place}: duplicate config id {config_id!r}")
+            if len(config_id) > MAX_CONFIG_ID:  # it names the config's folder of shards
+                raise ConfigError(f"{place}: config id {config_id[:40]!r}... has {len(config_id)} characters, at most "
+                                  f"{MAX_CONFIG_ID}: give a shorter id (or saner values)")
             configs[config_id] = config
     if not configs:
         raise ConfigError(f"{where}: no [[configs]]")
@@ -295,14 +304,23 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     prompt = _table(data.get("prompt", {}), f"{source}: [prompt]", {"template", "chat", "system", "add_bos"})
     template = _string(prompt.get("template", "{problem}\n"), f"{source}: [prompt] template")
     marker = "\0study-problem\0"
+    only_problem = f"{source}: [prompt] template may use only the field {{problem}} (write a literal brace as {{{{ or }}}})"
     try:
-        filled = template.format(problem=marker)
-    except (KeyError, IndexError, ValueError) as exc:
-        raise ConfigError(f"{source}: [prompt] template may use only {{problem}} (write a literal brace as {{{{ or }}}}): "
-                          f"{type(exc).__name__}: {exc}") from None
+        fields = [(field, conversion) for _, field, _, conversion in string.Formatter().parse(template) if field is not None]
+        filled = template.format(problem=marker) if all(f == "problem" and c is None for f, c in fields) else None
+    except (KeyError, IndexError, ValueError) as exc:  # a stray brace, a field inside a format spec
+        raise ConfigError(f"{only_problem}: {type(exc).__name__}: {exc}") from None
+    if filled is None:  # {problem.x}, {problem[0]}, {problem!r}, {answer}: not the problem's text
+        odd = [f"{{{f}{'!' + c if c else ''}}}" for f, c in fields if f != "problem" or c is not None]
+        raise ConfigError(f"{only_problem}, without attribute, index or !conversion: got {', '.join(odd)}")
     if marker not in filled:  # "{{problem}}" is a literal "{problem}": the question would never be in the prompt
         raise ConfigError(f"{source}: [prompt] template must contain {{problem}} (where the problem goes; "
                           f"{{{{problem}}}} is the literal text {{problem}}), got {template!r}")
+    chat = _boolean(prompt.get("chat", False), f"{source}: [prompt] chat")
+    system = _string(prompt.get("system", ""), f"{source}: [prompt] system")
+    if system and not chat:
+        raise ConfigError(f"{source}: [prompt] system is a chat template's system message: it needs chat = true "
+                          "(without a chat template, put the instruction in template)")
     engine = data.get("engine", "torch")
     if engine not in ("torch", "vllm"):
         raise ConfigError(f"{source}: engine must be 'torch' or 'vllm', got {engine!r}")
@@ -316,9 +334,7 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     return Experiment(
         name=name, dataset=dataset, models=dict(models),
         configs=configs, n=n, seed=seed, max_tokens=max_tokens, problems=problems, levels=levels, engine=engine,
-        prompt=PromptFormat(template, _boolean(prompt.get("chat", False), f"{source}: [prompt] chat"),
-                            _string(prompt.get("system", ""), f"{source}: [prompt] system"),
-                            _boolean(prompt.get("add_bos", True), f"{source}: [prompt] add_bos")),
+        prompt=PromptFormat(template, chat, system, _boolean(prompt.get("add_bos", True), f"{source}: [prompt] add_bos")),
         engine_options=dict(_table(data.get("engine_options", {}), f"{source}: engine_options")),
         cost=parse_cost(data["cost"], source) if "cost" in data else None, source=source,
     )
@@ -332,7 +348,7 @@ def load_experiment(path: Path) -> Experiment:
     if not path.is_file():
         raise ConfigError(f"experiment config {path} is not a file")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(path.read_text(encoding="utf-8-sig"))  # a byte-order mark (some Windows editors) is skipped
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None
     except UnicodeDecodeError as exc:
@@ -343,6 +359,9 @@ def load_experiment(path: Path) -> Experiment:
     beside = path.parent / experiment.dataset  # a relative dataset file not found from here is read beside the TOML
     if experiment.dataset not in DATASET_NAMES and not Path(experiment.dataset).exists() and beside.is_file():
         experiment.dataset = str(beside)
+    for role, name in experiment.models.items():  # so is a model folder (else the name is a hub id)
+        if not Path(name).exists() and (path.parent / name).is_dir():
+            experiment.models[role] = str(path.parent / name)
     for config_id, config in experiment.configs.items():  # so is a judge head file
         head = config.policy.head
         if head and head != "toy" and not Path(head).exists() and (path.parent / head).is_file():

@@ -91,8 +91,15 @@ def encode_prompt(tokenizer: Any, problem: Problem, prompt: PromptFormat) -> tup
         # (apply_chat_template(tokenize=True) returns a list or a BatchEncoding depending on the transformers
         # version). Templates that print today's date (Llama 3.2) get a fixed one, their own fallback, so
         # a prompt does not depend on the day a block is sampled.
-        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
-                                             date_string=CHAT_DATE_STRING)
+        from jinja2 import TemplateError  # what a template's own raise_exception(...) raises
+
+        try:
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False,
+                                                 date_string=CHAT_DATE_STRING)
+        except TemplateError as exc:  # e.g. Gemma's and older Mistral templates refuse a system message
+            drop = "; drop [prompt] system (put the instruction in the template)" if prompt.system else ""
+            raise ValueError(f"the chat template of {getattr(tokenizer, 'name_or_path', 'the base')!r} refuses the "
+                             f"prompt: {exc}{drop}") from None
     ids = tokenizer.encode(text, add_special_tokens=False)
     if prompt.add_bos and tokenizer.bos_token_id is not None and ids[:1] != [tokenizer.bos_token_id]:
         ids = [tokenizer.bos_token_id] + ids
@@ -306,8 +313,7 @@ def run_experiment(
     prompts = {p.id: encode_prompt(pair.tokenizer, p, experiment.prompt) for p in problems}
     manifest["prompts_sha256"] = prompts_digest(prompts)
     preflight(experiment, pair, prompts, report)
-    if existing is not None:
-        store.check_join(run_dir, manifest)  # refuse a mismatch before an engine starts
+    changes_run = existing is None or store.check_join(run_dir, manifest)  # refuse a mismatch before an engine starts
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
                          blocking["block_size"], blocking["group_size"])
     index, count = shard
@@ -327,7 +333,10 @@ def run_experiment(
     recorded = getattr(engine, "sampling_options", None)  # what defines the samples (vLLM: dtype, ...); checked on resume
     if recorded is not None:
         manifest["engine_options"] = recorded
-    manifest = store.open_run(run_dir, manifest, problems, on_wait=report)
+    if todo or changes_run:
+        manifest = store.open_run(run_dir, manifest, problems, on_wait=report)
+    else:  # a finished run and nothing to add: no lock taken, so a run one may only read is still checked
+        manifest = existing
     todo = [b for b in todo if (b.config_id, b.key) not in store.finished_blocks(run_dir)]  # another shard may have run
     device = device_name(experiment.engine)
     total_samples = sum(b.size for b in todo)

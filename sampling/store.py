@@ -67,8 +67,9 @@ MISMATCH_WHY = {  # what a mismatch of these keys means, where the values alone 
     "prompts_sha256": " (the same prompt settings now give other token ids: the tokenizer or its chat template changed)",
     "engine_options": " (the engine settings that define what is sampled: [engine_options], or a default of this "
                       "machine's such as dtype)",
-    "problems_sha256": " (the problems' ids, texts or answers; if the dataset file did not change, study now reads "
-                       "it otherwise: numbers in answer and id fields are read exactly, 1.0 as 1 and 1e-07 as 0.0000001)",
+    "problems_sha256": " (the problems' ids, texts or answers: other --levels, or an edited dataset file; if the file "
+                       "did not change, study now reads it otherwise: numbers in answer and id fields are read exactly, "
+                       "1.0 as 1 and 1e-07 as 0.0000001)",
 }
 MISMATCH_FIX = {  # what to do instead of a new --out ({old}: the run's value)
     "engine": "Pass --engine {old} to continue it, or use a new --out directory.",
@@ -196,9 +197,28 @@ def check_not_nested(run_dir: Path) -> None:
                               "run's; choose an --out outside it")
 
 
-def check_join(run_dir: Path, manifest: dict[str, Any]) -> None:
-    """Refuse a manifest that does not match the run's (nothing is written; `open_run` checks again)."""
-    _check_compatible(Path(run_dir), read_manifest(Path(run_dir)), manifest)
+def check_join(run_dir: Path, manifest: dict[str, Any]) -> bool:
+    """Refuse a manifest that does not match the run's (nothing is written; `open_run` checks again); whether
+    joining would change the run (new or redefined configs, a new cost section, a missing problems file)."""
+    existing = read_manifest(Path(run_dir))
+    redefined = _check_compatible(Path(run_dir), existing, manifest)
+    return bool(redefined) or _updated(existing, manifest) is not None or not (Path(run_dir) / PROBLEMS).exists()
+
+
+def _updated(existing: dict[str, Any], manifest: dict[str, Any]) -> dict[str, Any] | None:
+    """The run's manifest with the new manifest's new configs (and cost) added; None when nothing is new."""
+    added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
+    # the cost model only says how `study fit` reads the run: a config that gives one updates it
+    new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
+    first_options = "engine_options" in manifest and "engine_options" not in existing  # a run dir from before they were recorded
+    if not (added or new_cost or first_options):
+        return None
+    updated = {**existing, "configs": {**existing["configs"], **added}}
+    if new_cost:
+        updated["cost"] = manifest["cost"]
+    if first_options:
+        updated["engine_options"] = manifest["engine_options"]
+    return updated
 
 
 def _join_run(run_dir: Path, manifest: dict[str, Any], report: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -212,18 +232,11 @@ def _join_run(run_dir: Path, manifest: dict[str, Any], report: Callable[[str], N
             report(f"note: config {config_id!r} was defined otherwise in {run_dir} but has no samples there yet: "
                    f"its new definition replaces the old one{stale}")
         del existing["configs"][config_id]
-    added = {cid: cfg for cid, cfg in manifest["configs"].items() if cid not in existing["configs"]}
-    # the cost model only says how `study fit` reads the run: a config that gives one updates it
-    new_cost = "cost" in manifest and manifest["cost"] != existing.get("cost")
-    first_options = "engine_options" in manifest and "engine_options" not in existing  # a run dir from before they were recorded
-    if added or new_cost or first_options:
-        existing["configs"] = {**existing["configs"], **added}
-        if new_cost:
-            existing["cost"] = manifest["cost"]
-        if first_options:
-            existing["engine_options"] = manifest["engine_options"]
-        write_manifest(run_dir, existing)
-    return existing
+    updated = _updated(existing, manifest)
+    if updated is None:
+        return existing
+    write_manifest(run_dir, updated)
+    return updated
 
 
 def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[str, Any]) -> list[str]:
@@ -242,6 +255,9 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
             why = MISMATCH_WHY.get(key, "")
             if key == "problems_sha256" and existing.get("num_problems") != manifest.get("num_problems"):
                 why = f" ({existing.get('num_problems')} problems, now {manifest.get('num_problems')}: check --problems/--levels)"
+            elif key == "problems_sha256" and existing.get("dataset") != manifest.get("dataset"):
+                why = (f" (the dataset was {existing.get('dataset')!r} and is {manifest.get('dataset')!r} now: files of one name "
+                       "whose problems differ are different datasets, and a run's default --out is named after the file name)")
             fix = MISMATCH_FIX.get(key, "Use a new --out directory.").format(old=old)
             raise RunDirError(
                 f"{run_dir} was sampled with a different {key!r}{why}:\n  existing: {json.dumps(old, sort_keys=True)}\n"
@@ -259,6 +275,10 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
                 continue
             changed[config_id] = ", ".join(f"{k}: {json.dumps(old.get(k))} -> {json.dumps(config.get(k))}"
                                            for k in sorted(set(old) | set(config)) if old.get(k) != config.get(k))
+            temps = _unfinished_only(run_dir, config_id)
+            if temps:
+                changed[config_id] += (f"; its only files are unfinished ones ({', '.join(temps[:3])}): a worker is writing "
+                                       "them, or one was killed mid-write; if no `study sample` runs, remove them")
     if len(changed) == 1:
         (config_id, what), = changed.items()
         raise RunDirError(f"config {config_id!r} in {run_dir} was sampled with other settings ({what}). "
@@ -268,6 +288,12 @@ def _check_compatible(run_dir: Path, existing: dict[str, Any], manifest: dict[st
         raise RunDirError(f"{len(changed)} configs in {run_dir} were sampled with other settings:\n{listed}\n"
                           "Use a new --out directory (or give the changed configs new ids).")
     return unsampled
+
+
+def _unfinished_only(run_dir: Path, config_id: str) -> list[str]:
+    """The config's temp shard files, when they are all it has (else [])."""
+    names = [p.name for p in (Path(run_dir) / SAMPLES_DIR / config_id).iterdir() if p.suffix == ".parquet"]
+    return sorted(names) if all(name.startswith(".tmp-") for name in names) else []
 
 
 def config_has_samples(run_dir: Path, config_id: str) -> bool:

@@ -130,3 +130,13 @@ def test_ctrl_c_while_study_loads_is_one_line() -> None:
     assert done.returncode == 130, done.stderr
     assert done.stderr.strip() == "interrupted while starting: nothing was done"
     assert done.stdout == ""
+
+
+def test_seeds_out_of_range_are_refused_by_name(tmp_path: Path) -> None:
+    """Seeds that torch, numpy or pandas cannot take are refused as --seed, not with the library's traceback."""
+    for args in (["toy", "train", "--seed", str(2**64), "--out", str(tmp_path / "m")],
+                 ["fit", "--counts", str(tmp_path / "c.csv"), "--seed", "-1"],
+                 ["analyze", str(tmp_path), "--seed", str(2**32)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and "--seed" in result.output, (args, result.output)
+    assert not (tmp_path / "m").exists()

@@ -382,6 +382,41 @@ def test_sharded_union_equals_unsharded(reference_run: Path, tmp_path: Path) -> 
     pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
 
 
+def test_a_finished_run_is_checked_without_writing(reference_run: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """Re-running a finished experiment takes no lock and writes nothing (a run one may only read, a stale lock);
+    one that adds something to the run still takes the lock."""
+    import shutil
+
+    from sampling import store as store_module
+
+    run_dir = tmp_path / "copy"
+    shutil.copytree(reference_run, run_dir)
+
+    def no_lock(*args, **kwargs):
+        raise AssertionError("the manifest lock was taken")
+
+    monkeypatch.setattr(store_module, "_manifest_lock", no_lock)
+    assert run_experiment(_experiment(), run_dir, block_size=8, report=lambda _: None).samples_written == 0
+    with pytest.raises(AssertionError, match="lock was taken"):
+        run_experiment(_experiment(cost={"model": "decode"}), run_dir, block_size=8, report=lambda _: None)
+
+
+def test_a_different_dataset_file_of_the_same_name_is_named_as_the_cause(tmp_path: Path) -> None:
+    """math500/test.jsonl and gsm8k/test.jsonl share a name (and a default --out): the refusal names both files."""
+    for folder, answer in (("a", "3"), ("b", "4")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "test.jsonl").write_text(json.dumps({"problem": "Compute 1+2.", "answer": answer}) + "\n")
+    configs = [{"policy": "base"}]
+    run_dir = tmp_path / "run"
+    run_experiment(_experiment(dataset=str(tmp_path / "a" / "test.jsonl"), n=1, configs=configs), run_dir,
+                   report=lambda _: None)
+    with pytest.raises(RunDirError, match=r"different 'problems_sha256' \(the dataset was '.*a/test.jsonl' and is "
+                                          r"'.*b/test.jsonl' now: files of one name whose problems differ"):
+        run_experiment(_experiment(dataset=str(tmp_path / "b" / "test.jsonl"), n=1, configs=configs), run_dir,
+                       report=lambda _: None)
+
+
 def test_changed_config_is_refused_and_new_config_is_added(reference_run: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -546,7 +581,24 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"levels": 3}, r"x.toml: levels must be a list of integers"),
     ({"levels": [1, "2"]}, r"x.toml: levels must be an integer, got '2'"),
     ({"prompt": {"chat": "false"}}, r"\[prompt\] chat must be true or false, got 'false'"),
-    ({"prompt": {"template": "{problem} {x}"}}, r"\[prompt\] template may use only \{problem\}.*KeyError"),
+    ({"prompt": {"template": "{problem} {x}"}}, r"\[prompt\] template may use only the field \{problem\}.*got \{x\}"),
+    ({"prompt": {"template": "{problem.foo}"}}, r"template may use only the field \{problem\}.*without attribute.*\{problem.foo\}"),
+    ({"prompt": {"template": "{problem[0]}"}}, r"template may use only the field \{problem\}.*got \{problem\[0\]\}"),
+    ({"prompt": {"template": "{problem!r}"}}, r"template may use only the field \{problem\}.*got \{problem!r\}"),
+    ({"prompt": {"template": "{problem:{w}}"}}, r"template may use only the field \{problem\}.*KeyError: 'w'"),
+    ({"prompt": {"template": "{problem"}}, r"template may use only the field \{problem\}.*ValueError"),
+    ({"prompt": {"system": "Be brief."}}, r"x.toml: \[prompt\] system is a chat template's system message: it needs chat = true"),
+    ({"configs": [{"policy": "judge", "alpha": 0.2, "k": 2, "max_c": 1, "head": " "}]}, r"#1: head is empty"),
+    ({"configs": [{"policy": "base", "id": "b" * 121}]}, r"#1: config id 'bbbb.*has 121 characters, at most 120"),
+    ({"configs": [{"policy": "random", "c": 1, "k": 10**130}]}, r"#1: config id 'random-c1-k1000.*at most 120"),
+    ({"cost": {"model": "price", "prices": {"base": {"input": "0.02", "output": 1}, "oracle": {"input": 1, "output": 2}}}},
+     r"\[cost\] prices: prices must be numbers"),
+    ({"cost": {"model": "price", "prices": {"base": {"input": 1, "output": True}, "oracle": {"input": 1, "output": 2}}}},
+     r"\[cost\] prices: prices must be numbers"),
+    ({"cost": {"model": "price", "prices": {"base": {"input": 1, "output": 2, "ouput": 3}, "oracle": {"input": 1, "output": 2}}}},
+     r"\[cost\] prices: prices must look like .*got base = .*ouput"),
+    ({"cost": {"model": "price", "prices": {"base": {"input": 1, "output": 2}, "oracle": {"input": 1, "output": 2}, "judge": {}}}},
+     r"\[cost\] prices: prices must look like .*judge"),
     ({"prompt": {"template": "Q: {{problem}}"}}, r"\[prompt\] template must contain \{problem\}.*literal text"),
     ({"prompt": {"template": "Q:"}}, r"\[prompt\] template must contain \{problem\}"),
     ({"configs": [{"policy": "base"}, {"policy": "random", "c": [], "k": 2}]}, r"#2: c is an empty list"),
@@ -588,6 +640,27 @@ def test_config_values_are_type_checked(change: dict, message: str) -> None:
     """Every TOML value has its type checked, naming the file and key: no silent truncation, coercion or ignored key."""
     with pytest.raises(ConfigError, match=message):
         parse_experiment({**SMALL_EXPERIMENT, **change}, "x.toml")
+
+
+def test_relative_paths_in_an_experiment_file_are_read_beside_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model folder, like a dataset file, named relative to the TOML loads from any working folder; a UTF-8
+    byte-order mark (some Windows editors write one) is skipped."""
+    import shutil
+
+    from sampling.config import load_experiment
+    from sampling.models import TOY_MODELS_DIR
+
+    folder = tmp_path / "exp"
+    shutil.copytree(TOY_MODELS_DIR / "base", folder / "models" / "mybase")
+    (folder / "problems.jsonl").write_text('{"problem": "Compute 1+2.", "answer": "3"}\n')
+    (folder / "rel.toml").write_text('\ufeffdataset = "problems.jsonl"\nn = 2\n[models]\nbase = "models/mybase"\n'
+                                     '[[configs]]\npolicy = "base"\n', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    experiment = load_experiment(Path("exp/rel.toml"))
+    assert experiment.models["base"] == str(Path("exp") / "models" / "mybase")
+    assert experiment.dataset == str(Path("exp") / "problems.jsonl")
+    result = run_experiment(experiment, tmp_path / "run", block_size=8, report=lambda _: None)
+    assert result.samples_written == 2
 
 
 def test_unreadable_experiment_files_are_named(tmp_path: Path) -> None:
@@ -704,6 +777,12 @@ def test_chat_prompts_are_the_templates_tokens_with_one_bos(pair) -> None:
     assert tokenizer.decode(ids) == "<bos><system>Be brief.\n<user>Compute 1+2.\nBox it.\n<a>"
     plain = encode_prompt(tokenizer, problem, PromptFormat("{problem}\n", add_bos=True))
     assert list(plain) == [tokenizer.bos_token_id] + tokenizer.encode("Compute 1+2.\n", add_special_tokens=False)
+    tokenizer.chat_template = ("{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                               "{% endif %}{{ bos_token }}{{ messages[-1]['content'] }}")  # as Gemma's template does
+    assert tokenizer.decode(encode_prompt(tokenizer, problem, PromptFormat(chat=True))) == "<bos>Compute 1+2.\n"
+    with pytest.raises(ValueError, match=r"the chat template of .* refuses the prompt: System role not supported; drop "
+                                         r"\[prompt\] system"):
+        encode_prompt(tokenizer, problem, PromptFormat(chat=True, system="Be brief."))
 
 
 def test_chat_templates_that_print_todays_date_get_a_fixed_one(pair) -> None:
@@ -910,6 +989,24 @@ def test_a_config_with_no_samples_yet_may_be_redefined(tmp_path: Path, monkeypat
         run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}, {**first, "k": 3}]), other, block_size=8,
                        report=lambda _: None)
     assert not store_module.config_has_samples(other, "m")
+
+
+def test_a_config_with_only_a_killed_workers_temp_file_names_it(tmp_path: Path) -> None:
+    """A redefinition refused because of a temp shard (a worker writing, or one killed mid-write) says so."""
+    run_dir = tmp_path / "run"
+    margin = {"policy": "margin", "delta": 0.3, "k": 2, "max_c": 2, "id": "m"}
+    run_experiment(_experiment(problems=1, n=1, configs=[{"policy": "base"}]), run_dir, block_size=8, report=lambda _: None)
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    from sampling import store as store_module
+
+    recorded = config_manifest(_experiment(problems=1, n=1, configs=[margin]))["m"]
+    store_module.write_manifest(run_dir, {**manifest, "configs": {**manifest["configs"], "m": recorded}})
+    (run_dir / "samples" / "m").mkdir()
+    (run_dir / "samples" / "m" / ".tmp-0a1b-g00000-c000.parquet").write_bytes(b"PAR1")
+    with pytest.raises(RunDirError, match=r"config 'm' .* other settings \(k: 2 -> 3; its only files are unfinished ones "
+                                          r"\(.tmp-0a1b-g00000-c000.parquet\).*remove them"):
+        run_experiment(_experiment(problems=1, n=1, configs=[{**margin, "k": 3}]), run_dir, block_size=8,
+                       report=lambda _: None)
 
 
 def test_grades_of_a_redefined_configs_old_samples_are_refused(tmp_path: Path) -> None:

@@ -72,7 +72,7 @@ def train(
     model: str = typer.Option("both", "--model", help="base, oracle or both."),
     out: Path = typer.Option(MODELS_DIR, "--out", help="Folder that receives base/ and oracle/ (default: the shipped "
                              "models, which are overwritten).", show_default=False),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", min=-(2**63), max=2**63 - 1, help="torch's seed range: a 64-bit integer."),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads; the shipped weights used 1 (float results depend on it)."),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Override the schedule's step count (for quick tries)."),
     eval_every: int = typer.Option(0, "--eval-every", min=0, help="Every N steps: log pass@1 of one sample on 100 held-out problems."),
