@@ -128,6 +128,10 @@ def collect_tokens(
     if len(wrong) > max_samples:
         wrong = wrong.sample(max_samples, random_state=seed)
     pair = load_pair(manifest["models"]["base"]["path"], manifest["models"]["oracle"]["path"])
+    for role, recorded in manifest["models"].items():  # e.g. `study toy train` has overwritten the shipped pair since
+        if isinstance(recorded, dict) and "sha256" in recorded and pair.manifest[role]["sha256"] != recorded["sha256"]:
+            raise AnalysisError(f"{run_dir}: the {role} model at {recorded['path']} is not the one the run was sampled "
+                                "with (its weights or config changed): rescoring would measure another model")
     tokenizer, prompt_format = pair.tokenizer, PromptFormat(**manifest["prompt"])
     prompts = {pid: encode_prompt(tokenizer, problem, prompt_format) for pid, problem in problems.items()}
     if "prompts_sha256" in manifest and prompts_digest(prompts) != manifest["prompts_sha256"]:
@@ -205,6 +209,16 @@ def previous_analysis(out: Path, name: str, summary: dict[str, Any]) -> str | No
             f"`study analyze` with the earlier settings writes it again")
 
 
+def _remove_analysis(out: Path, name: str) -> bool:
+    """Remove the analysis files of one config and locator (`first_wrong_{tokens,auc,summary,hist,roc}_NAME.*`)."""
+    kinds = ("tokens", "auc", "summary", "hist", "roc")
+    files = [p for kind in kinds for p in out.glob(f"first_wrong_{kind}_*")
+             if p.name[:-len(p.suffix)] == f"first_wrong_{kind}_{name}"]  # not NAME.rollout's files
+    for path in files:
+        path.unlink(missing_ok=True)
+    return bool(files)
+
+
 def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_boot: int = 500, seed: int = 0,
                 progress: Callable[[int, int], None] | None = None, locator: str = "auto",
                 grader: str | None = None) -> tuple[pd.DataFrame, dict[str, int], Path]:
@@ -220,18 +234,21 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
     locator = counts["locator"]  # resolved (auto: the dataset's default)
     if counts["samples"] == 0:
         raise AnalysisError(f"{run_dir} has no {config!r} samples yet (see `study status {run_dir}`)")
-    if counts["wrong"] == 0:
+    out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
+    name = config if locator == default_locator(read_manifest(run_dir)) else f"{config}.{locator}"
+    if counts["wrong"] == 0:  # an earlier analysis (before a regrade) is of samples no longer wrong
+        removed = " (removed its earlier analysis, of samples graded wrong before)" if _remove_analysis(out, name) else ""
         raise NothingWrong(f"all {counts['samples']:,} {config!r} samples in {run_dir} are correct "
-                           f"({counts['grader']} grades): no first wrong token to analyse")
+                           f"({counts['grader']} grades): no first wrong token to analyse{removed}")
     if counts["analysed"] == 0:
+        subset = (f" of the {counts['selected']:,} chosen by --max-samples {max_samples} (a larger one may find some)"
+                  if counts["selected"] < counts["wrong"] else "")
         raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir} "
-                            f"({counts['wrong']:,} wrong: {counts['no_wrong_token']:,} without a located wrong token, "
-                            f"{counts['first_wrong_by_oracle']:,} first wrong in an oracle segment)")
+                            f"({counts['wrong']:,} wrong{subset}: {counts['no_wrong_token']:,} without a located wrong "
+                            f"token, {counts['first_wrong_by_oracle']:,} first wrong in an oracle segment)")
     counts["problems"] = int(tokens["problem_id"].nunique())
     table = auc_table(tokens, n_boot=n_boot, seed=seed)
-    out = Path(run_dir) / FIT_DIR / ANALYSIS_DIR
     out.mkdir(parents=True, exist_ok=True)
-    name = config if locator == default_locator(read_manifest(run_dir)) else f"{config}.{locator}"
     summary = {**counts, "max_samples": max_samples, "seed": seed, "n_boot": n_boot}
     counts["replaced"] = previous_analysis(out, name, summary)
     tokens.to_parquet(out / f"first_wrong_tokens_{name}.parquet")

@@ -28,6 +28,7 @@ def analyze(
     from fit.counts import CountsError
     from fit.report import auc_cell
     from fit.rundir import choose_grader
+    from sampling.models import ModelError
     from sampling.store import RunDirError
 
     try:
@@ -43,7 +44,7 @@ def analyze(
     except NothingWrong as exc:
         console.print(f"note: {exc}")
         return
-    except (AnalysisError, RunDirError, CountsError) as exc:
+    except (AnalysisError, RunDirError, CountsError, ModelError) as exc:
         print_error(str(exc))
         raise typer.Exit(2) from None
     result = Table(title=f"first wrong token vs earlier base tokens — {config}, {counts['analysed']} wrong samples "

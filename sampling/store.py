@@ -341,6 +341,8 @@ def _identity(key: str, value: Any) -> Any:
     dataset file by its name, not the path it was reached by (its problems are compared by digest)."""
     if key == "dataset" and isinstance(value, str) and value not in DATASET_NAMES:
         return Path(value).name
+    if key == "prompt" and isinstance(value, dict) and not value.get("chat"):  # a system message applies only to chat
+        return {k: v for k, v in value.items() if k != "system"}  # (runs made when it was ignored recorded one)
     if key != "models" or not isinstance(value, dict):
         return value
     return {role: {k: v for k, v in model.items() if k not in ("name", "path")} if isinstance(model, dict) else model

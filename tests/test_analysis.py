@@ -189,6 +189,32 @@ def test_analysis_refuses_prompts_that_encode_differently_from_the_run(toy_run: 
         analyze_run(run_dir, "base", max_samples=5, n_boot=5)
 
 
+def test_analysis_refuses_models_other_than_the_runs(toy_run: Path, tmp_path: Path) -> None:
+    """Rescoring with other weights (e.g. `study toy train` overwrote the shipped pair) would measure another model:
+    refused, naming it; a model folder that is gone is a one-line error of `study analyze`."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from experiments.cli import app
+    from sampling.models import TOY_MODELS_DIR
+
+    run_dir = tmp_path / "swapped"
+    shutil.copytree(toy_run, run_dir, ignore=shutil.ignore_patterns("_fit"))
+    shutil.copytree(TOY_MODELS_DIR / "oracle", tmp_path / "fakebase")
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    manifest["models"]["base"]["path"] = str(tmp_path / "fakebase")
+    (run_dir / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AnalysisError, match=r"the base model at .*fakebase is not the one the run was sampled with"):
+        analyze_run(run_dir, "base", max_samples=5, n_boot=5)
+    manifest["models"]["base"]["path"] = str(tmp_path / "gone")
+    (run_dir / "_manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, ["analyze", str(run_dir), "--max-samples", "5", "--boot", "5"])
+    assert result.exit_code == 2 and "model folder not found" in result.output, result.output
+    assert not (run_dir / "_fit").exists()
+
+
 def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -> None:
     from experiments.analyze import collect_tokens
     from experiments.toy.judge_train import fit_logistic, train_judge_head
@@ -296,6 +322,10 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     for locator in ("exact", "rollout"):  # nothing wrong is a note, not a failure (a pipeline goes on)
         result = CliRunner().invoke(app, ["analyze", str(run_dir), "--locator", locator, "--boot", "10"])
         assert result.exit_code == 0 and "'base' samples in" in result.output and "are correct" in result.output, result.output
+        assert "removed its earlier analysis" in " ".join(result.output.split())  # of samples no longer wrong
+    assert not [p for p in out.glob("first_wrong_*") if "_base." in p.name]  # both analyses' files: no stale one shown
+    result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10"])
+    assert result.exit_code == 0 and "Config `base`" not in (run_dir / "_fit" / "report.md").read_text()
     few = tmp_path / "few"  # a copy: the shared run's analysis files stay as they are
     shutil.copytree(toy_run, few)
     result = CliRunner().invoke(app, ["analyze", str(few), "--max-samples", "3", "--boot", "10"])

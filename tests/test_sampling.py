@@ -396,6 +396,9 @@ def test_a_finished_run_is_checked_without_writing(reference_run: Path, tmp_path
     def no_lock(*args, **kwargs):
         raise AssertionError("the manifest lock was taken")
 
+    manifest = json.loads((run_dir / "_manifest.json").read_text())
+    manifest["prompt"]["system"] = "Be brief."  # recorded by a version that ignored a system message without chat
+    store_module.write_manifest(run_dir, manifest)
     monkeypatch.setattr(store_module, "_manifest_lock", no_lock)
     assert run_experiment(_experiment(), run_dir, block_size=8, report=lambda _: None).samples_written == 0
     with pytest.raises(AssertionError, match="lock was taken"):
