@@ -99,13 +99,9 @@ def timing_note(run_dir: str | Path) -> str:
 
 def incomplete_note(run_dir: str | Path) -> str | None:
     """A note naming the configs whose sampling is unfinished (None when every planned block is done)."""
-    from sampling.status import block_progress
+    from sampling.status import unfinished_configs
 
-    try:
-        progress = block_progress(Path(run_dir))
-    except RunDirError:  # a run dir written by another tool: no plan to compare with
-        return None
-    unfinished = [f"{config} ({done:,}/{total:,})" for config, (done, total, _, _) in progress.items() if done < total]
+    unfinished = unfinished_configs(Path(run_dir))
     if not unfinished:
         return None
     return (f"the run is still incomplete: {', '.join(unfinished)} samples drawn; fits and comparisons use what is "

@@ -58,3 +58,12 @@ def run_status(run_dir: Path) -> list[ConfigStatus]:
     timings = store.config_timings(Path(run_dir))
     return [ConfigStatus(config, *progress, *timings.get(config, (0, 0.0)))
             for config, progress in block_progress(run_dir).items()]
+
+
+def unfinished_configs(run_dir: Path) -> list[str]:
+    """'CONFIG (done/planned)' for each config whose sampling is unfinished ([] for a run dir without a sampling plan)."""
+    try:
+        progress = block_progress(Path(run_dir))
+    except store.RunDirError:  # a run dir written by another tool: no plan to compare with
+        return []
+    return [f"{config} ({done:,}/{total:,})" for config, (done, total, _, _) in progress.items() if done < total]

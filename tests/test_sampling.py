@@ -527,6 +527,8 @@ def test_status_counts_blocks_and_estimates_the_time_left(reference_run: Path, t
     notes = fit_run_dir(run_dir).notes
     assert any(n.startswith("the run is still incomplete: base (0/20), oracle (") for n in notes), notes
     assert not any("incomplete" in n for n in fit_run_dir(reference_run).notes)
+    result = CliRunner().invoke(app, ["verify", str(run_dir)])  # verify says so too
+    assert result.exit_code == 0 and "note: the run is still incomplete: base (0/20), oracle (" in result.output, result.output
 
 
 def test_cost_section_is_recorded_and_is_fits_default(reference_run: Path, tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ def _verify_run(
     """Grade a run dir and print the per-config summary."""
     from verify.progress import table_console
     from verify.run_grades import GradingInterrupted, RunDirError, grade_run_with_stats, grades_dir
+    from sampling.status import unfinished_configs
     from verify.tables import summarize_grades
 
     if run_dir.is_file():
@@ -136,6 +137,10 @@ def _verify_run(
     console.print(_run_table(summarize_grades(grades), grader))
     if by is not None:
         console.print(_breakdown_table(grades, run_dir, by))
+    unfinished = unfinished_configs(run_dir)
+    if unfinished:
+        console.print(f"note: the run is still incomplete: {', '.join(unfinished)} samples drawn; these are the "
+                      f"grades of those drawn so far (see `study status {run_dir}`)")
 
 
 def _fraction(part: int, whole: int, style: str) -> str:
