@@ -95,6 +95,13 @@ class NothingWrong(AnalysisError):
     """Every sample of the config is correct: nothing to analyse (not a failure)."""
 
 
+def _model_location(recorded: dict[str, Any]) -> str:
+    """Where to load a run's model from: the folder it was sampled from, else its name (toy:base, a hub id) when the
+    run dir has moved to another checkout or machine (its sha256 is checked after loading either way)."""
+    path = recorded.get("path")
+    return path if path and Path(path).exists() else recorded.get("name") or path
+
+
 def collect_tokens(
     run_dir: Path, config: str = "base", max_samples: int = 1000, seed: int = 0,
     progress: Callable[[int, int], None] | None = None, with_hidden: bool = False, locator: str = "auto",
@@ -127,7 +134,7 @@ def collect_tokens(
     wrong = samples[samples.correct == False]  # noqa: E712  (NaN = ungraded is excluded)
     if len(wrong) > max_samples:
         wrong = wrong.sample(max_samples, random_state=seed)
-    pair = load_pair(manifest["models"]["base"]["path"], manifest["models"]["oracle"]["path"])
+    pair = load_pair(*(_model_location(manifest["models"][role]) for role in ("base", "oracle")))
     for role, recorded in manifest["models"].items():  # e.g. `study toy train` has overwritten the shipped pair since
         if isinstance(recorded, dict) and "sha256" in recorded and pair.manifest[role]["sha256"] != recorded["sha256"]:
             raise AnalysisError(f"{run_dir}: the {role} model at {recorded['path']} is not the one the run was sampled "

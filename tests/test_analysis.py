@@ -191,7 +191,7 @@ def test_analysis_refuses_prompts_that_encode_differently_from_the_run(toy_run: 
 
 def test_analysis_refuses_models_other_than_the_runs(toy_run: Path, tmp_path: Path) -> None:
     """Rescoring with other weights (e.g. `study toy train` overwrote the shipped pair) would measure another model:
-    refused, naming it; a model folder that is gone is a one-line error of `study analyze`."""
+    refused, naming it; a model folder that is gone is read by its name (a moved run dir), else a one-line error."""
     import json
     import shutil
 
@@ -208,11 +208,15 @@ def test_analysis_refuses_models_other_than_the_runs(toy_run: Path, tmp_path: Pa
     (run_dir / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(AnalysisError, match=r"the base model at .*fakebase is not the one the run was sampled with"):
         analyze_run(run_dir, "base", max_samples=5, n_boot=5)
-    manifest["models"]["base"]["path"] = str(tmp_path / "gone")
+    manifest["models"]["base"].update(path=str(tmp_path / "gone"), name=str(tmp_path / "gone"))
     (run_dir / "_manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(app, ["analyze", str(run_dir), "--max-samples", "5", "--boot", "5"])
     assert result.exit_code == 2 and "model folder not found" in result.output, result.output
     assert not (run_dir / "_fit").exists()
+    manifest["models"]["base"]["name"] = "toy:base"  # a run dir moved from another checkout: loaded by its name
+    (run_dir / "_manifest.json").write_text(json.dumps(manifest))
+    _, counts, _ = analyze_run(run_dir, "base", max_samples=5, n_boot=5)
+    assert counts["analysed"] > 0
 
 
 def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -> None:
