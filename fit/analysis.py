@@ -117,11 +117,13 @@ def ci_list(boot: np.ndarray | None, level: float) -> list[float | None]:
 
 def anchored(model: np.ndarray, model_end: np.ndarray, empirical_end: np.ndarray) -> np.ndarray:
     """A fitted coverage curve scaled in −log space to pass through the empirical endpoint: model^r with
-    r = log(empirical_end) / log(model_end); where r is undefined (a saturated fit) the model is kept."""
+    r = log(empirical_end) / log(model_end); an empirical endpoint of 0 (a replicate that drew no solved
+    problem) stays 0 wherever the model is known; where r is undefined (a saturated fit) the model is kept."""
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = np.log(empirical_end) / np.log(model_end)
         out = np.exp(np.log(model) * ratio)
-    return np.where(np.isfinite(ratio) & np.isfinite(out), out, model)
+    kept = np.where(np.isfinite(ratio) & np.isfinite(out), out, model)
+    return np.where((empirical_end == 0) & np.isfinite(model), 0.0, kept)
 
 
 @dataclass
@@ -283,8 +285,9 @@ class GroupFit:
         At a sampled k where every problem's pass@k is 0 or 1 (k = n; problems always or never
         solved) the bootstrap of a proportion under-covers (it collapses to [1, 1] when all are
         solved), so the interval is Wilson's. Past min(n) the fit's replicates give the interval,
-        except when every problem is solved by then: resampling them says [1, 1], so coverage@n's
-        Wilson low holds on (coverage only grows with k) and the interval has no step at n.
+        never below coverage@n's Wilson low where that is a share (coverage only grows with k; replicates
+        that drew no solved problem stay at 0), and when every problem is solved by then, resampling them
+        says [1, 1], so coverage@n's Wilson low holds on and the interval has no step at n.
         """
         lo, hi = lo.copy(), hi.copy()
         sampled = (ks <= self.n_min) & (ks == np.round(ks)) & (ks >= 1)
@@ -296,6 +299,10 @@ class GroupFit:
                 if share:
                     lo[i], hi[i] = proportion_ci(int(column.sum()), len(column), level)
         past = ks > self.n_min
+        at_n = curves.coverage_matrix(self.n, self.c, np.array([float(self.n_min)]))[:, 0]
+        if past.any() and np.all((at_n == 0) | (at_n == 1)):
+            floor = proportion_ci(int(at_n.sum()), len(at_n), level)[0]
+            lo = np.where(past & np.isfinite(lo), np.fmax(lo, floor), lo)
         if past.any() and self.cov[-1] >= 1.0:  # also where the saturated fits gave no replicates
             floor = proportion_ci(len(self.n), len(self.n), level)[0]
             lo, hi = np.where(past, np.fmin(lo, floor), lo), np.where(past, 1.0, hi)

@@ -260,8 +260,10 @@ def compare(curves_by_name: dict[str, ComputeCurve], references: dict[str, str],
                 for i, b in enumerate(budgets):
                     if np.isnan(bcov[i]):
                         note = f"{name}'s coverage at a budget is unknown (no fit beyond its n)"
+                    elif bcov[i] <= 0:  # nothing to match: what would the reference need for coverage 0?
+                        note = f"{name} has coverage 0 at a budget: no coverage to match"
                     else:
-                        note = _reach_note(ref_name, k_r[i], f"the coverage {name} has at a budget") if bcov[i] > 0 else None
+                        note = _reach_note(ref_name, k_r[i], f"the coverage {name} has at a budget")
                     block["budgets"][_budget_key(b, budgets)] = _entry(
                         bm[i], bmb[:, i], bex[i], level, _unreached(np.where(np.isnan(bmb[:, i]), np.nan, 0.0), bmb[:, i]),
                         coverage=json_float(bcov[i]), note=note)

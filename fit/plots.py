@@ -395,10 +395,11 @@ def all_plots(run: FitRun, out_dir: str | Path) -> dict[str, list[Path]]:
               "ck_heatmap": ck_heatmaps, "coverage_by_level": coverage_by_level,
               "cost_breakdown": cost_breakdown}
     out = {}
-    for name, make in makers.items():
-        paths = make(run, out_dir)
-        if paths:
-            out[name] = paths
+    with plt.rc_context({"text.parse_math": False}):  # group names are text: "$5_to_$10" is not mathtext
+        for name, make in makers.items():
+            paths = make(run, out_dir)
+            if paths:
+                out[name] = paths
     written = {p.resolve() for paths in out.values() for p in paths}
     ours = re.compile(rf"^({'|'.join(makers)})(_\d+)?\.(png|svg)$")  # the names `_save` writes (pages: _2, _3, ...)
     for stale in (p for p in out_dir.glob("*") if ours.match(p.name) and p.resolve() not in written):

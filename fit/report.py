@@ -134,8 +134,8 @@ def _md_table(rows: list[dict[str, str]]) -> str:
 
 
 def _cell(text: str) -> str:
-    """A Markdown table cell: a '|' in a name must not end the cell."""
-    return str(text).replace("|", "\\|")
+    """A Markdown table cell: a '|' in a name must not end the cell, nor a '$' start math (GitHub renders $…$)."""
+    return str(text).replace("|", "\\|").replace("$", "\\$")
 
 
 def extrapolation_methods(doc: dict[str, Any]) -> str:

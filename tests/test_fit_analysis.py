@@ -170,6 +170,24 @@ def test_coverage_at_a_sampled_k_that_is_a_share_of_problems_has_the_wilson_inte
     assert normal["low"] == pytest.approx(groups["normal"].to_json()["coverage@n"]["low"])
 
 
+def test_replicates_that_drew_no_solved_problem_stay_at_zero_past_n() -> None:
+    """One solved problem of 10: many bootstrap replicates draw none. Anchored to their own empirical endpoint (0),
+    they stay 0 past n instead of falling back to the unanchored fit (which had lifted the CI's low to a made-up
+    0.032); the low past n is then coverage@n's Wilson low (coverage only grows with k), not below it."""
+    from verify.metrics import proportion_ci
+
+    counts = validate_counts(_frame("rare", 100, [5, *[0] * 9]), "test")
+    g = fit_groups(counts, FitOptions(n_boot=200))["rare"]
+    _, boot, _, _ = g.curve(np.array([100.0, 1000.0, 10000.0]))
+    none_solved = boot[:, 0] == 0
+    assert 0.1 < none_solved.mean() < 0.9
+    assert np.all(boot[none_solved, 1:] == 0.0) and np.all(boot[~none_solved, 1:] > 0)
+    wilson_low = proportion_ci(1, 10)[0]
+    pred = g.predict([1000, 10000])
+    assert pred["1000"]["low"] == pytest.approx(wilson_low) == pred["10000"]["low"]
+    assert pred["1000"]["coverage"] > 0.1 and pred["1000"]["high"] > pred["1000"]["coverage"]
+
+
 def test_a_group_with_no_successes_is_bounded_by_coverage_at_n_from_n_on(groups) -> None:
     """No success at all: at k = n the bound is coverage@n's Wilson interval (a share of problems), and past n the
     rule of three once it is larger; its replicates past n stay unknown (a fit of no successes says nothing of

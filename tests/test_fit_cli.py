@@ -211,10 +211,11 @@ def test_report_headers_keep_close_targets_apart_and_undefined_aucs_say_why(app:
 
 
 def test_warnings_are_listed_once_and_names_with_bars_keep_the_tables_whole(app: typer.Typer, tmp_path: Path) -> None:
-    """A warning shared by many groups is printed once with the groups; a '|' in a name is escaped in Markdown."""
+    """A warning shared by many groups is printed once with the groups; a '|' in a name is escaped in Markdown, and
+    so is a '$' (two of them are GitHub math in Markdown, and matplotlib mathtext that failed every plot)."""
     rng = np.random.default_rng(0)
-    frames = [pd.DataFrame({"config": f"c|{i}", "problem": np.arange(4), "n": 30, "correct": rng.binomial(30, 0.3, 4),
-                            "cost_per_sample": 1.0}) for i in range(5)]
+    frames = [pd.DataFrame({"config": f"c|{i}" if i else "$5_to_$10", "problem": np.arange(4), "n": 30,
+                            "correct": rng.binomial(30, 0.3, 4), "cost_per_sample": 1.0}) for i in range(5)]
     path = tmp_path / "few.csv"
     pd.concat(frames).to_csv(path, index=False)
     res = _invoke(app, "report", "--counts", path, "--boot", 20, "--out", tmp_path / "rep")
@@ -222,7 +223,8 @@ def test_warnings_are_listed_once_and_names_with_bars_keep_the_tables_whole(app:
     assert res.output.count("only 4 problems") == 1 and "and 2 more groups" in res.output
     text = (tmp_path / "rep" / "report.md").read_text()
     assert text.count("only 4 problems") == 1
-    assert "| c\\|0 |" in text and "| c|0 |" not in text
+    assert "| c\\|1 |" in text and "| c|1 |" not in text
+    assert "| \\$5_to_\\$10 |" in text and (tmp_path / "rep" / "plots" / "coverage_vs_k.png").is_file()
 
 
 def test_plots_of_an_earlier_call_that_no_longer_apply_are_removed(app: typer.Typer, tmp_path: Path) -> None:

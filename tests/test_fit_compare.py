@@ -202,6 +202,21 @@ def test_a_curve_that_never_reaches_a_target_gives_zero_or_infinite_multipliers(
     assert "- low does not reach 0.95 within 10^6× its n (rows `low`, `high`)" in text
 
 
+def test_a_budget_where_the_config_has_coverage_0_says_so() -> None:
+    """A config that solves nothing has no coverage to match at any budget: its budget cells are null with a note
+    (the report lists it under the cells without a finite multiplier), not a bare null."""
+    from fit.report import _multiplier_tables
+
+    zero = _plateau_curve("zero", np.zeros(100), 0.0)
+    base = _plateau_curve("base", np.full(100, 0.9), 0.9)
+    out = compare.compare({"base": base, "zero": zero}, {"base": "base"}, targets=(0.5,), budgets=[1.0, 10.0])
+    for cell in out["configs"]["zero"]["vs_base"]["budgets"].values():
+        assert cell["multiplier"] is None and cell["coverage"] == 0.0
+        assert cell["note"] == "zero has coverage 0 at a budget: no coverage to match"
+    text = "\n".join(_multiplier_tables({"comparison": {**out, "cost_unit": "FLOPs"}}))
+    assert text.count("- zero has coverage 0 at a budget: no coverage to match (row `zero`)") == 1
+
+
 def test_budgets_that_round_alike_keep_distinct_keys(scaled: dict[str, compare.ComputeCurve]) -> None:
     """Budgets equal to 6 significant digits are keyed with more digits instead of overwriting each other."""
     budgets = [10.0, 10.0000001]
