@@ -134,10 +134,12 @@ def collect_tokens(
     wrong = samples[samples.correct == False]  # noqa: E712  (NaN = ungraded is excluded)
     if len(wrong) > max_samples:
         wrong = wrong.sample(max_samples, random_state=seed)
-    pair = load_pair(*(_model_location(manifest["models"][role]) for role in ("base", "oracle")))
-    for role, recorded in manifest["models"].items():  # e.g. `study toy train` has overwritten the shipped pair since
-        if isinstance(recorded, dict) and "sha256" in recorded and pair.manifest[role]["sha256"] != recorded["sha256"]:
-            raise AnalysisError(f"{run_dir}: the {role} model at {recorded['path']} is not the one the run was sampled "
+    locations = {role: _model_location(manifest["models"][role]) for role in ("base", "oracle")}
+    pair = load_pair(locations["base"], locations["oracle"])
+    for role, location in locations.items():  # e.g. `study toy train` has overwritten the shipped pair since
+        recorded = manifest["models"][role].get("sha256")
+        if recorded is not None and pair.manifest[role]["sha256"] != recorded:
+            raise AnalysisError(f"{run_dir}: the {role} model at {location} is not the one the run was sampled "
                                 "with (its weights or config changed): rescoring would measure another model")
     tokenizer, prompt_format = pair.tokenizer, PromptFormat(**manifest["prompt"])
     prompts = {pid: encode_prompt(tokenizer, problem, prompt_format) for pid, problem in problems.items()}
