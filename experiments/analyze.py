@@ -96,10 +96,20 @@ class NothingWrong(AnalysisError):
 
 
 def _model_location(recorded: dict[str, Any]) -> str:
-    """Where to load a run's model from: the folder it was sampled from, else its name (toy:base, a hub id) when the
-    run dir has moved to another checkout or machine (its sha256 is checked after loading either way)."""
-    path = recorded.get("path")
-    return path if path and Path(path).exists() else recorded.get("name") or path
+    """Where to load a run's model from: the folder it was sampled from, or its name (toy:base) when that folder is
+    gone or holds other weights now (a run dir moved to another checkout; the old checkout's models retrained)."""
+    from sampling.models import ModelError, fingerprint, resolve_model
+
+    path, name = recorded.get("path"), recorded.get("name")
+    candidates = [c for c in (path, name) if c]
+    for candidate in candidates:  # the first local folder with the recorded weights
+        try:
+            folder = resolve_model(candidate)
+        except ModelError:
+            continue
+        if Path(folder).is_dir() and fingerprint(folder) == recorded.get("sha256"):
+            return candidate
+    return path if path and Path(path).exists() else name or path  # load_pair names what is missing; the check, what differs
 
 
 def collect_tokens(

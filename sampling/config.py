@@ -307,11 +307,11 @@ def parse_experiment(data: dict[str, Any], source: str) -> Experiment:
     only_problem = f"{source}: [prompt] template may use only the field {{problem}} (write a literal brace as {{{{ or }}}})"
     try:
         fields = [(field, conversion) for _, field, _, conversion in string.Formatter().parse(template) if field is not None]
-        filled = template.format(problem=marker) if all(f == "problem" and c is None for f, c in fields) else None
+        filled = template.format(problem=marker) if all(f == "problem" and c in (None, "s") for f, c in fields) else None
     except (KeyError, IndexError, ValueError) as exc:  # a stray brace, a field inside a format spec
         raise ConfigError(f"{only_problem}: {type(exc).__name__}: {exc}") from None
     if filled is None:  # {problem.x}, {problem[0]}, {problem!r}, {answer}: not the problem's text
-        odd = [f"{{{f}{'!' + c if c else ''}}}" for f, c in fields if f != "problem" or c is not None]
+        odd = [f"{{{f}{'!' + c if c else ''}}}" for f, c in fields if f != "problem" or c not in (None, "s")]
         raise ConfigError(f"{only_problem}, without attribute, index or !conversion: got {', '.join(odd)}")
     if marker not in filled:  # "{{problem}}" is a literal "{problem}": the question would never be in the prompt
         raise ConfigError(f"{source}: [prompt] template must contain {{problem}} (where the problem goes; "

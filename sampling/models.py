@@ -25,7 +25,7 @@ def resolve_model(name: str) -> str:
     if looks_local and not Path(name).expanduser().is_dir():
         raise ModelError(f"model folder not found: {name} (looked at {Path(name).expanduser().resolve()}); "
                          "a hub id looks like org/name")
-    return str(Path(name).expanduser()) if looks_local else name
+    return str(Path(name).expanduser().resolve()) if looks_local else name  # absolute: the run records where it was
 
 
 def fingerprint(name_or_path: str) -> str:

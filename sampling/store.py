@@ -227,8 +227,8 @@ def _join_run(run_dir: Path, manifest: dict[str, Any], report: Callable[[str], N
     redefined = _check_compatible(run_dir, existing, manifest)
     for config_id in redefined:
         if report is not None:
-            stale = (f"; grades of its old samples are stale: run `study verify {run_dir} --regrade` once it is sampled"
-                     if (run_dir / GRADES_DIR).is_dir() else "")
+            stale = (f"; if its old samples were graded, `study verify {run_dir} --regrade` grades the new ones once "
+                     "they are drawn" if (run_dir / GRADES_DIR).is_dir() else "")
             report(f"note: config {config_id!r} was defined otherwise in {run_dir} but has no samples there yet: "
                    f"its new definition replaces the old one{stale}")
         del existing["configs"][config_id]

@@ -191,7 +191,8 @@ def test_analysis_refuses_prompts_that_encode_differently_from_the_run(toy_run: 
 
 def test_analysis_refuses_models_other_than_the_runs(toy_run: Path, tmp_path: Path) -> None:
     """Rescoring with other weights (e.g. `study toy train` overwrote the shipped pair) would measure another model:
-    refused, naming it; a model folder that is gone is read by its name (a moved run dir), else a one-line error."""
+    refused, naming it; a model folder that is gone or holds other weights is read by its name (a moved run dir),
+    else a missing one is a one-line error."""
     import json
     import shutil
 
@@ -204,19 +205,20 @@ def test_analysis_refuses_models_other_than_the_runs(toy_run: Path, tmp_path: Pa
     shutil.copytree(toy_run, run_dir, ignore=shutil.ignore_patterns("_fit"))
     shutil.copytree(TOY_MODELS_DIR / "oracle", tmp_path / "fakebase")
     manifest = json.loads((run_dir / "_manifest.json").read_text())
-    manifest["models"]["base"]["path"] = str(tmp_path / "fakebase")
+    manifest["models"]["base"].update(path=str(tmp_path / "fakebase"), name=str(tmp_path / "fakebase"))
     (run_dir / "_manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(AnalysisError, match=r"the base model at .*fakebase is not the one the run was sampled with"):
         analyze_run(run_dir, "base", max_samples=5, n_boot=5)
+    held = dict(manifest["models"]["base"])
     manifest["models"]["base"].update(path=str(tmp_path / "gone"), name=str(tmp_path / "gone"))
     (run_dir / "_manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(app, ["analyze", str(run_dir), "--max-samples", "5", "--boot", "5"])
     assert result.exit_code == 2 and "model folder not found" in result.output, result.output
     assert not (run_dir / "_fit").exists()
-    manifest["models"]["base"]["name"] = "toy:base"  # a run dir moved from another checkout: loaded by its name
-    (run_dir / "_manifest.json").write_text(json.dumps(manifest))
-    _, counts, _ = analyze_run(run_dir, "base", max_samples=5, n_boot=5)
-    assert counts["analysed"] > 0
+    for recorded in (held, manifest["models"]["base"]):  # the folder holds other weights now, or is gone (a run dir
+        manifest["models"]["base"] = {**recorded, "name": "toy:base"}  # moved from another checkout): read by name
+        (run_dir / "_manifest.json").write_text(json.dumps(manifest))
+        assert analyze_run(run_dir, "base", max_samples=5, n_boot=5)[1]["analysed"] > 0
 
 
 def test_learned_judge_head_trains_and_drives_the_judge_policy(tmp_path: Path) -> None:

@@ -589,7 +589,7 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"prompt": {"template": "{problem} {x}"}}, r"\[prompt\] template may use only the field \{problem\}.*got \{x\}"),
     ({"prompt": {"template": "{problem.foo}"}}, r"template may use only the field \{problem\}.*without attribute.*\{problem.foo\}"),
     ({"prompt": {"template": "{problem[0]}"}}, r"template may use only the field \{problem\}.*got \{problem\[0\]\}"),
-    ({"prompt": {"template": "{problem!r}"}}, r"template may use only the field \{problem\}.*got \{problem!r\}"),
+    ({"prompt": {"template": "{problem!r} {problem!s}"}}, r"template may use only the field \{problem\}.*got \{problem!r\}$"),
     ({"prompt": {"template": "{problem:{w}}"}}, r"template may use only the field \{problem\}.*KeyError: 'w'"),
     ({"prompt": {"template": "{problem"}}, r"template may use only the field \{problem\}.*ValueError"),
     ({"prompt": {"system": "Be brief."}}, r"x.toml: \[prompt\] system is a chat template's system message: it needs chat = true"),
@@ -1027,9 +1027,11 @@ def test_grades_of_a_redefined_configs_old_samples_are_refused(tmp_path: Path) -
     verify.grade_run(run_dir, progress=False)
     shutil.rmtree(run_dir / "samples" / "base")
     notes: list[str] = []
-    run_experiment(_experiment(problems=2, n=2, max_tokens=6, configs=[{"policy": "base"}]), run_dir, block_size=8,
-                   report=notes.append)
+    redefined = _experiment(problems=2, n=2, max_tokens=6, configs=[{"policy": "base"}])
+    run_experiment(redefined, run_dir, shard=(1, 2), block_size=8, report=notes.append)  # a shard with no work
     assert any("config 'base' was defined otherwise" in note and "--regrade" in note for note in notes)
+    assert set(verify.grade_run(run_dir, progress=False)["config_id"]) == {"oracle"}  # no base sample: nothing stale read
+    run_experiment(redefined, run_dir, shard=(0, 2), block_size=8, report=notes.append)
     with pytest.raises(RunDirError, match=r"config\(s\) 'base' were redefined after their samples were graded .*--regrade"):
         verify.grade_run(run_dir, progress=False)
     grades = verify.grade_run(run_dir, progress=False, regrade=True)

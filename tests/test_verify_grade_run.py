@@ -435,6 +435,14 @@ def test_realistic_run_matches_per_sample_math_verify(tmp_path: Path) -> None:
     )
 
 
+def test_a_run_dir_with_another_tools_manifest_is_graded(tmp_path: Path) -> None:
+    """The record of graded config definitions reads the manifest when study wrote it; a manifest without study's
+    tables (another tool's) is no reason to refuse grading."""
+    run = write_run_dir(tmp_path / "r", PROBLEMS, _samples("base", TEXTS[:3]))
+    (run / "_manifest.json").write_text('{"tool": "elsewhere"}')
+    assert len(verify.grade_run(run, progress=False)) == 3
+
+
 def test_bad_run_dirs_give_clear_errors(tmp_path: Path) -> None:
     """Missing problems file, missing samples, unknown problem ids, missing columns: named in the error."""
     with pytest.raises(RunDirError, match="not a directory"):

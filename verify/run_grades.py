@@ -347,10 +347,12 @@ def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
 def config_definitions(run_dir: Path) -> dict[str, str]:
     """config id -> sha256 of its definition in the run's manifest (a config redefined by `study sample` gets
     another); {} for a run dir without a manifest (one written by hand)."""
-    if not (run_dir / MANIFEST).is_file():
+    try:
+        configs = read_manifest(run_dir)["configs"] if (run_dir / MANIFEST).is_file() else {}
+    except RunDirError:  # a manifest another tool wrote: nothing to compare
         return {}
     return {config_id: hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
-            for config_id, config in read_manifest(run_dir)["configs"].items()}
+            for config_id, config in configs.items()}
 
 
 def _load_definitions(run_dir: Path, grader: str) -> dict[str, str]:
@@ -362,9 +364,11 @@ def _load_definitions(run_dir: Path, grader: str) -> dict[str, str]:
     return json.loads(recorded) if recorded else {}
 
 
-def _check_definitions(run_dir: Path, grader: str, current: dict[str, str], recorded: dict[str, str]) -> None:
-    """Refuse to keep grades of a config that was redefined after they were made (its samples were replaced)."""
-    changed = sorted(c for c, digest in recorded.items() if c in current and current[c] != digest)
+def _check_definitions(run_dir: Path, grader: str, current: dict[str, str], recorded: dict[str, str],
+                       sampled: set[str]) -> None:
+    """Refuse to keep grades of a config that was redefined after they were made and has samples again (its old
+    grades name the same keys); until it has, its old grades match no sample and are not read."""
+    changed = sorted(c for c, digest in recorded.items() if c in current and current[c] != digest and c in sampled)
     if changed:
         shown = ", ".join(repr(c) for c in changed)
         raise RunDirError(f"{run_dir}: config(s) {shown} were redefined after their samples were graded ({grader}): "
@@ -496,7 +500,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
     _check_references(run, grader, answers, recorded)
     definitions = config_definitions(run)
     graded_definitions = {} if regrade else _load_definitions(run, grader)
-    _check_definitions(run, grader, definitions, graded_definitions)
+    _check_definitions(run, grader, definitions, graded_definitions, set(keys["config_id"].unique()))
     replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
     key_code, graded_code = _key_codes(keys, existing)
