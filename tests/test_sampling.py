@@ -1042,6 +1042,35 @@ def test_grades_of_a_redefined_configs_old_samples_are_refused(tmp_path: Path) -
     assert len(verify.grade_run(run_dir, progress=False)) == len(samples)  # the record is current again
 
 
+def test_grades_from_before_definitions_were_recorded_get_them_on_the_next_grading(tmp_path: Path) -> None:
+    """A run graded by an older study (no definitions recorded) records today's definitions of its graded configs
+    the next time grading writes anything, so a later redefinition is caught there too."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    import verify
+    from verify.run_grades import _cache_path
+
+    run_dir = tmp_path / "run"
+    run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}]), run_dir, block_size=8,
+                   report=lambda _: None)
+    verify.grade_run(run_dir, progress=False)
+    references = _cache_path(run_dir, "math-verify", "references")
+    table = pq.read_table(references)
+    pq.write_table(table.replace_schema_metadata({k: v for k, v in table.schema.metadata.items()
+                                                  if k != b"study.config_definitions"}), references)
+    run_experiment(_experiment(problems=2, n=2, configs=[{"policy": "base"}, {"policy": "oracle"}]), run_dir,
+                   block_size=8, report=lambda _: None)
+    verify.grade_run(run_dir, progress=False)  # grades the oracle's samples, records base's definition too
+    assert set(json.loads(pq.read_schema(references).metadata[b"study.config_definitions"])) == {"base", "oracle"}
+    shutil.rmtree(run_dir / "samples" / "base")
+    run_experiment(_experiment(problems=2, n=2, max_tokens=6, configs=[{"policy": "base"}]), run_dir, block_size=8,
+                   report=lambda _: None)
+    with pytest.raises(RunDirError, match=r"config\(s\) 'base' were redefined"):
+        verify.grade_run(run_dir, progress=False)
+
+
 def test_a_models_end_of_sequence_ids_are_part_of_the_run(tmp_path: Path) -> None:
     """generation_config.json's end ids (not in the weights' sha256) are recorded: a run continued with other ids
     is refused; a run recorded before they were (no stop_ids) continues."""

@@ -503,6 +503,9 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
     _check_definitions(run, grader, definitions, graded_definitions, set(keys["config_id"].unique()))
     replaced = parts if regrade else []
     existing = _empty_grades() if regrade else read_grades(run, grader)
+    for config_id in set(existing["config_id"]) - set(graded_definitions):  # graded by an older study: taken as
+        if config_id in definitions:  # made under today's definition (recorded with the next references written)
+            graded_definitions[config_id] = definitions[config_id]
     key_code, graded_code = _key_codes(keys, existing)
     first = ~pd.Series(key_code).duplicated().to_numpy()  # a sample in two shards counts once (the first)
     keys, key_code = keys[first].reset_index(drop=True), key_code[first]
