@@ -268,9 +268,7 @@ class GroupFit:
                                   "method": "zero_successes_bound", "extrapolated": bool(k > self.n_min)}
             return out
         point, boot, extra, method = self.curve(ks_arr, estimator)
-        lo, hi = curves.percentile_ci(boot if len(self.n) > 1 else boot[:0], self.options.level)
-        if len(self.n) > 1:
-            lo, hi = self._share_intervals(ks_arr, lo, hi)
+        lo, hi = self.interval(ks_arr, boot)
         for i, k in enumerate(ks_arr):
             m = method if extra[i] else "empirical"
             if not np.isfinite(point[i]):
@@ -278,6 +276,13 @@ class GroupFit:
             out[_fmt_k(k)] = {"coverage": json_float(point[i]), "low": json_float(lo[i]), "high": json_float(hi[i]),
                               "method": m, "extrapolated": bool(extra[i])}
         return out
+
+    def interval(self, ks: np.ndarray, boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The CI of the coverage at ks from its bootstrap replicates (as `predict` and the plots give it): percentiles,
+        with Wilson's interval where the coverage is a share of problems; none for a single problem."""
+        if len(self.n) < 2:
+            return curves.percentile_ci(boot[:0], self.options.level)
+        return self._share_intervals(np.asarray(ks, float), *curves.percentile_ci(boot, self.options.level))
 
     def _share_intervals(self, ks: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Wilson intervals where the coverage is a share of problems, as for coverage@n.
