@@ -114,7 +114,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
-            lo, hi = g.interval(g.ks, g.cov_boot)  # the intervals fit.json gives (Wilson where coverage is a share)
+            lo, hi = curves.percentile_ci(g.cov_boot, run.options.level)
             ax.plot(g.ks, g.cov, color=col, lw=2, label=name)
             ax.fill_between(g.ks, lo, hi, color=col, alpha=0.15, lw=0)
             kk = np.geomspace(1, EXTEND * g.n.max(), 200)
@@ -126,7 +126,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
                 ext, ext_boot, _, _ = g.curve(beyond)  # from the empirical endpoint on (as the predictions use it)
                 ax.plot(beyond, ext, color=col, lw=1.3, ls="--")
                 if np.isfinite(ext_boot).all():
-                    blo, bhi = g.interval(beyond, ext_boot)
+                    blo, bhi = curves.percentile_ci(ext_boot, run.options.level)
                     ax.fill_between(beyond, blo, bhi, color=col, alpha=0.07, lw=0)
         _log(ax, "x")
         ax.set_ylim(0, 1.02)
