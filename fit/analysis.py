@@ -278,7 +278,7 @@ class GroupFit:
         return out
 
     def interval(self, ks: np.ndarray, boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The CI of the coverage at ks from its bootstrap replicates (as `predict` and the plots give it): percentiles,
+        """The CI of the coverage at ks from its bootstrap replicates (as `predict` reports it): percentiles,
         with Wilson's interval where the coverage is a share of problems; none for a single problem."""
         if len(self.n) < 2:
             return curves.percentile_ci(boot[:0], self.options.level)

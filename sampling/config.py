@@ -45,7 +45,7 @@ import string
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from sampling.datasets import DATASET_NAMES
 from sampling.policy import POLICY_NAMES, PolicySpec
@@ -356,18 +356,22 @@ def load_experiment(path: Path) -> Experiment:
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
     experiment = parse_experiment(data, str(path))
-    beside = path.parent / experiment.dataset  # a relative dataset file not found from here is read beside the TOML
-    if experiment.dataset not in DATASET_NAMES and not Path(experiment.dataset).exists() and beside.is_file():
-        experiment.dataset = str(beside)
-    for role, name in experiment.models.items():  # so is a model folder (else the name is a hub id)
-        if not Path(name).exists() and (path.parent / name).is_dir():
-            experiment.models[role] = str(path.parent / name)
-    for config_id, config in experiment.configs.items():  # so is a judge head file
+    if experiment.dataset not in DATASET_NAMES:
+        experiment.dataset = _beside(path, experiment.dataset, Path.is_file)
+    experiment.models = {role: _beside(path, name, Path.is_dir) for role, name in experiment.models.items()}  # else a hub id
+    for config_id, config in experiment.configs.items():
         head = config.policy.head
-        if head and head != "toy" and not Path(head).exists() and (path.parent / head).is_file():
-            experiment.configs[config_id] = dataclasses.replace(
-                config, policy=dataclasses.replace(config.policy, head=str(path.parent / head)))
+        found = _beside(path, head, Path.is_file) if head and head != "toy" else head
+        if found != head:
+            experiment.configs[config_id] = dataclasses.replace(config, policy=dataclasses.replace(config.policy, head=found))
     return experiment
+
+
+def _beside(config_path: Path, name: str, kind: Callable[[Path], bool]) -> str:
+    """A relative path in the TOML (dataset file, model folder, judge head): as given where it exists from here, else
+    beside the TOML where a `kind` (Path.is_file / Path.is_dir) is there, else as given (a hub id, or an error later)."""
+    beside = config_path.parent / name
+    return str(beside) if not Path(name).exists() and kind(beside) else name
 
 
 DEFAULT_TOY_EXPERIMENT = Path(__file__).resolve().parent.parent / "experiments" / "toy.toml"
