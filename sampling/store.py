@@ -6,14 +6,15 @@ Layout (everything that is not a samples shard starts with `_`, or `.` for temp 
     RUN_DIR/_manifest.json      run-wide identity: models, dataset, seed, n, prompt, blocking, configs
     RUN_DIR/_problems.parquet   the problems sampled (id, problem, answer, level, subject)
     RUN_DIR/samples/CONFIG/BLOCK.parquet   one shard per finished block of samples (its Parquet
-                                metadata records the engine, its device and its wall-clock seconds
-                                for the block)
+                                metadata records the engine, its device, its wall-clock seconds
+                                for the block, and a digest of its texts)
 
 A shard is written to a dot-prefixed temp name and renamed into place, so a crash never leaves a
 half shard; a block either has its shard or is redone whole on resume.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -454,10 +455,28 @@ def records_table(records: Iterable[SampleRecord]) -> pa.Table:
 
 # Parquet key-value metadata of a samples shard: the engine's wall-clock seconds for the block, the
 # engine's name and the device it ran on (the `seconds` cost model of `study fit`); measurements
-# about the run, not part of the samples.
+# about the run, not part of the samples. TEXTS_KEY: what grading reads (`texts_digest`), so that
+# grades made from a shard later replaced by other samples under the same name are known stale.
 SECONDS_KEY = b"study.seconds"
 ENGINE_KEY = b"study.engine"
 DEVICE_KEY = b"study.device"
+TEXTS_KEY = b"study.texts_sha256"
+
+
+def texts_digest(table: pa.Table) -> str:
+    """sha256 of a samples table's keys and texts, row by row (what a grade depends on)."""
+    digest = hashlib.sha256()
+    columns = [table.column(name).to_pylist() for name in ("config_id", "problem_id", "sample_index", "text")]
+    for row in zip(*columns):
+        digest.update(json.dumps(row).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def footer_texts_digest(metadata: dict[bytes, bytes] | None) -> str | None:
+    """The texts digest a shard's Parquet metadata records (None for shards written without one)."""
+    value = (metadata or {}).get(TEXTS_KEY)
+    return value.decode(errors="replace") if value else None
 
 
 def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[SampleRecord],
@@ -473,8 +492,8 @@ def write_shard(run_dir: Path, config_id: str, block_key: str, records: list[Sam
     extra = {key: value.encode() for key, value in ((ENGINE_KEY, engine), (DEVICE_KEY, device)) if value}
     if seconds is not None:
         extra[SECONDS_KEY] = repr(float(seconds)).encode()
-    if extra:
-        table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
+    extra[TEXTS_KEY] = texts_digest(table).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **extra})
     return write_table_atomic(table, path, keep_existing=True, compression="zstd")
 
 

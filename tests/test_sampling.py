@@ -1042,6 +1042,39 @@ def test_grades_of_a_redefined_configs_old_samples_are_refused(tmp_path: Path) -
     assert len(verify.grade_run(run_dir, progress=False)) == len(samples)  # the record is current again
 
 
+def test_a_removed_shard_sampled_again_keeps_its_grades_only_if_its_texts_are_the_same(tmp_path: Path) -> None:
+    """A damaged shard removed and sampled again: the torch engine writes the same samples (same texts digest), so
+    their grades stand; a shard whose new samples differ (as a GPU engine's may) has them graded again."""
+    import pyarrow.parquet as pq
+
+    import verify
+    from sampling import store as store_module
+    from sampling.records import SampleRecord
+    from verify.run_grades import grade_run_with_stats
+
+    run_dir = tmp_path / "run"
+    experiment = _experiment(problems=2, n=2, configs=[{"policy": "base"}])
+    run_experiment(experiment, run_dir, block_size=8, report=lambda _: None)
+    first = verify.grade_run(run_dir, progress=False)
+    shard = next((run_dir / "samples" / "base").glob("*.parquet"))
+    digest = store_module.footer_texts_digest(pq.read_schema(shard).metadata)
+    assert digest == store_module.texts_digest(pq.read_table(shard))
+    shard.unlink()
+    run_experiment(experiment, run_dir, block_size=8, report=lambda _: None)
+    assert store_module.footer_texts_digest(pq.read_schema(shard).metadata) == digest
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert (stats.replaced_shards, stats.newly_graded) == (0, 0)
+    pd.testing.assert_frame_equal(grades, first)
+    records = [SampleRecord(**row) for row in pq.read_table(shard).to_pylist()]
+    records[0].text = "So the answer is \\boxed{-1}."
+    shard.unlink()
+    store_module.write_shard(run_dir, "base", shard.stem, records)
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.replaced_shards == 1 and stats.newly_graded == len(records)
+    changed = grades.set_index(["problem_id", "sample_index"]).loc[(records[0].problem_id, records[0].sample_index)]
+    assert changed["extracted"] == "-1" and not changed["correct"]
+
+
 def test_grades_from_before_definitions_were_recorded_get_them_on_the_next_grading(tmp_path: Path) -> None:
     """A run graded by an older study (no definitions recorded) records today's definitions of its graded configs
     the next time grading writes anything, so a later redefinition is caught there too."""

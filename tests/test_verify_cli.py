@@ -511,3 +511,27 @@ def test_numbers_are_written_back_as_given(tmp_path: Path) -> None:
     code, text = _invoke("verify", "--input", str(source), "--output", str(out), "--no-progress")
     assert code == 0, text
     assert json.loads(out.read_text(encoding="utf-8"))["correct"] is True
+
+
+def test_a_replaced_shard_is_named_as_graded_again(tmp_path: Path) -> None:
+    """`study verify` says when a shard holds other samples than it was graded from, and that they were graded again."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sampling.store import TEXTS_KEY, texts_digest
+
+    problems = [ProblemSpec("p", "5", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1], "text": ["\\boxed{5}"] * 2})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    assert _invoke("verify", str(run), "--no-progress")[0] == 0
+    shard = next((run / "samples" / "c").glob("*.parquet"))
+    table = pq.read_table(shard)
+    table = table.set_column(table.schema.get_field_index("text"), "text", pa.array(["\\boxed{4}"] * 2))
+    pq.write_table(table.replace_schema_metadata({TEXTS_KEY: texts_digest(table).encode()}), shard)
+    code, text = _invoke("verify", str(run), "--no-progress")
+    assert code == 0, text
+    assert "2 samples graded now, 0 already graded" in text
+    assert "1 shard(s) hold other samples than when they were graded" in text and "graded again" in text
+    from verify import read_grades
+
+    assert read_grades(run)["extracted"].tolist() == ["4", "4"] and not read_grades(run)["correct"].any()

@@ -609,3 +609,75 @@ def test_temp_files_of_a_killed_call_are_removed_by_the_next(tmp_path: Path) -> 
     assert all(path.exists() for path in left)
     assert len(verify.grade_run(run, progress=False)) == 2
     assert not any(path.exists() for path in left) and other.exists()
+
+
+def _replace_shard_texts(shard: Path, texts: dict[tuple[str, int], str]) -> None:
+    """Rewrite a shard under its own name with some samples' texts changed, as `study sample` writes shards (its
+    texts digest in the footer): what a damaged shard removed and sampled again by a non-deterministic engine gives."""
+    from sampling.store import TEXTS_KEY, texts_digest
+
+    table = pq.read_table(shard)
+    keys = zip(table.column("problem_id").to_pylist(), table.column("sample_index").to_pylist())
+    new = [texts.get(key, text) for key, text in zip(keys, table.column("text").to_pylist())]
+    table = table.set_column(table.schema.get_field_index("text"), "text", pa.array(new, pa.string()))
+    table = table.replace_schema_metadata({TEXTS_KEY: texts_digest(table).encode()})
+    pq.write_table(table, shard)
+
+
+def test_a_shard_replaced_by_other_samples_is_graded_again(run_dir: Path) -> None:
+    """Grades made from a shard's earlier samples are not kept once other samples sit under its name: that shard's
+    samples (and only those) are graded again from their new texts, and the record then matches them."""
+    first = verify.grade_run(run_dir, progress=False)
+    shard = sorted((run_dir / "samples" / "base").glob("*.parquet"))[0]
+    assert first.set_index(["config_id", "problem_id", "sample_index"]).loc[("base", "p-half", 0), "correct"]
+    _replace_shard_texts(shard, {("p-half", 0): "\\boxed{7}"})
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.replaced_shards == 1
+    assert stats.newly_graded == pq.read_metadata(shard).num_rows and stats.already_graded == len(first) - 7
+    row = grades.set_index(["config_id", "problem_id", "sample_index"]).loc[("base", "p-half", 0)]
+    assert not row["correct"] and row["extracted"] == "7"
+    unchanged = grades[~((grades.config_id == "base") & (grades.problem_id == "p-half") & (grades.sample_index == 0))]
+    expected = first[~((first.config_id == "base") & (first.problem_id == "p-half") & (first.sample_index == 0))]
+    pd.testing.assert_frame_equal(unchanged.reset_index(drop=True), expected.reset_index(drop=True))
+    again, stats = grade_run_with_stats(run_dir, progress=False)
+    assert (stats.replaced_shards, stats.newly_graded) == (0, 0)
+    pd.testing.assert_frame_equal(again, grades)
+
+
+def test_an_interrupt_before_a_replaced_shards_digest_is_recorded_grades_it_once_more(
+        run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C after the new grades of a replaced shard are written but before its new digest is recorded: the next
+    call grades that shard again (never keeps the old grades), and then settles."""
+    verify.grade_run(run_dir, progress=False)
+    shard = sorted((run_dir / "samples" / "guided").glob("*.parquet"))[-1]
+    key = tuple(pq.read_table(shard, columns=["problem_id", "sample_index"]).to_pylist()[0].values())
+    _replace_shard_texts(shard, {key: "no answer at all"})
+    _interrupt_on_call(monkeypatch, "_save_shard_digests", 1)
+    with pytest.raises(run_grades_module.GradingInterrupted):
+        verify.grade_run(run_dir, progress=False)
+    monkeypatch.undo()
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.replaced_shards == 1
+    assert grades.set_index(["config_id", "problem_id", "sample_index"]).loc[("guided", *key), "answer_class"] == -1
+    assert grade_run_with_stats(run_dir, progress=False)[1].replaced_shards == 0
+
+
+def test_shards_graded_before_digests_were_recorded_are_checked_from_the_next_grading(run_dir: Path) -> None:
+    """A run graded by an older study (no shard record) takes its graded shards as graded from today's texts the
+    next time grading writes anything; a shard replaced after that is caught. Shards without a digest (written by
+    an older study or another tool) are graded as always."""
+    from verify.run_grades import _cache_path
+
+    verify.grade_run(run_dir, progress=False)
+    _cache_path(run_dir, "math-verify", "shards").unlink()
+    assert grade_run_with_stats(run_dir, progress=False)[1].replaced_shards == 0  # nothing to write: nothing recorded
+    extra = pd.DataFrame({"config_id": "base", "problem_id": "p-five", "sample_index": [100], "text": ["\\boxed{5}"]})
+    extra.to_parquet(run_dir / "samples" / "base" / "zz-by-hand.parquet")  # no digest
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.newly_graded == 1 and stats.replaced_shards == 0
+    shard = sorted((run_dir / "samples" / "base").glob("shard-*.parquet"))[1]
+    key = tuple(pq.read_table(shard, columns=["problem_id", "sample_index"]).to_pylist()[0].values())
+    _replace_shard_texts(shard, {key: "\\boxed{123}"})
+    grades, stats = grade_run_with_stats(run_dir, progress=False)
+    assert stats.replaced_shards == 1
+    assert grades.set_index(["config_id", "problem_id", "sample_index"]).loc[("base", *key), "extracted"] == "123"

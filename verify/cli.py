@@ -123,6 +123,9 @@ def _verify_run(
         f"{stats.newly_graded:,} samples graded now, {stats.already_graded:,} already graded "
         f"({stats.seconds:.1f} s); grades in {grades_dir(run_dir, grader)}"
     )
+    if stats.replaced_shards:
+        console.print(f"{stats.replaced_shards:,} shard(s) hold other samples than when they were graded (sampled "
+                      "again after being removed): their samples were graded again")
     if stats.batch is not None:
         console.print(_batch_line(stats.batch))
         undecided = stats.batch.timeouts + stats.batch.errors + stats.batch.undecided_cached

@@ -10,6 +10,7 @@ Parquet dataset gives a `grader` column from the hive-style folder name, and ski
     _grades/_cache/<grader>.pairs.parquet              reference, extracted, correct, key, how
     _grades/_cache/<grader>.classes.parquet            problem_id, key, answer_class
     _grades/_cache/<grader>.references.parquet         problem_id, reference (what was graded against)
+    _grades/_cache/<grader>.shards.parquet             shard, texts_sha256 (each graded shard's texts then)
 
 `answer_class` is the equivalence class of `extracted` within its problem, shared by all configs:
 0 is the reference's class (every correct answer), 1, 2, ... are wrong answers grouped by their
@@ -29,7 +30,10 @@ class registry is missing (its `_cache` deleted) is regraded whole, so majority-
 consistent. A reference answer that differs from the one its problem's samples were graded against
 (the problems file rewritten) is refused until `regrade=True`: the stored grades would be stale; so
 are grades of a config that `study sample` redefined after they were made (its samples replaced; the
-definition each graded config had is recorded with the references).
+definition each graded config had is recorded with the references). A shard replaced by other samples
+under the same name (a damaged shard removed and sampled again, where the engine need not give the same
+samples) is noticed by the texts digest in its footer, which differs from the one recorded when it was
+graded: its samples are graded again (shards written before the digest existed are not checked).
 A regrade leaves a marker (`_cache/<grader>.regrading`) until it completes: an interrupted regrade
 mixes old and new parts, so plain calls are refused until `regrade=True` finishes it.
 Likewise grades made under other grading rules (`GRADING_RULES`, recorded with the references and the
@@ -57,8 +61,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.store import (GRADES_DIR, MANIFEST, PROBLEMS, SAMPLES_DIR, RunDirError, read_manifest, unreadable_problems,
-                             unreadable_shard, write_table_atomic)
+from sampling.store import (GRADES_DIR, MANIFEST, PROBLEMS, SAMPLES_DIR, RunDirError, footer_texts_digest, read_manifest,
+                             unreadable_problems, unreadable_shard, write_table_atomic)
 from verify.batch import UNDECIDED, BatchStats, grade_batch
 from verify.pool import TaskPool
 from verify.equivalence import DEFAULT_TIMEOUT, check_grader
@@ -95,6 +99,7 @@ PAIR_SCHEMA = pa.schema(
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
 REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
+SHARD_SCHEMA = pa.schema([("shard", pa.string()), ("texts_sha256", pa.string())])
 GRADING_RULES = 4  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists;
 # 3: "####" headings, ", since", digits a base lacks, group braces, units in plain words;
 # 4: differing units, a set for a tuple, named choices, digits past 6 decimal places, thousands inside \frac)
@@ -125,6 +130,7 @@ class RunGradeStats:
     newly_graded: int
     batch: BatchStats | None
     seconds: float
+    replaced_shards: int = 0  # shards whose texts changed since they were graded (their samples graded again)
 
 
 def grades_dir(run_dir: str | os.PathLike[str], grader: str) -> Path:
@@ -138,7 +144,7 @@ def _cache_dir(run_dir: Path) -> Path:
 
 
 def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
-    """Path of a grader's cache file (kind: pairs, classes or references)."""
+    """Path of a grader's cache file (kind: pairs, classes, references or shards)."""
     return _cache_dir(run_dir) / f"{grader}.{kind}.parquet"
 
 
@@ -234,9 +240,16 @@ def read_problems(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 def read_sample_columns(files: list[Path], columns: list[str], progress: ProgressSink | None = None) -> pd.DataFrame:
     """Selected columns of every samples shard, with a shard column (index into files); progress counts shards read."""
+    return _read_shards(files, columns, progress)[0]
+
+
+def _read_shards(files: list[Path], columns: list[str], progress: ProgressSink | None = None
+                 ) -> tuple[pd.DataFrame, list[str | None]]:
+    """read_sample_columns, and each shard's texts digest (None where its footer has none)."""
     sink = progress or NullProgress()
     sink.phase("read", len(files))
     parts = []
+    digests = []
     for i, path in enumerate(files):
         try:
             schema = pq.read_schema(path)
@@ -246,14 +259,15 @@ def read_sample_columns(files: list[Path], columns: list[str], progress: Progres
             raise unreadable_shard(path, exc) from None
         frame["_shard"] = i
         parts.append(frame)
+        digests.append(footer_texts_digest(schema.metadata))
         sink.advance("read")
     if not parts:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, "_shard"]})
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in [*columns, "_shard"]}), digests
     frame = pd.concat(parts, ignore_index=True)
     frame["config_id"] = frame["config_id"].astype(str)
     frame["problem_id"] = frame["problem_id"].astype(str)
     frame["sample_index"] = frame["sample_index"].astype(np.int32)
-    return frame
+    return frame, digests
 
 
 def _empty_grades() -> pd.DataFrame:
@@ -407,6 +421,26 @@ def _save_references(run_dir: Path, grader: str, references: dict[str, str], def
     write_table_atomic(table.replace_schema_metadata(metadata), _cache_path(run_dir, grader, "references"))
 
 
+def _shard_names(run_dir: Path, files: list[Path]) -> list[str]:
+    """Each shard's path under the run's samples folder (how the shards record names it)."""
+    return [path.relative_to(run_dir / SAMPLES_DIR).as_posix() for path in files]
+
+
+def _load_shard_digests(run_dir: Path, grader: str) -> dict[str, str]:
+    """shard name -> the texts digest it had when its samples were graded (empty for runs graded before it was kept)."""
+    path = _cache_path(run_dir, grader, "shards")
+    if not path.is_file():
+        return {}
+    table = pq.read_table(path, schema=SHARD_SCHEMA).to_pydict()
+    return dict(zip(table["shard"], table["texts_sha256"]))
+
+
+def _save_shard_digests(run_dir: Path, grader: str, digests: dict[str, str]) -> None:
+    """Record the texts digest each graded shard had (written after the grades made from it)."""
+    table = pa.table({"shard": list(digests), "texts_sha256": list(digests.values())}, schema=SHARD_SCHEMA)
+    write_table_atomic(table, _cache_path(run_dir, grader, "shards"))
+
+
 def _assign_classes(graded: pd.DataFrame, registry: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     """answer_class for each graded row (needs problem_id, extracted, correct, key); the grown registry."""
     classes = np.full(len(graded), -1, dtype=np.int32)
@@ -483,7 +517,8 @@ def _remove_stale_temps(run: Path, grader: str) -> None:
 def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, workers: int | None, regrade: bool,
                  problems: pd.DataFrame, files: list[Path], started: float) -> tuple[pd.DataFrame, RunGradeStats]:
     """_grade_run's work, with the run's grading lock held."""
-    keys = read_sample_columns(files, KEY_COLUMNS, sink)
+    keys, digests = _read_shards(files, KEY_COLUMNS, sink)
+    names = _shard_names(run, files)
     parts = _parquet_files(grades_dir(run, grader))
     marker = _regrade_marker(run, grader)
     if not regrade and marker.exists():  # its parts mix grades from before and during that regrade
@@ -507,10 +542,20 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         if config_id in definitions:  # made under today's definition (recorded with the next references written)
             graded_definitions[config_id] = definitions[config_id]
     key_code, graded_code = _key_codes(keys, existing)
+    graded_digests = {} if regrade else _load_shard_digests(run, grader)
+    changed_shards = [i for i, (name, digest) in enumerate(zip(names, digests))
+                      if digest is not None and graded_digests.get(name, digest) != digest]
+    if changed_shards:  # other samples than were graded now sit under these names: their grades are stale
+        stale = np.isin(graded_code, key_code[np.isin(keys["_shard"].to_numpy(), changed_shards)])
+        existing, graded_code = existing[~stale], graded_code[~stale]
     first = ~pd.Series(key_code).duplicated().to_numpy()  # a sample in two shards counts once (the first)
     keys, key_code = keys[first].reset_index(drop=True), key_code[first]
     todo = keys[~np.isin(key_code, graded_code)]
     already = len(keys) - len(todo)
+    pending = set(todo["_shard"].tolist())
+    for i, (name, digest) in enumerate(zip(names, digests)):  # graded before digests were recorded: taken as graded
+        if digest is not None and name not in graded_digests and i not in pending:  # from today's texts
+            graded_digests[name] = digest
     if todo.empty:
         grades = existing[np.isin(graded_code, key_code)].reset_index(drop=True)
         return grades, RunGradeStats(len(keys), already, 0, None, time.perf_counter() - started)
@@ -537,7 +582,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         for shards in _shard_chunks(shard_of, CHUNK_SAMPLES):
             rows = slice(np.searchsorted(shard_of, shards[0], "left"), np.searchsorted(shard_of, shards[-1], "right"))
             chunk = todo.iloc[rows].drop(columns="_shard")
-            texts = read_sample_columns([files[i] for i in shards], [*KEY_COLUMNS, "text"])
+            texts, read_digests = _read_shards([files[i] for i in shards], [*KEY_COLUMNS, "text"])
             texts = texts.drop(columns="_shard").drop_duplicates(KEY_COLUMNS, keep="first")
             chunk = chunk.merge(texts, on=KEY_COLUMNS, how="left")
             del texts
@@ -562,7 +607,9 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             if not regrade:
                 _save_references(run, grader, recorded, graded_definitions)
             _write_part(run, grader, graded)
-            newly += len(graded)
+            graded_digests.update({names[i]: d for i, d in zip(shards, read_digests) if d is not None})
+            _save_shard_digests(run, grader, graded_digests)  # after the part: an interruption between them
+            newly += len(graded)  # leaves the shard's old digest, and its samples are only graded once more
             batch.add(result.stats)
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
                 _save_pairs(run, grader, cache)
@@ -581,7 +628,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
     grades = read_grades(run, grader)
     grade_code, key_code = _key_codes(grades, keys)  # codes compare within one call only
     grades = grades[np.isin(grade_code, key_code)].reset_index(drop=True)
-    stats = RunGradeStats(len(keys), already, newly, batch, time.perf_counter() - started)
+    stats = RunGradeStats(len(keys), already, newly, batch, time.perf_counter() - started, len(changed_shards))
     return grades, stats
 
 

@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.store import PROBLEMS, SAMPLES_DIR, SAMPLES_SCHEMA, problems_schema
+from sampling.store import PROBLEMS, SAMPLES_DIR, SAMPLES_SCHEMA, TEXTS_KEY, problems_schema, texts_digest
 from verify.equivalence import exact_number
 
 __all__ = ["SAMPLE_SCHEMA", "load_math500", "answer_forms", "wrong_answers", "make_samples", "write_run_dir"]
@@ -232,5 +232,6 @@ def write_run_dir(
         existing = len(list(folder.glob("shard-*.parquet")))
         for i, start in enumerate(range(0, len(part), shard_rows)):
             table = _fill_sample_columns(part.iloc[start : start + shard_rows])
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), TEXTS_KEY: texts_digest(table).encode()})
             pq.write_table(table, folder / f"shard-{existing + i:05d}.parquet")
     return root
