@@ -23,6 +23,8 @@ from sampling.datasets import Problem, load_problems, select_problems
 from sampling.records import SampleRequest, derive_seed
 
 DEFAULT_BLOCK_SIZE = 512
+MAX_BLOCKS = 10_000_000  # a run of more blocks is refused: its plan alone would take gigabytes and minutes
+MAX_N = 2**31  # sample indices 0..n-1 are int32 in the samples table
 CHAT_DATE_STRING = "26 Jul 2024"  # the date Llama 3.x chat templates fall back to without strftime_now
 
 
@@ -77,6 +79,19 @@ def plan_blocks(problem_ids: list[str], config_ids: list[str], n: int, block_siz
             for chunk, offset in enumerate(range(0, total, block_size)):
                 blocks.append(Block(config_id, group, chunk, members, n, offset, min(offset + block_size, total)))
     return blocks
+
+
+def check_plan_size(num_problems: int, num_configs: int, n: int, block_size: int, group_size: int) -> None:
+    """Refuse (ValueError) an n the samples table cannot index, or a run of more blocks than MAX_BLOCKS."""
+    if n > MAX_N:
+        raise ValueError(f"n = {n:,} samples per problem is more than the samples table can index ({MAX_N:,})")
+    full, rest = divmod(num_problems, group_size)
+    blocks = num_configs * (full * -(-group_size * n // block_size) + (-(-rest * n // block_size) if rest else 0))
+    if blocks > MAX_BLOCKS:
+        raise ValueError(f"{num_problems:,} problem(s) x {num_configs} config(s) x n = {n:,} is "
+                         f"{num_problems * num_configs * n:,} samples in {blocks:,} blocks of at most {block_size:,}: more "
+                         f"than study plans at once ({MAX_BLOCKS:,} blocks); sample fewer per run (--n, --problems), "
+                         "or in larger blocks (--block-size, for a new run dir)")
 
 
 def encode_prompt(tokenizer: Any, problem: Problem, prompt: PromptFormat) -> tuple[int, ...]:
@@ -314,6 +329,7 @@ def run_experiment(
     manifest["prompts_sha256"] = prompts_digest(prompts)
     preflight(experiment, pair, prompts, report)
     changes_run = existing is None or store.check_join(run_dir, manifest)  # refuse a mismatch before an engine starts
+    check_plan_size(len(problems), len(experiment.configs), experiment.n, blocking["block_size"], blocking["group_size"])
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
                          blocking["block_size"], blocking["group_size"])
     index, count = shard

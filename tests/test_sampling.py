@@ -305,6 +305,22 @@ def reference_run(tmp_path_factory) -> Path:
     return run_dir
 
 
+def test_a_run_too_large_to_plan_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """An n past the int32 sample index, or a plan of more than MAX_BLOCKS blocks, is a clear error, not an
+    overflow after a block was sampled or a plan that exhausts memory; no run dir is left behind."""
+    from sampling import runner
+
+    with pytest.raises(ValueError, match=r"n = 1,000,000,000,000 samples per problem is more than the samples table "
+                                         r"can index \(2,147,483,648\)"):
+        run_experiment(_experiment(n=10**12), tmp_path / "huge", block_size=8, report=lambda _: None)
+    with pytest.raises(ValueError, match=r"2 problem\(s\) x 1 config\(s\) x n = 1,000,000,000 is 2,000,000,000 "
+                                         r"samples in 250,000,000 blocks of at most 8: more than study plans at once"):
+        run_experiment(_experiment(problems=2, n=10**9, configs=[{"policy": "base"}]), tmp_path / "many", block_size=8,
+                       report=lambda _: None)
+    assert not (tmp_path / "huge").exists() and not (tmp_path / "many").exists()
+    runner.check_plan_size(500, 4, 10_000, 512, 1)  # LLMonkeys' scale plans (400,000 blocks)
+
+
 def test_an_out_inside_a_run_dir_is_refused(reference_run: Path) -> None:
     """--out mistyped into an existing run's samples folder would have its shards read as that run's
     samples (grades and counts silently changed): refused before anything is written."""
