@@ -1,6 +1,7 @@
 """Resolving, loading and fingerprinting the base/oracle models and their shared tokenizer."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from dataclasses import dataclass
@@ -33,13 +34,22 @@ def fingerprint(name_or_path: str) -> str:
     path = Path(name_or_path)
     if not path.is_dir():
         return f"hub:{name_or_path}"
+    files = [file for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + [path / "config.json"]
+             if file.exists()]
+    return _files_digest(tuple((file.name, str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns)
+                               for file in files))
+
+
+@functools.lru_cache(maxsize=16)
+def _files_digest(files: tuple[tuple[str, str, int, int], ...]) -> str:
+    """sha256 over each (name, file)'s name and content, remembered by the file's path, size and mtime: a large
+    checkpoint is read once per process (`study analyze` checks a folder, then loads it)."""
     digest = hashlib.sha256()
-    for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + [path / "config.json"]:
-        if file.exists():
-            digest.update(file.name.encode())
-            with file.open("rb") as handle:  # in chunks: a checkpoint file can be larger than memory
-                for chunk in iter(lambda: handle.read(1 << 24), b""):
-                    digest.update(chunk)
+    for name, file, _, _ in files:
+        digest.update(name.encode())
+        with open(file, "rb") as handle:  # in chunks: a checkpoint file can be larger than memory
+            for chunk in iter(lambda: handle.read(1 << 24), b""):
+                digest.update(chunk)
     return digest.hexdigest()
 
 

@@ -142,3 +142,27 @@ def test_toy_commands_check_their_output_paths_before_working(tmp_path) -> None:
                                       "--json", str(out)])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())[0]["model"]
+
+
+def test_a_model_fingerprint_follows_its_files_and_names_them_as_the_folder_does(tmp_path) -> None:
+    """The sha256 a run records for a local model: read once per process, but a rewritten weight file gives another;
+    a folder of symlinks (the hub cache's layout) hashes as the same files copied (names are the folder's own)."""
+    import os
+    import shutil
+
+    from sampling.models import fingerprint
+
+    shipped = resolve_model("toy:base")
+    copy = tmp_path / "copy"
+    shutil.copytree(shipped, copy)
+    links = tmp_path / "links"
+    links.mkdir()
+    for file in copy.iterdir():
+        (links / file.name).symlink_to(shutil.copy(file, tmp_path / f"blob-{file.name}"))
+    assert fingerprint(str(copy)) == fingerprint(str(links)) == fingerprint(shipped)
+    weights = copy / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
+    assert fingerprint(str(copy)) != fingerprint(shipped)
