@@ -71,7 +71,7 @@ def resolve_locator(manifest: dict, locator: str, run_dir: Path) -> str:
     if locator == "auto":
         return default_locator(manifest)
     if locator == "exact" and manifest.get("dataset") not in TOY_DATASETS:
-        raise AnalysisError(f"{run_dir} samples dataset {manifest.get('dataset')!r}: the exact locator needs the toy world; use rollouts")
+        raise AnalysisError(f"{run_dir} samples dataset {manifest.get('dataset')!r}: --locator exact needs the toy world (its canonical solutions); use --locator rollout")
     return locator
 
 

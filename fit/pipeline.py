@@ -161,9 +161,12 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
         raise CountsError(f"{path}: the {cost_model or 'flops'} cost model needs {need}; "
                           "without a cost model the table's own cost_per_sample column (if any) is used")
     notes = []
-    if not references:  # a counts table from `study fit` (or one like it) names its references base and oracle
-        references = {role: role for role in ("base", "oracle") if role in set(counts["group"])}
-        notes += [f"group {role!r} is taken as the pure-{role} reference (--{role} to choose another)" for role in references]
+    # a counts table from `study fit` (or one like it) names its references base and oracle; a role not given is
+    # taken from there, unless that group is the other role's reference
+    defaults = {role: role for role in ("base", "oracle")
+                if role not in references and role in set(counts["group"]) and role not in references.values()}
+    references.update(defaults)
+    notes += [f"group {role!r} is taken as the pure-{role} reference (--{role} to choose another)" for role in defaults]
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
                  fit_groups(counts, options), options, predict_ks, model, unit, references)
     run.notes += notes

@@ -208,6 +208,11 @@ def build_configs(entries: list[dict[str, Any]], sampling: dict[str, Any], max_t
             used = sorted(POLICY_PARAMETERS[raw["policy"]]) or ["none"]
             raise ConfigError(f"{place}: {', '.join(sorted(stray))} do{'es' if len(stray) == 1 else ''} not apply to "
                               f"policy {raw['policy']!r} (its settings: {', '.join(used)})")
+        missing = [key for key in ("c", "k") if key in POLICY_PARAMETERS.get(policy_name, set()) and key not in raw]
+        if missing:  # else the policy would name a made-up 0
+            what = {"c": "c (oracle interventions per sample)", "k": "k (oracle tokens per intervention)"}
+            raise ConfigError(f"{place}: policy {policy_name!r} needs {' and '.join(what[key] for key in missing)}; "
+                              f"{'they are' if len(missing) > 1 else 'it is'} missing")
         idle = {"base": ("oracle_temperature", "oracle"), "oracle": ("base_temperature", "base")}.get(policy_name)
         if idle and idle[0] in raw:  # it would only change the config's id
             raise ConfigError(f"{place}: {idle[0]} does not apply to policy {policy_name!r} (it never samples the {idle[1]})")

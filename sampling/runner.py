@@ -336,8 +336,8 @@ def run_experiment(
     mine = [b for b in blocks if b.group % count == index]
     groups = len({b.group for b in blocks})
     if not mine:
-        report(f"note: shard {index}/{count} has no work: the run has {groups} problem group(s) of "
-               f"{blocking['group_size']} problem(s), so at most {groups} shard(s) get work")
+        report(f"note: shard {index}/{count} has no work: the run's {len(problems)} problem(s) form {groups} "
+               f"group(s) of up to {blocking['group_size']}, so at most {groups} shard(s) get work")
     finished = store.finished_blocks(run_dir) if existing is not None else set()
     todo = [b for b in mine if (b.config_id, b.key) not in finished]
     max_len = max(len(ids) for ids in prompts.values()) + experiment.max_tokens

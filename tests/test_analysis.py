@@ -50,6 +50,16 @@ def test_first_wrong_token_on_hand_built_samples() -> None:
     assert first_wrong_token(PROBLEM, ["=\\frac", "{3}", "{5}"], stopped=True) == 2
 
 
+def test_the_exact_locator_off_the_toy_world_names_the_flag_to_use() -> None:
+    """`--locator exact` on a run of another dataset is refused, naming `--locator rollout`; auto picks rollouts there."""
+    from experiments.analyze import AnalysisError, resolve_locator
+
+    with pytest.raises(AnalysisError, match=r"'math500': --locator exact needs the toy world .*use --locator rollout"):
+        resolve_locator({"dataset": "math500"}, "exact", Path("runs/r"))
+    assert resolve_locator({"dataset": "math500"}, "auto", Path("runs/r")) == "rollout"
+    assert resolve_locator({"dataset": "toy"}, "auto", Path("runs/r")) == "exact"
+
+
 def test_roc_auc_matches_pairwise_definition() -> None:
     rng = np.random.default_rng(0)
     for _ in range(20):

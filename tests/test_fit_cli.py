@@ -519,3 +519,25 @@ def test_the_fit_benchmark_runs_its_in_process_stages(tmp_path: Path) -> None:
     bench.synthetic_counts(40, 3, 20).to_csv(path, index=False)
     stages = bench.in_process(path, tmp_path)
     assert list(stages) == ["load", "fit", "compare", "json", "plots"] and all(s >= 0 for s in stages.values())
+
+
+def test_a_reference_given_for_one_role_keeps_the_default_of_the_other(tmp_path: Path) -> None:
+    """`--base X` alone still compares against the group named oracle (with the usual note), and the other way round;
+    a group already taken for one role is not also the other's default."""
+    from fit.analysis import FitOptions
+    from fit.pipeline import fit_counts_file
+
+    rng = np.random.default_rng(3)
+    rows = [pd.DataFrame({"config": name, "problem": np.arange(30), "n": 20, "correct": rng.binomial(20, p, 30),
+                          "cost_per_sample": cost})
+            for name, p, cost in (("base", 0.2, 1.0), ("oracle", 0.6, 8.0), ("base-hot", 0.25, 1.0), ("guided", 0.4, 2.0))]
+    path = tmp_path / "four.csv"
+    pd.concat(rows).to_csv(path, index=False)
+    options = FitOptions(n_boot=10)
+    run = fit_counts_file(path, options=options, references={"base": "base-hot"})
+    assert run.references == {"base": "base-hot", "oracle": "oracle"}
+    assert any("group 'oracle' is taken as the pure-oracle reference" in note for note in run.notes)
+    assert not any("pure-base reference" in note for note in run.notes)
+    assert fit_counts_file(path, options=options, references={"oracle": "guided"}).references == {
+        "oracle": "guided", "base": "base"}
+    assert fit_counts_file(path, options=options, references={"base": "oracle"}).references == {"base": "oracle"}

@@ -578,6 +578,13 @@ def test_bad_experiment_configs_name_the_problem() -> None:
         parse_experiment({**SMALL_EXPERIMENT, "nn": 3}, "x.toml")
     with pytest.raises(ConfigError, match=r"\[\[configs\]\] #1: random policy needs"):
         parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "random", "c": 0, "k": 2}]}, "x.toml")
+    with pytest.raises(ConfigError, match=r"#1: policy 'random' needs k \(oracle tokens per intervention\); it is missing"):
+        parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "random", "c": 2}]}, "x.toml")
+    with pytest.raises(ConfigError, match=r"#2: policy 'entropy' needs k \(oracle tokens per intervention\); it is missing"):
+        parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "base"}, {"policy": "entropy", "tau": 1, "max_c": 2}]},
+                         "x.toml")
+    with pytest.raises(ConfigError, match=r"needs c \(oracle interventions per sample\) and k \(.*\); they are missing"):
+        parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "random"}]}, "x.toml")
     with pytest.raises(ConfigError, match="duplicate config id"):
         parse_experiment({**SMALL_EXPERIMENT, "configs": [{"policy": "base"}, {"policy": "base"}]}, "x.toml")
     with pytest.raises(ConfigError, match=r"x.toml: \[cost\] model must be one of flops, decode, price, seconds, got 'wall'"):

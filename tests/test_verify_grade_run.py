@@ -445,8 +445,11 @@ def test_a_run_dir_with_another_tools_manifest_is_graded(tmp_path: Path) -> None
 
 def test_bad_run_dirs_give_clear_errors(tmp_path: Path) -> None:
     """Missing problems file, missing samples, unknown problem ids, missing columns: named in the error."""
-    with pytest.raises(RunDirError, match="not a directory"):
+    with pytest.raises(RunDirError, match="nope does not exist"):  # as `study status` and `study fit` say it
         verify.grade_run(tmp_path / "nope", progress=False)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(RunDirError, match="file: not a directory"):
+        verify.grade_run(tmp_path / "file", progress=False)
     run = write_run_dir(tmp_path / "r", PROBLEMS, _samples("base", TEXTS[:3]))
     (run / "_problems.parquet").unlink()
     with pytest.raises(RunDirError, match="_problems.parquet"):

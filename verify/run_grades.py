@@ -492,6 +492,8 @@ def _grade_run(run: Path, grader: str, sink: ProgressSink, timeout: float, worke
                ) -> tuple[pd.DataFrame, RunGradeStats]:
     """grade_run_with_stats, reporting progress (reading shards, extracting, grading) to sink."""
     started = time.perf_counter()
+    if not run.exists():
+        raise RunDirError(f"{run} does not exist")
     if not run.is_dir():
         raise RunDirError(f"{run}: not a directory")
     problems = read_problems(run)
