@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from fit import beta_binomial, curves, power_law
-from verify.metrics import proportion_ci
+from verify.metrics import bootstrap_ci, proportion_ci
 
 ESTIMATORS: tuple[str, ...] = ("ensemble", "beta_binomial", "power_law")
 DEFAULT_ESTIMATOR = "ensemble"
@@ -189,14 +189,14 @@ class GroupFit:
         """[low, high] of replicates; none for a single problem (resampling it changes nothing)."""
         return ci_list(boot if len(self.n) > 1 else None, self.options.level)
 
-    def mean_ci(self, values: np.ndarray, boot: np.ndarray | None) -> list[float | None]:
-        """[low, high] of a per-problem mean: Wilson where every value is 0 or 1 (a share of problems, as
-        `study verify`), else the bootstrap `boot`; none for a single problem."""
+    def mean_ci(self, values: np.ndarray) -> list[float | None]:
+        """[low, high] of a per-problem mean, as `study verify` gives it (`verify.metrics.bootstrap_ci`, its replicates
+        and the fit's seed): Wilson where every value is 0 or 1 (a share of problems), else a percentile bootstrap;
+        none for a single problem."""
         if len(self.n) < 2:
             return [None, None]
-        if np.all((values == 0) | (values == 1)):
-            return list(proportion_ci(int(values.sum()), len(values), self.options.level))
-        return self.ci(boot)
+        low, high = bootstrap_ci(values, ci=self.options.level, seed=self.options.seed)
+        return [json_float(low), json_float(high)]
 
     def stat(self, values: np.ndarray) -> tuple[float, np.ndarray]:
         """Mean over problems and its bootstrap replicates."""
@@ -356,14 +356,13 @@ class GroupFit:
     def to_json(self, ks: list[float] | None = None) -> dict[str, Any]:
         """The group's entry of fit.json."""
         ks = self.default_predict_ks() if ks is None else ks
-        p1, p1b = self.stat(self.c / self.n)
         solved = (self.c > 0).astype(float)
         return {
             "problems": int(len(self.n)), "n_min": int(self.n.min()), "n_max": int(self.n.max()),
             "samples": int(self.n.sum()), "successes": int(self.c.sum()),
             "zero_success_problems": int((self.c == 0).sum()),
-            "pass@1": dict(zip(("value", "low", "high"), [p1, *self.mean_ci(self.c / self.n, p1b)])),
-            "coverage@n": dict(zip(("value", "low", "high"), [float(solved.mean()), *self.mean_ci(solved, None)])),
+            "pass@1": dict(zip(("value", "low", "high"), [float((self.c / self.n).mean()), *self.mean_ci(self.c / self.n)])),
+            "coverage@n": dict(zip(("value", "low", "high"), [float(solved.mean()), *self.mean_ci(solved)])),
             "default_estimator": self.options.estimator,
             "power_law": self.power_law_json(ks),
             "beta_binomial": self.beta_json(ks),

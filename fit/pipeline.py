@@ -206,7 +206,7 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     incomplete = rundir.incomplete_note(run_dir)
     if incomplete:
         run.notes.append(incomplete)
-    run.summary = rundir.run_summary(grades, options.n_boot, options.seed, options.level)  # maj@n's CI: the fit's replicates and seed
+    run.summary = rundir.run_summary(grades, seed=options.seed, level=options.level)  # as `study verify` prints it
     run.maj = rundir.maj_curves(grades, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
     return _finish(run, targets, budgets)
 

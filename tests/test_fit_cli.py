@@ -541,3 +541,25 @@ def test_a_reference_given_for_one_role_keeps_the_default_of_the_other(tmp_path:
     assert fit_counts_file(path, options=options, references={"oracle": "guided"}).references == {
         "oracle": "guided", "base": "base"}
     assert fit_counts_file(path, options=options, references={"base": "oracle"}).references == {"base": "oracle"}
+
+
+def test_fit_and_verify_report_the_same_summary_intervals(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
+    """pass@1, coverage@n and maj@n with their CIs: `study fit` (fit.json, whatever --boot) and `study verify` give the
+    same numbers for the same run (one method, replicates and seed), so a user comparing the two sees no drift."""
+    from fit.analysis import FitOptions
+    from fit.pipeline import fit_run_dir
+    from verify import summarize_run
+
+    verified = summarize_run(run_dir, progress=False).set_index("config")
+    out = tmp_path / "fit.json"
+    res = _invoke(app, "fit", run_dir, "--boot", 20, "--no-plots", "--json", out)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    for name, group in doc["groups"].items():
+        for metric in ("pass@1", "coverage@n"):
+            assert [group[metric]["value"], group[metric]["low"], group[metric]["high"]] == pytest.approx(
+                [verified.loc[name, metric], verified.loc[name, f"{metric}_lo"], verified.loc[name, f"{metric}_hi"]]), (name, metric)
+    assert any(0 < verified.loc[name, "pass@1"] < 1 for name in doc["groups"])  # a bootstrap interval, not only Wilson ones
+    summary = fit_run_dir(run_dir, FitOptions(n_boot=20)).summary  # maj@n of the report's summary table
+    columns = ["maj@n", "maj@n_lo", "maj@n_hi"]
+    pd.testing.assert_frame_equal(summary[columns], verified.loc[summary.index, columns])
