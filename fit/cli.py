@@ -113,9 +113,10 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
 
 
 def counts_path(json_out: Path, run_dir: Path) -> Path:
-    """Where the run's counts table goes beside fit.json: counts.csv in the run's own _fit/ folder, else
-    JSON-STEM.counts.csv (so a --json or --out elsewhere never overwrites a counts.csv of the user's)."""
-    if json_out.parent.resolve() == (run_dir / FIT_DIR).resolve():
+    """Where the run's counts table goes beside its JSON: counts.csv beside the run's own _fit/fit.json, else
+    JSON-STEM.counts.csv (so another fit, e.g. `--cost decode --json RUN_DIR/_fit/fit_decode.json`, or a --json
+    elsewhere never overwrites the run's counts.csv or a file of the user's)."""
+    if json_out.resolve() == (run_dir / FIT_DIR / "fit.json").resolve():
         return json_out.parent / "counts.csv"
     return json_out.with_name(f"{json_out.stem}.counts.csv")
 
@@ -139,7 +140,9 @@ def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default
             run.counts_table().to_csv(counts_out, index=False)
             console.print(f"wrote {counts_out}")
     plots: dict[str, list[Path]] = {}
-    plots_dir = plots_dir or (default_dir / "plots" if default_dir else None)
+    if plots_dir is None and default_dir is not None:  # beside the JSON: another fit's plots never replace the run's own
+        own = json_out is None or json_out.resolve() == (default_dir / "fit.json").resolve()
+        plots_dir = default_dir / "plots" if own else json_out.with_name(f"{json_out.stem}_plots")
     if plots_dir is not None and not no_plots:
         from fit.plots import all_plots
 
@@ -175,7 +178,8 @@ def fit_command(
     run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write fit.json here (run dirs: RUN_DIR/_fit/fit.json)."),
-    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/_fit/plots); "
+    plots: Optional[Path] = typer.Option(None, "--plots", help="Write plots here (run dirs: RUN_DIR/_fit/plots, or "
+                                         "NAME_plots beside a --json NAME.json of another name); "
                                          "plot files of an earlier call that no longer apply are removed."),
     no_plots: bool = typer.Option(False, "--no-plots", help="Skip the plots."),
     cost: Optional[str] = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,

@@ -563,3 +563,21 @@ def test_fit_and_verify_report_the_same_summary_intervals(app: typer.Typer, run_
     summary = fit_run_dir(run_dir, FitOptions(n_boot=20)).summary  # maj@n of the report's summary table
     columns = ["maj@n", "maj@n_lo", "maj@n_hi"]
     pd.testing.assert_frame_equal(summary[columns], verified.loc[summary.index, columns])
+
+
+def test_a_second_fit_of_a_run_keeps_the_runs_own_counts_and_plots(app: typer.Typer, tmp_path: Path) -> None:
+    """`study fit RUN --cost decode --json RUN/_fit/fit_decode.json` (as `make toy-study` does) writes its counts and
+    plots beside its JSON, named after it: the run's counts.csv and plots/ stay those of its fit.json and report."""
+    run = make_run_dir(tmp_path / "run", n=4)
+    res = _invoke(app, "fit", run, "--boot", 20)
+    assert res.exit_code == 0, res.output
+    own = {path: path.read_bytes() for path in [run / "_fit" / "counts.csv", *sorted((run / "_fit" / "plots").iterdir())]}
+    assert len(own) > 1
+    res = _invoke(app, "fit", run, "--cost", "decode", "--json", run / "_fit" / "fit_decode.json", "--boot", 20)
+    assert res.exit_code == 0, res.output
+    assert {path: path.read_bytes() for path in own} == own
+    decode = pd.read_csv(run / "_fit" / "fit_decode.counts.csv").set_index(["config", "problem"])["cost_per_sample"]
+    flops = pd.read_csv(run / "_fit" / "counts.csv").set_index(["config", "problem"])["cost_per_sample"]
+    assert (decode < flops).all()  # decode FLOPs leave out the prefills
+    assert sorted(p.name for p in (run / "_fit" / "fit_decode_plots").iterdir()) == sorted(
+        p.name for p in (run / "_fit" / "plots").iterdir())
