@@ -25,5 +25,7 @@ for _name in _COMMAND_MODULES:
     importlib.import_module(_name).register(app)
 
 
-if __name__ == "__main__":
-    app()
+if __name__ == "__main__":  # `python -m experiments.cli` runs as the `study` executable does
+    from experiments.main import main
+
+    main()

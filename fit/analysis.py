@@ -32,6 +32,7 @@ import pandas as pd
 
 from fit import beta_binomial, curves, power_law
 from verify.metrics import bootstrap_ci, proportion_ci
+from verify.progress import NullProgress, ProgressSink
 
 ESTIMATORS: tuple[str, ...] = ("ensemble", "beta_binomial", "power_law")
 DEFAULT_ESTIMATOR = "ensemble"
@@ -371,17 +372,22 @@ class GroupFit:
         }
 
 
-def fit_groups(counts: pd.DataFrame, options: FitOptions | None = None) -> dict[str, GroupFit]:
-    """Fit every group of a validated counts table (see fit.counts) with paired bootstrap weights."""
+def fit_groups(counts: pd.DataFrame, options: FitOptions | None = None,
+               progress: ProgressSink | None = None) -> dict[str, GroupFit]:
+    """Fit every group of a validated counts table (see fit.counts) with paired bootstrap weights; `progress` counts groups."""
     options = options or FitOptions()
+    sink = progress or NullProgress()
     problems = pd.Index(pd.unique(counts["problem"]))
     weights = curves.bootstrap_weights(len(problems), options.n_boot, options.seed)
     out = {}
-    for name, frame in counts.groupby("group", sort=True):
+    groups = counts.groupby("group", sort=True)
+    sink.phase("fit", groups.ngroups)
+    for name, frame in groups:
         frame = frame.reset_index(drop=True)
         idx = problems.get_indexer(frame["problem"])
         group = out[str(name)] = GroupFit(str(name), frame, options, weights[:, idx])
         if len(frame) < len(problems):  # e.g. a run still sampling: its coverage is over other problems
             group.warnings.append(f"covers {len(frame)} of the {len(problems)} problems in this fit: its curves and "
                                   "multipliers average over a different set of problems than groups that cover all")
+        sink.advance("fit")
     return out

@@ -145,8 +145,10 @@ def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default
         plots_dir = default_dir / "plots" if own else json_out.with_name(f"{json_out.stem}_plots")
     if plots_dir is not None and not no_plots:
         from fit.plots import all_plots
+        from verify.progress import rich_progress
 
-        plots = all_plots(run, plots_dir)
+        with rich_progress() as sink:
+            plots = all_plots(run, plots_dir, sink)
         console.print(f"wrote {sum(len(p) for p in plots.values())} plot files to {plots_dir}")
     return doc, plots
 
@@ -167,7 +169,8 @@ BUDGETS = typer.Option(None, "--budgets", help="Compute budgets per problem for 
 ESTIMATOR = typer.Option(DEFAULT_ESTIMATOR, "--estimator", help=f"Extrapolation: {', '.join(ESTIMATORS)}.")
 PL_METHOD = typer.Option(power_law.DEFAULT_METHOD, "--power-law-method", help=f"{', '.join(power_law.METHODS)}.")
 FAMILY = typer.Option(beta_binomial.DEFAULT_FAMILY, "--family", help=f"Distribution of p: {', '.join(beta_binomial.FAMILIES)}.")
-BOOT = typer.Option(200, "--boot", help="Bootstrap replicates over problems.")
+BOOT = typer.Option(200, "--boot", help="Bootstrap replicates over problems for the fits, extrapolations and "
+                    "multipliers (pass@1, coverage@n and maj@n take 1000, as `study verify` prints them).")
 SEED = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap.")
 RUNS = typer.Option(Path("runs"), "--runs", help="Where to look for the most recent run.")
 GRADER = typer.Option(None, "--grader", help="Run dirs: whose grades to read, math-verify or strict (default: the one "

@@ -128,6 +128,14 @@ def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None
     return run
 
 
+def _fitted(counts: pd.DataFrame, options: FitOptions) -> dict[str, GroupFit]:
+    """fit_groups with a progress bar over the groups (each takes a fraction of a second to seconds)."""
+    from verify.progress import rich_progress
+
+    with rich_progress() as sink:
+        return fit_groups(counts, options, sink)
+
+
 def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions | None = None,
                     predict_ks: list[float] | None = None, cost_column: str | None = None,
                     n_params: Mapping[str, float] | None = None, cost_model: str | None = None,
@@ -168,7 +176,7 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
     references.update(defaults)
     notes += [f"group {role!r} is taken as the pure-{role} reference (--{role} to choose another)" for role in defaults]
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
-                 fit_groups(counts, options), options, predict_ks, model, unit, references)
+                 _fitted(counts, options), options, predict_ks, model, unit, references)
     run.notes += notes
     return _finish(run, targets, budgets)
 
@@ -197,7 +205,7 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     n_params = costmod.n_params_from_manifest(manifest) if cost_model in ("flops", "decode") else None
     counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices, str(run_dir))
     references = rundir.references(manifest)
-    run = FitRun({"run_dir": str(run_dir), "grader": grader}, counts, fit_groups(counts, options), options, predict_ks, model, unit,
+    run = FitRun({"run_dir": str(run_dir), "grader": grader}, counts, _fitted(counts, options), options, predict_ks, model, unit,
                  {role: ref for role, ref in references.items() if ref in set(counts["group"])}, manifest=manifest)
     run.notes += [f"reference config {ref!r} ({role}) has no graded samples: no multipliers against it"
                   for role, ref in references.items() if role not in run.references]

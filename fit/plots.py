@@ -24,6 +24,7 @@ from fit import curves  # noqa: E402
 from fit.counts import TOKEN_COLUMNS  # noqa: E402
 from fit.pipeline import FitRun  # noqa: E402
 from fit.report import pct  # noqa: E402
+from verify.progress import NullProgress, ProgressSink  # noqa: E402
 
 PER_FIGURE = 8
 EXTEND = 100.0  # fitted curves are drawn out to 100× the largest n
@@ -385,21 +386,24 @@ def cost_breakdown(run: FitRun, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "cost_breakdown")
 
 
-def all_plots(run: FitRun, out_dir: str | Path) -> dict[str, list[Path]]:
+def all_plots(run: FitRun, out_dir: str | Path, progress: ProgressSink | None = None) -> dict[str, list[Path]]:
     """Every plot the run supports: {name: [png, svg, ...]}. Plot files of an earlier call in the same
     folder that this one does not write (fewer groups, pages or plots now) are removed: only files
-    named like this module's plots are touched."""
+    named like this module's plots are touched. `progress` counts the kinds of plot drawn."""
     out_dir = Path(out_dir)
+    sink = progress or NullProgress()
     makers = {"coverage_vs_k": coverage_vs_k, "coverage_vs_compute": coverage_vs_compute,
               "neglog_coverage": neglog_coverage, "maj_vs_coverage": maj_vs_coverage,
               "ck_heatmap": ck_heatmaps, "coverage_by_level": coverage_by_level,
               "cost_breakdown": cost_breakdown}
     out = {}
+    sink.phase("plots", len(makers))
     with plt.rc_context({"text.parse_math": False}):  # group names are text: "$5_to_$10" is not mathtext
         for name, make in makers.items():
             paths = make(run, out_dir)
             if paths:
                 out[name] = paths
+            sink.advance("plots")
     written = {p.resolve() for paths in out.values() for p in paths}
     ours = re.compile(rf"^({'|'.join(makers)})(_\d+)?\.(png|svg)$")  # the names `_save` writes (pages: _2, _3, ...)
     for stale in (p for p in out_dir.glob("*") if ours.match(p.name) and p.resolve() not in written):

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from verify.progress import print_error, table_console
+from verify.progress import LoggedProgress, print_error, table_console
 
 console = Console(stderr=True)
 
@@ -27,9 +27,9 @@ class TokenRate(TextColumn):
         return f"{rate:,.0f} tok/s"
 
 
-def progress_bar() -> Progress:
+def progress_bar() -> LoggedProgress:
     """Samples done / total, samples/s, tokens/s, elapsed and ETA."""
-    return Progress(
+    return LoggedProgress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("samples"),
         TokenRate(), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
     )

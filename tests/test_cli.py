@@ -30,7 +30,7 @@ def test_sample_rejects_bad_input_without_traceback(tmp_path: Path) -> None:
     bad = tmp_path / "bad.toml"
     bad.write_text('dataset = "toy"\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "random"\nc = 2\n')
     result = runner.invoke(app, ["sample", "--config", str(bad), "--out", str(tmp_path / "r")])
-    assert result.exit_code == 2 and "random" in result.output and "k >= 1" in result.output
+    assert result.exit_code == 2 and "policy 'random' needs k (oracle tokens per intervention); it is missing" in result.output
     assert "Traceback" not in result.output
     bad.write_text('dataset = "toy"\n[models]\nbase = "toy:base"\n[[configs]]\npolicy = "base"\n[cost]\nmodel = "wall"\n')
     result = runner.invoke(app, ["sample", "--config", str(bad), "--out", str(tmp_path / "r")])
@@ -141,3 +141,32 @@ def test_seeds_out_of_range_are_refused_by_name(tmp_path: Path) -> None:
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and "--seed" in result.output, (args, result.output)
     assert not (tmp_path / "m").exists()
+
+
+def test_progress_in_a_log_is_plain_lines_and_on_a_terminal_a_bar() -> None:
+    """Written to a file (a Slurm log) a progress bar prints plain lines — count, rate, ETA, never a bar — every few
+    seconds and when it stops; on a terminal it draws rich's live bar and no such lines."""
+    import io
+
+    from rich.console import Console
+
+    from verify.progress import LoggedProgress, RateColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    def run(console: Console, every: float) -> str:
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), RateColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn())
+        with LoggedProgress(*columns, console=console, every=every) as progress:
+            task = progress.add_task("grade", total=4)
+            for _ in range(4):
+                progress.advance(task)
+        return console.file.getvalue()
+
+    logged = run(Console(file=io.StringIO(), width=40), every=0.0)
+    lines = logged.splitlines()
+    assert lines[0].startswith("grade 1/4 ") and lines[-1].startswith("grade 4/4 ") and len(lines) == 4, logged
+    assert all("ETA" in line for line in lines) and "━" not in logged
+    rare = run(Console(file=io.StringIO(), width=40), every=3600.0).splitlines()  # no line due: the last one only
+    assert len(rare) == 1 and rare[0].startswith("grade 4/4 "), rare
+    terminal = run(Console(file=io.StringIO(), width=80, force_terminal=True), every=0.0)
+    assert "━" in terminal and "grade 1/4 " not in terminal

@@ -5,6 +5,7 @@ import copy
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -759,8 +760,12 @@ def test_kill_nine_then_resume_equals_uninterrupted(reference_run: Path, tmp_pat
     pd.testing.assert_frame_equal(_sorted(read_samples(reference_run)), _sorted(read_samples(run_dir)))
 
 
-def test_ctrl_c_says_how_to_continue_and_resume_equals_uninterrupted(reference_run: Path, tmp_path: Path) -> None:
-    """SIGINT mid-run: exit 130 with a one-line hint (no traceback), no temp files; re-running completes the same samples."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_says_how_to_continue_and_resume_equals_uninterrupted(reference_run: Path, tmp_path: Path,
+                                                                     stop: signal.Signals) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, a Slurm time limit) mid-run: exit 130 with a one-line hint (no traceback),
+    no temp files; the log (stderr is not a terminal) got a plain progress line, not a bar drawn at the end;
+    re-running completes the same samples."""
     config = _small_toml(tmp_path / "small.toml")
     run_dir = tmp_path / "interrupted"
     command = _sample_command(config, run_dir)
@@ -770,11 +775,13 @@ def test_ctrl_c_says_how_to_continue_and_resume_equals_uninterrupted(reference_r
     deadline = time.time() + 120
     while time.time() < deadline and len(list((run_dir / "samples").glob("*/*.parquet"))) < 3:
         time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, err = process.communicate(timeout=120)
     text = err.decode()
     assert process.returncode == 130, text[-2000:]
     assert "interrupted: the finished blocks are saved in" in text and "Traceback" not in text
+    assert re.search(r"^\S+ \(block \d+/15\) +\d+/\d+ samples [\d,]+ tok/s \d+:\d\d:\d\d ETA", text, re.M), text[-2000:]
+    assert "━" not in text
     assert not list((run_dir / "samples").glob("*/.*"))
     assert len(list((run_dir / "samples").glob("*/*.parquet"))) < 15, "the run should have been interrupted midway"
     subprocess.run(command, cwd=REPO, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -2,17 +2,20 @@
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
 from rich.console import Console
 from rich.markup import escape
+from rich import get_console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
     ProgressColumn,
+    TaskID,
     TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
@@ -35,7 +38,59 @@ def table_console() -> Console:
     """A stdout console for result tables: the terminal's width, or 220 columns in logs and pipes (no cut names)."""
     return Console(width=None if sys.stdout.isatty() else 220)
 
-__all__ = ["ProgressSink", "NullProgress", "rich_progress"]
+__all__ = ["LoggedProgress", "ProgressSink", "NullProgress", "rich_progress"]
+
+LOG_EVERY_SECONDS = 30.0  # how often a progress bar written to a log (not a terminal) prints a line
+
+
+class LoggedProgress(Progress):
+    """A rich Progress that, where its console is not a terminal (a Slurm log, `> file`), prints each task as one
+    plain line every LOG_EVERY_SECONDS and when it stops, instead of a live bar that is drawn only at the end."""
+
+    def __init__(self, *columns: str | ProgressColumn, every: float | None = None, **options: Any) -> None:
+        """The columns and options of rich's Progress; `every`: seconds between a logged task's lines."""
+        console = options.get("console") or get_console()
+        self.logged = not console.is_terminal
+        super().__init__(*columns, **{**options, "disable": options.get("disable", False) or self.logged})
+        self._every = LOG_EVERY_SECONDS if every is None else every
+        self._last_line: dict[TaskID, float] = {}
+        self._last_completed: dict[TaskID, float] = {}
+
+    def update(self, task_id: TaskID, **changes: Any) -> None:
+        """rich's update, then a line in a log if one is due."""
+        super().update(task_id, **changes)
+        self._log(task_id)
+
+    def advance(self, task_id: TaskID, advance: float = 1) -> None:
+        """rich's advance, then a line in a log if one is due."""
+        super().advance(task_id, advance)
+        self._log(task_id)
+
+    def stop(self) -> None:
+        """Stop; in a log, a last line for each task that has moved since its last line."""
+        super().stop()
+        if self.logged:
+            for task in self.tasks:
+                if task.completed != self._last_completed.get(task.id, 0):
+                    self._print(task.id)
+
+    def _log(self, task_id: TaskID) -> None:
+        """Print the task's line if the console is a log and the last line is `every` seconds old."""
+        if not self.logged:
+            return
+        now = time.monotonic()
+        if now - self._last_line.setdefault(task_id, now) >= self._every:
+            self._print(task_id)
+
+    def _print(self, task_id: TaskID) -> None:
+        """The task's columns (all but the bar) as one plain line."""
+        self._last_line[task_id] = time.monotonic()
+        task = self._tasks[task_id]
+        self._last_completed[task_id] = task.completed
+        parts = [column(task) if isinstance(column, ProgressColumn) else column.format(task=task)
+                 for column in self.columns if not isinstance(column, BarColumn)]
+        line = Text(" ").join(part if isinstance(part, Text) else Text.from_markup(str(part)) for part in parts)
+        self.console.print(line, highlight=False, soft_wrap=True)
 
 
 class ProgressSink(Protocol):
@@ -103,7 +158,7 @@ def rich_progress(enabled: bool = True, console: Console | None = None) -> Itera
     if not enabled:
         yield NullProgress()
         return
-    progress = Progress(
+    progress = LoggedProgress(
         TextColumn("[bold]{task.description:<9}"),
         BarColumn(),
         MofNCompleteColumn(),
