@@ -192,10 +192,8 @@ class GroupFit:
 
     def mean_ci(self, values: np.ndarray) -> list[float | None]:
         """[low, high] of a per-problem mean, as `study verify` gives it (`verify.metrics.bootstrap_ci`, its replicates
-        and the fit's seed): Wilson where every value is 0 or 1 (a share of problems), else a percentile bootstrap;
-        none for a single problem."""
-        if len(self.n) < 2:
-            return [None, None]
+        and the fit's seed): Wilson where every value is 0 or 1 (a share of problems), else a percentile bootstrap
+        (none for a single problem)."""
         low, high = bootstrap_ci(values, ci=self.options.level, seed=self.options.seed)
         return [json_float(low), json_float(high)]
 

@@ -128,11 +128,11 @@ def _finish(run: FitRun, targets: tuple[float, ...], budgets: list[float] | None
     return run
 
 
-def _fitted(counts: pd.DataFrame, options: FitOptions) -> dict[str, GroupFit]:
-    """fit_groups with a progress bar over the groups (each takes a fraction of a second to seconds)."""
+def _fitted(counts: pd.DataFrame, options: FitOptions, progress: bool) -> dict[str, GroupFit]:
+    """fit_groups, with a progress bar over the groups if asked (each takes a fraction of a second to seconds)."""
     from verify.progress import rich_progress
 
-    with rich_progress() as sink:
+    with rich_progress(progress) as sink:
         return fit_groups(counts, options, sink)
 
 
@@ -140,8 +140,9 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
                     predict_ks: list[float] | None = None, cost_column: str | None = None,
                     n_params: Mapping[str, float] | None = None, cost_model: str | None = None,
                     prices: costmod.Prices | None = None, references: Mapping[str, str] | None = None,
-                    targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None) -> FitRun:
-    """Fit a counts file (.csv/.parquet): `study fit --counts`."""
+                    targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None,
+                    progress: bool = True) -> FitRun:
+    """Fit a counts file (.csv/.parquet): `study fit --counts`; `progress` draws bars on stderr."""
     options = options or FitOptions()
     asked = cost_model is not None or n_params is not None or prices is not None  # a cost model to apply to the tokens
     if cost_column is None:
@@ -176,7 +177,7 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
     references.update(defaults)
     notes += [f"group {role!r} is taken as the pure-{role} reference (--{role} to choose another)" for role in defaults]
     run = FitRun({"counts": str(path), "by": by or ("config" if "config" in counts.columns else "")}, counts,
-                 _fitted(counts, options), options, predict_ks, model, unit, references)
+                 _fitted(counts, options, progress), options, predict_ks, model, unit, references)
     run.notes += notes
     return _finish(run, targets, budgets)
 
@@ -184,10 +185,10 @@ def fit_counts_file(path: str | Path, by: str | None = None, options: FitOptions
 def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_ks: list[float] | None = None,
                 cost_model: str | None = None, prices: costmod.Prices | None = None,
                 targets: tuple[float, ...] = cmp.DEFAULT_TARGETS, budgets: list[float] | None = None,
-                grader: str | None = None) -> FitRun:
+                grader: str | None = None, progress: bool = True) -> FitRun:
     """Fit a graded (or gradable) run dir: `study fit RUN_DIR`; the cost model defaults to the
     experiment's [cost] section (recorded in the manifest), else flops; the grader to the one that
-    graded the run (`rundir.choose_grader`)."""
+    graded the run (`rundir.choose_grader`); `progress` draws bars on stderr (grading, fits, maj@k)."""
     from fit import rundir
 
     options = options or FitOptions()
@@ -200,12 +201,12 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     if cost_model == "price" and prices is None:  # before grading, which may take a while
         raise CountsError(f"{run_dir}: cost model 'price' needs prices (--prices, or prices in the experiment's [cost])")
     grader = rundir.choose_grader(run_dir, grader)
-    grades, raw = rundir.run_grades_and_counts(run_dir, grader)
+    grades, raw = rundir.run_grades_and_counts(run_dir, grader, progress)
     counts = validate_counts(raw, f"{run_dir} counts table", "config")
     n_params = costmod.n_params_from_manifest(manifest) if cost_model in ("flops", "decode") else None
     counts, model, unit = _with_costs(counts, None, cost_model, n_params, prices, str(run_dir))
     references = rundir.references(manifest)
-    run = FitRun({"run_dir": str(run_dir), "grader": grader}, counts, _fitted(counts, options), options, predict_ks, model, unit,
+    run = FitRun({"run_dir": str(run_dir), "grader": grader}, counts, _fitted(counts, options, progress), options, predict_ks, model, unit,
                  {role: ref for role, ref in references.items() if ref in set(counts["group"])}, manifest=manifest)
     run.notes += [f"reference config {ref!r} ({role}) has no graded samples: no multipliers against it"
                   for role, ref in references.items() if role not in run.references]
@@ -215,7 +216,8 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     if incomplete:
         run.notes.append(incomplete)
     run.summary = rundir.run_summary(grades, seed=options.seed, level=options.level)  # as `study verify` prints it
-    run.maj = rundir.maj_curves(grades, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed)
+    run.maj = rundir.maj_curves(grades, {name: g.n_min for name, g in run.groups.items()}, seed=options.seed,
+                                progress=progress)
     return _finish(run, targets, budgets)
 
 

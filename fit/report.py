@@ -250,7 +250,9 @@ def markdown(run: FitRun, doc: dict[str, Any], plots: dict[str, list[Path]], bas
     parts = ["# Coverage and equal-compute report\n",
              f"Source: {what}. Generated {_dt.datetime.now().strftime('%Y-%m-%d %H:%M')}. "
              f"Extrapolation: `{doc['estimator']}` estimator (power law: `{doc['power_law_method']}`, "
-             f"distribution: `{doc['family']}`). CIs: {doc['level']:.0%} bootstrap over problems ({doc['n_boot']} replicates; Wilson for coverage@n). "
+             f"distribution: `{doc['family']}`). CIs: {doc['level']:.0%} bootstrap over problems ({doc['n_boot']} replicates for fits, "
+             f"extrapolations and multipliers; pass@1 and maj@n as `study verify` gives them, 1,000; Wilson for "
+             f"coverage@n). "
              + (f"Cost model: `{doc['cost_model']}` ({unit})." if unit else "No cost information."),
              "\n## Summary\n",
              "Values with [low, high] are 95% CIs; † marks values extrapolated beyond the sampled number of "

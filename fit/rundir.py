@@ -79,11 +79,12 @@ def graders_of(run_dir: str | Path) -> list[str]:
     return [g for g in GRADERS if grades_dir(Path(run_dir), g).is_dir()]
 
 
-def run_grades_and_counts(run_dir: str | Path, grader: str = "math-verify") -> tuple[pd.DataFrame, pd.DataFrame]:
+def run_grades_and_counts(run_dir: str | Path, grader: str = "math-verify", progress: bool = True
+                          ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The run's grades and counts table from verify (grading first if needed; the counts have a ``config`` column)."""
     from verify.tables import grades_and_counts  # lazy: only the run-dir path needs the verifier
 
-    return grades_and_counts(Path(run_dir), grader)
+    return grades_and_counts(Path(run_dir), grader, progress)
 
 
 def timing_note(run_dir: str | Path) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,16 +37,20 @@ def fingerprint(name_or_path: str) -> str:
         return f"hub:{name_or_path}"
     files = [file for file in sorted(path.glob("*.safetensors")) + sorted(path.glob("*.bin")) + [path / "config.json"]
              if file.exists()]
-    return _files_digest(tuple((file.name, str(file.resolve()), file.stat().st_size, file.stat().st_mtime_ns)
-                               for file in files))
+    return _files_digest(tuple((file.name, str(file.resolve()), _identity(file.stat())) for file in files))
+
+
+def _identity(stat: os.stat_result) -> tuple[int, ...]:
+    """What changes when a file is rewritten: inode, size, modification and status-change times."""
+    return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns
 
 
 @functools.lru_cache(maxsize=16)
-def _files_digest(files: tuple[tuple[str, str, int, int], ...]) -> str:
-    """sha256 over each (name, file)'s name and content, remembered by the file's path, size and mtime: a large
-    checkpoint is read once per process (`study analyze` checks a folder, then loads it)."""
+def _files_digest(files: tuple[tuple[str, str, tuple[int, ...]], ...]) -> str:
+    """sha256 over each (name, file)'s name and content, remembered by the file's path and identity (`_identity`): a
+    large checkpoint is read once per process (`study analyze` checks a folder, then loads it)."""
     digest = hashlib.sha256()
-    for name, file, _, _ in files:
+    for name, file, _ in files:
         digest.update(name.encode())
         with open(file, "rb") as handle:  # in chunks: a checkpoint file can be larger than memory
             for chunk in iter(lambda: handle.read(1 << 24), b""):

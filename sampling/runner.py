@@ -307,12 +307,13 @@ def run_experiment(
         if vllm_available() is None:
             check_engine_options(experiment.engine_options)
     problems = load_experiment_problems(experiment, skip_bad_rows, report)
-    # a named oracle is always loaded and recorded, even for base-only configs: the run's manifest
-    # then names the pair (analysis and judge training rescore with it)
-    pair = load_pair(experiment.models["base"], experiment.models.get("oracle"), weights=experiment.engine == "torch")
     existing = store.read_manifest(run_dir) if (Path(run_dir) / store.MANIFEST).exists() else None
     size = DEFAULT_BLOCK_SIZE if block_size is None else block_size
     blocking = existing["blocking"] if existing else {"block_size": size, "group_size": max(1, size // experiment.n)}
+    check_plan_size(len(problems), len(experiment.configs), experiment.n, blocking["block_size"], blocking["group_size"])
+    # a named oracle is always loaded and recorded, even for base-only configs: the run's manifest
+    # then names the pair (analysis and judge training rescore with it)
+    pair = load_pair(experiment.models["base"], experiment.models.get("oracle"), weights=experiment.engine == "torch")
     if existing and block_size is not None and block_size != blocking["block_size"]:
         report(f"note: --block-size {block_size} ignored: {run_dir} keeps its block size {blocking['block_size']} "
                "(blocks are fixed per run dir, so a resumed run draws the same samples)")
@@ -329,7 +330,6 @@ def run_experiment(
     manifest["prompts_sha256"] = prompts_digest(prompts)
     preflight(experiment, pair, prompts, report)
     changes_run = existing is None or store.check_join(run_dir, manifest)  # refuse a mismatch before an engine starts
-    check_plan_size(len(problems), len(experiment.configs), experiment.n, blocking["block_size"], blocking["group_size"])
     blocks = plan_blocks([p.id for p in problems], list(experiment.configs), experiment.n,
                          blocking["block_size"], blocking["group_size"])
     index, count = shard

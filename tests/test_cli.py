@@ -144,8 +144,8 @@ def test_seeds_out_of_range_are_refused_by_name(tmp_path: Path) -> None:
 
 
 def test_progress_in_a_log_is_plain_lines_and_on_a_terminal_a_bar() -> None:
-    """Written to a file (a Slurm log) a progress bar prints plain lines — count, rate, ETA, never a bar — every few
-    seconds and when it stops; on a terminal it draws rich's live bar and no such lines."""
+    """Written to a file (a Slurm log) a progress bar prints plain lines — count, rate, ETA, never a bar — when it
+    starts, every few seconds and when it stops; on a terminal it draws rich's live bar and no such lines."""
     import io
 
     from rich.console import Console
@@ -166,7 +166,7 @@ def test_progress_in_a_log_is_plain_lines_and_on_a_terminal_a_bar() -> None:
     lines = logged.splitlines()
     assert lines[0].startswith("grade 1/4 ") and lines[-1].startswith("grade 4/4 ") and len(lines) == 4, logged
     assert all("ETA" in line for line in lines) and "━" not in logged
-    rare = run(Console(file=io.StringIO(), width=40), every=3600.0).splitlines()  # no line due: the last one only
-    assert len(rare) == 1 and rare[0].startswith("grade 4/4 "), rare
+    rare = run(Console(file=io.StringIO(), width=40), every=3600.0).splitlines()  # no line due: the first and last
+    assert len(rare) == 2 and rare[0].startswith("grade 1/4 ") and rare[1].startswith("grade 4/4 "), rare
     terminal = run(Console(file=io.StringIO(), width=80, force_terminal=True), every=0.0)
     assert "━" in terminal and "grade 1/4 " not in terminal

@@ -581,3 +581,22 @@ def test_a_second_fit_of_a_run_keeps_the_runs_own_counts_and_plots(app: typer.Ty
     assert (decode < flops).all()  # decode FLOPs leave out the prefills
     assert sorted(p.name for p in (run / "_fit" / "fit_decode_plots").iterdir()) == sorted(
         p.name for p in (run / "_fit" / "plots").iterdir())
+
+
+def test_a_single_problem_has_no_interval_in_fit_or_verify(tmp_path: Path) -> None:
+    """One problem: no CI for pass@1, coverage@n or maj@n, shares of problems included, in `study fit` as in
+    `study verify` (which had given a share of one problem Wilson's interval)."""
+    from fit.analysis import FitOptions
+    from fit.pipeline import fit_counts_file
+    from verify.tables import summarize_grades
+
+    path = tmp_path / "one.csv"
+    pd.DataFrame({"config": ["solved", "half"], "problem": [0, 0], "n": [2, 2], "correct": [2, 1]}).to_csv(path, index=False)
+    groups = fit_counts_file(path, options=FitOptions(n_boot=10), progress=False).to_json()["groups"]
+    for name in ("solved", "half"):
+        for metric in ("pass@1", "coverage@n"):
+            assert (groups[name][metric]["low"], groups[name][metric]["high"]) == (None, None), (name, metric)
+    grades = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1], "extracted": ["5", "5"],
+                           "correct": True, "answer_class": 0})
+    summary = summarize_grades(grades).iloc[0]
+    assert summary[["pass@1_lo", "coverage@n_lo", "maj@n_lo", "maj@n_hi"]].isna().all()

@@ -647,32 +647,55 @@ def test_a_shard_replaced_by_other_samples_is_graded_again(run_dir: Path) -> Non
     pd.testing.assert_frame_equal(again, grades)
 
 
-def test_an_interrupt_before_a_replaced_shards_digest_is_recorded_grades_it_once_more(
+def test_a_replaced_shards_new_grades_win_whatever_the_clock_and_an_interrupt_keeps_them_whole(
         run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Ctrl-C after the new grades of a replaced shard are written but before its new digest is recorded: the next
-    call grades that shard again (never keeps the old grades), and then settles."""
+    """The grades of a shard graded again must outrank its old ones even when this call's clock is behind the last
+    one's (another time zone, a node whose clock lags) and the old parts carry names from before generations (named
+    by a local time, here one in the future); a Ctrl-C after the new part is written keeps grades and digest together."""
+    import time as time_module
+
     verify.grade_run(run_dir, progress=False)
+    for part in _parts(run_dir):  # as an older study named them, by a local time ahead of this clock
+        part.rename(part.with_name(part.name.replace("part-g", "part-29991231T235959.123456789-old")))
     shard = sorted((run_dir / "samples" / "guided").glob("*.parquet"))[-1]
     key = tuple(pq.read_table(shard, columns=["problem_id", "sample_index"]).to_pylist()[0].values())
     _replace_shard_texts(shard, {key: "no answer at all"})
-    _interrupt_on_call(monkeypatch, "_save_shard_digests", 1)
-    with pytest.raises(run_grades_module.GradingInterrupted):
+    epoch = time_module.gmtime(0)
+    monkeypatch.setattr(run_grades_module.time, "gmtime", lambda *_: epoch)  # this call's clock says 1970
+    _interrupt_on_call(monkeypatch, "_save_pairs", 1)  # after the part: grades and the shard's digest are written
+    with pytest.raises(run_grades_module.GradingInterrupted) as interrupted:
         verify.grade_run(run_dir, progress=False)
+    assert interrupted.value.graded == pq.read_metadata(shard).num_rows and interrupted.value.whole
     monkeypatch.undo()
     grades, stats = grade_run_with_stats(run_dir, progress=False)
-    assert stats.replaced_shards == 1
+    assert (stats.replaced_shards, stats.newly_graded) == (0, 0)
     assert grades.set_index(["config_id", "problem_id", "sample_index"]).loc[("guided", *key), "answer_class"] == -1
-    assert grade_run_with_stats(run_dir, progress=False)[1].replaced_shards == 0
+    assert _parts(run_dir)[-1].name.startswith("part-g000000001-19700101T")
+
+
+def test_a_changed_shard_whose_samples_all_count_from_an_earlier_one_is_not_graded_again(tmp_path: Path) -> None:
+    """A shard whose keys all sit in an earlier shard too contributes nothing (the first counts): its texts changing
+    is no reason to grade anything, on this call or the next."""
+    problems = [ProblemSpec("p", "5", "", 1, "Algebra")]
+    samples = pd.DataFrame({"config_id": "c", "problem_id": "p", "sample_index": [0, 1], "text": ["\\boxed{5}", "\\boxed{6}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    write_run_dir(run, problems, samples)  # the same keys again, in a later shard
+    verify.grade_run(run, progress=False)
+    later = sorted((run / "samples" / "c").glob("*.parquet"))[-1]
+    _replace_shard_texts(later, {("p", 0): "\\boxed{6}"})
+    for _ in range(2):
+        grades, stats = grade_run_with_stats(run, progress=False)
+        assert (stats.replaced_shards, stats.newly_graded) == (0, 0) and grades["correct"].tolist() == [True, False]
+    assert len(_parts(run)) == 1
 
 
 def test_shards_graded_before_digests_were_recorded_are_checked_from_the_next_grading(run_dir: Path) -> None:
-    """A run graded by an older study (no shard record) takes its graded shards as graded from today's texts the
-    next time grading writes anything; a shard replaced after that is caught. Shards without a digest (written by
-    an older study or another tool) are graded as always."""
-    from verify.run_grades import _cache_path
-
+    """A run graded by an older study (grade parts without shard digests) takes its graded shards as graded from
+    today's texts the next time grading writes a part; a shard replaced after that is caught. Shards without a
+    digest (written by an older study or another tool) are graded as always."""
     verify.grade_run(run_dir, progress=False)
-    _cache_path(run_dir, "math-verify", "shards").unlink()
+    for part in _parts(run_dir):  # as an older study wrote them
+        pq.write_table(pq.read_table(part).replace_schema_metadata({}), part)
     assert grade_run_with_stats(run_dir, progress=False)[1].replaced_shards == 0  # nothing to write: nothing recorded
     extra = pd.DataFrame({"config_id": "base", "problem_id": "p-five", "sample_index": [100], "text": ["\\boxed{5}"]})
     extra.to_parquet(run_dir / "samples" / "base" / "zz-by-hand.parquet")  # no digest

@@ -113,8 +113,8 @@ def bootstrap_ci(
     values: ArrayLike, n_boot: int = 1000, ci: float = 0.95, seed: int = 0
 ) -> tuple[np.ndarray, np.ndarray]:
     """CI of the mean over problems (axis 0), NaN rows dropped per column: percentile bootstrap, or the
-    Wilson interval where every value is 0 or 1; none (NaN) for a single problem whose value is neither
-    (resampling one problem says nothing about the spread)."""
+    Wilson interval where every value is 0 or 1; none (NaN) for a single problem (resampling one problem
+    says nothing about the spread over problems; `study fit` gives none there either)."""
     x = np.asarray(values, dtype=np.float64)
     squeeze = x.ndim == 1
     x = x.reshape(len(x), -1)
@@ -126,10 +126,10 @@ def bootstrap_ci(
         v = x[:, col][~np.isnan(x[:, col])]
         if len(v) == 0:
             continue
+        if len(v) == 1:
+            continue
         if np.all((v == 0) | (v == 1)):
             lo[col], hi[col] = proportion_ci(int(v.sum()), len(v), ci)
-            continue
-        if len(v) == 1:
             continue
         if np.all(v == v[0]):
             lo[col] = hi[col] = v[0]

@@ -45,7 +45,8 @@ LOG_EVERY_SECONDS = 30.0  # how often a progress bar written to a log (not a ter
 
 class LoggedProgress(Progress):
     """A rich Progress that, where its console is not a terminal (a Slurm log, `> file`), prints each task as one
-    plain line every LOG_EVERY_SECONDS and when it stops, instead of a live bar that is drawn only at the end."""
+    plain line when it starts, every LOG_EVERY_SECONDS, and when it stops, instead of a live bar that is drawn only
+    at the end."""
 
     def __init__(self, *columns: str | ProgressColumn, every: float | None = None, **options: Any) -> None:
         """The columns and options of rich's Progress; `every`: seconds between a logged task's lines."""
@@ -75,11 +76,12 @@ class LoggedProgress(Progress):
                     self._print(task.id)
 
     def _log(self, task_id: TaskID) -> None:
-        """Print the task's line if the console is a log and the last line is `every` seconds old."""
+        """Print the task's line if the console is a log and this is its first update or its last line is `every`
+        seconds old (so each phase shows up in the log when it starts, in order)."""
         if not self.logged:
             return
-        now = time.monotonic()
-        if now - self._last_line.setdefault(task_id, now) >= self._every:
+        last = self._last_line.get(task_id)
+        if last is None or time.monotonic() - last >= self._every:
             self._print(task_id)
 
     def _print(self, task_id: TaskID) -> None:

@@ -5,12 +5,12 @@ Reads `RUN_DIR/_problems.parquet` and every visible
 `RUN_DIR/_grades/` (skipped by `pandas.read_parquet(RUN_DIR)`; reading `_grades/` itself as a
 Parquet dataset gives a `grader` column from the hive-style folder name, and skips `_cache`):
 
-    _grades/grader=<grader>/part-<time>-<id>.parquet   config_id, problem_id, sample_index,
-                                                       extracted, correct, answer_class
+    _grades/grader=<grader>/part-g<generation>-<time>-<id>.parquet   config_id, problem_id, sample_index,
+                                                       extracted, correct, answer_class (and in its metadata
+                                                       the texts digest of each shard it graded)
     _grades/_cache/<grader>.pairs.parquet              reference, extracted, correct, key, how
     _grades/_cache/<grader>.classes.parquet            problem_id, key, answer_class
     _grades/_cache/<grader>.references.parquet         problem_id, reference (what was graded against)
-    _grades/_cache/<grader>.shards.parquet             shard, texts_sha256 (each graded shard's texts then)
 
 `answer_class` is the equivalence class of `extracted` within its problem, shared by all configs:
 0 is the reference's class (every correct answer), 1, 2, ... are wrong answers grouped by their
@@ -18,7 +18,8 @@ vote key (`verify.equivalence.answer_key`), numbered in order of first grading; 
 Every file is written under a temporary name and renamed, and the grades after the caches (the
 record of references last), so an interrupted run leaves only complete files; re-running grades
 only samples without a grade. Where parts overlap (a regrade interrupted before it removed the old
-parts) the newest part's grade counts.
+parts, a shard graded again) the newest part's grade counts: parts are numbered by generation, so the
+newest sorts last whatever the clock says (parts from before generations sort first).
 Samples are graded in chunks of whole shards (`CHUNK_SAMPLES`), so only one chunk's texts are in
 memory; each chunk writes its own part. An interrupted call (Ctrl-C) keeps the finished chunks'
 grades and the pairs it finished in the pair cache (GradingInterrupted says how many of each), so a
@@ -32,8 +33,10 @@ consistent. A reference answer that differs from the one its problem's samples w
 are grades of a config that `study sample` redefined after they were made (its samples replaced; the
 definition each graded config had is recorded with the references). A shard replaced by other samples
 under the same name (a damaged shard removed and sampled again, where the engine need not give the same
-samples) is noticed by the texts digest in its footer, which differs from the one recorded when it was
-graded: its samples are graded again (shards written before the digest existed are not checked).
+samples) is noticed by the texts digest in its footer, which differs from the one recorded, in the same
+grade part as its grades, when it was graded: its samples are graded again. Shards written before the
+digest existed are not checked; shards graded before it was recorded are taken as graded from their
+present texts, recorded the next time grading writes a part.
 A regrade leaves a marker (`_cache/<grader>.regrading`) until it completes: an interrupted regrade
 mixes old and new parts, so plain calls are refused until `regrade=True` finishes it.
 Likewise grades made under other grading rules (`GRADING_RULES`, recorded with the references and the
@@ -50,6 +53,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import time
 import uuid
 from collections.abc import Iterable, Iterator
@@ -99,12 +103,12 @@ PAIR_SCHEMA = pa.schema(
 )
 CLASS_SCHEMA = pa.schema([("problem_id", pa.string()), ("key", pa.string()), ("answer_class", pa.int32())])
 REFERENCE_SCHEMA = pa.schema([("problem_id", pa.string()), ("reference", pa.string())])
-SHARD_SCHEMA = pa.schema([("shard", pa.string()), ("texts_sha256", pa.string())])
 GRADING_RULES = 4  # bump whenever extraction or equivalence changes a grade (2: answer spans, digit groups, degrees, bases, box lists;
 # 3: "####" headings, ", since", digits a base lacks, group braces, units in plain words;
 # 4: differing units, a set for a tuple, named choices, digits past 6 decimal places, thousands inside \frac)
 _RULES_KEY = b"study.grading_rules"
 _DEFINITIONS_KEY = b"study.config_definitions"  # in the references record: what each config was when graded
+_SHARDS_KEY = b"study.shard_texts_sha256"  # in a grade part: {shard: texts digest} of the shards it graded
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -144,7 +148,7 @@ def _cache_dir(run_dir: Path) -> Path:
 
 
 def _cache_path(run_dir: Path, grader: str, kind: str) -> Path:
-    """Path of a grader's cache file (kind: pairs, classes, references or shards)."""
+    """Path of a grader's cache file (kind: pairs, classes or references)."""
     return _cache_dir(run_dir) / f"{grader}.{kind}.parquet"
 
 
@@ -426,19 +430,18 @@ def _shard_names(run_dir: Path, files: list[Path]) -> list[str]:
     return [path.relative_to(run_dir / SAMPLES_DIR).as_posix() for path in files]
 
 
-def _load_shard_digests(run_dir: Path, grader: str) -> dict[str, str]:
-    """shard name -> the texts digest it had when its samples were graded (empty for runs graded before it was kept)."""
-    path = _cache_path(run_dir, grader, "shards")
-    if not path.is_file():
-        return {}
-    table = pq.read_table(path, schema=SHARD_SCHEMA).to_pydict()
-    return dict(zip(table["shard"], table["texts_sha256"]))
-
-
-def _save_shard_digests(run_dir: Path, grader: str, digests: dict[str, str]) -> None:
-    """Record the texts digest each graded shard had (written after the grades made from it)."""
-    table = pa.table({"shard": list(digests), "texts_sha256": list(digests.values())}, schema=SHARD_SCHEMA)
-    write_table_atomic(table, _cache_path(run_dir, grader, "shards"))
+def _graded_digests(parts: list[Path]) -> dict[str, str]:
+    """shard name -> the texts digest it had when its samples were graded, from the grade parts (the newest last);
+    shards graded before digests were recorded are missing."""
+    digests: dict[str, str] = {}
+    for path in parts:
+        try:
+            recorded = (pq.read_schema(path).metadata or {}).get(_SHARDS_KEY)
+        except (pa.ArrowException, OSError) as exc:
+            raise RunDirError(f"{path}: unreadable grade part ({exc}); run `study verify --regrade` on the run") from None
+        if recorded:
+            digests.update(json.loads(recorded))
+    return digests
 
 
 def _assign_classes(graded: pd.DataFrame, registry: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
@@ -544,20 +547,20 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         if config_id in definitions:  # made under today's definition (recorded with the next references written)
             graded_definitions[config_id] = definitions[config_id]
     key_code, graded_code = _key_codes(keys, existing)
-    graded_digests = {} if regrade else _load_shard_digests(run, grader)
-    changed_shards = [i for i, (name, digest) in enumerate(zip(names, digests))
-                      if digest is not None and graded_digests.get(name, digest) != digest]
-    if changed_shards:  # other samples than were graded now sit under these names: their grades are stale
-        stale = np.isin(graded_code, key_code[np.isin(keys["_shard"].to_numpy(), changed_shards)])
-        existing, graded_code = existing[~stale], graded_code[~stale]
     first = ~pd.Series(key_code).duplicated().to_numpy()  # a sample in two shards counts once (the first)
     keys, key_code = keys[first].reset_index(drop=True), key_code[first]
+    graded_digests = {} if regrade else _graded_digests(parts)
+    source = keys["_shard"].to_numpy()  # each sample's (first) shard
+    changed_shards = [i for i in np.unique(source).tolist()  # shards whose samples count (not only duplicates)
+                      if digests[i] is not None and graded_digests.get(names[i], digests[i]) != digests[i]]
+    if changed_shards:  # other samples than were graded now sit under these names: their grades are stale
+        stale = np.isin(graded_code, key_code[np.isin(source, changed_shards)])
+        existing, graded_code = existing[~stale], graded_code[~stale]
     todo = keys[~np.isin(key_code, graded_code)]
     already = len(keys) - len(todo)
     pending = set(todo["_shard"].tolist())
-    for i, (name, digest) in enumerate(zip(names, digests)):  # graded before digests were recorded: taken as graded
-        if digest is not None and name not in graded_digests and i not in pending:  # from today's texts
-            graded_digests[name] = digest
+    adopted = {name: digest for i, (name, digest) in enumerate(zip(names, digests))  # graded before digests were
+               if digest is not None and name not in graded_digests and i not in pending}  # recorded: from today's texts
     if todo.empty:
         grades = existing[np.isin(graded_code, key_code)].reset_index(drop=True)
         return grades, RunGradeStats(len(keys), already, 0, None, time.perf_counter() - started)
@@ -579,6 +582,7 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
     pool = TaskPool(workers=workers, timeout=timeout)
+    generation = None  # of the last grade part written (looked up at the first)
     try:
         overall = _OverallProgress(sink, len(todo))
         for shards in _shard_chunks(shard_of, CHUNK_SAMPLES):
@@ -608,10 +612,10 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             graded_definitions.update({c: definitions[c] for c in chunk["config_id"].unique() if c in definitions})
             if not regrade:
                 _save_references(run, grader, recorded, graded_definitions)
-            _write_part(run, grader, graded)
-            graded_digests.update({names[i]: d for i, d in zip(shards, read_digests) if d is not None})
-            _save_shard_digests(run, grader, graded_digests)  # after the part: an interruption between them
-            newly += len(graded)  # leaves the shard's old digest, and its samples are only graded once more
+            graded_shards = {**adopted, **{names[i]: d for i, d in zip(shards, read_digests) if d is not None}}
+            generation = _write_part(run, grader, graded, graded_shards, generation)  # grades and digests at once
+            adopted = {}
+            newly += len(graded)
             batch.add(result.stats)
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
                 _save_pairs(run, grader, cache)
@@ -671,12 +675,24 @@ def _shard_chunks(shard_of_sample: np.ndarray, limit: int) -> list[list[int]]:
     return chunks
 
 
-def _write_part(run: Path, grader: str, graded: pd.DataFrame) -> None:
-    """Write one grade part, named by the time so that newer parts sort (and win) last."""
+def _write_part(run: Path, grader: str, graded: pd.DataFrame, shards: dict[str, str], generation: int | None) -> int:
+    """Write one grade part with the texts digests of the shards it graded; return its generation (pass it to the
+    next call). Generations count up past every existing part's, so newer parts sort (and win) last whatever the
+    clock says (another time zone, a node whose clock is behind); `None` looks the last one up."""
+    if generation is None:
+        numbers = [int(match.group(1)) for path in _parquet_files(grades_dir(run, grader))
+                   if (match := _GENERATION.match(path.name))]
+        generation = max(numbers, default=0)
+    generation += 1
     table = pa.Table.from_pandas(graded[GRADE_COLUMNS], schema=GRADE_SCHEMA, preserve_index=False)
-    now = time.time_ns()
-    name = f"part-{time.strftime('%Y%m%dT%H%M%S', time.localtime(now / 1e9))}.{now % 10**9:09d}-{uuid.uuid4().hex[:8]}.parquet"
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), _SHARDS_KEY: json.dumps(shards).encode()})
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"part-g{generation:09d}-{stamp}-{uuid.uuid4().hex[:8]}.parquet"  # "g" sorts after the digits of older names
     write_table_atomic(table, grades_dir(run, grader) / name)
+    return generation
+
+
+_GENERATION = re.compile(r"^part-g(\d+)-")
 
 
 class _OverallProgress:
