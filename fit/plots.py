@@ -242,8 +242,9 @@ def maj_vs_coverage(run: FitRun, out_dir: Path) -> list[Path]:
 
 
 def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, label: str, norm=None,
-          marks: pd.DataFrame | None = None, ticks: list[float] | None = None) -> None:
-    """One annotated heatmap of a (c × k) table."""
+          marks: pd.DataFrame | None = None, ticks: list[float] | None = None,
+          limits: tuple[float, float] = (-np.inf, np.inf)) -> None:
+    """One annotated heatmap of a (c × k) table (`limits`: the values the quantity can take, e.g. [0, 1])."""
     if table.empty:  # e.g. no multiplier exists (no coverage reaches the target)
         ax.set_axis_off()
         ax.set_title(title, fontsize=10)
@@ -252,8 +253,8 @@ def _heat(ax: plt.Axes, table: pd.DataFrame, fmt: str, title: str, cmap: str, la
     vals = table.to_numpy(dtype=float)
     finite = vals[np.isfinite(vals)]
     if norm is None and (finite.size == 0 or finite.min() == finite.max()):  # one value (or none): a scale around it
-        centre = float(finite[0]) if finite.size else 0.0
-        norm = Normalize(vmin=centre - 0.5, vmax=centre + 0.5)
+        centre = float(finite[0]) if finite.size else max(0.0, limits[0])
+        norm = Normalize(vmin=max(centre - 0.5, limits[0]), vmax=min(centre + 0.5, limits[1]))
     shown = vals
     if isinstance(norm, LogNorm):  # 0 and ∞ (a curve that never reaches the coverage) at the ends of the scale
         shown = np.where(vals == 0, norm.vmin, np.where(np.isposinf(vals), norm.vmax, vals))
@@ -301,7 +302,7 @@ def ck_heatmaps(run: FitRun, out_dir: Path) -> list[Path]:
         part = grid[grid["variant"] == variant]
         label = f" ({variant})" if variant else ""
         p1 = part.pivot_table(index="c", columns="k", values="pass1", aggfunc="mean")
-        _heat(row[0], p1, ".3f", f"pass@1 of random(c, k){label}", "viridis", "pass@1")
+        _heat(row[0], p1, ".3f", f"pass@1 of random(c, k){label}", "viridis", "pass@1", limits=(0.0, 1.0))
         if target is not None:
             m = part.pivot_table(index="c", columns="k", values="mult", aggfunc="mean", dropna=False)  # n/a cells stay
             ex = part.pivot_table(index="c", columns="k", values="extra", aggfunc="max").reindex_like(m).fillna(False)

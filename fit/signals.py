@@ -42,7 +42,8 @@ def roc_curve(scores: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.nd
 
 
 def auc_table(tokens: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> pd.DataFrame:
-    """AUC and 95% CI per signal; `tokens` has columns sample (and problem_id), label and the signal columns."""
+    """AUC and 95% CI per signal (bootstrap over problems; none from a single problem); `tokens` has columns sample
+    (and problem_id), label and the signal columns."""
     rng = np.random.default_rng(seed)
     groups = tokens.groupby("problem_id" if "problem_id" in tokens else "sample").indices
     samples = list(groups)
@@ -57,7 +58,8 @@ def auc_table(tokens: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> pd.Data
             pick = rng.integers(0, len(samples), len(samples))
             index = np.concatenate([groups[samples[i]] for i in pick])
             boot.append(roc_auc(scores[index], labels[index]))
-        low, high = np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (np.nan, np.nan)
+        spread = len(samples) > 1 and np.isfinite(boot).any()  # resampling one problem says nothing of the spread
+        low, high = np.nanquantile(boot, [0.025, 0.975]) if spread else (np.nan, np.nan)
         rows.append({"signal": name, "auc": roc_auc(scores, labels), "low": float(low), "high": float(high),
                      "positives": int(labels.sum()), "negatives": int((~labels).sum())})
     return pd.DataFrame(rows)

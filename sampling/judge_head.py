@@ -1,6 +1,7 @@
 """A linear "important mistake" head on the oracle's final hidden states (the learned judge)."""
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,9 +39,17 @@ def load_head(name: str) -> tuple[torch.Tensor, float]:
 
 
 def save_head(path: Path, weight: np.ndarray, bias: float) -> None:
-    """Write a head as safetensors."""
+    """Write a head as safetensors, readable as the umask allows (so other users' workers can load it)."""
     save_file({"weight": torch.as_tensor(weight, dtype=torch.float32).contiguous(),
                "bias": torch.tensor(float(bias), dtype=torch.float32)}, str(path))
+    readable_as_umask(Path(path))
+
+
+def readable_as_umask(path: Path) -> None:
+    """Give a file the permissions a plain open() would (0666 less the umask): safetensors writes its files 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
 
 
 def mistake_probability(hidden: torch.Tensor, name: str) -> np.ndarray:

@@ -175,7 +175,8 @@ def check_sentinel(value: Any, model_vocab_size: int, tokenizer: Any, eos_ids: s
         raise VllmEngineError(f"{name} = {value} is not a token id of the base model (ids 0 to {model_vocab_size - 1})")
     free = [i for i in sorted(_special_ids(tokenizer)) if i not in eos_ids and i != tokenizer.bos_token_id]
     free += [len(tokenizer)] if model_vocab_size > len(tokenizer) else []
-    hint = f"use an unused special token or an id past the tokenizer's {len(tokenizer)} ids, e.g. one of {free[:5]}"
+    past = f" or an id past the tokenizer's {len(tokenizer)} ids" if model_vocab_size > len(tokenizer) else ""
+    hint = f"use an unused special token{past}, e.g. one of {free[:5]}"
     if value in eos_ids or value == tokenizer.bos_token_id:
         kind = "the beginning-of-sequence" if value == tokenizer.bos_token_id else "an end-of-sequence"
         raise VllmEngineError(f"{name} = {value} is {kind} id {_token(tokenizer, value)!r}: samples would be cut short; {hint}")

@@ -80,6 +80,10 @@ def main() -> None:
     if args.make:  # in its own process: a child's peak RSS counts its parent's at fork, so the parent stays small
         make_run(Path(args.make[0]), int(args.make[1]), args.n)
         return
+    smallest = args.n * len(CONFIGS)  # one problem's samples: a run dir holds a whole number of problems
+    if args.samples * args.factor < 2 * smallest:
+        parser.error(f"--samples {args.samples} x --factor {args.factor} would give both run dirs one problem of "
+                     f"{smallest:,} samples (n = {args.n} x {len(CONFIGS)} configs): raise --samples or lower --n")
     study = [sys.executable, "-m", "experiments.cli"]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:

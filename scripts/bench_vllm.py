@@ -137,7 +137,7 @@ def guided_vs_plain(engine, prompts: list[tuple[int, ...]], args: argparse.Names
 
 def main() -> None:
     """Run both benchmarks and print the ratios."""
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--problems", type=int, default=20)
     parser.add_argument("--n", type=int, default=25)
     parser.add_argument("--repeats", type=int, default=3)

@@ -75,9 +75,18 @@ def small_run(config: Path, out: Path) -> None:
     from sampling.runner import run_experiment
     from verify.tables import summarize_run
 
-    experiment = replace(load_experiment(config), problems=5, n=4, engine="vllm")
-    started = time.time()
-    result = run_experiment(experiment, out, report=print)
+    from sampling.config import ConfigError
+    from sampling.datasets import DatasetError
+    from sampling.models import ModelError
+    from sampling.store import RunDirError
+
+    try:
+        experiment = replace(load_experiment(config), problems=5, n=4, engine="vllm")
+        started = time.time()
+        result = run_experiment(experiment, out, report=print)
+    except (ConfigError, DatasetError, ModelError, RunDirError, ValueError, OSError) as exc:  # as `study sample` says it
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
     print(f"  {result.samples_written} samples, {result.tokens:,} tokens in {time.time() - started:.0f} s -> {out}")
     summary = summarize_run(out, progress=False)
     print(summary[["config", "pass@1", "coverage@n", "no_answer"]].to_string(index=False))
@@ -90,9 +99,10 @@ def small_run(config: Path, out: Path) -> None:
 def main() -> None:
     """Run the checks."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", type=Path, default=Path("experiments/llama-1b-8b-math500.toml"))
+    parser.add_argument("--config", type=Path, default=TOY_CONFIG.with_name("llama-1b-8b-math500.toml"),
+                        help="step 3's experiment config (default: the shipped Llama MATH-500 one)")
     parser.add_argument("--out", type=Path, default=None, help="step 3's run dir (default runs/gpu-check-CONFIG)")
-    parser.add_argument("--problems", type=int, default=20)
+    parser.add_argument("--problems", type=int, default=20, help="step 1's held-out toy problems (steps 2 and 3 take 5)")
     parser.add_argument("--skip-real", action="store_true", help="steps 1 and 2 only")
     parser.add_argument("--equivalence-only", action="store_true", help="step 1 alone, in this process (how main runs it)")
     parser.add_argument("--toy-only", action="store_true", help="step 2 alone, in this process (how main runs it)")

@@ -101,6 +101,8 @@ def test_auc_intervals_resample_problems() -> None:
     by_sample = auc_table(tokens.drop(columns="problem_id"), n_boot=300).set_index("signal").loc["base entropy"]
     assert by_problem.auc == by_sample.auc
     assert (by_problem.high - by_problem.low) > 2 * (by_sample.high - by_sample.low)
+    one = auc_table(tokens[tokens.problem_id == "p0"], n_boot=50).set_index("signal").loc["base entropy"]
+    assert np.isfinite(one.auc) and np.isnan(one.low) and np.isnan(one.high)  # one problem: no CI (not a zero width)
 
 
 @pytest.fixture(scope="module")

@@ -543,9 +543,11 @@ def test_a_reference_given_for_one_role_keeps_the_default_of_the_other(tmp_path:
     assert fit_counts_file(path, options=options, references={"base": "oracle"}).references == {"base": "oracle"}
 
 
-def test_fit_and_verify_report_the_same_summary_intervals(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
+def test_fit_and_verify_report_the_same_summary_intervals(app: typer.Typer, tmp_path: Path) -> None:
     """pass@1, coverage@n and maj@n with their CIs: `study fit` (fit.json, whatever --boot) and `study verify` give the
-    same numbers for the same run (one method, replicates and seed), so a user comparing the two sees no drift."""
+    same numbers for the same run (one method, replicates and seed; pass@1 from c/n, where the unbiased pass@k
+    estimator at k = 1 can differ in the last bit, 2/8), so a user comparing the two sees no drift."""
+    run_dir = make_run_dir(tmp_path / "run", n=8)
     from fit.analysis import FitOptions
     from fit.pipeline import fit_run_dir
     from verify import summarize_run
@@ -557,8 +559,9 @@ def test_fit_and_verify_report_the_same_summary_intervals(app: typer.Typer, run_
     doc = json.loads(out.read_text())
     for name, group in doc["groups"].items():
         for metric in ("pass@1", "coverage@n"):
-            assert [group[metric]["value"], group[metric]["low"], group[metric]["high"]] == pytest.approx(
-                [verified.loc[name, metric], verified.loc[name, f"{metric}_lo"], verified.loc[name, f"{metric}_hi"]]), (name, metric)
+            assert [group[metric]["value"], group[metric]["low"], group[metric]["high"]] == [  # to the last bit: the
+                verified.loc[name, metric], verified.loc[name, f"{metric}_lo"], verified.loc[name, f"{metric}_hi"]], (
+                name, metric)  # printouts round alike
     assert any(0 < verified.loc[name, "pass@1"] < 1 for name in doc["groups"])  # a bootstrap interval, not only Wilson ones
     summary = fit_run_dir(run_dir, FitOptions(n_boot=20)).summary  # maj@n of the report's summary table
     columns = ["maj@n", "maj@n_lo", "maj@n_hi"]
@@ -600,3 +603,19 @@ def test_a_single_problem_has_no_interval_in_fit_or_verify(tmp_path: Path) -> No
                            "correct": True, "answer_class": 0})
     summary = summarize_grades(grades).iloc[0]
     assert summary[["pass@1_lo", "coverage@n_lo", "maj@n_lo", "maj@n_hi"]].isna().all()
+
+
+def test_a_one_cell_pass1_heatmap_keeps_its_colour_scale_within_0_and_1() -> None:
+    """A c×k grid of one random config: the pass@1 panel's scale is drawn around its value but never past [0, 1]
+    (it had run from -0.34 to 0.66 for a pass@1 of 0.156)."""
+    import matplotlib.pyplot as plt
+
+    from fit.plots import _heat
+
+    fig, ax = plt.subplots()
+    try:
+        _heat(ax, pd.DataFrame([[0.156]], index=[2], columns=[3]), ".3f", "pass@1", "viridis", "pass@1", limits=(0.0, 1.0))
+        norm = ax.images[0].norm
+        assert (norm.vmin, norm.vmax) == (0.0, pytest.approx(0.656))
+    finally:
+        plt.close(fig)

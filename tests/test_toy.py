@@ -166,3 +166,33 @@ def test_a_model_fingerprint_follows_its_files_and_names_them_as_the_folder_does
     weights.write_bytes(bytes(data))
     os.utime(weights, ns=(weights.stat().st_atime_ns, weights.stat().st_mtime_ns + 1_000_000))
     assert fingerprint(str(copy)) != fingerprint(shipped)
+
+
+def test_saved_models_and_heads_are_readable_as_the_umask_allows(tmp_path) -> None:
+    """safetensors writes its files 0600; a retrained model or judge head on shared storage must be readable by the
+    other users' workers, as any file written under the umask (0644 under 022)."""
+    import os
+
+    import numpy as np
+    from transformers import LlamaForCausalLM
+
+    from experiments.toy.train import save_model
+    from sampling.judge_head import save_head
+
+    previous = os.umask(0o022)
+    try:
+        save_model(LlamaForCausalLM.from_pretrained(resolve_model("toy:base")), tmp_path / "model")
+        save_head(tmp_path / "head.safetensors", np.zeros(4), 0.5)
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "model" / "model.safetensors", tmp_path / "head.safetensors"):
+        assert os.stat(path).st_mode & 0o777 == 0o644, path
+
+
+def test_toy_eval_ratio_of_two_zeros_is_undefined_not_infinite() -> None:
+    """`study toy eval` on undertrained models: 0/0 is n/a; only a base at 0 under an oracle above it is ∞."""
+    from experiments.toy.cli import ratio_text
+
+    assert ratio_text(0.5, 0.25) == "2.00"
+    assert ratio_text(0.5, 0.0).startswith("∞")
+    assert ratio_text(0.0, 0.0).startswith("n/a")

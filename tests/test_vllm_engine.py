@@ -130,6 +130,11 @@ def test_a_sentinel_may_be_an_unused_special_token_or_an_id_past_the_tokenizer(p
         check_sentinel(tok.pad_token_id, len(tok), tok, eos | {tok.pad_token_id})
     for vocab in (len(tok), len(tok) + 28):  # what the engine picks by itself passes its own check
         assert check_sentinel(choose_sentinel(vocab, tok, eos), vocab, tok, eos) == choose_sentinel(vocab, tok, eos)
+    ordinary = 5
+    with pytest.raises(VllmEngineError, match=r"ordinary token .*; use an unused special token, e\.g\. one of \["):
+        check_sentinel(ordinary, len(tok), tok, eos)  # no embedding row past the tokenizer: none is suggested
+    with pytest.raises(VllmEngineError, match=rf"use an unused special token or an id past the tokenizer's {len(tok)} ids"):
+        check_sentinel(ordinary, len(tok) + 28, tok, eos)
 
 
 @pytest.mark.parametrize("key", sorted(RESERVED_OPTIONS))

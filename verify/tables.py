@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from sampling.store import footer_seconds, read_footer
 from verify.run_grades import KEY_COLUMNS, grade_run, read_problems, read_sample_columns, sample_files
-from verify.metrics import maj_at_k, mean_with_ci, pass_at_k
+from verify.metrics import maj_at_k, mean_with_ci
 from verify.progress import rich_progress
 
 __all__ = ["SECONDS_COLUMN", "TOKEN_COLUMNS", "counts_from_grades", "counts_table", "class_votes", "grades_and_counts", "summarize_grades", "summarize_run", "wrong_samples_digest"]
@@ -130,7 +130,7 @@ def summarize_grades(grades: pd.DataFrame, n_boot: int = 1000, ci: float = 0.95,
             ]
         )
         metrics = {
-            "pass@1": mean_with_ci(pass_at_k(n, c, 1), n_boot, ci, seed),
+            "pass@1": mean_with_ci(c / n, n_boot, ci, seed),  # c/n exactly: the same values as `study fit`'s
             "coverage@n": mean_with_ci((c > 0).astype(float), n_boot, ci, seed),
             "maj@n": mean_with_ci(maj, n_boot, ci, seed),
         }

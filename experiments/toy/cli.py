@@ -176,10 +176,16 @@ def evaluate(
         table.add_row(r.model, str(r.samples_per_problem), f"{r.pass_at_1:.1%}", f"{r.greedy_accuracy:.1%}", f"{r.coverage:.1%}", by_level)
     console.print(table)
     base_result, oracle_result = results
-    ratio = oracle_result.pass_at_1 / base_result.pass_at_1 if base_result.pass_at_1 else float("inf")
-    console.print(f"oracle/base pass@1 ratio: {ratio:.2f}")
+    console.print(f"oracle/base pass@1 ratio: {ratio_text(oracle_result.pass_at_1, base_result.pass_at_1)}")
     if json_out:
         _write_parent(json_out).write_text(json.dumps([asdict(r) for r in results], indent=2))
+
+
+def ratio_text(oracle: float, base: float) -> str:
+    """The oracle/base pass@1 ratio as printed: 0/0 is undefined, not infinite."""
+    if base:
+        return f"{oracle / base:.2f}"
+    return "∞ (the base solved nothing)" if oracle else "n/a (neither model solved anything)"
 
 
 def register(app: typer.Typer) -> None:

@@ -15,6 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from experiments.toy.generator import ToyProblem, iter_split, held_out_problems
 from experiments.toy.tokenizer import build_tokenizer, prompt_ids
+from sampling.judge_head import readable_as_umask
 
 # Training mix: harder levels dominate (levels 1-2 saturate for both models and squash the gap).
 TRAIN_LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 2.0, 4: 3.0, 5: 3.0}
@@ -146,6 +147,13 @@ def _length_bucketed_batches(
             yield make_batch(batch, tokenizer.pad_token_id)
 
 
+def save_model(model: LlamaForCausalLM, folder: Path) -> None:
+    """save_pretrained as safetensors, the weights readable as the umask allows (other users' workers load them)."""
+    model.save_pretrained(str(folder), safe_serialization=True)
+    for weights in Path(folder).glob("*.safetensors"):
+        readable_as_umask(weights)
+
+
 def train_model(
     spec: ModelSpec, out_dir: Path, seed: int = 0, threads: int = 2,
     eval_every: int = 0, eval_problems: int = 100, checkpoints: bool = False, log=print,
@@ -183,11 +191,11 @@ def train_model(
             if evaluate:
                 entry["pass@1_t1"] = quick_pass_at_1(model, tokenizer, monitor, temperature=1.0, seed=step)
                 if checkpoints:
-                    model.save_pretrained(str(out_dir / "checkpoints" / f"step-{step}"), safe_serialization=True)
+                    save_model(model, out_dir / "checkpoints" / f"step-{step}")
             history.append(entry)
             log(json.dumps({"model": spec.name, **entry}))
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), safe_serialization=True)
+    save_model(model, out_dir)
     tokenizer.save_pretrained(str(out_dir))
     (out_dir / "training.json").write_text(
         json.dumps({"spec": asdict(spec), "seed": seed, "threads": threads, "history": history}, indent=1)
