@@ -57,7 +57,10 @@ def analyze(
     table_console().print(result)
     from fit.analysis import MIN_PROBLEMS_FOR_CI
 
-    if counts["problems"] < MIN_PROBLEMS_FOR_CI:
+    if counts["problems"] == 1:
+        console.print("[yellow]warning[/] the analysed samples come from 1 problem: no CIs (a bootstrap over "
+                      "problems needs two or more)", highlight=False)
+    elif counts["problems"] < MIN_PROBLEMS_FOR_CI:
         console.print(f"[yellow]warning[/] the analysed samples come from {counts['problems']} problem(s): CIs "
                       "(a bootstrap over problems) are unreliable", highlight=False)
     subset = (f" (a random subset of {counts['selected']:,}: --max-samples {max_samples})"

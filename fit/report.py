@@ -333,7 +333,8 @@ def _first_wrong_section(run_dir: Path, base_dir: Path) -> list[str]:
             notes.append(f"{summary['analysed']:,} analysed: {summary.get('no_wrong_token', 0):,} without a located "
                          f"wrong token, {summary.get('first_wrong_by_oracle', 0):,} first wrong in an oracle segment")
         if summary.get("problems") is not None and summary["problems"] < MIN_PROBLEMS_FOR_CI:
-            notes.append(f"from {summary['problems']} problem(s) only: the CIs are unreliable")
+            notes.append("from 1 problem only: no CIs" if summary["problems"] == 1
+                         else f"from {summary['problems']} problem(s) only: the CIs are unreliable")
         if summary:
             grader = summary.get("grader", "math-verify")
             if grader not in grades:

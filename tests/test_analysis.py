@@ -352,6 +352,11 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
     report = (few / "_fit" / "report.md").read_text()
     assert result.exit_code == 0 and "problem(s) only: the CIs are unreliable" in report
     assert "first_wrong_hist_base.png" in report and "first_wrong_roc_base.png" in report
+    result = CliRunner().invoke(app, ["analyze", str(few), "--max-samples", "1", "--boot", "10"])  # one problem: no CIs
+    assert result.exit_code == 0 and "come from 1 problem: no CIs" in " ".join(result.output.split()), result.output
+    assert "[" not in result.output.split("ROC AUC")[-1].split("warning")[0]  # no zero-width interval in the table
+    result = CliRunner().invoke(app, ["report", str(few), "--boot", "10"])
+    assert result.exit_code == 0 and "from 1 problem only: no CIs" in (few / "_fit" / "report.md").read_text()
     empty = tmp_path / "empty"  # a config without samples yet (an interrupted run) is an error, not "all correct"
     shutil.copytree(toy_run, empty)
     shutil.rmtree(empty / "samples" / "random-c2-k3")
