@@ -10,7 +10,7 @@ from rich.table import Table
 
 from verify.progress import print_error, table_console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # notes and paths on one line each, also in logs
 
 
 def analyze(

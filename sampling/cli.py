@@ -12,7 +12,7 @@ from rich.table import Table
 
 from verify.progress import LoggedProgress, print_error, table_console
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # notes and paths on one line each, also in logs (80 columns there)
 
 
 class TokenRate(TextColumn):

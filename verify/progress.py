@@ -52,6 +52,7 @@ class LoggedProgress(Progress):
         """The columns and options of rich's Progress; `every`: seconds between a logged task's lines."""
         console = options.get("console") or get_console()
         self.logged = not console.is_terminal
+        options = {"speed_estimate_period": 120.0, **options}  # rate and ETA over 2 min: blocks land in bursts
         super().__init__(*columns, **{**options, "disable": options.get("disable", False) or self.logged})
         self._every = LOG_EVERY_SECONDS if every is None else every
         self._last_line: dict[TaskID, float] = {}
