@@ -176,7 +176,9 @@ def check_sentinel(value: Any, model_vocab_size: int, tokenizer: Any, eos_ids: s
     free = [i for i in sorted(_special_ids(tokenizer)) if i not in eos_ids and i != tokenizer.bos_token_id]
     free += [len(tokenizer)] if model_vocab_size > len(tokenizer) else []
     past = f" or an id past the tokenizer's {len(tokenizer)} ids" if model_vocab_size > len(tokenizer) else ""
-    hint = f"use an unused special token{past}, e.g. one of {free[:5]}"
+    hint = (f"use an unused special token{past}, e.g. one of {free[:5]}" if free else
+            "this model has no id free to serve as the sentinel (no spare special token, no embedding row past the "
+            "tokenizer): its entropy and margin configs need the torch engine")
     if value in eos_ids or value == tokenizer.bos_token_id:
         kind = "the beginning-of-sequence" if value == tokenizer.bos_token_id else "an end-of-sequence"
         raise VllmEngineError(f"{name} = {value} is {kind} id {_token(tokenizer, value)!r}: samples would be cut short; {hint}")

@@ -689,21 +689,40 @@ def test_a_changed_shard_whose_samples_all_count_from_an_earlier_one_is_not_grad
     assert len(_parts(run)) == 1
 
 
-def test_shards_graded_before_digests_were_recorded_are_checked_from_the_next_grading(run_dir: Path) -> None:
-    """A run graded by an older study (grade parts without shard digests) takes its graded shards as graded from
-    today's texts the next time grading writes a part; a shard replaced after that is caught. Shards without a
-    digest (written by an older study or another tool) are graded as always."""
-    verify.grade_run(run_dir, progress=False)
-    for part in _parts(run_dir):  # as an older study wrote them
+def test_a_shard_without_a_digest_replaced_by_one_with_a_digest_is_graded_again(run_dir: Path) -> None:
+    """Shards from before the texts digest (a run sampled by an older study, or written by hand) have none, so they
+    cannot be checked; but one replaced by `study sample` since has one where none was recorded with its grades (or
+    no record at all, the run graded by an older study): its samples are graded again."""
+    for shard in (run_dir / "samples").rglob("*.parquet"):  # as an older study wrote them: no digest
+        pq.write_table(pq.read_table(shard).replace_schema_metadata({}), shard)
+    first = verify.grade_run(run_dir, progress=False)  # today's study records "no digest" for each
+    assert (grade_run_with_stats(run_dir, progress=False)[1].newly_graded, len(first)) == (0, 2 * len(TEXTS))
+
+    def replaced(config: str, index: int, text: str) -> tuple[pd.DataFrame, tuple[str, int]]:
+        shard = sorted((run_dir / "samples" / config).glob("shard-*.parquet"))[index]
+        key = tuple(pq.read_table(shard, columns=["problem_id", "sample_index"]).to_pylist()[0].values())
+        _replace_shard_texts(shard, {key: text})  # sampled again by today's study: it has a digest
+        grades, stats = grade_run_with_stats(run_dir, progress=False)
+        assert stats.replaced_shards == 1 and stats.newly_graded == pq.read_metadata(shard).num_rows
+        return grades.set_index(["config_id", "problem_id", "sample_index"]), key
+
+    grades, key = replaced("guided", 0, "\\boxed{77}")  # recorded without a digest, has one now
+    assert grades.loc[("guided", *key), "extracted"] == "77"
+    for part in _parts(run_dir):  # as an older study wrote its grade parts: no shard recorded at all
         pq.write_table(pq.read_table(part).replace_schema_metadata({}), part)
-    assert grade_run_with_stats(run_dir, progress=False)[1].replaced_shards == 0  # nothing to write: nothing recorded
-    extra = pd.DataFrame({"config_id": "base", "problem_id": "p-five", "sample_index": [100], "text": ["\\boxed{5}"]})
-    extra.to_parquet(run_dir / "samples" / "base" / "zz-by-hand.parquet")  # no digest
-    grades, stats = grade_run_with_stats(run_dir, progress=False)
-    assert stats.newly_graded == 1 and stats.replaced_shards == 0
-    shard = sorted((run_dir / "samples" / "base").glob("shard-*.parquet"))[1]
-    key = tuple(pq.read_table(shard, columns=["problem_id", "sample_index"]).to_pylist()[0].values())
-    _replace_shard_texts(shard, {key: "\\boxed{123}"})
-    grades, stats = grade_run_with_stats(run_dir, progress=False)
-    assert stats.replaced_shards == 1
-    assert grades.set_index(["config_id", "problem_id", "sample_index"]).loc[("base", *key), "extracted"] == "123"
+    stats = grade_run_with_stats(run_dir, progress=False)[1]  # the one shard with a digest has no record now: graded
+    assert (stats.replaced_shards, stats.newly_graded) == (1, 7)  # again once (it cannot be told from a replaced one)
+    assert grade_run_with_stats(run_dir, progress=False)[1].newly_graded == 0  # shards without digests: none discarded
+    grades, key = replaced("base", 1, "\\boxed{123}")  # never recorded, has a digest now
+    assert grades.loc[("base", *key), "extracted"] == "123"
+    assert grade_run_with_stats(run_dir, progress=False)[1].newly_graded == 0
+
+
+def test_a_damaged_grade_part_is_a_clear_error_and_regrade_recovers(run_dir: Path) -> None:
+    """A grade part cut short (a disk filled up under another tool) names itself and `--regrade`, not a traceback."""
+    first = verify.grade_run(run_dir, progress=False)
+    part = _parts(run_dir)[0]
+    part.write_bytes(part.read_bytes()[:100])
+    with pytest.raises(RunDirError, match=rf"{part.name}: unreadable grade part .*`study verify .* --regrade` grades"):
+        verify.grade_run(run_dir, progress=False)
+    pd.testing.assert_frame_equal(verify.grade_run(run_dir, progress=False, regrade=True), first)

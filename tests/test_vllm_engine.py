@@ -136,6 +136,21 @@ def test_a_sentinel_may_be_an_unused_special_token_or_an_id_past_the_tokenizer(p
     with pytest.raises(VllmEngineError, match=rf"use an unused special token or an id past the tokenizer's {len(tok)} ids"):
         check_sentinel(ordinary, len(tok) + 28, tok, eos)
 
+    class OneSpecialToken:  # GPT-2's kind: its one special token is BOS and EOS, and no embedding row is spare
+        all_special_ids, bos_token_id = [0], 0
+
+        def __len__(self) -> int:
+            return 10
+
+        def get_added_vocab(self) -> dict[str, int]:
+            return {}
+
+        def convert_ids_to_tokens(self, token_id: int) -> str:
+            return f"t{token_id}"
+
+    with pytest.raises(VllmEngineError, match=r"ordinary token 't5'.*; this model has no id free to serve as the sentinel"):
+        check_sentinel(ordinary, 10, OneSpecialToken(), {0})
+
 
 @pytest.mark.parametrize("key", sorted(RESERVED_OPTIONS))
 @pytest.mark.parametrize("table", ["both", "oracle"])

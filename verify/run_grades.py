@@ -34,9 +34,10 @@ are grades of a config that `study sample` redefined after they were made (its s
 definition each graded config had is recorded with the references). A shard replaced by other samples
 under the same name (a damaged shard removed and sampled again, where the engine need not give the same
 samples) is noticed by the texts digest in its footer, which differs from the one recorded, in the same
-grade part as its grades, when it was graded: its samples are graded again. Shards written before the
-digest existed are not checked; shards graded before it was recorded are taken as graded from their
-present texts, recorded the next time grading writes a part.
+grade part as its grades, when it was graded: its samples are graded again. So are the graded samples of
+a shard that has a digest where none was recorded (runs graded before digests existed had shards
+without one, so such a shard was written since). Shards without a digest (written before it existed, or
+by another tool) cannot be checked.
 A regrade leaves a marker (`_cache/<grader>.regrading`) until it completes: an interrupted regrade
 mixes old and new parts, so plain calls are refused until `regrade=True` finishes it.
 Likewise grades made under other grading rules (`GRADING_RULES`, recorded with the references and the
@@ -108,7 +109,8 @@ GRADING_RULES = 4  # bump whenever extraction or equivalence changes a grade (2:
 # 4: differing units, a set for a tuple, named choices, digits past 6 decimal places, thousands inside \frac)
 _RULES_KEY = b"study.grading_rules"
 _DEFINITIONS_KEY = b"study.config_definitions"  # in the references record: what each config was when graded
-_SHARDS_KEY = b"study.shard_texts_sha256"  # in a grade part: {shard: texts digest} of the shards it graded
+_SHARDS_KEY = b"study.shard_texts_sha256"  # in a grade part: {shard: texts digest or null} of the shards it graded
+_UNRECORDED = object()  # a shard that no grade part names
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -285,9 +287,24 @@ def read_grades(run_dir: str | os.PathLike[str], grader: str = "math-verify") ->
     files = _parquet_files(grades_dir(run_dir, grader))
     if not files:
         return _empty_grades()
-    frame = pa.concat_tables([pq.read_table(f, schema=GRADE_SCHEMA) for f in files]).to_pandas()
-    frame = frame.drop_duplicates(KEY_COLUMNS, keep="last")  # parts sort by time: a regrade's newer part wins
+    frame = pa.concat_tables([_read_part(f) for f in files]).to_pandas()
+    frame = frame.drop_duplicates(KEY_COLUMNS, keep="last")  # parts sort by generation: the newer part's grade wins
     return frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
+
+
+def _read_part(path: Path) -> pa.Table:
+    """One grade part; RunDirError naming it (and the way out) if it cannot be read."""
+    try:
+        return pq.read_table(path, schema=GRADE_SCHEMA)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable_part(path, exc) from None
+
+
+def _unreadable_part(path: Path, exc: Exception) -> RunDirError:
+    """The error for a damaged grade part: `--regrade` grades every sample again and replaces the parts."""
+    run = path.parent.parent.parent
+    return RunDirError(f"{path}: unreadable grade part ({exc}); `study verify {run} --regrade` grades every sample "
+                       "again and replaces it")
 
 
 def _with_rules(table: pa.Table) -> pa.Table:
@@ -430,15 +447,15 @@ def _shard_names(run_dir: Path, files: list[Path]) -> list[str]:
     return [path.relative_to(run_dir / SAMPLES_DIR).as_posix() for path in files]
 
 
-def _graded_digests(parts: list[Path]) -> dict[str, str]:
-    """shard name -> the texts digest it had when its samples were graded, from the grade parts (the newest last);
-    shards graded before digests were recorded are missing."""
-    digests: dict[str, str] = {}
+def _graded_digests(parts: list[Path]) -> dict[str, str | None]:
+    """shard name -> the texts digest it had when its samples were graded (None: it had none), from the grade parts
+    (the newest last); shards graded before digests were recorded are missing."""
+    digests: dict[str, str | None] = {}
     for path in parts:
         try:
             recorded = (pq.read_schema(path).metadata or {}).get(_SHARDS_KEY)
         except (pa.ArrowException, OSError) as exc:
-            raise RunDirError(f"{path}: unreadable grade part ({exc}); run `study verify --regrade` on the run") from None
+            raise _unreadable_part(path, exc) from None
         if recorded:
             digests.update(json.loads(recorded))
     return digests
@@ -551,16 +568,19 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
     keys, key_code = keys[first].reset_index(drop=True), key_code[first]
     graded_digests = {} if regrade else _graded_digests(parts)
     source = keys["_shard"].to_numpy()  # each sample's (first) shard
-    changed_shards = [i for i in np.unique(source).tolist()  # shards whose samples count (not only duplicates)
-                      if digests[i] is not None and graded_digests.get(names[i], digests[i]) != digests[i]]
-    if changed_shards:  # other samples than were graded now sit under these names: their grades are stale
-        stale = np.isin(graded_code, key_code[np.isin(source, changed_shards)])
+    # a shard whose texts digest is not the one recorded with its grades holds other samples than were graded: so
+    # does one with a digest where none was recorded (written since by `study sample`; every shard of a run graded
+    # before digests existed had none); a shard without a digest cannot be checked
+    suspect = [i for i in np.unique(source).tolist()
+               if digests[i] is not None and graded_digests.get(names[i], _UNRECORDED) != digests[i]]
+    changed_shards: list[int] = []
+    if suspect:
+        in_suspect = np.isin(source, suspect)
+        stale = np.isin(graded_code, key_code[in_suspect])
+        changed_shards = np.unique(source[in_suspect & np.isin(key_code, graded_code)]).tolist()  # those with grades
         existing, graded_code = existing[~stale], graded_code[~stale]
     todo = keys[~np.isin(key_code, graded_code)]
     already = len(keys) - len(todo)
-    pending = set(todo["_shard"].tolist())
-    adopted = {name: digest for i, (name, digest) in enumerate(zip(names, digests))  # graded before digests were
-               if digest is not None and name not in graded_digests and i not in pending}  # recorded: from today's texts
     if todo.empty:
         grades = existing[np.isin(graded_code, key_code)].reset_index(drop=True)
         return grades, RunGradeStats(len(keys), already, 0, None, time.perf_counter() - started)
@@ -612,9 +632,8 @@ def _grade_files(run: Path, grader: str, sink: ProgressSink, timeout: float, wor
             graded_definitions.update({c: definitions[c] for c in chunk["config_id"].unique() if c in definitions})
             if not regrade:
                 _save_references(run, grader, recorded, graded_definitions)
-            graded_shards = {**adopted, **{names[i]: d for i, d in zip(shards, read_digests) if d is not None}}
+            graded_shards = {names[i]: digest for i, digest in zip(shards, read_digests)}  # None: it has none
             generation = _write_part(run, grader, graded, graded_shards, generation)  # grades and digests at once
-            adopted = {}
             newly += len(graded)
             batch.add(result.stats)
             if time.monotonic() - pairs_saved > PAIRS_SAVE_SECONDS:
@@ -675,7 +694,8 @@ def _shard_chunks(shard_of_sample: np.ndarray, limit: int) -> list[list[int]]:
     return chunks
 
 
-def _write_part(run: Path, grader: str, graded: pd.DataFrame, shards: dict[str, str], generation: int | None) -> int:
+def _write_part(run: Path, grader: str, graded: pd.DataFrame, shards: dict[str, str | None],
+                generation: int | None) -> int:
     """Write one grade part with the texts digests of the shards it graded; return its generation (pass it to the
     next call). Generations count up past every existing part's, so newer parts sort (and win) last whatever the
     clock says (another time zone, a node whose clock is behind); `None` looks the last one up."""
