@@ -1,7 +1,6 @@
 """A linear "important mistake" head on the oracle's final hidden states (the learned judge)."""
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -9,6 +8,8 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from sampling.models import readable_as_umask
 
 TOY_HEAD = Path(__file__).resolve().parent.parent / "experiments" / "toy" / "models" / "judge_head.safetensors"
 
@@ -43,13 +44,6 @@ def save_head(path: Path, weight: np.ndarray, bias: float) -> None:
     save_file({"weight": torch.as_tensor(weight, dtype=torch.float32).contiguous(),
                "bias": torch.tensor(float(bias), dtype=torch.float32)}, str(path))
     readable_as_umask(Path(path))
-
-
-def readable_as_umask(path: Path) -> None:
-    """Give a file the permissions a plain open() would (0666 less the umask): safetensors writes its files 0600."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
 
 
 def mistake_probability(hidden: torch.Tensor, name: str) -> np.ndarray:

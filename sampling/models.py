@@ -40,6 +40,14 @@ def fingerprint(name_or_path: str) -> str:
     return _files_digest(tuple((file.name, str(file.resolve()), _identity(file.stat())) for file in files))
 
 
+def readable_as_umask(path: Path) -> None:
+    """Give a model or head file the permissions a plain open() would (0666 less the umask), so other users' workers
+    can load it: safetensors writes its files 0600."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _identity(stat: os.stat_result) -> tuple[int, ...]:
     """What changes when a file is rewritten: inode, size, modification and status-change times."""
     return stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns

@@ -15,7 +15,7 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from experiments.toy.generator import ToyProblem, iter_split, held_out_problems
 from experiments.toy.tokenizer import build_tokenizer, prompt_ids
-from sampling.judge_head import readable_as_umask
+from sampling.models import readable_as_umask
 
 # Training mix: harder levels dominate (levels 1-2 saturate for both models and squash the gap).
 TRAIN_LEVEL_WEIGHTS = {1: 1.0, 2: 1.0, 3: 2.0, 4: 3.0, 5: 3.0}
