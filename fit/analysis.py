@@ -355,12 +355,12 @@ class GroupFit:
     def to_json(self, ks: list[float] | None = None) -> dict[str, Any]:
         """The group's entry of fit.json."""
         ks = self.default_predict_ks() if ks is None else ks
-        solved = (self.c > 0).astype(float)
+        rates, solved = self.c / self.n, (self.c > 0).astype(float)
         return {
             "problems": int(len(self.n)), "n_min": int(self.n.min()), "n_max": int(self.n.max()),
             "samples": int(self.n.sum()), "successes": int(self.c.sum()),
             "zero_success_problems": int((self.c == 0).sum()),
-            "pass@1": dict(zip(("value", "low", "high"), [float((self.c / self.n).mean()), *self.mean_ci(self.c / self.n)])),
+            "pass@1": dict(zip(("value", "low", "high"), [float(rates.mean()), *self.mean_ci(rates)])),
             "coverage@n": dict(zip(("value", "low", "high"), [float(solved.mean()), *self.mean_ci(solved)])),
             "default_estimator": self.options.estimator,
             "power_law": self.power_law_json(ks),

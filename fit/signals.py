@@ -54,12 +54,11 @@ def auc_table(tokens: pd.DataFrame, n_boot: int = 500, seed: int = 0) -> pd.Data
         scores = sign * tokens[column].to_numpy(float)
         labels = tokens["label"].to_numpy(bool)
         boot = []
-        for _ in range(n_boot):
+        for _ in range(n_boot if len(samples) > 1 else 0):  # resampling one problem says nothing of the spread
             pick = rng.integers(0, len(samples), len(samples))
             index = np.concatenate([groups[samples[i]] for i in pick])
             boot.append(roc_auc(scores[index], labels[index]))
-        spread = len(samples) > 1 and np.isfinite(boot).any()  # resampling one problem says nothing of the spread
-        low, high = np.nanquantile(boot, [0.025, 0.975]) if spread else (np.nan, np.nan)
+        low, high = np.nanquantile(boot, [0.025, 0.975]) if np.isfinite(boot).any() else (np.nan, np.nan)
         rows.append({"signal": name, "auc": roc_auc(scores, labels), "low": float(low), "high": float(high),
                      "positives": int(labels.sum()), "negatives": int((~labels).sum())})
     return pd.DataFrame(rows)
