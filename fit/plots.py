@@ -1,7 +1,8 @@
 """Plots of a fit run (matplotlib, Agg backend), each written as PNG and SVG.
 
 Solid lines are empirical (k <= the smallest n of the group), dashed lines are fits/extrapolation;
-shaded bands are the bootstrap CIs over problems. More than eight groups are split over several
+shaded bands are the CIs fit.json gives (bootstrap over problems; Wilson's interval where the
+coverage is a share of problems, as at k = n). More than eight groups are split over several
 figures (suffix _2, _3, …) so every figure stays readable.
 """
 from __future__ import annotations
@@ -20,7 +21,6 @@ from matplotlib.colors import LogNorm, Normalize  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 
-from fit import curves  # noqa: E402
 from fit.counts import TOKEN_COLUMNS  # noqa: E402
 from fit.pipeline import FitRun  # noqa: E402
 from fit.report import pct  # noqa: E402
@@ -115,7 +115,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(9, 4.8), layout="constrained")
         for i, name in enumerate(names):
             g, col = run.groups[name], COLORS[i % 10]
-            lo, hi = curves.percentile_ci(g.cov_boot, run.options.level)
+            lo, hi = g.interval(g.ks, g.cov_boot)  # the CIs fit.json gives (Wilson where coverage is a share)
             ax.plot(g.ks, g.cov, color=col, lw=2, label=name)
             ax.fill_between(g.ks, lo, hi, color=col, alpha=0.15, lw=0)
             kk = np.geomspace(1, EXTEND * g.n.max(), 200)
@@ -127,7 +127,7 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
                 ext, ext_boot, _, _ = g.curve(beyond)  # from the empirical endpoint on (as the predictions use it)
                 ax.plot(beyond, ext, color=col, lw=1.3, ls="--")
                 if np.isfinite(ext_boot).all():
-                    blo, bhi = curves.percentile_ci(ext_boot, run.options.level)
+                    blo, bhi = g.interval(beyond, ext_boot)
                     ax.fill_between(beyond, blo, bhi, color=col, alpha=0.07, lw=0)
         _log(ax, "x")
         ax.set_ylim(0, 1.02)
@@ -155,7 +155,7 @@ def coverage_vs_compute(run: FitRun, out_dir: Path) -> list[Path]:
             keep = (x > 0) & (x <= x_max)
             emp = keep & (cc.ks <= cc.k_empirical)
             ext = keep & (cc.ks >= cc.k_empirical)
-            lo, hi = curves.percentile_ci(cc.boot, run.options.level)
+            lo, hi = run.groups[name].interval(cc.ks, cc.boot)
             ax.plot(x[emp], cc.point[emp], color=col, lw=2, label=name)
             ax.plot(x[ext], cc.point[ext], color=col, lw=1.3, ls="--")
             ax.fill_between(x[emp], lo[emp], hi[emp], color=col, alpha=0.12, lw=0)

@@ -619,3 +619,38 @@ def test_a_one_cell_pass1_heatmap_keeps_its_colour_scale_within_0_and_1() -> Non
         assert (norm.vmin, norm.vmax) == (0.0, pytest.approx(0.656))
     finally:
         plt.close(fig)
+
+
+def test_plotted_coverage_bands_are_the_cis_of_fit_json(tmp_path: Path, monkeypatch) -> None:
+    """A config that solved 3 problems of 30, each once or twice: the plotted band at k = n is coverage@n's Wilson
+    interval (as fit.json gives it), not the bootstrap percentiles (whose low edge is 0: 4% of resamples miss all
+    three), and the extrapolated bands never drop below it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from fit import plots
+    from fit.pipeline import fit_counts_file
+    from verify.metrics import proportion_ci
+
+    frame = pd.DataFrame({"config": "rare", "problem": np.arange(30), "n": 20, "correct": [1, 2, 1] + [0] * 27,
+                          "cost_per_sample": 1.0})
+    path = tmp_path / "rare.csv"
+    frame.to_csv(path, index=False)
+    run = fit_counts_file(path, progress=False)
+    figures: list = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *a: figures.append(fig) or [])
+    try:
+        plots.coverage_vs_k(run, tmp_path)
+        plots.coverage_vs_compute(run, tmp_path)
+        bands = [[c.get_paths()[0].vertices for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+                 for fig in figures]
+    finally:
+        plt.close("all")
+    wilson = proportion_ci(3, 30, run.options.level)
+    assert [len(b) for b in bands] == [2, 2]  # empirical and extrapolated, vs k and vs compute (cost 1: x = k)
+    for empirical, _ in bands:
+        at_n = empirical[np.isclose(empirical[:, 0], 20)][:, 1]
+        assert np.isclose(at_n.min(), wilson[0]) and np.isclose(at_n.max(), wilson[1]), (at_n, wilson)
+    for band in bands[0] + bands[1]:
+        past = band[band[:, 0] >= 20 - 1e-9][:, 1]
+        assert past.min() >= wilson[0] - 1e-12, (past.min(), wilson)
