@@ -2,7 +2,7 @@
 
 Solid lines are empirical (k <= the smallest n of the group), dashed lines are fits/extrapolation;
 shaded bands are the CIs fit.json gives (bootstrap over problems; Wilson's interval where the
-coverage is a share of problems, as at k = n). More than eight groups are split over several
+coverage is a share of problems, as at k = n, where the band may step). More than eight groups are split over several
 figures (suffix _2, _3, …) so every figure stays readable.
 """
 from __future__ import annotations
