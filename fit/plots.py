@@ -126,9 +126,8 @@ def coverage_vs_k(run: FitRun, out_dir: Path) -> list[Path]:
                 beyond = np.concatenate([[float(g.n_min)], kk[~within]])  # ... then the anchored extrapolation,
                 ext, ext_boot, _, _ = g.curve(beyond)  # from the empirical endpoint on (as the predictions use it)
                 ax.plot(beyond, ext, color=col, lw=1.3, ls="--")
-                if np.isfinite(ext_boot).all():
-                    blo, bhi = g.interval(beyond, ext_boot)
-                    ax.fill_between(beyond, blo, bhi, color=col, alpha=0.07, lw=0)
+                blo, bhi = g.interval(beyond, ext_boot)  # also where the fit gave no replicates (saturated)
+                ax.fill_between(beyond, blo, bhi, color=col, alpha=0.07, lw=0)
         _log(ax, "x")
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("samples per problem k (log scale)")

