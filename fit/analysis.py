@@ -259,7 +259,7 @@ class GroupFit:
         out: dict[str, dict[str, Any]] = {}
         ks_arr = np.asarray(ks, float)
         if self.no_successes:
-            for k, hi in zip(ks_arr, self.interval(ks_arr, np.empty((0, ks_arr.size)))[1]):
+            for k, hi in zip(ks_arr, self._zero_successes_interval(ks_arr)[1]):
                 out[_fmt_k(k)] = {"coverage": 0.0, "low": 0.0, "high": float(hi),
                                   "method": "zero_successes_bound", "extrapolated": bool(k > self.n_min)}
             return out
@@ -275,17 +275,21 @@ class GroupFit:
 
     def interval(self, ks: np.ndarray, boot: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The CI of the coverage at ks from its bootstrap replicates (as `predict` reports it): percentiles,
-        with Wilson's interval where the coverage is a share of problems; none for a single problem.
-        A group that never solved a problem gets [0, min(1, 3k / (problems · n))] (the rule of three over
-        its problems × draws), from n on at least coverage@n's Wilson high."""
+        with Wilson's interval where the coverage is a share of problems; none for a single problem; the
+        zero-successes bound for a group that never solved a problem."""
         ks = np.asarray(ks, float)
         if self.no_successes:
-            high = np.minimum(1.0, 3.0 * ks / (len(self.n) * self.n_min))
-            share = proportion_ci(0, len(self.n), self.options.level)[1]
-            return np.zeros_like(ks), np.where(ks >= self.n_min, np.maximum(high, share), high)
+            return self._zero_successes_interval(ks)
         if len(self.n) < 2:
             return curves.percentile_ci(boot[:0], self.options.level)
         return self._share_intervals(ks, *curves.percentile_ci(boot, self.options.level))
+
+    def _zero_successes_interval(self, ks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """[0, min(1, 3k / (problems · n))] for a group that never solved a problem (the rule of three over its
+        problems × draws), from n on at least coverage@n's Wilson high."""
+        high = np.minimum(1.0, 3.0 * ks / (len(self.n) * self.n_min))
+        share = proportion_ci(0, len(self.n), self.options.level)[1]
+        return np.zeros_like(ks), np.where(ks >= self.n_min, np.maximum(high, share), high)
 
     def _share_intervals(self, ks: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Wilson intervals where the coverage is a share of problems, as for coverage@n.

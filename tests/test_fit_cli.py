@@ -621,31 +621,38 @@ def test_a_one_cell_pass1_heatmap_keeps_its_colour_scale_within_0_and_1() -> Non
         plt.close(fig)
 
 
-def test_plotted_coverage_bands_are_the_cis_of_fit_json(tmp_path: Path, monkeypatch) -> None:
-    """A config that solved 3 problems of 30, each once or twice: the plotted band at k = n is coverage@n's Wilson
-    interval (as fit.json gives it), not the bootstrap percentiles (whose low edge is 0: 4% of resamples miss all
-    three), and the extrapolated bands never drop below it."""
+
+def _drawn_bands(counts: pd.DataFrame, tmp_path: Path, monkeypatch, *plotters: str) -> tuple[object, list]:
+    """Fit a counts table and draw the named plots of fit.plots; the run, and per figure its shaded bands' vertices."""
     import matplotlib.pyplot as plt
     from matplotlib.collections import PolyCollection
 
     from fit import plots
     from fit.pipeline import fit_counts_file
-    from verify.metrics import proportion_ci
 
-    frame = pd.DataFrame({"config": "rare", "problem": np.arange(30), "n": 20, "correct": [1, 2, 1] + [0] * 27,
-                          "cost_per_sample": 1.0})
-    path = tmp_path / "rare.csv"
-    frame.to_csv(path, index=False)
+    path = tmp_path / "counts.csv"
+    counts.to_csv(path, index=False)
     run = fit_counts_file(path, progress=False)
     figures: list = []
     monkeypatch.setattr(plots, "_save", lambda fig, *a: figures.append(fig) or [])
     try:
-        plots.coverage_vs_k(run, tmp_path)
-        plots.coverage_vs_compute(run, tmp_path)
-        bands = [[c.get_paths()[0].vertices for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
-                 for fig in figures]
+        for plotter in plotters:
+            getattr(plots, plotter)(run, tmp_path)
+        return run, [[c.get_paths()[0].vertices for c in fig.axes[0].collections if isinstance(c, PolyCollection)]
+                     for fig in figures]
     finally:
         plt.close("all")
+
+
+def test_plotted_coverage_bands_are_the_cis_of_fit_json(tmp_path: Path, monkeypatch) -> None:
+    """A config that solved 3 problems of 30, each once or twice: the plotted band at k = n is coverage@n's Wilson
+    interval (as fit.json gives it), not the bootstrap percentiles (whose low edge is 0: 4% of resamples miss all
+    three), and the extrapolated bands never drop below it."""
+    from verify.metrics import proportion_ci
+
+    frame = pd.DataFrame({"config": "rare", "problem": np.arange(30), "n": 20, "correct": [1, 2, 1] + [0] * 27,
+                          "cost_per_sample": 1.0})
+    run, bands = _drawn_bands(frame, tmp_path, monkeypatch, "coverage_vs_k", "coverage_vs_compute")
     wilson = proportion_ci(3, 30, run.options.level)
     assert [len(b) for b in bands] == [2, 2]  # empirical and extrapolated, vs k and vs compute (cost 1: x = k)
     for empirical, _ in bands:
@@ -658,22 +665,9 @@ def test_plotted_coverage_bands_are_the_cis_of_fit_json(tmp_path: Path, monkeypa
 
 def test_the_plotted_band_of_a_config_that_never_solved_a_problem_is_fit_jsons_bound(tmp_path: Path, monkeypatch) -> None:
     """No problem ever solved: the band is [0, the rule-of-three bound] at each k, as fit.json predicts it."""
-    import matplotlib.pyplot as plt
-    from matplotlib.collections import PolyCollection
-
-    from fit import plots
-    from fit.pipeline import fit_counts_file
-
-    path = tmp_path / "never.csv"
-    pd.DataFrame({"config": "never", "problem": np.arange(30), "n": 20, "correct": 0}).to_csv(path, index=False)
-    run = fit_counts_file(path, progress=False)
-    figures: list = []
-    monkeypatch.setattr(plots, "_save", lambda fig, *a: figures.append(fig) or [])
-    try:
-        plots.coverage_vs_k(run, tmp_path)
-        band = next(c for c in figures[0].axes[0].collections if isinstance(c, PolyCollection)).get_paths()[0].vertices
-    finally:
-        plt.close("all")
+    frame = pd.DataFrame({"config": "never", "problem": np.arange(30), "n": 20, "correct": 0})
+    run, bands = _drawn_bands(frame, tmp_path, monkeypatch, "coverage_vs_k")
+    band = bands[0][0]
     predicted = run.groups["never"].predict([1.0, 5.0, 20.0])
     for k, ci in zip((1, 5, 20), predicted.values()):
         at_k = band[np.isclose(band[:, 0], k)][:, 1]
