@@ -20,6 +20,7 @@ fit.json (public contract; ``study fit --counts FILE --json OUT`` and RUN_DIR/_f
 
     {"version": 1, "source": {...}, "estimator": "ensemble", "power_law_method", "family", "n_boot",
      "level", "cost_model": ..., "cost_unit": ..., "notes": [...] (when any),
+     "options": {the options of `study fit` as given, "boot", "seed", "cost", ..., null where not given},
      "groups": {NAME: {
          "problems", "n_min", "n_max", "samples", "successes", "zero_success_problems",
          "pass@1": {"value", "low", "high"}, "coverage@n": {"value", "low", "high"},

@@ -54,7 +54,7 @@ def _predict_ks(text: str | None) -> list[float] | None:
     return values
 
 
-def _run(run_dir: Path | None, counts: Path | None, by: str | None, predict: str | None, cost: str | None,
+def _run(run_dir: Path | None, counts: Path | None, *, by: str | None, predict: str | None, cost: str | None,
          prices: str | None, cost_column: str | None, n_params: str | None, base: str | None, oracle: str | None,
          targets: str, budgets: str | None, estimator: str, power_law_method: str, family: str, boot: int,
          seed: int, runs_root: Path, grader: str | None = None) -> FitRun:
@@ -121,10 +121,35 @@ def counts_path(json_out: Path, run_dir: Path) -> Path:
     return json_out.with_name(f"{json_out.stem}.counts.csv")
 
 
+# The options that decide what a fit computes, as `study fit` takes them; fit.json records them under
+# "options", and `study report` fits again with those it is not given.
+FIT_OPTIONS = ("by", "predict", "cost", "prices", "cost_column", "n_params", "base", "oracle", "targets", "budgets",
+               "estimator", "power_law_method", "family", "boot", "seed", "grader")
+_INT_OPTIONS = ("boot", "seed")
+
+
+def recorded_options(path: Path, run_dir: Path | None, counts: Path | None) -> dict[str, Any]:
+    """The options of the fit that wrote fit.json at `path` if it fitted this run dir or counts file, else {}."""
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    source = doc.get("source") if isinstance(doc, dict) else None
+    options = doc.get("options") if isinstance(doc, dict) else None
+    if not isinstance(source, dict) or not isinstance(options, dict):
+        return {}
+    fitted = source.get("run_dir") if run_dir is not None else source.get("counts")
+    if not isinstance(fitted, str) or Path(fitted).resolve() != Path(run_dir if run_dir is not None else counts).resolve():
+        return {}
+    return {name: value for name, value in options.items() if name in FIT_OPTIONS and
+            (isinstance(value, int) and not isinstance(value, bool) if name in _INT_OPTIONS
+             else value is None or isinstance(value, str))}
+
+
 def _outputs(run: FitRun, json_out: Path | None, plots_dir: Path | None, default_dir: Path | None,
-             no_plots: bool) -> tuple[dict[str, Any], dict[str, list[Path]]]:
-    """Write fit.json and plots where asked (run dirs: RUN_DIR/_fit/ by default)."""
-    doc = run.to_json()
+             no_plots: bool, options: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[Path]]]:
+    """Write fit.json (with the `options` that made it) and plots where asked (run dirs: RUN_DIR/_fit/ by default)."""
+    doc = {**run.to_json(), "options": options}
     json_out = json_out or (default_dir / "fit.json" if default_dir else None)
     counts = run.source.get("counts")
     if json_out is not None and counts is not None and json_out.resolve() == Path(counts).resolve():
@@ -192,18 +217,20 @@ def fit_command(
     grader: Optional[str] = GRADER,
 ) -> None:
     """Fit coverage curves (power law, beta-binomial), extrapolate, compare configs at equal compute."""
+    options = dict(by=by, predict=predict, cost=cost, prices=prices, cost_column=cost_column, n_params=n_params,
+                   base=base, oracle=oracle, targets=targets, budgets=budgets, estimator=estimator,
+                   power_law_method=power_law_method, family=family, boot=boot, seed=seed, grader=grader)
     try:
-        run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
-                   budgets, estimator, power_law_method, family, boot, seed, runs, grader)
+        run = _run(run_dir, counts, runs_root=runs, **options)
         default_dir = Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source else None
-        doc, _ = _outputs(run, json_out, plots, default_dir, no_plots)
+        doc, _ = _outputs(run, json_out, plots, default_dir, no_plots, options)
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     print_table(run, doc)
 
 
 def report_command(
-    run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
+    ctx: typer.Context, run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
     out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/_fit; counts: FILE stem + _report)."),
     cost: Optional[str] = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
@@ -212,21 +239,47 @@ def report_command(
     power_law_method: str = PL_METHOD, family: str = FAMILY, boot: int = BOOT, seed: int = SEED, runs: Path = RUNS,
     grader: Optional[str] = GRADER,
 ) -> None:
-    """Write a Markdown report (tables + plots) for a run dir or a counts file."""
+    """Write a Markdown report (tables + plots) for a run dir or a counts file; options not given are
+    those of the fit already in the report folder (`study fit`'s), else the defaults."""
     from fit.report import write_report
+    from fit.rundir import latest_run
 
+    options = dict(by=by, predict=predict, cost=cost, prices=prices, cost_column=cost_column, n_params=n_params,
+                   base=base, oracle=oracle, targets=targets, budgets=budgets, estimator=estimator,
+                   power_law_method=power_law_method, family=family, boot=boot, seed=seed, grader=grader)
     try:
-        run = _run(run_dir, counts, by, predict, cost, prices, cost_column, n_params, base, oracle, targets,
-                   budgets, estimator, power_law_method, family, boot, seed, runs, grader)
+        if run_dir is None and counts is None:
+            run_dir = latest_run(runs)
         if out is None:
-            out = (Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source
-                   else Path(f"{Path(run.source['counts']).stem}_report"))
-        doc, plots = _outputs(run, out / "fit.json", out / "plots", None, False)
+            out = run_dir / FIT_DIR if counts is None else Path(f"{counts.stem}_report")
+        _use_recorded_options(ctx, options, out / "fit.json", run_dir, counts)
+        run = _run(run_dir, counts, runs_root=runs, **options)
+        doc, plots = _outputs(run, out / "fit.json", out / "plots", None, False, options)
         path = write_report(run, doc, plots, out / "report.md")
     except (ValueError, OSError) as exc:
         _fail(str(exc))
     print_table(run, doc)
     console.print(f"wrote {path}")
+
+
+def _defaulted(ctx: typer.Context, name: str) -> bool:
+    """Whether option `name` took its default (was not given); by the source's name, which is the same whether
+    Typer uses Click's ParameterSource or its own copy of it."""
+    return getattr(ctx.get_parameter_source(name), "name", None) == "DEFAULT"
+
+
+def _use_recorded_options(ctx: typer.Context, options: dict[str, Any], fit_json: Path, run_dir: Path | None,
+                          counts: Path | None) -> None:
+    """Take the options an earlier fit recorded in `fit_json` for those not given on the command line, and say which."""
+    params = {p.name: p for p in ctx.command.params}
+    taken = []
+    for name, value in recorded_options(fit_json, run_dir, counts).items():
+        if _defaulted(ctx, name) and value != options[name]:
+            options[name] = value
+            taken.append(f"{params[name].opts[0]} {value}" if value is not None else f"default {params[name].opts[0]}")
+    if taken:
+        console.print(f"[dim]options of the fit in {fit_json} (give them to change them): {', '.join(taken)}[/]",
+                      highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -21,7 +21,9 @@ PLOT_CAPTIONS: dict[str, str] = {
                      "step there; never solved: the rule-of-three bound); "
                      "dotted: the fit (the run's estimator) over the samples drawn; dashed: the fit anchored to "
                      "the last empirical point and extrapolated to 100× n, with its band (what the predictions use).",
-    "coverage_vs_compute": "Coverage vs compute per problem. Dashed: extrapolated beyond the sampled range.",
+    "coverage_vs_compute": "Coverage vs compute per problem (k samples × the config's cost per sample). Solid: "
+                           "empirical, dashed: extrapolated beyond the sampled range; the bands are the same 95% CIs "
+                           "as in the coverage-vs-samples plot.",
     "neglog_coverage": "−log coverage vs k on log-log axes; a power law is a straight line. "
                        "Solid: power-law fit, dashed: beta-binomial.",
     "maj_vs_coverage": "Coverage@k next to maj@k: majority vote plateaus while coverage keeps climbing.",

@@ -457,6 +457,53 @@ def test_report_run_dir_links_existing_plots(app: typer.Typer, run_dir: Path) ->
         assert f"| {fmt_ci(cell['value'], cell['low'], cell['high'], prob)} |" in text
 
 
+def test_report_fits_with_the_options_of_the_fit_it_reports(app: typer.Typer, tmp_path: Path) -> None:
+    """`study report` after `study fit --cost decode --boot 30 --targets 0.4` reports (and rewrites fit.json with)
+    that fit, not a default one; an option given to report wins; a fit.json of another source lends nothing."""
+    run = make_run_dir(tmp_path / "run", n=6)
+    fit_json = run / "_fit" / "fit.json"
+    res = _invoke(app, "fit", run, "--cost", "decode", "--boot", 30, "--targets", "0.4", "--no-plots")
+    assert res.exit_code == 0, res.output
+    fitted = json.loads(fit_json.read_text())
+    assert fitted["options"]["cost"] == "decode" and fitted["options"]["boot"] == 30
+    res = _invoke(app, "report", run)
+    assert res.exit_code == 0, res.output
+    assert "options of the fit in" in res.output and "--cost decode" in res.output and "--boot 30" in res.output
+    assert json.loads(fit_json.read_text()) == fitted  # the same fit: same options, same seed, same numbers
+    assert "decode" in (run / "_fit" / "report.md").read_text()
+    res = _invoke(app, "report", run, "--boot", 20)  # given: wins; the rest still the fit's
+    reported = json.loads(fit_json.read_text())
+    assert res.exit_code == 0 and reported["n_boot"] == 20 and reported["cost_model"] == "decode", res.output
+    assert reported["options"]["targets"] == "0.4"
+
+    counts = tmp_path / "counts.csv"  # another source's fit.json in the report folder is not its fit
+    pd.read_csv(run / "_fit" / "counts.csv").to_csv(counts, index=False)
+    out = tmp_path / "report"
+    res = _invoke(app, "fit", run, "--boot", 25, "--no-plots", "--json", out / "fit.json")
+    assert res.exit_code == 0, res.output
+    res = _invoke(app, "report", "--counts", counts, "--out", out, "--boot", 20)
+    assert res.exit_code == 0 and "options of the fit" not in res.output, res.output
+    assert json.loads((out / "fit.json").read_text())["options"]["grader"] is None
+
+
+def test_recorded_options_ignore_what_is_not_an_option_of_this_source(tmp_path: Path) -> None:
+    """Unreadable fit.json, no options, another source, unknown names or wrong types: nothing is taken."""
+    from fit.cli import recorded_options
+
+    run = tmp_path / "run"
+    path = tmp_path / "fit.json"
+    assert recorded_options(path, run, None) == {}  # no file
+    path.write_text("{not json")
+    assert recorded_options(path, run, None) == {}
+    path.write_text(json.dumps({"source": {"run_dir": str(run)}}))
+    assert recorded_options(path, run, None) == {}
+    options = {"boot": 30, "seed": True, "cost": "decode", "predict": 5, "grader": None, "rm": "-rf"}
+    path.write_text(json.dumps({"source": {"run_dir": str(run)}, "options": options}))
+    assert recorded_options(path, run, None) == {"boot": 30, "cost": "decode", "grader": None}
+    assert recorded_options(path, tmp_path / "other", None) == {}
+    assert recorded_options(path, None, tmp_path / "counts.csv") == {}
+
+
 def test_default_is_most_recent_run(app: typer.Typer, run_dir: Path, tmp_path: Path) -> None:
     """Without RUN_DIR, the run under --runs whose manifest was written last is fitted."""
     root = tmp_path / "runs"
