@@ -202,6 +202,18 @@ def prompts_digest(prompts: dict[str, tuple[int, ...]]) -> str:
     return digest.hexdigest()
 
 
+def _note_bad_engine_options(options: dict[str, Any], report: Callable[[str], None]) -> None:
+    """Under the torch engine, say which [engine_options] the vLLM engine would refuse (when vLLM is installed to
+    ask), so a misspelt option shows up now rather than on the run that uses vLLM."""
+    from sampling.vllm_engine import VllmEngineError, check_engine_options, vllm_available
+
+    if vllm_available() is None:
+        try:
+            check_engine_options(options)
+        except VllmEngineError as exc:
+            report(f"note: the vLLM engine would refuse these engine_options: {exc}")
+
+
 def make_engine(
     experiment: Experiment, pair: Any, block_size: int, max_len: int, threads: int | None,
     report: Callable[[str], None] = print,
@@ -212,6 +224,7 @@ def make_engine(
 
         if experiment.engine_options:
             report(f"note: engine_options {sorted(experiment.engine_options)} are vLLM settings; the torch engine ignores them")
+            _note_bad_engine_options(experiment.engine_options, report)
         return torch_engine_for(pair, slots=block_size, max_len=max_len)
     from sampling.vllm_engine import vllm_available, vllm_engine_for
 

@@ -188,6 +188,21 @@ def test_a_run_checks_engine_options_before_the_dataset_and_models_load(tmp_path
     assert not (tmp_path / "run").exists()
 
 
+def test_the_torch_engine_names_engine_options_the_vllm_engine_would_refuse(tmp_path: Path) -> None:
+    """Under --engine torch the options are ignored, but a misspelt one is named now, not on the vLLM run."""
+    experiment = parse_experiment({"name": "x", "dataset": "toy", "problems": 1, "n": 1, "engine": "torch",
+                                   "models": {"base": "toy:base"}, "configs": [{"policy": "base"}],
+                                   "engine_options": {"dtpye": "float32", "max_num_seqs": 8}}, "test")
+    notes: list[str] = []
+    run_experiment(experiment, tmp_path / "run", block_size=8, report=notes.append)
+    assert any("would refuse" in note and "engine_options.dtpye (did you mean dtype?)" in note for note in notes), notes
+    assert len(read_samples(tmp_path / "run")) == 1
+    notes.clear()
+    run_experiment(replace(experiment, engine_options={"dtype": "float32"}), tmp_path / "good", block_size=8,
+                   report=notes.append)
+    assert not any("would refuse" in note for note in notes), notes
+
+
 def test_recorded_options_leave_out_performance_knobs_and_are_json() -> None:
     import datetime
 
