@@ -217,9 +217,7 @@ def fit_command(
     grader: Optional[str] = GRADER,
 ) -> None:
     """Fit coverage curves (power law, beta-binomial), extrapolate, compare configs at equal compute."""
-    options = dict(by=by, predict=predict, cost=cost, prices=prices, cost_column=cost_column, n_params=n_params,
-                   base=base, oracle=oracle, targets=targets, budgets=budgets, estimator=estimator,
-                   power_law_method=power_law_method, family=family, boot=boot, seed=seed, grader=grader)
+    options = {name: value for name, value in locals().items() if name in FIT_OPTIONS}  # the parameters above
     try:
         run = _run(run_dir, counts, runs_root=runs, **options)
         default_dir = Path(run.source["run_dir"]) / FIT_DIR if "run_dir" in run.source else None
@@ -244,9 +242,7 @@ def report_command(
     from fit.report import write_report
     from fit.rundir import latest_run
 
-    options = dict(by=by, predict=predict, cost=cost, prices=prices, cost_column=cost_column, n_params=n_params,
-                   base=base, oracle=oracle, targets=targets, budgets=budgets, estimator=estimator,
-                   power_law_method=power_law_method, family=family, boot=boot, seed=seed, grader=grader)
+    options = {name: value for name, value in locals().items() if name in FIT_OPTIONS}  # the parameters above
     try:
         if run_dir is None and counts is None:
             run_dir = latest_run(runs)
