@@ -96,7 +96,8 @@ def print_table(run: FitRun, doc: dict[str, Any]) -> None:
     from fit.report import extrapolation_methods, group_list, grouped_warnings, table_rows
 
     rows = table_rows(run, doc)
-    title = "study fit" + (f" — cost: {doc['cost_model']} ({doc['cost_unit']})" if doc.get("cost_unit") else "")
+    title = "study fit" + (f" — graded by {run.source['grader']}" if run.source.get("grader") else "") + (
+        f" — cost: {doc['cost_model']} ({doc['cost_unit']})" if doc.get("cost_unit") else "")
     table = Table(title=title, title_justify="left")
     cols = list(dict.fromkeys(k for r in rows for k in r))
     for c in cols:
@@ -199,7 +200,8 @@ BOOT = typer.Option(200, "--boot", help="Bootstrap replicates over problems for 
 SEED = typer.Option(0, "--seed", min=0, help="Seed of the bootstrap.")
 RUNS = typer.Option(Path("runs"), "--runs", help="Where to look for the most recent run.")
 GRADER = typer.Option(None, "--grader", help="Run dirs: whose grades to read, math-verify or strict (default: the one "
-                      "`study verify` graded the run with; math-verify if none or both).", show_default=False)
+                      "`study verify` graded the run with; math-verify if none or both; one that has not graded a "
+                      "graded run is refused: `study verify --grader` it first).", show_default=False)
 
 
 def fit_command(

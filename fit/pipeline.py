@@ -201,6 +201,7 @@ def fit_run_dir(run_dir: str | Path, options: FitOptions | None = None, predict_
     if cost_model == "price" and prices is None:  # before grading, which may take a while
         raise CountsError(f"{run_dir}: cost model 'price' needs prices (--prices, or prices in the experiment's [cost])")
     grader = rundir.choose_grader(run_dir, grader)
+    rundir.check_graded_with(run_dir, grader)
     grades, raw = rundir.run_grades_and_counts(run_dir, grader, progress)
     counts = validate_counts(raw, f"{run_dir} counts table", "config")
     n_params = costmod.n_params_from_manifest(manifest) if cost_model in ("flops", "decode") else None

@@ -71,6 +71,16 @@ def choose_grader(run_dir: str | Path, asked: str | None = None) -> str:
     return graded[0] if len(graded) == 1 else "math-verify"
 
 
+def check_graded_with(run_dir: str | Path, grader: str) -> None:
+    """Refuse to fit a run with a grader other than the ones that graded it: grading it here would add that
+    grader's grades, and with two graders the default (`choose_grader`) would change for every later command."""
+    graded = graders_of(run_dir)
+    if graded and grader not in graded:
+        raise CountsError(f"{run_dir} was graded with {', '.join(graded)}, not {grader}: run `study verify {run_dir} "
+                          f"--grader {grader}` first if you want its grades (grading it here would change which grades "
+                          "`study fit`, `study report` and `study analyze` read by default)")
+
+
 def graders_of(run_dir: str | Path) -> list[str]:
     """The graders that have graded the run (`study verify --grader`)."""
     from verify.equivalence import GRADERS

@@ -414,7 +414,8 @@ def test_fit_run_dir_writes_json_and_every_plot(app: typer.Typer, run_dir: Path)
 
 def test_fit_reads_the_grades_of_the_grader_that_graded_the_run(app: typer.Typer, tmp_path: Path) -> None:
     """A run graded only with --grader strict is fitted from those grades (not regraded by math-verify);
-    --grader picks one explicitly; the report names it."""
+    the report and the table name it; --grader naming another grader is refused (fitting would grade the run with
+    it, which changes the default of every later command) until `study verify --grader` has graded it."""
     from verify import grade_run
 
     run = make_run_dir(tmp_path / "strict")
@@ -424,7 +425,11 @@ def test_fit_reads_the_grades_of_the_grader_that_graded_the_run(app: typer.Typer
     doc = json.loads((run / "_fit" / "fit.json").read_text())
     assert doc["source"]["grader"] == "strict"
     assert not (run / "_grades" / "grader=math-verify").exists()
-    assert "graded by `strict`" in (run / "_fit" / "report.md").read_text()
+    assert "graded by `strict`" in (run / "_fit" / "report.md").read_text() and "graded by strict" in res.output
+    res = _invoke(app, "fit", run, "--grader", "math-verify", "--json", tmp_path / "mv.json", "--no-plots", "--boot", 20)
+    assert res.exit_code == 2 and "was graded with strict, not math-verify: run `study verify" in res.output, res.output
+    assert not (run / "_grades" / "grader=math-verify").exists() and not (tmp_path / "mv.json").exists()
+    grade_run(run, "math-verify", progress=False)
     res = _invoke(app, "fit", run, "--grader", "math-verify", "--json", tmp_path / "mv.json", "--no-plots", "--boot", 20)
     assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "mv.json").read_text())["source"]["grader"] == "math-verify"
