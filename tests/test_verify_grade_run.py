@@ -2,6 +2,7 @@
 clear errors, the counts table and the per-config summary."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -725,4 +726,27 @@ def test_a_damaged_grade_part_is_a_clear_error_and_regrade_recovers(run_dir: Pat
     part.write_bytes(part.read_bytes()[:100])
     with pytest.raises(RunDirError, match=rf"{part.name}: unreadable grade part .*`study verify .* --regrade` grades"):
         verify.grade_run(run_dir, progress=False)
+    pd.testing.assert_frame_equal(verify.grade_run(run_dir, progress=False, regrade=True), first)
+
+
+@pytest.mark.parametrize("kind", ["pairs", "classes", "references"])
+def test_a_damaged_grading_cache_is_a_clear_error_and_removing_it_recovers(run_dir: Path, kind: str) -> None:
+    """A cache file cut short (a partial copy) names itself, the folder to remove and `--regrade`, not a traceback;
+    without the cache, --regrade gives the same grades."""
+    import shutil
+
+    first = verify.grade_run(run_dir, progress=False)
+    cache = run_dir / "_grades" / "_cache"
+    path = cache / f"math-verify.{kind}.parquet"
+    path.write_bytes(path.read_bytes()[:100])
+    said = rf"{path.name}: unreadable grading cache .*remove .*_cache .*--regrade"
+    errors = 0
+    for regrade in (False, True):  # each call reads the file (an error naming it) or does not need it (same grades)
+        try:
+            pd.testing.assert_frame_equal(verify.grade_run(run_dir, progress=False, regrade=regrade), first)
+        except RunDirError as exc:
+            assert re.search(said, str(exc)), exc
+            errors += 1
+    assert errors > 0
+    shutil.rmtree(cache)
     pd.testing.assert_frame_equal(verify.grade_run(run_dir, progress=False, regrade=True), first)

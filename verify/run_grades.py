@@ -312,10 +312,32 @@ def _with_rules(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), _RULES_KEY: str(GRADING_RULES).encode()})
 
 
+def _read_cache(path: Path, schema: pa.Schema) -> pa.Table:
+    """A grading cache file; RunDirError naming it (and the way out) if it cannot be read."""
+    try:
+        return pq.read_table(path, schema=schema)
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable_cache(path, exc) from None
+
+
+def _cache_metadata(path: Path) -> dict[bytes, bytes]:
+    """A grading cache file's Parquet metadata; RunDirError naming it if it cannot be read."""
+    try:
+        return pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable_cache(path, exc) from None
+
+
+def _unreadable_cache(path: Path, exc: Exception) -> RunDirError:
+    """The error for a damaged cache file: without the cache, `--regrade` grades every sample again and rebuilds it."""
+    run = path.parent.parent.parent
+    return RunDirError(f"{path}: unreadable grading cache ({exc}); remove {path.parent} (the comparisons and answer "
+                       f"classes already made; samples and grades stay) and run `study verify {run} --regrade`")
+
+
 def _rules_of(path: Path) -> int:
     """The grading rules a cache file was written under (1 for files from before they were recorded)."""
-    metadata = pq.read_schema(path).metadata or {}
-    return int(metadata.get(_RULES_KEY, b"1"))
+    return int(_cache_metadata(path).get(_RULES_KEY, b"1"))
 
 
 def _load_pairs(run_dir: Path, grader: str, undecided: bool = True) -> dict[tuple[str, str], tuple[bool, str, str]]:
@@ -326,7 +348,7 @@ def _load_pairs(run_dir: Path, grader: str, undecided: bool = True) -> dict[tupl
     path = _cache_path(run_dir, grader, "pairs")
     if not path.is_file() or _rules_of(path) != GRADING_RULES:
         return {}
-    table = pq.read_table(path, schema=PAIR_SCHEMA).to_pydict()
+    table = _read_cache(path, PAIR_SCHEMA).to_pydict()
     columns = (table["reference"], table["extracted"], table["correct"], table["key"], table["how"])
     return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns) if undecided or h not in UNDECIDED}
 
@@ -367,7 +389,7 @@ def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
     path = _cache_path(run_dir, grader, "classes")
     if not path.is_file():
         return CLASS_SCHEMA.empty_table().to_pandas()
-    return pq.read_table(path, schema=CLASS_SCHEMA).to_pandas()
+    return _read_cache(path, CLASS_SCHEMA).to_pandas()
 
 
 def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
@@ -375,7 +397,7 @@ def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
     path = _cache_path(run_dir, grader, "references")
     if not path.is_file():
         return {}
-    table = pq.read_table(path, schema=REFERENCE_SCHEMA).to_pandas()
+    table = _read_cache(path, REFERENCE_SCHEMA).to_pandas()
     return dict(zip(table["problem_id"], table["reference"]))
 
 
@@ -395,7 +417,7 @@ def _load_definitions(run_dir: Path, grader: str) -> dict[str, str]:
     path = _cache_path(run_dir, grader, "references")
     if not path.is_file():
         return {}
-    recorded = (pq.read_schema(path).metadata or {}).get(_DEFINITIONS_KEY)
+    recorded = _cache_metadata(path).get(_DEFINITIONS_KEY)
     return json.loads(recorded) if recorded else {}
 
 
