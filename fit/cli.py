@@ -232,7 +232,8 @@ def fit_command(
 def report_command(
     ctx: typer.Context, run_dir: Optional[Path] = RUN_DIR, counts: Optional[Path] = COUNTS, by: Optional[str] = BY,
     predict: Optional[str] = PREDICT,
-    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/_fit; counts: FILE stem + _report)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report folder (run dirs: RUN_DIR/_fit; counts: STEM_report "
+                                       "beside FILE)."),
     cost: Optional[str] = COST, prices: Optional[str] = PRICES, cost_column: Optional[str] = COST_COLUMN,
     n_params: Optional[str] = N_PARAMS, base: Optional[str] = BASE, oracle: Optional[str] = ORACLE,
     targets: str = TARGETS, budgets: Optional[str] = BUDGETS, estimator: str = ESTIMATOR,
@@ -249,7 +250,9 @@ def report_command(
         if run_dir is None and counts is None:
             run_dir = latest_run(runs)
         if out is None:
-            out = run_dir / FIT_DIR if counts is None else Path(f"{counts.stem}_report")
+            out = run_dir / FIT_DIR if counts is None else counts.with_name(f"{counts.stem}_report")
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {out} is a file: give a folder for the report")
         _use_recorded_options(ctx, options, out / "fit.json", run_dir, counts)
         run = _run(run_dir, counts, runs_root=runs, **options)
         doc, plots = _outputs(run, out / "fit.json", out / "plots", None, False, options)

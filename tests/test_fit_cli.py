@@ -114,6 +114,21 @@ def test_counts_report_with_references(app: typer.Typer, tmp_path: Path) -> None
     assert doc["comparison"]["configs"]["b"]["vs_base"]["targets"]["0.5"]["multiplier"] == 1.0
 
 
+def test_a_counts_report_goes_beside_its_file_and_out_must_be_a_folder(app: typer.Typer, tmp_path: Path) -> None:
+    """Without --out, a counts file's report is STEM_report beside it (two runs' counts.csv never share one folder);
+    an --out that is a file is refused before any fitting, the file untouched."""
+    (tmp_path / "a").mkdir()
+    counts = tmp_path / "a" / "counts.csv"
+    pd.DataFrame({"problem": np.arange(12), "n": 10, "correct": np.arange(12) % 5}).to_csv(counts, index=False)
+    res = _invoke(app, "report", "--counts", counts, "--boot", 20)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "a" / "counts_report" / "report.md").is_file() and not Path("counts_report").exists()
+    before = counts.read_bytes()
+    res = _invoke(app, "report", "--counts", counts, "--out", counts, "--boot", 20)
+    assert res.exit_code == 2 and f"--out {counts} is a file: give a folder" in res.output, res.output
+    assert counts.read_bytes() == before
+
+
 def test_levels_written_as_text_are_plotted_in_natural_order(app: typer.Typer, tmp_path: Path) -> None:
     """A counts file whose levels are text ("Level 2") gets its by-level plot, levels in natural order."""
     import matplotlib.pyplot as plt
