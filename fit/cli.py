@@ -15,7 +15,7 @@ from fit.compare import DEFAULT_TARGETS
 from fit.cost import COST_MODELS, Prices
 from fit.pipeline import FitRun, fit_counts_file, fit_run_dir, parse_floats
 from sampling.store import FIT_DIR
-from verify.progress import print_error, table_console
+from verify.progress import option_given, print_error, table_console
 
 console = table_console()
 
@@ -263,19 +263,13 @@ def report_command(
     console.print(f"wrote {path}")
 
 
-def _defaulted(ctx: typer.Context, name: str) -> bool:
-    """Whether option `name` took its default (was not given); by the source's name, which is the same whether
-    Typer uses Click's ParameterSource or its own copy of it."""
-    return getattr(ctx.get_parameter_source(name), "name", None) == "DEFAULT"
-
-
 def _use_recorded_options(ctx: typer.Context, options: dict[str, Any], fit_json: Path, run_dir: Path | None,
                           counts: Path | None) -> None:
     """Take the options an earlier fit recorded in `fit_json` for those not given on the command line, and say which."""
     params = {p.name: p for p in ctx.command.params}
     taken = []
     for name, value in recorded_options(fit_json, run_dir, counts).items():
-        if _defaulted(ctx, name) and value != options[name]:
+        if not option_given(ctx, name) and value != options[name]:
             options[name] = value
             taken.append(f"{params[name].opts[0]} {value}" if value is not None else f"default {params[name].opts[0]}")
     if taken:

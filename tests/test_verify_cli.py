@@ -259,6 +259,17 @@ def test_bad_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert code != 0 and "_problems.parquet" in text
 
 
+def test_jsonl_options_given_with_a_run_dir_are_refused(tmp_path: Path) -> None:
+    """--output, --reference-field and --completion-field grade a JSONL file: with a RUN_DIR they are refused,
+    not silently ignored (even when given their default value)."""
+    for args, said in ((["--output", "o.jsonl"], "--output is only used with --input"),
+                       (["--reference-field", "foo"], "--reference-field is only used with --input"),
+                       (["--completion-field", "completion", "--reference-field", "answer"],
+                        "--reference-field and --completion-field are only used with --input")):
+        code, text = _invoke("verify", str(tmp_path / "run"), *args)
+        assert code == 2 and said in text, text
+
+
 def test_timed_out_rows_are_written_undecided_and_counted_as_calls(tmp_path: Path) -> None:
     """A comparison that times out is written as "correct": null with "undecided": "timeout" (not as a wrong
     answer), and the summary counts it as a math-verify call that timed out."""

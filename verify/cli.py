@@ -192,6 +192,7 @@ def _verify_jsonl(
 
 
 def verify_command(
+    ctx: typer.Context,
     run_dir: Optional[Path] = typer.Argument(None, help="Run directory to grade (written by `study sample`)."),
     grader: str = typer.Option("math-verify", "--grader", help=_GRADER_HELP),
     input: Optional[Path] = typer.Option(None, "--input", help="Grade this JSONL file instead of a run dir."),
@@ -208,6 +209,7 @@ def verify_command(
     """Grade samples: every ungraded sample of RUN_DIR, or a JSONL file with --input/--output."""
     from verify.equivalence import GRADERS
     from verify.pool import MAX_TIMEOUT
+    from verify.progress import option_given
 
     if grader not in GRADERS:
         _fail(f"unknown grader {grader!r}; choose one of: {', '.join(GRADERS)}")
@@ -228,8 +230,10 @@ def verify_command(
             _fail("--by and --regrade are only used with RUN_DIR")
         _verify_jsonl(input, output, reference_field, completion_field, grader, timeout, workers, progress)  # type: ignore[arg-type]
         return
-    if output is not None:
-        _fail("--output is only used with --input")
+    given = [flag for flag, name in (("--output", "output"), ("--reference-field", "reference_field"),
+                                     ("--completion-field", "completion_field")) if option_given(ctx, name)]
+    if given:
+        _fail(f"{' and '.join(given)} {'is' if len(given) == 1 else 'are'} only used with --input")
     if run_dir is None:
         _fail("give a RUN_DIR, or --input FILE.jsonl --output OUT.jsonl")
     _verify_run(run_dir, grader, timeout, workers, progress, by, regrade)  # type: ignore[arg-type]

@@ -1,4 +1,4 @@
-"""Progress reporting for long jobs (a no-op sink, rich progress bars with rate + ETA) and the CLIs' table console."""
+"""Progress reporting for long jobs (a no-op sink, rich progress bars with rate + ETA), the CLIs' table console and errors."""
 from __future__ import annotations
 
 import sys
@@ -32,6 +32,12 @@ def print_error(message: str) -> None:
 def print_warning(message: str) -> None:
     """'warning: MESSAGE' on stderr (the message is text, not markup)."""
     Console(stderr=True).print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def option_given(ctx: Any, name: str) -> bool:
+    """Whether a command's option `name` was given (not left at its default); by the source's name, the same whether
+    Typer uses Click's ParameterSource or its own copy of it."""
+    return getattr(ctx.get_parameter_source(name), "name", None) != "DEFAULT"
 
 
 def table_console() -> Console:
