@@ -83,6 +83,10 @@ class RunDirError(ValueError):
     """A run directory that cannot be used as asked (mismatch, corruption, bad input)."""
 
 
+class UnreadableManifestError(RunDirError):
+    """A run directory whose manifest is not JSON (damaged), as opposed to one that lacks what `study` writes."""
+
+
 @dataclass
 class _Staged:
     """A temp file being written beside its destination, and whether it was moved there."""
@@ -144,7 +148,10 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
-        raise RunDirError(f"{path}: corrupt manifest ({exc.msg})") from None
+        raise UnreadableManifestError(f"{path}: corrupt manifest ({exc.msg} at line {exc.lineno} column {exc.colno}); "
+                                      "it is not JSON") from None
+    except UnicodeDecodeError as exc:
+        raise UnreadableManifestError(f"{path}: corrupt manifest (not UTF-8 text: {exc.reason} at byte {exc.start})") from None
     missing = [key for key in ("models", "configs") if not isinstance(manifest, dict) or not isinstance(manifest.get(key), dict)]
     if missing:
         raise RunDirError(f"{path}: corrupt manifest (no {' or '.join(repr(k) for k in missing)} table)")

@@ -750,3 +750,18 @@ def test_a_damaged_grading_cache_is_a_clear_error_and_removing_it_recovers(run_d
     assert errors > 0
     shutil.rmtree(cache)
     pd.testing.assert_frame_equal(verify.grade_run(run_dir, progress=False, regrade=True), first)
+
+
+@pytest.mark.parametrize("content, said", [(b'{"broken', r"corrupt manifest \(.* at line 1 column \d+\); it is not JSON"),
+                                           (b"\xff\xfe{}", r"corrupt manifest \(not UTF-8 text")])
+def test_a_damaged_manifest_is_refused_naming_where(run_dir: Path, content: bytes, said: str) -> None:
+    """A manifest that is not JSON is refused (grading would skip the check that the grades are current), with
+    the place it breaks; the grades already written are kept as they were."""
+    first = verify.grade_run(run_dir, progress=False)
+    parts = {p: p.read_bytes() for p in _parts(run_dir)}
+    (run_dir / "_manifest.json").write_bytes(content)
+    with pytest.raises(RunDirError, match=said):
+        verify.grade_run(run_dir, progress=False)
+    assert {p: p.read_bytes() for p in _parts(run_dir)} == parts
+    (run_dir / "_manifest.json").write_text('{"written by": "another tool"}')  # JSON, not study's: graded as before
+    pd.testing.assert_frame_equal(verify.grade_run(run_dir, progress=False), first)

@@ -66,7 +66,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from sampling.store import (GRADES_DIR, MANIFEST, PROBLEMS, SAMPLES_DIR, RunDirError, footer_texts_digest, read_manifest,
+from sampling.store import (GRADES_DIR, MANIFEST, PROBLEMS, SAMPLES_DIR, RunDirError, UnreadableManifestError,
+                             footer_texts_digest, read_manifest,
                              unreadable_problems, unreadable_shard, write_table_atomic)
 from verify.batch import UNDECIDED, BatchStats, grade_batch
 from verify.pool import TaskPool
@@ -406,6 +407,8 @@ def config_definitions(run_dir: Path) -> dict[str, str]:
     another); {} for a run dir without a manifest (one written by hand)."""
     try:
         configs = read_manifest(run_dir)["configs"] if (run_dir / MANIFEST).is_file() else {}
+    except UnreadableManifestError:  # damaged: grading would skip the check that its grades are current
+        raise
     except RunDirError:  # a manifest another tool wrote: nothing to compare
         return {}
     return {config_id: hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()
