@@ -259,6 +259,21 @@ def test_bad_run_dir_is_a_clear_error(tmp_path: Path) -> None:
     assert code != 0 and "_problems.parquet" in text
 
 
+def test_by_level_shows_whole_levels_and_names_problems_without_one(tmp_path: Path) -> None:
+    """Levels with a gap (a problem without one, as in GSM8K) are shown as 1, 2 and '(none)', not 1.0 and nan."""
+    problems = [ProblemSpec("a", "5", "", 1), ProblemSpec("b", "6", "", 2), ProblemSpec("c", "7", "")]
+    samples = pd.DataFrame({"config_id": "base", "problem_id": ["a", "b", "c"], "sample_index": 0,
+                            "text": ["\\boxed{5}", "\\boxed{6}", "\\boxed{1}"]})
+    run = write_run_dir(tmp_path / "run", problems, samples)
+    code, text = _invoke("verify", str(run), "--no-progress", "--by", "level")
+    assert code == 0, text
+    breakdown = text[text.index("pass@1 by level"):]
+    rows = [line.split("│")[1:3] for line in breakdown.splitlines() if line.count("│") >= 4 and "base" in line]
+    assert [level.strip() for _, level in rows] == ["1", "2", "(none)"], text
+    code, text = _invoke("verify", str(run), "--no-progress", "--by", "subject")
+    assert code == 0 and "(none)" in text and "nan" not in text, text
+
+
 def test_jsonl_options_given_with_a_run_dir_are_refused(tmp_path: Path) -> None:
     """--output, --reference-field and --completion-field grade a JSONL file: with a RUN_DIR they are refused,
     not silently ignored (even when given their default value)."""
