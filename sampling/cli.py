@@ -80,7 +80,7 @@ def sample(
     block_size: Optional[int] = typer.Option(None, "--block-size", help="Samples decoded together (default 512; fixed per run dir).",
                                              show_default=False),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed dataset rows (reports how many)."),
+    skip_bad_rows: bool = typer.Option(False, "--skip-bad-rows", help="Skip malformed dataset rows, and JSONL lines that are not JSON (reports how many, and why for the first three)."),
 ) -> None:
     """Draw n samples per problem for every config; re-running continues where it stopped."""
     from sampling.config import ConfigError, default_experiment, load_experiment

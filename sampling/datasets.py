@@ -119,26 +119,26 @@ def normalise_row(row: dict[str, Any], index: int, source: str, where: str | Non
 
 
 def normalise_rows(rows: Iterable[dict[str, Any]], source: str, skip_bad_rows: bool = False,
-                   lines: Sequence[int] | None = None) -> tuple[list[Problem], int]:
-    """Normalise all rows; returns problems and the number of skipped rows (only with skip_bad_rows).
+                   lines: Sequence[int] | None = None) -> tuple[list[Problem], list[str]]:
+    """Normalise all rows; returns problems and why each skipped row was skipped (only with skip_bad_rows).
 
     Errors name a row by its number from 1, and its line in the file where `lines` gives it (JSONL)."""
     problems: list[Problem] = []
-    skipped = 0
+    skipped: list[str] = []
     seen: set[str] = set()
     for index, row in enumerate(rows):
         where = f"{source}, row {index + 1}" + (f" (line {lines[index]})" if lines is not None else "")
         try:
             problem = normalise_row(row, index, source, where)
-        except DatasetError:
+        except DatasetError as exc:
             if not skip_bad_rows:
                 raise
-            skipped += 1
+            skipped.append(str(exc))
             continue
         if problem.id in seen:
             if not skip_bad_rows:
                 raise DatasetError(f"{where}: duplicate problem id {problem.id!r}")
-            skipped += 1  # the first row with the id is kept
+            skipped.append(f"{where}: duplicate problem id {problem.id!r}")  # the first row with the id is kept
             continue
         seen.add(problem.id)
         problems.append(problem)
@@ -150,8 +150,9 @@ def _json(text: str) -> Any:
     return json.loads(text, parse_float=decimal.Decimal)
 
 
-def read_local_rows(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]:
-    """Rows of a local .jsonl / .json / .parquet file, and each row's line for a .jsonl file (blank lines skipped)."""
+def read_local_rows(path: Path, skip_bad_lines: bool = False) -> tuple[list[dict[str, Any]], list[int] | None, list[str]]:
+    """Rows of a local .jsonl / .json / .parquet file, each row's line for a .jsonl file (blank lines skipped), and
+    why each line skipped was (with `skip_bad_lines`: JSONL lines that are not UTF-8 or not JSON)."""
     if not path.exists():
         raise DatasetError(f"dataset file not found: {path} (looked at {Path(path).resolve()})")
     suffix = path.suffix.lower()
@@ -160,27 +161,27 @@ def read_local_rows(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]
         import pyarrow.parquet as pq
 
         try:
-            return pq.read_table(path).to_pylist(), None
+            return pq.read_table(path).to_pylist(), None, []
         except pa.ArrowException as exc:
             raise DatasetError(f"{path}: not a readable Parquet file ({exc})") from None
     if suffix == ".jsonl":
-        rows, lines, offset = [], [], 0
+        rows, lines, offset, bad = [], [], 0, []
         with path.open("rb") as handle:
             for line_number, raw in enumerate(handle, start=1):
                 try:
                     line = raw.decode("utf-8")
+                    if line.strip():
+                        rows.append(_json(line))
+                        lines.append(line_number)
                 except UnicodeDecodeError as exc:
-                    raise DatasetError(f"{path}, line {line_number}: not UTF-8 text ({exc.reason} at byte "
-                                       f"{offset + exc.start} of the file)") from None
-                offset += len(raw)
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(_json(line))
+                    bad.append(f"{path}, line {line_number}: not UTF-8 text ({exc.reason} at byte "
+                               f"{offset + exc.start} of the file)")
                 except json.JSONDecodeError as exc:
-                    raise DatasetError(f"{path}, line {line_number}: invalid JSON ({exc.msg})") from None
-                lines.append(line_number)
-        return rows, lines
+                    bad.append(f"{path}, line {line_number}: invalid JSON ({exc.msg})")
+                offset += len(raw)
+                if bad and not skip_bad_lines:
+                    raise DatasetError(bad[0])
+        return rows, lines, bad
     if suffix == ".json":
         try:
             data = _json(path.read_text(encoding="utf-8"))
@@ -190,7 +191,7 @@ def read_local_rows(path: Path) -> tuple[list[dict[str, Any]], list[int] | None]
             raise DatasetError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if not isinstance(data, list):
             raise DatasetError(f"{path}: expected a JSON list of rows")
-        return data, None
+        return data, None, []
     raise DatasetError(f"{path}: unsupported dataset file type {suffix!r} (use .jsonl, .json or .parquet)")
 
 
@@ -238,9 +239,9 @@ def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -
             raise DatasetError(f"{name_or_path}: problem ids repeat ({len(ids) - len(set(ids))} duplicates)")
         return problems
     path = Path(name_or_path)
-    lines = None
+    lines, bad_lines = None, []
     if path.suffix.lower() in (".jsonl", ".json", ".parquet") or path.exists():
-        (rows, lines), source = read_local_rows(path), str(path)
+        (rows, lines, bad_lines), source = read_local_rows(path, skip_bad_rows), str(path)
     elif name_or_path in DATASET_NAMES:
         try:
             rows, source = _hub_rows(name_or_path), name_or_path
@@ -254,9 +255,12 @@ def load_problems(name_or_path: str, skip_bad_rows: bool = False, report=None) -
         raise DatasetError(
             f"unknown dataset {name_or_path!r}: use one of {', '.join(DATASET_NAMES)} or a .jsonl/.parquet path"
         )
-    problems, skipped = normalise_rows(rows, source, skip_bad_rows=skip_bad_rows, lines=lines)
+    problems, bad_rows = normalise_rows(rows, source, skip_bad_rows=skip_bad_rows, lines=lines)
+    skipped = bad_lines + bad_rows
     if skipped and report is not None:
-        report(f"skipped {skipped} bad row(s) of {source} (--skip-bad-rows)")
+        shown = "; ".join(why.removeprefix(f"{source}, ") for why in skipped[:3])
+        more = f"; and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        report(f"skipped {len(skipped)} bad row(s) of {source} (--skip-bad-rows): {shown}{more}")
     if not problems:
         raise DatasetError(f"{source}: no problems")
     return problems

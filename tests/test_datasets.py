@@ -65,7 +65,8 @@ def test_malformed_rows_error_names_file_and_row(tmp_path: Path) -> None:
     messages: list[str] = []
     problems = load_problems(str(path), skip_bad_rows=True, report=messages.append)
     assert [p.answer for p in problems] == ["2"]
-    assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows)"]
+    assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows): row 2 (line 2): no reference answer "
+                        "('answer' field or \\boxed{} in 'solution')"], messages
 
 
 def test_duplicate_ids_are_bad_rows(tmp_path: Path) -> None:
@@ -76,7 +77,24 @@ def test_duplicate_ids_are_bad_rows(tmp_path: Path) -> None:
         load_problems(str(path))
     messages: list[str] = []
     assert [p.answer for p in load_problems(str(path), skip_bad_rows=True, report=messages.append)] == ["1"]
-    assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows)"]
+    assert messages == [f"skipped 1 bad row(s) of {path} (--skip-bad-rows): row 2 (line 2): duplicate problem id 'a'"]
+
+
+def test_skip_bad_rows_skips_lines_that_are_not_json_and_names_what_it_skipped(tmp_path: Path) -> None:
+    """--skip-bad-rows also skips a JSONL line that is not JSON or not UTF-8 (without it: an error naming the
+    line); the note names the first three rows skipped and counts the rest."""
+    path = tmp_path / "mixed.jsonl"
+    good = [json.dumps({"problem": f"{i}+1?", "answer": str(i + 1)}) for i in range(3)]
+    path.write_bytes("\n".join([good[0], "{not json", good[1], json.dumps({"problem": "x"}), good[2]]).encode()
+                     + b"\n\xff\xfe\n[1]\n")
+    with pytest.raises(DatasetError, match=r"mixed.jsonl, line 2: invalid JSON"):
+        load_problems(str(path))
+    messages: list[str] = []
+    assert [p.answer for p in load_problems(str(path), skip_bad_rows=True, report=messages.append)] == ["1", "2", "3"]
+    assert messages == [f"skipped 4 bad row(s) of {path} (--skip-bad-rows): line 2: invalid JSON (Expecting "
+                        "property name enclosed in double quotes); line 6: not UTF-8 text (invalid start byte at byte "
+                        "132 of the file); row 3 (line 4): no reference answer ('answer' field or "
+                        "\\boxed{} in 'solution'); and 1 more"], messages
 
 
 def test_missing_problem_text_and_bad_json(tmp_path: Path) -> None:
