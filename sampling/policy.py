@@ -69,7 +69,8 @@ class PolicySpec:
         if self.name == "judge" and self.every < 1:
             raise ValueError(f"judge policy needs every >= 1 (base tokens per judged window), got every={self.every}")
         if self.name in ("entropy", "margin", "judge") and (self.max_c is None or self.max_c < 1):
-            raise ValueError(f"policy {self.name!r} needs max_c >= 1 (most interventions per sample)")
+            got = "it is missing" if self.max_c is None else f"got max_c={self.max_c}"
+            raise ValueError(f"policy {self.name!r} needs max_c >= 1 (most interventions per sample); {got}")
 
 
 @dataclass

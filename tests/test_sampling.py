@@ -653,6 +653,8 @@ def test_bad_experiment_configs_name_the_problem() -> None:
     ({"configs": [{"policy": "random", "c": 1, "k": 2, "ref_length": 0}]}, r"#1: random policy needs ref_length >= 1"),
     ({"configs": [{"policy": "judge", "alpha": 0.2, "k": 2, "max_c": 1, "every": 0}]}, r"#1: judge policy needs every >= 1"),
     ({"configs": [{"policy": "judge", "k": 2, "max_c": 1}]}, r"#1: judge policy needs alpha in \(0, 1\).*got alpha=None"),
+    ({"configs": [{"policy": "entropy", "tau": 0.5, "k": 2}]}, r"#1: policy 'entropy' needs max_c >= 1 .*; it is missing"),
+    ({"configs": [{"policy": "margin", "delta": 0.5, "k": 2, "max_c": 0}]}, r"#1: policy 'margin' needs max_c >= 1 .*; got max_c=0"),
     ({"configs": [{"policy": "base", "id": ""}]}, r"#1: id must be letters, digits and _.+-"),
     ({"configs": [{"policy": "oracle", "base_temperature": 0.3}]}, r"#1: base_temperature does not apply to policy 'oracle'"),
     ({"configs": [{"policy": "base", "oracle_temperature": 0}]}, r"#1: oracle_temperature does not apply to policy 'base'"),
