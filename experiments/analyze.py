@@ -86,6 +86,9 @@ def check_request(run_dir: Path, config: str, locator: str) -> tuple[dict, str]:
     locator = resolve_locator(manifest, locator, run_dir)
     if config not in manifest["configs"]:
         raise AnalysisError(f"{run_dir} has no config {config!r}; it has {', '.join(manifest['configs'])}")
+    if manifest["configs"][config].get("policy") == "oracle":
+        raise AnalysisError(f"config {config!r} of {run_dir} is pure oracle sampling: its samples have no base token, so "
+                            "no first wrong base token to analyse; choose the base or a guided config")
     if "oracle" not in manifest["models"]:
         raise AnalysisError(f"{run_dir} has no oracle model; the oracle signal needs one")
     return manifest, locator
@@ -260,10 +263,10 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
         raise NothingWrong(f"all {counts['samples']:,} {config!r} samples in {run_dir} are correct "
                            f"({counts['grader']} grades): no first wrong token to analyse{removed}")
     if counts["analysed"] == 0:
-        subset = (f" of the {counts['selected']:,} chosen by --max-samples {max_samples} (a larger one may find some)"
-                  if counts["selected"] < counts["wrong"] else "")
+        subset = (f"; of the {counts['selected']:,} that --max-samples {max_samples} chose (a larger one may find some)"
+                  if counts["selected"] < counts["wrong"] else "; of them")
         raise AnalysisError(f"no wrong {config!r} sample with a located first wrong base token in {run_dir} "
-                            f"({counts['wrong']:,} wrong{subset}: {counts['no_wrong_token']:,} without a located wrong "
+                            f"({counts['wrong']:,} wrong{subset}, {counts['no_wrong_token']:,} without a located wrong "
                             f"token, {counts['first_wrong_by_oracle']:,} first wrong in an oracle segment)")
     counts["problems"] = int(tokens["problem_id"].nunique())
     table = auc_table(tokens, n_boot=n_boot, seed=seed)

@@ -130,7 +130,8 @@ _INT_OPTIONS = ("boot", "seed")
 
 
 def recorded_options(path: Path, run_dir: Path | None, counts: Path | None) -> dict[str, Any]:
-    """The options of the fit that wrote fit.json at `path` if it fitted this run dir or counts file, else {}."""
+    """The options of the fit that wrote fit.json at `path` if it fitted this run dir (it is the run's own
+    RUN_DIR/_fit/fit.json, wherever the run was moved, or names the run) or this counts file, else {}."""
     try:
         doc = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -140,7 +141,11 @@ def recorded_options(path: Path, run_dir: Path | None, counts: Path | None) -> d
     if not isinstance(source, dict) or not isinstance(options, dict):
         return {}
     fitted = source.get("run_dir") if run_dir is not None else source.get("counts")
-    if not isinstance(fitted, str) or Path(fitted).resolve() != Path(run_dir if run_dir is not None else counts).resolve():
+    if not isinstance(fitted, str):
+        return {}
+    # the recorded path is as typed, relative to wherever that fit ran: the run's own fit.json is its by location
+    own = run_dir is not None and path.resolve() == (run_dir / FIT_DIR / "fit.json").resolve()
+    if not own and Path(fitted).resolve() != Path(run_dir if run_dir is not None else counts).resolve():
         return {}
     return {name: value for name, value in options.items() if name in FIT_OPTIONS and
             (isinstance(value, int) and not isinstance(value, bool) if name in _INT_OPTIONS

@@ -145,6 +145,25 @@ def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
         analyze_run(toy_run, "nope")
 
 
+def test_a_pure_oracle_config_is_refused_before_any_work(toy_run: Path, tmp_path: Path) -> None:
+    """Pure oracle samples have no base token: refused up front, not after reading samples with a hint that a
+    larger --max-samples might help."""
+    import json
+    import shutil
+
+    from experiments.analyze import check_request
+
+    run_dir = tmp_path / "run"
+    shutil.copy(toy_run / "_manifest.json", tmp_path / "manifest.json")
+    run_dir.mkdir()
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest["configs"]["oracle"] = {**manifest["configs"]["base"], "policy": "oracle"}
+    (run_dir / "_manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AnalysisError, match="config 'oracle' of .* is pure oracle sampling: its samples have no base token"):
+        check_request(run_dir, "oracle", "auto")
+    assert check_request(run_dir, "base", "auto")[1] == "exact"
+
+
 def test_report_says_when_a_regrade_left_an_analysis_out_of_date(toy_run: Path, tmp_path: Path) -> None:
     """The report quotes a stored analysis only with a warning once the samples it took as wrong are not the
     wrong ones any more: here a problem's reference is corrected and the run regraded, so its samples flip."""

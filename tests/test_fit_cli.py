@@ -495,6 +495,11 @@ def test_report_fits_with_the_options_of_the_fit_it_reports(app: typer.Typer, tm
     reported = json.loads(fit_json.read_text())
     assert res.exit_code == 0 and reported["n_boot"] == 20 and reported["cost_model"] == "decode", res.output
     assert reported["options"]["targets"] == "0.4"
+    moved = tmp_path / "moved"  # the run's own fit.json names the run relative to where fit ran: still its own
+    run.rename(moved)
+    res = _invoke(app, "report", moved)
+    assert res.exit_code == 0 and json.loads((moved / "_fit" / "fit.json").read_text())["n_boot"] == 20, res.output
+    moved.rename(run)
 
     counts = tmp_path / "counts.csv"  # another source's fit.json in the report folder is not its fit
     pd.read_csv(run / "_fit" / "counts.csv").to_csv(counts, index=False)
