@@ -277,4 +277,5 @@ def analyze_run(run_dir: Path, config: str = "base", max_samples: int = 1000, n_
     table.to_csv(out / f"first_wrong_auc_{name}.csv", index=False)
     (out / f"first_wrong_summary_{name}.json").write_text(json.dumps(summary, indent=1))
     plot_signals(tokens, table, out, name)
+    counts["name"] = name  # the files' suffix: first_wrong_auc_NAME.csv, ...
     return table, counts, out

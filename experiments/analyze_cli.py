@@ -72,7 +72,7 @@ def analyze(
     console.print(
         f"{counts['wrong']:,} of {counts['samples']:,} samples wrong{subset}; analysed {counts['analysed']:,}; "
         f"{counts['no_wrong_token']:,} without a located wrong token ({unlocated}); {counts['first_wrong_by_oracle']:,} first went wrong "
-        f"in an oracle segment. Tables and plots in {out}"
+        f"in an oracle segment. Tables and plots in {out} (first_wrong_*_{counts['name']}.*)"
     )
 
 

@@ -337,8 +337,8 @@ def test_rollout_analysis_keeps_its_own_files_and_a_config_without_wrong_samples
 
     run_dir = tmp_path / "run"
     shutil.copytree(toy_run, run_dir)
-    analyze_run(run_dir, "base", max_samples=10, n_boot=10)
-    analyze_run(run_dir, "base", max_samples=10, n_boot=10, locator="rollout")
+    assert analyze_run(run_dir, "base", max_samples=10, n_boot=10)[1]["name"] == "base"  # the files' suffix, as
+    assert analyze_run(run_dir, "base", max_samples=10, n_boot=10, locator="rollout")[1]["name"] == "base.rollout"  # said
     out = run_dir / "_fit" / "analysis"
     assert (out / "first_wrong_auc_base.csv").exists() and (out / "first_wrong_auc_base.rollout.csv").exists()
     result = CliRunner().invoke(app, ["report", str(run_dir), "--boot", "10"])
