@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from fit.plots import _save, plt
+from fit.report import auc_cell
 from fit.signals import SIGNALS, roc_curve
 
 
@@ -32,7 +33,7 @@ def plot_signals(tokens: pd.DataFrame, table: pd.DataFrame, out_dir: Path, confi
     for name, column, sign in present:
         fpr, tpr = roc_curve(sign * tokens[column].to_numpy(float), labels)
         row = aucs.loc[name]
-        ax.plot(fpr, tpr, label=f"{name}: AUC {row.auc:.2f} [{row.low:.2f}, {row.high:.2f}]")
+        ax.plot(fpr, tpr, label=f"{name}: AUC {auc_cell(row.auc, row.low, row.high)}")
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax.set_xlabel("false positive rate (earlier base tokens flagged)")
     ax.set_ylabel("true positive rate (first wrong tokens flagged)")

@@ -131,6 +131,15 @@ def test_analysis_runs_on_a_small_real_run(toy_run: Path) -> None:
     first_wrong = tokens[tokens.label].set_index("sample").position
     assert (last.sort_index() == first_wrong.sort_index()).all()  # nothing after the first wrong token is used
     assert {p.name for p in out.glob("*.png")} == {"first_wrong_hist_base.png", "first_wrong_roc_base.png"}
+    from fit import signal_plots
+    from fit.report import auc_cell
+
+    figures = []  # the ROC legend gives each AUC and CI as the table does (3 digits; 2 rounded 0.997 up to 1.00)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(signal_plots, "_save", lambda fig, *_: figures.append(fig) or [])
+        signal_plots.plot_signals(tokens, table, out, "base")
+    legend = [t.get_text() for t in figures[-1].axes[0].get_legend().get_texts()]
+    assert legend == [f"{r.signal}: AUC {auc_cell(r.auc, r.low, r.high)}" for r in table.itertuples()], legend
     from typer.testing import CliRunner
 
     from experiments.cli import app
