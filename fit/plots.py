@@ -24,6 +24,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator  # noqa: E402
 from fit.counts import TOKEN_COLUMNS  # noqa: E402
 from fit.pipeline import FitRun  # noqa: E402
 from fit.report import pct  # noqa: E402
+from verify.metrics import level_label  # noqa: E402
 from verify.progress import NullProgress, ProgressSink  # noqa: E402
 
 PER_FIGURE = 8
@@ -335,7 +336,7 @@ def coverage_by_level(run: FitRun, out_dir: Path) -> list[Path]:
             a2.plot(x, agg["solved"], "o-", color=COLORS[i % 10], label=name)
         for ax, title in ((a1, "pass@1 by level"), (a2, "coverage@n by level")):
             ax.set_xticks([position[level] for level in problems.index],
-                          [f"{_level_label(level)}\n({count} problem{'s' * (count != 1)})" for level, count in problems.items()],
+                          [f"{level_label(level)}\n({count} problem{'s' * (count != 1)})" for level, count in problems.items()],
                           fontsize=8)
             ax.set_xlabel("difficulty level")
             ax.set_ylim(0, 1.02)
@@ -354,11 +355,6 @@ def _level_positions(levels: list[Any]) -> dict[Any, float]:
     natural = sorted(levels, key=lambda level: [(0, int(part), "") if part.isdigit() else (1, 0, part)
                                                 for part in re.split(r"(\d+)", str(level))])
     return {level: float(i) for i, level in enumerate(natural)}
-
-
-def _level_label(level: Any) -> str:
-    """A level as a tick label: numbers without trailing zeros, text as written."""
-    return f"{level:g}" if isinstance(level, (int, float, np.number)) else str(level)
 
 
 def cost_breakdown(run: FitRun, out_dir: Path) -> list[Path]:

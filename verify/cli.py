@@ -56,7 +56,7 @@ def _breakdown_table(grades: Any, run_dir: Path, by: str) -> Any:
     """A rich table of pass@1 (with CI) per config and level/subject."""
     from rich.table import Table
 
-    from verify.metrics import breakdown
+    from verify.metrics import breakdown, level_label
     from verify.run_grades import read_problems
     from verify.tables import counts_from_grades
 
@@ -67,22 +67,10 @@ def _breakdown_table(grades: Any, run_dir: Path, by: str) -> Any:
         table.add_column(name, justify="left" if name == "config" else "right")
     for row in breakdown(counts, ["config", by], ks=(1,)).to_dict("records"):
         table.add_row(
-            str(row["config"]), _group_label(row[by]), str(row["problems"]),
+            str(row["config"]), level_label(row[by]), str(row["problems"]),
             _ci(row["pass@1"], row["pass@1_lo"], row["pass@1_hi"]).replace("\n", " "),
         )
     return table
-
-
-def _group_label(value: Any) -> str:
-    """A level or subject as a table cell: whole numbers without '.0' (a column with gaps is read as floats), and
-    '(none)' for problems that have none."""
-    import pandas as pd
-
-    if pd.isna(value):
-        return "(none)"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value)
 
 
 def _batch_line(stats: Any) -> str:

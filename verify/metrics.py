@@ -30,6 +30,7 @@ from scipy.special import betaln
 from scipy.stats import binomtest
 
 __all__ = [
+    "level_label",
     "pass_at_k",
     "unbiased_pass_at_k",
     "log_grid",
@@ -254,6 +255,14 @@ def maj_curve(
     return pd.DataFrame(
         {"k": grid, "maj": mean, "lo": lo, "hi": hi, "problems": (~np.isnan(per_problem)).sum(axis=0)}
     )
+
+
+def level_label(level: object) -> str:
+    """A level (or subject) as shown: numbers without trailing zeros (a level column with gaps reads as floats:
+    1, not 1.0), text as written, '(none)' for a problem without one."""
+    if not isinstance(level, str) and pd.isna(level):
+        return "(none)"
+    return f"{level:g}" if isinstance(level, (int, float, np.number)) else str(level)
 
 
 def breakdown(

@@ -57,7 +57,7 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,17 +288,25 @@ def read_grades(run_dir: str | os.PathLike[str], grader: str = "math-verify") ->
     files = _parquet_files(grades_dir(run_dir, grader))
     if not files:
         return _empty_grades()
-    frame = pa.concat_tables([_read_part(f) for f in files]).to_pandas()
+    frame = pa.concat_tables([_read_table(f, GRADE_SCHEMA, _unreadable_part) for f in files]).to_pandas()
     frame = frame.drop_duplicates(KEY_COLUMNS, keep="last")  # parts sort by generation: the newer part's grade wins
     return frame.sort_values(KEY_COLUMNS, kind="stable").reset_index(drop=True)
 
 
-def _read_part(path: Path) -> pa.Table:
-    """One grade part; RunDirError naming it (and the way out) if it cannot be read."""
+def _read_table(path: Path, schema: pa.Schema, unreadable: Callable[[Path, Exception], RunDirError]) -> pa.Table:
+    """A grade part or cache file; `unreadable(path, exc)`, the error naming it and the way out, if it cannot be read."""
     try:
-        return pq.read_table(path, schema=GRADE_SCHEMA)
+        return pq.read_table(path, schema=schema)
     except (pa.ArrowException, OSError) as exc:
-        raise _unreadable_part(path, exc) from None
+        raise unreadable(path, exc) from None
+
+
+def _read_metadata(path: Path, unreadable: Callable[[Path, Exception], RunDirError]) -> dict[bytes, bytes]:
+    """The Parquet metadata of a grade part or cache file; `unreadable(path, exc)` if it cannot be read."""
+    try:
+        return pq.read_schema(path).metadata or {}
+    except (pa.ArrowException, OSError) as exc:
+        raise unreadable(path, exc) from None
 
 
 def _unreadable_part(path: Path, exc: Exception) -> RunDirError:
@@ -313,22 +321,6 @@ def _with_rules(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), _RULES_KEY: str(GRADING_RULES).encode()})
 
 
-def _read_cache(path: Path, schema: pa.Schema) -> pa.Table:
-    """A grading cache file; RunDirError naming it (and the way out) if it cannot be read."""
-    try:
-        return pq.read_table(path, schema=schema)
-    except (pa.ArrowException, OSError) as exc:
-        raise _unreadable_cache(path, exc) from None
-
-
-def _cache_metadata(path: Path) -> dict[bytes, bytes]:
-    """A grading cache file's Parquet metadata; RunDirError naming it if it cannot be read."""
-    try:
-        return pq.read_schema(path).metadata or {}
-    except (pa.ArrowException, OSError) as exc:
-        raise _unreadable_cache(path, exc) from None
-
-
 def _unreadable_cache(path: Path, exc: Exception) -> RunDirError:
     """The error for a damaged cache file: without the cache, `--regrade` grades every sample again and rebuilds it."""
     run = path.parent.parent.parent
@@ -338,7 +330,7 @@ def _unreadable_cache(path: Path, exc: Exception) -> RunDirError:
 
 def _rules_of(path: Path) -> int:
     """The grading rules a cache file was written under (1 for files from before they were recorded)."""
-    return int(_cache_metadata(path).get(_RULES_KEY, b"1"))
+    return int(_read_metadata(path, _unreadable_cache).get(_RULES_KEY, b"1"))
 
 
 def _load_pairs(run_dir: Path, grader: str, undecided: bool = True) -> dict[tuple[str, str], tuple[bool, str, str]]:
@@ -349,7 +341,7 @@ def _load_pairs(run_dir: Path, grader: str, undecided: bool = True) -> dict[tupl
     path = _cache_path(run_dir, grader, "pairs")
     if not path.is_file() or _rules_of(path) != GRADING_RULES:
         return {}
-    table = _read_cache(path, PAIR_SCHEMA).to_pydict()
+    table = _read_table(path, PAIR_SCHEMA, _unreadable_cache).to_pydict()
     columns = (table["reference"], table["extracted"], table["correct"], table["key"], table["how"])
     return {(r, e): (bool(c), k, h) for r, e, c, k, h in zip(*columns) if undecided or h not in UNDECIDED}
 
@@ -390,7 +382,7 @@ def _load_classes(run_dir: Path, grader: str) -> pd.DataFrame:
     path = _cache_path(run_dir, grader, "classes")
     if not path.is_file():
         return CLASS_SCHEMA.empty_table().to_pandas()
-    return _read_cache(path, CLASS_SCHEMA).to_pandas()
+    return _read_table(path, CLASS_SCHEMA, _unreadable_cache).to_pandas()
 
 
 def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
@@ -398,7 +390,7 @@ def _load_references(run_dir: Path, grader: str) -> dict[str, str]:
     path = _cache_path(run_dir, grader, "references")
     if not path.is_file():
         return {}
-    table = _read_cache(path, REFERENCE_SCHEMA).to_pandas()
+    table = _read_table(path, REFERENCE_SCHEMA, _unreadable_cache).to_pandas()
     return dict(zip(table["problem_id"], table["reference"]))
 
 
@@ -420,7 +412,7 @@ def _load_definitions(run_dir: Path, grader: str) -> dict[str, str]:
     path = _cache_path(run_dir, grader, "references")
     if not path.is_file():
         return {}
-    recorded = _cache_metadata(path).get(_DEFINITIONS_KEY)
+    recorded = _read_metadata(path, _unreadable_cache).get(_DEFINITIONS_KEY)
     return json.loads(recorded) if recorded else {}
 
 
@@ -477,10 +469,7 @@ def _graded_digests(parts: list[Path]) -> dict[str, str | None]:
     (the newest last); shards graded before digests were recorded are missing."""
     digests: dict[str, str | None] = {}
     for path in parts:
-        try:
-            recorded = (pq.read_schema(path).metadata or {}).get(_SHARDS_KEY)
-        except (pa.ArrowException, OSError) as exc:
-            raise _unreadable_part(path, exc) from None
+        recorded = _read_metadata(path, _unreadable_part).get(_SHARDS_KEY)
         if recorded:
             digests.update(json.loads(recorded))
     return digests
